@@ -1,0 +1,94 @@
+"""One way to reach the service's database: SQLite for the embedded runner, PostgreSQL in production.
+
+The audit trail and the notification outbox share a database so that a decision, its trail entry and its
+outbox rows commit in one transaction. SQL is written once with ``?`` placeholders; this module adapts it to
+the driver (psycopg uses ``%s``). Nothing here knows about trails or letters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+def is_postgres_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+class Database:
+    """A single connection with explicit transactions. Not shared between threads."""
+
+    def __init__(self, target: str | Path) -> None:
+        text = str(target)
+        self.target = text
+        self.dialect: Dialect
+        if is_postgres_url(text):
+            import psycopg
+
+            self.dialect = "postgresql"
+            self._conn: Any = psycopg.connect(text, autocommit=True)
+        else:
+            self.dialect = "sqlite"
+            path = text.removeprefix("sqlite:///").removeprefix("sqlite://")
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so transactions are explicit.
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        self._depth = 0
+
+    def sql(self, text: str) -> str:
+        """Adapt ``?`` placeholders to the driver's style."""
+        return text.replace("?", "%s") if self.dialect == "postgresql" else text
+
+    def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(self.sql(text), tuple(params))
+
+    def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.dialect == "postgresql":
+            with self._conn.cursor() as cur:
+                cur.executemany(self.sql(text), [tuple(r) for r in rows])
+        else:
+            self._conn.executemany(text, [tuple(r) for r in rows])
+
+    def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self.execute(text, params).fetchall()]
+
+    def executescript(self, script: str) -> None:
+        """Run DDL. Statements are separated by lines holding only ``;;`` so triggers with ``;`` survive."""
+        for statement in (s.strip() for s in script.split("\n;;\n")):
+            if statement:
+                self._conn.execute(statement)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """Nested calls join the outer transaction; the outermost commits or rolls back."""
+        if self._depth == 0:
+            self._conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._conn.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

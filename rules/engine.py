@@ -22,11 +22,6 @@ from services.assessment import FunnelSpec
 DEFAULT_RULES_DIR = Path(__file__).parent / "sets"
 
 Method = Literal["shmi", "cqc", "poisson-ci", "exact", "normal", "arcsine", "log", "sqrt"]
-METHODS_BY_MEASURE: dict[str, tuple[str, ...]] = {
-    "proportion": ("normal", "exact", "arcsine"),
-    "standardised_ratio": ("shmi", "cqc", "poisson-ci", "exact", "normal", "log", "sqrt"),
-    "mean": ("normal",),
-}
 
 
 class RuleSetError(ValueError):
@@ -89,13 +84,6 @@ class Indicator(Strict):
     overdispersion: Overdispersion = Overdispersion()
     deadlines: Deadlines | None = None
     recipients: Recipients | None = None
-
-    @model_validator(mode="after")
-    def _method_fits_measure(self) -> Indicator:
-        allowed = METHODS_BY_MEASURE[self.measure]
-        if self.method not in allowed:
-            raise ValueError(f"method {self.method!r} does not apply to a {self.measure}; use one of {allowed}")
-        return self
 
 
 class Policy(Strict):
@@ -199,6 +187,7 @@ def parse_rule_set(data: Mapping[str, object], source: str) -> RuleSet:
         try:
             funnel_spec(indicator)
         except ValueError as exc:
+            # The statistics core checks that the method fits the measure and the options fit the method.
             raise RuleSetError(f"{source}: indicators.{indicator_id}: {exc}") from None
     return rule_set
 

@@ -9,7 +9,7 @@ the ingest stage, ``services/ingest.py``.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -118,12 +118,15 @@ def release_topic_key(event: AuditResult | ReleaseClosed) -> str:
     return f"{event.audit}/{event.release_id}"
 
 
+_TAGS = frozenset({"audit_result", "release_closed", *get_args(MeasureType)})
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One readable sentence per problem: which field, and why. Used in dead letters and CLI errors."""
     parts = []
     for err in exc.errors(include_url=False):
         # Drop the discriminator tags pydantic inserts into the location (e.g. "proportion", "audit_result").
-        loc = [str(p) for p in err["loc"] if p not in ("audit_result", "release_closed", *MeasureType.__args__)]
+        loc = [str(p) for p in err["loc"] if p not in _TAGS]
         where = ".".join(loc) or "event"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
@@ -131,6 +134,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         elif err["type"] == "extra_forbidden":
             message = "is not a field of the v1 contract"
         elif err["type"] in ("union_tag_invalid", "literal_error") and loc and loc[-1] in ("kind", "type"):
-            message = f"{err['input']!r} is not one of the known values ({err['ctx'].get('expected_tags') or err['ctx'].get('expected')})"
+            known = err.get("ctx", {}).get("expected_tags") or err.get("ctx", {}).get("expected")
+            message = f"{err['input']!r} is not one of the known values ({known})"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -27,7 +27,7 @@ TrustRole = Literal["patient_safety_lead", "lead_clinician", "medical_director",
 RegulatorRole = Literal["nhs_england", "cqc", "welsh_government", "hiw"]
 AuditRole = Literal["audit_clinical_lead", "audit_supplier"]
 FormalRole = Literal[TrustRole, RegulatorRole, AuditRole]
-REGULATOR_ROLES: frozenset[str] = frozenset(RegulatorRole.__args__)  # type: ignore[attr-defined]
+REGULATOR_ROLES: frozenset[str] = frozenset(get_args(RegulatorRole))
 
 
 class Record(BaseModel):
@@ -200,7 +200,7 @@ class DeadLetter(Record):
 class ReleaseReport(Record):
     """A release that did not close cleanly: results missing at the close, or arriving after it."""
 
-    kind: Literal["results_missing", "late_result", "count_exceeded"]
+    kind: Literal["results_missing", "late_result", "count_exceeded", "never_closed"]
     audit: str
     release_id: str
     indicator_id: str

@@ -1,0 +1,175 @@
+"""Assess complete releases: the statistics core applied to the national picture, as ``Assessment`` records.
+
+Each complete release becomes one ``ReleaseSummary`` and one ``Assessment`` per organisation, carrying the
+value, z-scores, both pairs of limits (adjusted and unadjusted), the band and side, φ, τ², the number of units
+kept for the overdispersion estimate, the method and the rule-set version that decided. Many releases that
+share a specification are assessed in one vectorised call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rules.engine import IndicatorRule
+from schemas.events import AuditResult
+from schemas.signals import Assessment, Limits, ReleaseSummary, stable_id
+from services.assessment import FunnelResult, FunnelSpec, assess, assess_many
+from services.organisations import display_name
+
+INSUFFICIENT_REASON = "below the indicator's minimum volume"
+
+
+@dataclass(frozen=True)
+class AssessedRelease:
+    summary: ReleaseSummary
+    assessments: list[Assessment]
+    funnel: FunnelResult
+    rule: IndicatorRule
+
+
+def columns(results: Sequence[AuditResult], measure: str) -> dict[str, np.ndarray]:
+    """The measure's columns as arrays, in the order of ``results``."""
+    m = [r.measure for r in results]
+    if measure == "proportion":
+        return {
+            "numerator": np.array([x.numerator for x in m], dtype=float),  # type: ignore[union-attr]
+            "denominator": np.array([x.denominator for x in m], dtype=float),  # type: ignore[union-attr]
+        }
+    if measure == "standardised_ratio":
+        return {
+            "observed": np.array([x.observed for x in m], dtype=float),  # type: ignore[union-attr]
+            "expected": np.array([x.expected for x in m], dtype=float),  # type: ignore[union-attr]
+        }
+    return {
+        "mean": np.array([x.mean for x in m], dtype=float),  # type: ignore[union-attr]
+        "sd": np.array([x.sd for x in m], dtype=float),  # type: ignore[union-attr]
+        "n": np.array([x.n for x in m], dtype=float),  # type: ignore[union-attr]
+    }
+
+
+def _num(x: float) -> float | None:
+    """Finite numbers pass; NaN and infinities (e.g. a limit beyond the scale) become null in the record."""
+    return float(x) if math.isfinite(x) else None
+
+
+def _limits(lo_alert: float, hi_alert: float, lo_alarm: float, hi_alarm: float) -> Limits:
+    return Limits(
+        alert_lower=_num(lo_alert),
+        alert_upper=_num(hi_alert),
+        alarm_lower=_num(lo_alarm),
+        alarm_upper=_num(hi_alarm),
+    )
+
+
+def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: FunnelResult) -> AssessedRelease:
+    first = results[0]
+    spec = rule.spec
+    method = spec.method
+    assessments: list[Assessment] = []
+    counts: dict[str, int] = defaultdict(int)
+    cols = (
+        funnel.value.tolist(),
+        funnel.volume.tolist(),
+        funnel.z.tolist(),
+        funnel.z_adjusted.tolist(),
+        funnel.ll_alert.tolist(),
+        funnel.ul_alert.tolist(),
+        funnel.ll_alarm.tolist(),
+        funnel.ul_alarm.tolist(),
+        funnel.ll_alert_unadjusted.tolist(),
+        funnel.ul_alert_unadjusted.tolist(),
+        funnel.ll_alarm_unadjusted.tolist(),
+        funnel.ul_alarm_unadjusted.tolist(),
+        funnel.band.tolist(),
+        funnel.side.tolist(),
+    )
+    for result, row in zip(results, zip(*cols, strict=True), strict=True):
+        value, volume, z, z_adj, la, ua, lm, um, lau, uau, lmu, umu, band, side = row
+        ods = result.organisation.ods_code
+        insufficient = band == "insufficient_data"
+        counts[band if band in ("within", "insufficient_data") else f"{band}_{side}"] += 1
+        assessments.append(
+            Assessment(
+                assessment_id=stable_id(
+                    "asm", first.audit, first.release_id, first.indicator_id, ods, rule.ref.version
+                ),
+                audit=result.audit,
+                release_id=result.release_id,
+                indicator_id=result.indicator_id,
+                indicator_name=rule.indicator.name,
+                period=result.period,
+                ods_code=ods,
+                organisation_name=display_name(ods),
+                country=result.organisation.country,
+                event_id=result.event_id,
+                measure=result.measure.type,
+                method=method,
+                value=_num(value),
+                volume=float(volume),
+                z=None if insufficient else _num(z),
+                z_adjusted=None if insufficient else _num(z_adj),
+                limits=_limits(la, ua, lm, um),
+                limits_unadjusted=_limits(lau, uau, lmu, umu),
+                target=float(funnel.target),
+                band=band,
+                side=None if insufficient else side,
+                reason=INSUFFICIENT_REASON if insufficient else None,
+                phi=float(funnel.phi),
+                tau2=float(funnel.tau2),
+                n_kept=int(funnel.n_kept),
+                od_method=funnel.od_method,
+                od_applied=bool(funnel.od_applied),
+                rules=rule.ref,
+            )
+        )
+    summary = ReleaseSummary(
+        audit=first.audit,
+        release_id=first.release_id,
+        indicator_id=first.indicator_id,
+        indicator_name=rule.indicator.name,
+        period=first.period,
+        measure=first.measure.type,
+        method=method,
+        target=float(funnel.target),
+        phi=float(funnel.phi),
+        tau2=float(funnel.tau2),
+        n_units=int(funnel.n_units),
+        n_kept=int(funnel.n_kept),
+        od_method=funnel.od_method,
+        od_applied=bool(funnel.od_applied),
+        chisq_p=None if funnel.chisq_p is None else _num(funnel.chisq_p),
+        counts=dict(counts),
+        rules=rule.ref,
+    )
+    return AssessedRelease(summary, assessments, funnel, rule)
+
+
+def assess_release(results: Sequence[AuditResult], rule: IndicatorRule) -> AssessedRelease:
+    """Assess one complete release. Results are ordered by ODS code, so the output does not depend on arrival."""
+    ordered = sorted(results, key=lambda r: r.organisation.ods_code)
+    funnel = assess(rule.spec, **columns(ordered, rule.indicator.measure))
+    return to_records(ordered, rule, funnel)
+
+
+def assess_releases(batch: Sequence[tuple[Sequence[AuditResult], IndicatorRule]]) -> list[AssessedRelease]:
+    """Assess many complete releases, one vectorised call per distinct specification."""
+    by_spec: dict[FunnelSpec, list[tuple[list[AuditResult], IndicatorRule]]] = defaultdict(list)
+    for results, rule in batch:
+        by_spec[rule.spec].append((sorted(results, key=lambda r: r.organisation.ods_code), rule))
+    out: list[AssessedRelease] = []
+    for spec, releases in by_spec.items():
+        if len(releases) == 1:
+            ordered, rule = releases[0]
+            out.append(to_records(ordered, rule, assess(spec, **columns(ordered, rule.indicator.measure))))
+            continue
+        flat = [r for ordered, _ in releases for r in ordered]
+        group = np.repeat(np.arange(len(releases)), [len(ordered) for ordered, _ in releases])
+        funnels = assess_many(spec, group, **columns(flat, releases[0][1].indicator.measure)).results()
+        for (ordered, rule), funnel in zip(releases, funnels, strict=True):
+            out.append(to_records(ordered, rule, funnel))
+    return out

@@ -1,0 +1,361 @@
+"""The ``signalbox`` command line: one front door for analysts, operators and audit platforms.
+
+    signalbox assess FILE.csv …     assess one national release from a CSV (the analyst's command)
+    signalbox route FILE.jsonl …    the embedded main job: validate → assess → route, no Kafka, no Redis
+    signalbox schemas export        write the v1 contract and outputs as JSON Schema into schemas/json/
+    signalbox rules check [DIR]     validate rule sets
+    signalbox trail …  cases …      the audit trail and the alarm case process
+    signalbox worker | publish | tail | topics   the streaming deployment on Kafka
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rules.engine import RuleSetError, load_rules
+from services.assessment import FunnelResult, FunnelSpec, assess, render_funnel_svg
+from services.runner import RunSummary, UsageError, file_size, run_file
+
+app = typer.Typer(
+    name="signalbox",
+    help="Route clinical-audit outlier signals: alerts to a protected learning space, alarms to the formal space.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="The v1 event contract and output records as JSON Schema.", no_args_is_help=True)
+rules_app = typer.Typer(help="Rule sets: one YAML file per audit.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(rules_app, name="rules")
+
+# Wide enough for the tables when the output goes to a file or a pipe rather than a terminal.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------- assess
+
+
+class MeasureOpt(StrEnum):
+    proportion = "proportion"
+    standardised_ratio = "standardised_ratio"
+    mean = "mean"
+
+
+class MethodOpt(StrEnum):
+    shmi = "shmi"
+    cqc = "cqc"
+    poisson_ci = "poisson-ci"
+    exact = "exact"
+    normal = "normal"
+    arcsine = "arcsine"
+
+
+class Adverse(StrEnum):
+    high = "high"
+    low = "low"
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+CSV_COLUMNS = {
+    "proportion": ("numerator", "denominator"),
+    "standardised_ratio": ("observed", "expected"),
+    "mean": ("mean", "sd", "n"),
+}
+
+
+def read_release_csv(path: Path, measure: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Read ``org`` plus the measure's columns; every problem names the row and the column."""
+    if not path.is_file():
+        raise UsageError(f"The CSV file {path} does not exist.")
+    needed = CSV_COLUMNS[measure]
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in ("org", *needed) if c not in header]
+        if missing:
+            raise UsageError(
+                f"{path} needs the columns org,{','.join(needed)} for a {measure}; "
+                f"missing: {', '.join(missing)} (found: {', '.join(header) or 'nothing'})."
+            )
+        orgs: list[str] = []
+        values: dict[str, list[float]] = {c: [] for c in needed}
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            orgs.append(row["org"])
+            for c in needed:
+                try:
+                    x = float(row[c])
+                except ValueError:
+                    raise UsageError(f"{path}, line {line}: column {c} is {row[c]!r}, not a number.") from None
+                if not math.isfinite(x) or (c != "mean" and x < 0):
+                    raise UsageError(f"{path}, line {line}: column {c} must be a finite number ≥ 0, not {x}.")
+                values[c].append(x)
+            if measure == "proportion" and values["numerator"][-1] > values["denominator"][-1]:
+                raise UsageError(f"{path}, line {line}: the numerator is above the denominator.")
+            if measure == "standardised_ratio" and values["expected"][-1] <= 0:
+                raise UsageError(f"{path}, line {line}: the expected count must be above 0.")
+    if not orgs:
+        raise UsageError(f"{path} holds no organisations.")
+    if len(set(orgs)) != len(orgs):
+        raise UsageError(f"{path}: an organisation appears more than once.")
+    return orgs, {c: np.array(v, dtype=float) for c, v in values.items()}
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def assessment_rows(orgs: list[str], result: FunnelResult) -> list[dict[str, Any]]:
+    rows = []
+    for i, org in enumerate(orgs):
+        band = str(result.band[i])
+        rows.append(
+            {
+                "org": org,
+                "value": _finite(result.value[i]),
+                "volume": _finite(result.volume[i]),
+                "z": _finite(result.z[i]),
+                "z_adjusted": _finite(result.z_adjusted[i]),
+                "ll95": _finite(result.ll_alert[i]),
+                "ul95": _finite(result.ul_alert[i]),
+                "ll998": _finite(result.ll_alarm[i]),
+                "ul998": _finite(result.ul_alarm[i]),
+                "band": band,
+                "side": None if band == "insufficient_data" else str(result.side[i]),
+            }
+        )
+    return rows
+
+
+def summary_row(result: FunnelResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = r["band"] if r["band"] in ("within", "insufficient_data") else f"{r['band']}_{r['side']}"
+        counts[key] = counts.get(key, 0) + 1
+    return {
+        "summary": True,
+        "method": result.spec.method,
+        "od_method": result.od_method,
+        "od_applied": result.od_applied,
+        "target": result.target,
+        "phi": result.phi,
+        "tau2": result.tau2,
+        "n_units": result.n_units,
+        "n_kept": result.n_kept,
+        "chisq_p": result.chisq_p,
+        "counts": counts,
+    }
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+@app.command("assess")
+def assess_command(
+    file: Annotated[Path, typer.Argument(help="CSV: org plus numerator,denominator | observed,expected | mean,sd,n")],
+    measure: Annotated[MeasureOpt, typer.Option(help="What the CSV holds.")],
+    method: Annotated[MethodOpt, typer.Option(help="shmi, cqc, poisson-ci, exact, normal or arcsine.")],
+    no_overdispersion: Annotated[bool, typer.Option("--no-overdispersion", help="Unadjusted limits.")] = False,
+    adverse: Annotated[Adverse, typer.Option(help="Which direction is worse.")] = Adverse.high,
+    min_volume: Annotated[float, typer.Option(help="Below this volume: insufficient data.")] = 0.0,
+    output_format: Annotated[Format, typer.Option("--format", help="table for people, json for programs.")] = (
+        Format.table
+    ),
+    plot: Annotated[Path | None, typer.Option(help="Also write the funnel plot as SVG to this file.")] = None,
+) -> None:
+    """Assess one national release from a CSV against funnel-plot limits with overdispersion.
+
+    Example: signalbox assess release.csv --measure standardised_ratio --method shmi --format json
+    """
+    try:
+        orgs, cols = read_release_csv(file, measure.value)
+        overrides: dict[str, Any] = {"adverse": adverse.value, "min_volume": min_volume}
+        if no_overdispersion:
+            overrides["overdispersion"] = "none"
+        spec = FunnelSpec.preset(measure.value, method.value, **overrides)
+        result = assess(spec, **cols)
+    except (UsageError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    rows = assessment_rows(orgs, result)
+    summary = summary_row(result, rows)
+    if output_format is Format.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        table = Table(title=f"{file.name}: {measure.value}, method {method.value} ({result.od_method})")
+        for col in ("org", "value", "volume", "z", "z adj", "95% limits", "99.8% limits", "band", "side"):
+            table.add_column(col, justify="left" if col in ("org", "band", "side") else "right")
+        for r in rows:
+            style = {"alarm": "bold red", "alert": "yellow"}.get(r["band"], "")
+            table.add_row(
+                r["org"], _fmt(r["value"]), _fmt(r["volume"], 1), _fmt(r["z"], 2), _fmt(r["z_adjusted"], 2),
+                f"{_fmt(r['ll95'])}–{_fmt(r['ul95'])}", f"{_fmt(r['ll998'])}–{_fmt(r['ul998'])}",
+                r["band"], r["side"] or "", style=style,
+            )  # fmt: skip
+        out.print(table)
+        out.print(
+            f"target {result.target:.4g} · φ {result.phi:.3f} · τ² {result.tau2:.4g} · kept {result.n_kept}/"
+            f"{result.n_units} · overdispersion {'applied' if result.od_applied else 'not applied'} · "
+            + ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items())),
+            highlight=False,
+        )
+    if plot is not None:
+        plot.write_text(render_funnel_svg(result, orgs, title=file.stem), encoding="utf-8")
+        err.print(f"funnel plot written to {plot}")
+
+
+# ---------------------------------------------------------------------------------------------- route
+
+
+def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 20) -> None:
+    from services.organisations import display_name
+
+    out.print(
+        f"[bold]{summary.lines}[/] lines: {summary.accepted} accepted, {summary.redeliveries} redeliveries, "
+        f"{summary.dead_letters} dead letters; {len(summary.releases)} releases assessed",
+        highlight=False,
+    )
+    table = Table(title="Releases")
+    for col in ("release", "indicator", "method", "φ", "τ²", "alarm", "alert", "favourable", "within", "insufficient"):
+        table.add_column(col)
+    for rel in summary.releases[:max_releases]:
+        s, c = rel.summary, rel.summary.counts
+        fav = c.get("alert_favourable", 0) + c.get("alarm_favourable", 0)
+        table.add_row(
+            s.release_id, s.indicator_id, s.method, f"{s.phi:.2f}", f"{s.tau2:.4g}",
+            str(c.get("alarm_adverse", 0)), str(c.get("alert_adverse", 0)), str(fav),
+            str(c.get("within", 0)), str(c.get("insufficient_data", 0)),
+        )  # fmt: skip
+    out.print(table)
+    if len(summary.releases) > max_releases:
+        out.print(f"… and {len(summary.releases) - max_releases} more releases (see releases.jsonl)")
+    flagged = [
+        a for rel in summary.releases[:max_releases] for a in rel.assessments if a.band in ("alarm", "alert")
+    ]
+    if flagged:
+        ft = Table(title="Flagged organisations")
+        for col in ("space", "ODS", "organisation", "indicator", "value", "z adj", "band"):
+            ft.add_column(col)
+        order = {"alarm": 0, "alert": 1}
+        for a in sorted(flagged, key=lambda a: (a.side != "adverse", order[a.band], a.indicator_id, a.ods_code)):
+            space = "good practice" if a.side == "favourable" else ("formal" if a.band == "alarm" else "learning")
+            ft.add_row(
+                space, a.ods_code, display_name(a.ods_code), a.indicator_id, _fmt(a.value),
+                _fmt(a.z_adjusted, 2), f"{a.band} ({a.side})",
+                style="bold red" if space == "formal" else ("yellow" if space == "learning" else "green"),
+            )  # fmt: skip
+        out.print(ft)
+    d = summary.decisions
+    out.print(
+        f"decisions: {d['learning']} learning space, {d['formal']} formal space, "
+        f"{d['good_practice']} good practice; {summary.reports} release reports. Outputs in {out_dir}/",
+        highlight=False,
+    )
+
+
+@app.command("route")
+def route_command(
+    file: Annotated[Path, typer.Argument(help="JSON Lines file of v1 events (audit_result, release_closed).")],
+    rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the outputs are written.")] = Path("out"),
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on large inputs.")] = True,
+) -> None:
+    """The embedded main job: validate → assess → route a file of events, with no Kafka and no Redis.
+
+    Example: signalbox route examples/results.jsonl --out out/
+    """
+    try:
+        rules = load_rules(rules_dir)
+    except RuleSetError as exc:
+        raise fail(str(exc)) from None
+    if not file.is_file():
+        raise fail(f"The input file {file} does not exist or is not a file.")
+    size = file_size(file)
+    show_bar = progress and size > 5_000_000
+    try:
+        if show_bar:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+            with Progress(
+                "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                console=err, transient=True,
+            ) as bar:  # fmt: skip
+                task = bar.add_task(f"routing {file.name}", total=size)
+                summary = run_file(file, rules, out_dir, on_bytes=lambda n: bar.advance(task, n))
+        else:
+            summary = run_file(file, rules, out_dir)
+    except UsageError as exc:
+        raise fail(str(exc)) from None
+    print_route_summary(summary, out_dir)
+
+
+# ---------------------------------------------------------------------------------------------- schemas, rules
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "json"
+
+
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the JSON Schema files.")] = SCHEMA_DIR,
+) -> None:
+    """Write JSON Schema for the v1 events and every output record."""
+    from schemas.export import write_schemas
+
+    for path in write_schemas(directory):
+        out.print(f"wrote {path}")
+
+
+@rules_app.command("check")
+def rules_check(directory: Annotated[Path | None, typer.Argument(help="Rule-set folder.")] = None) -> None:
+    """Validate every rule set in a folder and list its indicators."""
+    try:
+        book = load_rules(directory)
+    except RuleSetError as exc:
+        raise fail(str(exc)) from None
+    for rule in book:
+        out.print(
+            f"{rule.audit} {rule.indicator_id}: {rule.indicator.measure}, {rule.indicator.method}, adverse "
+            f"{rule.indicator.adverse}, min volume {rule.indicator.min_volume:g} ({rule.ref.rule_set} "
+            f"{rule.ref.version}, policy {rule.ref.policy_version})",
+            highlight=False,
+        )
+
+
+def _mount_optional() -> None:
+    """Sub-commands whose packages carry heavier dependencies are mounted here."""
+    from services.cases.cli import app as cases_app
+    from services.trail.cli import app as trail_app
+
+    app.add_typer(trail_app, name="trail")
+    app.add_typer(cases_app, name="cases")
+
+
+def main() -> None:
+    try:
+        _mount_optional()
+    except ImportError:  # pragma: no cover - while a package is being built
+        pass
+    app()

@@ -1,0 +1,126 @@
+"""Ingest: the one place an event enters signalbox. Raw bytes in; a valid event, a redelivery or a dead letter out.
+
+Shape is checked by the v1 models (``schemas/events.py``); here we add what needs context: the ODS code is a
+real, open organisation in its stated country, the audit and indicator have a rule set, the measure is the
+indicator's measure type, and an ``event_id`` seen before carries the same content (a harmless redelivery)
+rather than different content (a conflict, dead-lettered). Nothing here knows about Kafka or files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from pydantic import ValidationError
+
+from rules.engine import RuleBook
+from schemas.events import EVENT_ADAPTER, AuditResult, ReleaseClosed, describe_validation_error
+from schemas.signals import DeadLetter
+from services.organisations import check_ods_code
+
+Event = AuditResult | ReleaseClosed
+Seen = Literal["new", "duplicate", "conflict"]
+
+
+class EventLedger(Protocol):
+    """Remembers which event ids were accepted, with a digest of their content."""
+
+    def check_and_record(self, event_id: str, digest: str) -> Seen: ...
+
+
+class MemoryLedger:
+    """The embedded runner's ledger: a dict, since one run reads one file in one process."""
+
+    def __init__(self) -> None:
+        self._digests: dict[str, str] = {}
+
+    def check_and_record(self, event_id: str, digest: str) -> Seen:
+        known = self._digests.get(event_id)
+        if known is None:
+            self._digests[event_id] = digest
+            return "new"
+        return "duplicate" if known == digest else "conflict"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event: Event
+    digest: str
+
+
+@dataclass(frozen=True)
+class Redelivered:
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    dead_letter: DeadLetter
+
+
+Ingested = Accepted | Redelivered | Rejected
+
+
+def content_digest(event: Event) -> str:
+    return hashlib.sha256(event.model_dump_json().encode()).hexdigest()
+
+
+def dead_letter(raw: bytes, source: str, reason: str, event_id: str | None = None) -> DeadLetter:
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    return DeadLetter(
+        source=source,
+        reason=reason,
+        raw=text,
+        raw_encoding=encoding,
+        event_id=event_id,
+        received_at=datetime.now(UTC),
+    )
+
+
+def parse(raw: bytes) -> Event | str:
+    """The event, or a sentence saying why it is not a v1 event."""
+    try:
+        return EVENT_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return "not valid JSON: " + exc.errors()[0]["msg"].removeprefix("Invalid JSON: ")
+        return describe_validation_error(exc)
+
+
+def check_context(event: Event, rules: RuleBook) -> str | None:
+    rule = rules.get(event.audit, event.indicator_id)
+    if rule is None:
+        return f"indicator_id: no rule set covers indicator {event.indicator_id!r} of audit {event.audit!r}"
+    if isinstance(event, AuditResult):
+        if event.measure.type != rule.indicator.measure:
+            return (
+                f"measure.type: {event.indicator_id} is a {rule.indicator.measure} indicator, "
+                f"but this result is a {event.measure.type}"
+            )
+        return check_ods_code(event.organisation.ods_code, event.organisation.country)
+    return None
+
+
+def ingest(raw: bytes, source: str, rules: RuleBook, ledger: EventLedger) -> Ingested:
+    """Validate one raw event. Never raises for bad input: every failure becomes a dead letter."""
+    parsed = parse(raw)
+    if isinstance(parsed, str):
+        return Rejected(dead_letter(raw, source, parsed))
+    problem = check_context(parsed, rules)
+    if problem:
+        return Rejected(dead_letter(raw, source, problem, parsed.event_id))
+    digest = content_digest(parsed)
+    seen = ledger.check_and_record(parsed.event_id, digest)
+    if seen == "duplicate":
+        return Redelivered(parsed.event_id)
+    if seen == "conflict":
+        reason = f"event_id: {parsed.event_id!r} was already received with different content"
+        return Rejected(dead_letter(raw, source, reason, parsed.event_id))
+    return Accepted(parsed, digest)

@@ -1,0 +1,122 @@
+"""The decision core as one straight line: ingest → accumulate → assess → route.
+
+``Pipeline`` knows nothing about transports. The embedded runner (``services/runner.py``) feeds it lines of a
+file; the Faust worker (``services/app.py``) feeds it batches of Kafka records. Both get the same ``Outputs``
+back and only differ in where they put them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from rules.engine import RuleBook
+from rules.routing import RoutedDecision, route
+from schemas.events import AuditResult
+from schemas.signals import DeadLetter, ReleaseReport
+from services.assess import AssessedRelease, assess_releases
+from services.ingest import Accepted, EventLedger, Rejected, dead_letter, ingest
+from services.releases import (
+    ReleaseState,
+    add_result,
+    close_release,
+    mark_assessed,
+    new_state,
+    unfinished_reports,
+)
+
+
+@dataclass
+class Outputs:
+    releases: list[AssessedRelease] = field(default_factory=list)
+    decisions: list[RoutedDecision] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    reports: list[ReleaseReport] = field(default_factory=list)
+    accepted: int = 0
+    redeliveries: int = 0
+
+    def extend(self, other: Outputs) -> None:
+        self.releases += other.releases
+        self.decisions += other.decisions
+        self.dead_letters += other.dead_letters
+        self.reports += other.reports
+        self.accepted += other.accepted
+        self.redeliveries += other.redeliveries
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Pipeline:
+    """Validate, accumulate, assess and route. ``states`` holds release accumulation between calls."""
+
+    def __init__(
+        self,
+        rules: RuleBook,
+        ledger: EventLedger,
+        states: MutableMapping[str, ReleaseState] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.rules = rules
+        self.ledger = ledger
+        self.states: MutableMapping[str, ReleaseState] = {} if states is None else states
+        self.clock = clock
+        self._complete: dict[str, ReleaseState] = {}
+
+    def feed(self, raw: bytes, source: str, out: Outputs) -> None:
+        """Take one raw event. Complete releases wait in a queue until ``flush`` assesses them together."""
+        result = ingest(raw, source, self.rules, self.ledger)
+        if isinstance(result, Rejected):
+            out.dead_letters.append(result.dead_letter)
+            return
+        if not isinstance(result, Accepted):
+            out.redeliveries += 1
+            return
+        event = result.event
+        key = "/".join(event.release_key)
+        state = self._complete.get(key) or self.states.get(key) or new_state(event)
+        now = self.clock()
+        is_result = isinstance(event, AuditResult)
+        outcome = add_result(state, event, now) if is_result else close_release(state, event, now)  # type: ignore[arg-type]
+        out.reports += outcome.reports
+        if outcome.rejection:
+            # The ledger accepted the event id, but the release cannot: keep it as a dead letter with its reason.
+            out.dead_letters.append(dead_letter(raw, source, outcome.rejection, event.event_id))
+            return
+        out.accepted += 1
+        if state.complete:
+            self._complete[key] = state
+        self.states[key] = state
+
+    def flush(self, out: Outputs) -> None:
+        """Assess every release completed since the last flush (vectorised across them) and route it."""
+        if not self._complete:
+            return
+        batch = []
+        for key, state in self._complete.items():
+            rule = self.rules.get(state.audit, state.indicator_id)
+            assert rule is not None  # ingest only accepts events with a rule set
+            batch.append((mark_assessed(state), rule))
+            self.states[key] = state
+        self._complete.clear()
+        now = self.clock()
+        for assessed in assess_releases(batch):
+            out.releases.append(assessed)
+            for assessment in assessed.assessments:
+                decision = route(assessment, assessed.rule, now)
+                if decision is not None:
+                    out.decisions.append(decision)
+
+    def process(self, records: Iterable[tuple[bytes, str]]) -> Outputs:
+        out = Outputs()
+        for raw, source in records:
+            self.feed(raw, source, out)
+        self.flush(out)
+        return out
+
+    def finish(self) -> list[ReleaseReport]:
+        """At the end of a finite input: report every release that never completed."""
+        now = self.clock()
+        return [r for state in self.states.values() for r in unfinished_reports(state, now)]

@@ -1,0 +1,147 @@
+"""Release accumulation: results gather per (audit, release, indicator) until the release is complete.
+
+Funnel limits and overdispersion need the whole national picture, so a release is assessed only when its
+``release_closed`` has arrived and exactly ``result_count`` results are in. Anything else is reported as a
+``ReleaseReport`` of its own: results missing at the close, more results than the close announced, a result
+arriving after the release was assessed, a release never closed. Nothing is silently absorbed.
+
+The state is a plain serialisable model, so the embedded runner keeps it in a dict and the Faust worker in a
+changelogged table; the functions here mutate it in place and return what must be reported.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from schemas.events import AuditResult, ReleaseClosed
+from schemas.signals import ReleaseReport
+
+ReleaseKey = tuple[str, str, str]
+
+
+class ReleaseState(BaseModel):
+    audit: str
+    release_id: str
+    indicator_id: str
+    results: dict[str, AuditResult] = {}
+    closed: ReleaseClosed | None = None
+    assessed: bool = False
+    assessed_count: int = 0
+    missing_reported: bool = False
+
+    @property
+    def key(self) -> ReleaseKey:
+        return (self.audit, self.release_id, self.indicator_id)
+
+    @property
+    def complete(self) -> bool:
+        return (
+            not self.assessed
+            and self.closed is not None
+            and len(self.results) == self.closed.result_count
+        )
+
+    def storage_key(self) -> str:
+        return "/".join(self.key)
+
+
+def new_state(event: AuditResult | ReleaseClosed) -> ReleaseState:
+    return ReleaseState(audit=event.audit, release_id=event.release_id, indicator_id=event.indicator_id)
+
+
+def _report(
+    state: ReleaseState,
+    kind: Literal["results_missing", "late_result", "count_exceeded", "never_closed"],
+    detail: str,
+    now: datetime,
+    event_id: str | None = None,
+) -> ReleaseReport:
+    expected = state.closed.result_count if state.closed else 0
+    received = state.assessed_count if state.assessed else len(state.results)
+    return ReleaseReport(
+        kind=kind,
+        audit=state.audit,
+        release_id=state.release_id,
+        indicator_id=state.indicator_id,
+        expected_count=expected,
+        received_count=received,
+        event_id=event_id,
+        detail=detail,
+        reported_at=now,
+    )
+
+
+class Outcome(BaseModel):
+    """What adding an event did: whether it was absorbed, why not, and what must be reported."""
+
+    absorbed: bool
+    rejection: str | None = None
+    reports: list[ReleaseReport] = []
+
+
+def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outcome:
+    ods = result.organisation.ods_code
+    name = f"release {state.release_id} ({state.indicator_id})"
+    if state.assessed:
+        detail = f"{ods}'s result {result.event_id} arrived after {name} was assessed; it was not included"
+        return Outcome(absorbed=False, reports=[_report(state, "late_result", detail, now, result.event_id)])
+    earlier = state.results.get(ods)
+    if earlier is not None:
+        return Outcome(
+            absorbed=False,
+            rejection=f"organisation.ods_code: {name} already has a result for {ods} (event {earlier.event_id})",
+        )
+    if state.closed is not None and len(state.results) >= state.closed.result_count:
+        detail = (
+            f"{name} was closed with {state.closed.result_count} results; {ods}'s result {result.event_id} "
+            "is one more than announced and was not included"
+        )
+        return Outcome(absorbed=False, reports=[_report(state, "count_exceeded", detail, now, result.event_id)])
+    state.results[ods] = result
+    return Outcome(absorbed=True)
+
+
+def close_release(state: ReleaseState, closed: ReleaseClosed, now: datetime) -> Outcome:
+    name = f"release {state.release_id} ({state.indicator_id})"
+    if state.closed is not None:
+        return Outcome(
+            absorbed=False,
+            rejection=f"event_id: {name} was already closed by event {state.closed.event_id}",
+        )
+    state.closed = closed
+    have, want = len(state.results), closed.result_count
+    if have > want:
+        detail = f"{name} was closed with {want} results but {have} had arrived; it will not be assessed"
+        return Outcome(absorbed=True, reports=[_report(state, "count_exceeded", detail, now, closed.event_id)])
+    if have < want:
+        state.missing_reported = True
+        detail = f"{name} closed with {want} results announced but only {have} received; waiting for the rest"
+        return Outcome(absorbed=True, reports=[_report(state, "results_missing", detail, now, closed.event_id)])
+    return Outcome(absorbed=True)
+
+
+def mark_assessed(state: ReleaseState) -> list[AuditResult]:
+    """Hand over the results for assessment and keep only what late-arrival detection needs."""
+    results = list(state.results.values())
+    state.assessed = True
+    state.assessed_count = len(results)
+    state.results = {}
+    return results
+
+
+def unfinished_reports(state: ReleaseState, now: datetime) -> list[ReleaseReport]:
+    """At the end of a finite input (the embedded runner), say what never completed."""
+    if state.assessed:
+        return []
+    name = f"release {state.release_id} ({state.indicator_id})"
+    if state.closed is None:
+        detail = f"{name} received {len(state.results)} results but no release_closed; it was not assessed"
+        return [_report(state, "never_closed", detail, now)]
+    want, have = state.closed.result_count, len(state.results)
+    if have > want:
+        return []  # reported as count_exceeded when it closed
+    detail = f"{name} is still missing {want - have} of {want} results at the end of the input; not assessed"
+    return [_report(state, "results_missing", detail, now)]

@@ -1,0 +1,1 @@
+"""Streaming infrastructure: topic names, Kafka principals and ACL provisioning (see ``security``)."""

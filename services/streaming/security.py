@@ -1,0 +1,376 @@
+"""Kafka principals, SCRAM users and ACLs that enforce the learning/formal separation on the broker.
+
+The broker (``deploy/local/kafka``) runs with ``StandardAuthorizer``,
+``allow.everyone.if.no.acl.found=false`` and ``super.users=User:admin``; everything below is provisioned
+by ``admin`` through kafka-python's admin client (``alter_user_scram_credentials`` + ``create_acls``;
+both idempotent). Principals:
+
+* ``signalbox``: the service. ALL on topics/groups/transactional ids prefixed ``signalbox`` (outputs
+  ``signalbox.*`` and Faust internal topics ``signalbox-*``), READ on ``audit.results.v1``.
+* ``audit-platform``: WRITE + DESCRIBE on ``audit.results.v1`` only.
+* ``regulator``: READ on ``signalbox.formal.v1`` and groups prefixed ``regulator``; explicit DENY ALL on
+  topics prefixed ``signalbox.learning.`` (deny wins over any later over-broad allow).
+* ``safety-lead-<ODS>``: READ on ``signalbox.learning.v1.<ODS>`` and groups prefixed
+  ``safety-lead-<ODS>`` only.
+
+Run ``python -m services.streaming.security provision --help`` (used by ``deploy/local/kafka start``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka.admin import (
+    ACL,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    KafkaAdminClient,
+    ResourcePattern,
+    ResourceType,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SECURITY_PROTOCOL = "SASL_PLAINTEXT"
+
+# Topic names (fixed contract shared with the rest of signalbox).
+INPUT_TOPIC = "audit.results.v1"
+LEARNING_TOPIC_PREFIX = "signalbox.learning."
+LEARNING_TOPIC_V1_PREFIX = "signalbox.learning.v1."
+FORMAL_TOPIC = "signalbox.formal.v1"
+GOOD_PRACTICE_TOPIC = "signalbox.good-practice.v1"
+DEAD_LETTER_TOPIC = "signalbox.dead-letters.v1"
+RELEASES_TOPIC = "signalbox.releases.v1"
+CASE_COMMANDS_TOPIC = "signalbox.case-commands.v1"
+FIXED_TOPICS: tuple[str, ...] = (
+    INPUT_TOPIC,
+    FORMAL_TOPIC,
+    GOOD_PRACTICE_TOPIC,
+    DEAD_LETTER_TOPIC,
+    RELEASES_TOPIC,
+    CASE_COMMANDS_TOPIC,
+)
+# "signalbox" (no separator) covers both "signalbox.*" outputs and Faust's "signalbox-*" internal topics.
+SERVICE_PREFIX = "signalbox"
+
+ADMIN = "admin"
+SERVICE = "signalbox"
+AUDIT_PLATFORM = "audit-platform"
+REGULATOR = "regulator"
+SAFETY_LEAD_PREFIX = "safety-lead-"
+
+_ODS_RE = re.compile(r"^[A-Z0-9]{3,6}$")
+
+AdminConf = dict[str, Any]
+
+
+def validate_ods(ods_code: str) -> str:
+    """Return the ODS code if it is a plausible organisation code (upper-case alphanumerics, 3-6 chars)."""
+    if not _ODS_RE.fullmatch(ods_code):
+        raise ValueError(f"not an ODS organisation code: {ods_code!r}")
+    return ods_code
+
+
+def learning_topic(ods_code: str) -> str:
+    """The per-trust learning-space topic, e.g. ``signalbox.learning.v1.RXF``."""
+    return LEARNING_TOPIC_V1_PREFIX + validate_ods(ods_code)
+
+
+def safety_lead_principal(ods_code: str) -> str:
+    return SAFETY_LEAD_PREFIX + validate_ods(ods_code)
+
+
+def admin_config(bootstrap: str, user: str, password: str, **extra: Any) -> AdminConf:
+    """kafka-python client kwargs for a SASL_PLAINTEXT / SCRAM-SHA-512 principal."""
+    conf: AdminConf = {
+        "bootstrap_servers": [s.strip() for s in bootstrap.split(",") if s.strip()],
+        "security_protocol": SECURITY_PROTOCOL,
+        "sasl_mechanism": SCRAM_MECHANISM,
+        "sasl_plain_username": user,
+        "sasl_plain_password": password,
+    }
+    conf.update(extra)
+    return conf
+
+
+# ----------------------------------------------------------------------------------------------------
+# Credentials file (written by deploy/local/_creds.py)
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Passwords per service and principal, as in ``.local/credentials.json``."""
+
+    kafka: Mapping[str, str]
+    redis: Mapping[str, str]
+    postgres: Mapping[str, str]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Credentials:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a JSON object")
+
+        def section(name: str) -> dict[str, str]:
+            raw = data.get(name, {})
+            if not isinstance(raw, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+            ):
+                raise ValueError(f"{path}: section {name!r} must map user -> password")
+            return dict(raw)
+
+        return cls(kafka=section("kafka"), redis=section("redis"), postgres=section("postgres"))
+
+    def safety_leads(self) -> list[str]:
+        """ODS codes of the safety-lead principals present in the file."""
+        return sorted(u[len(SAFETY_LEAD_PREFIX) :] for u in self.kafka if u.startswith(SAFETY_LEAD_PREFIX))
+
+
+# ----------------------------------------------------------------------------------------------------
+# ACL sets (pure; unit-testable without a broker)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _acl(
+    principal: str,
+    resource_type: ResourceType,
+    name: str,
+    operation: ACLOperation,
+    *,
+    prefixed: bool = False,
+    deny: bool = False,
+) -> ACL:
+    pattern = ACLResourcePatternType.PREFIXED if prefixed else ACLResourcePatternType.LITERAL
+    return ACL(
+        principal=f"User:{principal}",
+        host="*",
+        operation=operation,
+        permission_type=ACLPermissionType.DENY if deny else ACLPermissionType.ALLOW,
+        resource_pattern=ResourcePattern(resource_type, name, pattern),
+    )
+
+
+def service_acls() -> list[ACL]:
+    """The signalbox service: its own prefixed topics/groups/transactional ids, READ on the input topic.
+
+    ALL on the prefixed topics includes CREATE (Faust creates its changelog/leader topics) and WRITE,
+    which since Kafka 3.0 (KIP-679) also authorises InitProducerId for idempotent producers without
+    IDEMPOTENT_WRITE on the cluster (verified against 4.0.2 by tests/integration/test_kafka_acls.py).
+    """
+    return [
+        _acl(SERVICE, ResourceType.TOPIC, SERVICE_PREFIX, ACLOperation.ALL, prefixed=True),
+        _acl(SERVICE, ResourceType.GROUP, SERVICE_PREFIX, ACLOperation.ALL, prefixed=True),
+        _acl(SERVICE, ResourceType.TRANSACTIONAL_ID, SERVICE_PREFIX, ACLOperation.ALL, prefixed=True),
+        _acl(SERVICE, ResourceType.TOPIC, INPUT_TOPIC, ACLOperation.READ),
+        _acl(SERVICE, ResourceType.TOPIC, INPUT_TOPIC, ACLOperation.DESCRIBE),
+    ]
+
+
+def audit_platform_acls() -> list[ACL]:
+    return [
+        _acl(AUDIT_PLATFORM, ResourceType.TOPIC, INPUT_TOPIC, ACLOperation.WRITE),
+        _acl(AUDIT_PLATFORM, ResourceType.TOPIC, INPUT_TOPIC, ACLOperation.DESCRIBE),
+    ]
+
+
+def regulator_acls() -> list[ACL]:
+    return [
+        _acl(REGULATOR, ResourceType.TOPIC, FORMAL_TOPIC, ACLOperation.READ),
+        _acl(REGULATOR, ResourceType.TOPIC, FORMAL_TOPIC, ACLOperation.DESCRIBE),
+        _acl(REGULATOR, ResourceType.GROUP, REGULATOR, ACLOperation.READ, prefixed=True),
+        # Backstop: DENY takes precedence over any ALLOW, so a later over-broad grant cannot open the
+        # learning space.
+        _acl(
+            REGULATOR, ResourceType.TOPIC, LEARNING_TOPIC_PREFIX, ACLOperation.ALL, prefixed=True, deny=True
+        ),
+    ]
+
+
+def safety_lead_acls(ods_code: str) -> list[ACL]:
+    principal = safety_lead_principal(ods_code)
+    topic = learning_topic(ods_code)
+    return [
+        _acl(principal, ResourceType.TOPIC, topic, ACLOperation.READ),
+        _acl(principal, ResourceType.TOPIC, topic, ACLOperation.DESCRIBE),
+        _acl(principal, ResourceType.GROUP, principal, ACLOperation.READ, prefixed=True),
+    ]
+
+
+def static_acls() -> list[ACL]:
+    return service_acls() + audit_platform_acls() + regulator_acls()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Provisioning against a broker (as the super user)
+# ----------------------------------------------------------------------------------------------------
+
+
+class ProvisioningError(RuntimeError):
+    pass
+
+
+def _admin(admin_conf: AdminConf) -> Any:
+    return KafkaAdminClient(**admin_conf)
+
+
+def wait_until_ready(admin_conf: AdminConf, timeout_s: float = 90.0) -> dict[str, Any]:
+    """Poll with a real protocol round trip (DescribeCluster) until the broker answers or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            conf = dict(admin_conf, bootstrap_timeout_ms=5000, request_timeout_ms=5000)
+            client = _admin(conf)
+            try:
+                cluster: dict[str, Any] = client.describe_cluster()
+                if cluster.get("brokers"):
+                    return cluster
+            finally:
+                client.close()
+        except Exception as exc:  # the broker is still starting: connection refused, auth not ready, ...
+            last = exc
+        time.sleep(1.0)
+    raise ProvisioningError(f"broker not ready after {timeout_s:.0f} s: {last!r}")
+
+
+def ensure_scram_users(admin_conf: AdminConf, users: Mapping[str, str]) -> None:
+    """Create or update SCRAM-SHA-512 credentials (AlterUserScramCredentials; KIP-554, served by KRaft)."""
+    if not users:
+        return
+    upserts = [
+        UserScramCredentialUpsertion(user, ScramMechanism.SCRAM_SHA_512, password, iterations=8192)
+        for user, password in users.items()
+    ]
+    client = _admin(admin_conf)
+    try:
+        result: dict[str, str | None] = client.alter_user_scram_credentials(upserts)
+    finally:
+        client.close()
+    failed = {u: err for u, err in result.items() if err}
+    if failed:
+        raise ProvisioningError(f"SCRAM upsert failed: {failed}")
+
+
+def ensure_acls(admin_conf: AdminConf, acls: Iterable[ACL]) -> int:
+    """Create ACLs (an existing identical binding is a no-op on the broker). Returns the number requested."""
+    wanted = list(acls)
+    if not wanted:
+        return 0
+    client = _admin(admin_conf)
+    try:
+        result: dict[str, list[Any]] = client.create_acls(wanted)
+    finally:
+        client.close()
+    if result["failed"]:
+        raise ProvisioningError(f"create_acls failed: {result['failed']}")
+    return len(wanted)
+
+
+def ensure_topics(admin_conf: AdminConf, topics: Sequence[str], partitions: int = 8) -> list[str]:
+    """Create topics that do not exist yet (replication 1: single local broker). Returns the names created."""
+    client = _admin(admin_conf)
+    try:
+        existing = set(client.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            spec = {t: {"num_partitions": partitions, "replication_factor": 1} for t in missing}
+            try:
+                client.create_topics(spec, wait_for_metadata=True)
+            except TopicAlreadyExistsError:  # created concurrently
+                client.wait_for_topics(missing)
+        return missing
+    finally:
+        client.close()
+
+
+def ensure_principals(admin_conf: AdminConf, credentials: Credentials) -> None:
+    """SCRAM users and ACLs for the fixed principals signalbox, audit-platform and regulator."""
+    fixed = (SERVICE, AUDIT_PLATFORM, REGULATOR)
+    missing = [u for u in fixed if u not in credentials.kafka]
+    if missing:
+        raise ProvisioningError(f"credentials file lacks Kafka passwords for {missing}")
+    users = {u: credentials.kafka[u] for u in fixed}
+    if ADMIN in credentials.kafka:
+        users[ADMIN] = credentials.kafka[ADMIN]  # keep the stored admin credential in step with the file
+    ensure_scram_users(admin_conf, users)
+    ensure_acls(admin_conf, static_acls())
+
+
+def ensure_safety_lead(admin_conf: AdminConf, ods_code: str, password: str) -> str:
+    """SCRAM user ``safety-lead-<ODS>`` that may read only ``signalbox.learning.v1.<ODS>``.
+
+    Returns the principal name. Note: the group ACL is a *prefix* ``safety-lead-<ODS>``; an ODS code that
+    is a prefix of another (RX / RXF) would share consumer-group names (offsets only, never topic data,
+    which is a literal grant).
+    """
+    principal = safety_lead_principal(ods_code)
+    ensure_scram_users(admin_conf, {principal: password})
+    ensure_acls(admin_conf, safety_lead_acls(ods_code))
+    return principal
+
+
+def provision(
+    bootstrap: str,
+    credentials: Credentials,
+    *,
+    safety_leads: Sequence[str] = (),
+    partitions: int = 8,
+    timeout_s: float = 90.0,
+) -> None:
+    """Wait for the broker, then create users, ACLs and the fixed topics (idempotent)."""
+    conf = admin_config(bootstrap, ADMIN, credentials.kafka[ADMIN])
+    wait_until_ready(conf, timeout_s)
+    ensure_principals(conf, credentials)
+    leads = sorted(set(safety_leads) | set(credentials.safety_leads()))
+    for ods in leads:
+        password = credentials.kafka.get(safety_lead_principal(ods))
+        if password is None:
+            raise ProvisioningError(f"credentials file lacks a password for {safety_lead_principal(ods)}")
+        ensure_safety_lead(conf, ods, password)
+    created = ensure_topics(conf, [*FIXED_TOPICS, *(learning_topic(o) for o in leads)], partitions)
+    log.info("provisioned %s principals + %d safety leads; created topics %s", 3, len(leads), created)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.streaming.security")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("provision", help="wait for the broker, then create users, ACLs and fixed topics")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--credentials", required=True, type=Path)
+    p.add_argument("--safety-lead", action="append", default=[], metavar="ODS")
+    p.add_argument("--partitions", type=int, default=8)
+    p.add_argument("--timeout", type=float, default=90.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[security] %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # connection-refused noise while the broker starts
+    try:
+        provision(
+            args.bootstrap,
+            Credentials.load(args.credentials),
+            safety_leads=args.safety_lead,
+            partitions=args.partitions,
+            timeout_s=args.timeout,
+        )
+    except (ProvisioningError, KafkaError, ValueError) as exc:
+        print(f"[security] provisioning failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

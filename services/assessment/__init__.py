@@ -1,0 +1,60 @@
+"""Statistics core of signalbox: funnel-plot limits and bands, overdispersion, CUSUM monitoring.
+
+Pure numpy/scipy functions with no I/O; the plotting helper imports matplotlib only when called.
+"""
+
+from services.assessment.funnel import (
+    BAND_LABELS,
+    Band,
+    FunnelBatch,
+    FunnelResult,
+    FunnelSpec,
+    Measure,
+    Method,
+    assess,
+    assess_many,
+    assess_means,
+    assess_proportions,
+    assess_ratios,
+    band_labels,
+    byars_ci,
+    count_ci,
+    critical_z,
+    exact_poisson_ci,
+    funnel_curve,
+    ratio_ci_significance,
+    wilson_ci,
+)
+from services.assessment.overdispersion import chisq_overdispersion_test
+
+__all__ = [
+    "BAND_LABELS",
+    "Band",
+    "FunnelBatch",
+    "FunnelResult",
+    "FunnelSpec",
+    "Measure",
+    "Method",
+    "assess",
+    "assess_many",
+    "assess_means",
+    "assess_proportions",
+    "assess_ratios",
+    "band_labels",
+    "byars_ci",
+    "chisq_overdispersion_test",
+    "count_ci",
+    "critical_z",
+    "exact_poisson_ci",
+    "funnel_curve",
+    "ratio_ci_significance",
+    "render_funnel_svg",
+    "wilson_ci",
+]
+
+
+def render_funnel_svg(*args: object, **kwargs: object) -> str:
+    """Funnel plot as an SVG string; see `services.assessment.plot.render_funnel_svg`."""
+    from services.assessment.plot import render_funnel_svg as _render
+
+    return _render(*args, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,164 @@
+"""The outbox relay: render each due letter and send it through the channel its recipient has.
+
+One pass of ``deliver_due`` takes the rows that are due, and for each:
+
+1. claims it (``sending``, with a lease, so a second relay skips it and a dead relay's row comes back);
+2. checks the directory still gives the address the letter was queued for (if not, it is held: a person
+   decides, rather than a letter going silently to somebody else);
+3. renders it with the renderer of the row's own space and checks the Message-ID matches the row;
+4. sends it, then marks it sent; a failure schedules a retry with jittered backoff, or marks it dead.
+
+If the process dies between 4's send and its mark, the row's lease runs out and the letter goes once more
+with the same Message-ID: at most one duplicate, which recipients can recognise.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from notifications import outbox
+from notifications.delivery.base import DeliveryError, OutgoingMessage, Transport
+from notifications.recipients import Directory, MissingRecipient, ResolvedRecipient
+from notifications.render import AnyNotice, Renderer, RenderError
+from services.db import Database
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    sent: int = 0
+    failed: int = 0
+    held: int = 0
+    dead: int = 0
+    skipped: int = 0
+
+    def add(self, other: DeliveryReport) -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.held += other.held
+        self.dead += other.dead
+        self.skipped += other.skipped
+
+
+def _metadata(notice: AnyNotice, row: outbox.OutboxRow) -> dict[str, object]:
+    a = notice.assessment
+    return {
+        "notice_id": notice.notice_id,
+        "space": notice.space,
+        "template": notice.template,
+        "ods_code": notice.ods_code,
+        "organisation_name": a.organisation_name,
+        "audit": a.audit,
+        "indicator_id": a.indicator_id,
+        "period": a.period.model_dump(mode="json"),
+        "band": a.band,
+        "side": a.side,
+        "respond_by": notice.respond_by.isoformat() if notice.respond_by else None,
+        "created_at": notice.created_at.isoformat(),
+        "attempt": row.attempts + 1,
+    }
+
+
+async def deliver_due(
+    db: Database,
+    directory: Directory,
+    renderer_lookup: Callable[[str], Renderer],
+    transports: Mapping[str, Transport],
+    *,
+    funnel_for: Callable[[AnyNotice], str],
+    clock: Callable[[], datetime],
+    rng: random.Random,
+    policy: outbox.RetryPolicy = outbox.DEFAULT_POLICY,
+    limit: int = 100,
+) -> DeliveryReport:
+    """Send what is due now. ``transports`` maps a channel (``email``, ``webhook``) to its transport."""
+    report = DeliveryReport()
+    for row in outbox.due(db, clock(), limit):
+        if not outbox.claim(db, row.message_id, clock(), policy):
+            report.skipped += 1
+            continue
+        await _deliver_one(db, row, directory, renderer_lookup, transports, funnel_for, clock, rng, policy, report)
+    return report
+
+
+async def _deliver_one(
+    db: Database,
+    row: outbox.OutboxRow,
+    directory: Directory,
+    renderer_lookup: Callable[[str], Renderer],
+    transports: Mapping[str, Transport],
+    funnel_for: Callable[[AnyNotice], str],
+    clock: Callable[[], datetime],
+    rng: random.Random,
+    policy: outbox.RetryPolicy,
+    report: DeliveryReport,
+) -> None:
+    def dead(error: str) -> None:
+        outbox.mark_failed(db, row.message_id, error, clock(), rng=rng, policy=policy, permanent=True)
+        report.dead += 1
+
+    def held(error: str) -> None:
+        outbox.hold(db, row.message_id, error)
+        report.held += 1
+
+    try:
+        notice = row.notice()
+    except ValueError as exc:  # a row this version cannot read: retrying will not help
+        dead(f"the stored notice does not parse: {exc}")
+        return
+    ods = next((r.ods_code for r in notice.recipients if r.role == row.recipient_role), None)
+    try:
+        contact = directory.resolve(ods, row.recipient_role, audit=notice.assessment.audit)
+    except MissingRecipient as exc:
+        held(str(exc))
+        return
+    if contact.address != row.address or contact.channel != row.channel:
+        held(
+            f"the directory now lists {contact.channel} {contact.address} for {row.recipient_role}, but this "
+            f"letter was queued for {row.channel} {row.address}; release it to re-address it"
+        )
+        return
+    transport = transports.get(contact.channel)
+    if transport is None:
+        held(f"no {contact.channel} transport is configured")
+        return
+    renderer = renderer_lookup(row.space)
+    if renderer.space != row.space or notice.space != row.space:
+        dead(f"refusing to render a {row.space} row with the {renderer.space} renderer")
+        return
+    recipient = ResolvedRecipient(role=row.recipient_role, ods_code=ods, contact=contact)
+    try:
+        rendered = renderer.render(
+            notice,
+            recipient,
+            organisation_name=notice.assessment.organisation_name,
+            funnel_svg=funnel_for(notice),
+            contact=directory.reply_contact(notice.assessment.audit),
+        )
+    except RenderError as exc:
+        dead(f"cannot render: {exc}")
+        return
+    if rendered.message_id != row.message_id:
+        dead(f"rendered Message-ID {rendered.message_id} does not match the row {row.message_id}")
+        return
+    message = OutgoingMessage(rendered, directory.sender, recipient, _metadata(notice, row))
+    try:
+        await transport.send(message)
+    except DeliveryError as exc:
+        state = outbox.mark_failed(
+            db, row.message_id, str(exc), clock(), rng=rng, policy=policy, permanent=exc.permanent
+        )
+        if state == "dead":
+            report.dead += 1
+        else:
+            report.failed += 1
+        return
+    except Exception as exc:  # a transport bug must not leave the row stuck in 'sending' until its lease ends
+        error = f"unexpected {type(exc).__name__}: {exc}"
+        outbox.mark_failed(db, row.message_id, error, clock(), rng=rng, policy=policy)
+        report.failed += 1
+        return
+    outbox.mark_sent(db, row.message_id, clock())
+    report.sent += 1

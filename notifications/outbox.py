@@ -1,0 +1,317 @@
+"""The transactional outbox: letters are written to the database with the decision that asks for them.
+
+``enqueue`` joins the caller's transaction, so a decision, its trail entry and its letters commit together or
+not at all. A relay (``notifications.delivery.relay``) later sends what is due. Delivery is at least once:
+a crash between a transport accepting a letter and ``mark_sent`` sends it once more, with the same
+Message-ID, and recipients can drop the copy.
+
+Row lifecycle::
+
+    pending ──claim──► sending ──► sent
+       ▲                  │
+       └── mark_failed ◄──┤ (backoff with full jitter)  ──► dead (last attempt, or a permanent error)
+    held  (no recipient in the directory, or the directory changed) ──release_held──► pending
+
+A ``sending`` row whose lease has run out (the relay died) is due again. Nothing is ever deleted: a letter
+that cannot go is ``held`` or ``dead``, visible, with the reason in ``last_error``.
+
+The SQL is the same on SQLite and PostgreSQL. Timestamps are stored as fixed-width UTC text
+(``2025-03-03T09:30:00.000000Z``) so that ordering and comparison are plain string comparison on both.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
+
+from notifications.recipients import Directory, MissingRecipient
+from notifications.render import message_id_for
+from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice, Notice
+from services.db import Database
+
+AnyNotice = LearningNotice | GoodPracticeNotice | FormalNotice
+State = Literal["pending", "sending", "sent", "held", "dead"]
+
+NOTICE_ADAPTER: TypeAdapter[AnyNotice] = TypeAdapter(Notice)
+_TS = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id      TEXT PRIMARY KEY,
+    notice_id       TEXT NOT NULL,
+    space           TEXT NOT NULL CHECK (space IN ('learning', 'good_practice', 'formal')),
+    template        TEXT NOT NULL,
+    recipient_role  TEXT NOT NULL,
+    ods_code        TEXT NOT NULL,
+    channel         TEXT CHECK (channel IN ('email', 'webhook')),
+    address         TEXT,
+    notice          TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'held', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    sent_at         TEXT,
+    UNIQUE (notice_id, recipient_role),
+    CHECK (space <> 'learning' OR recipient_role IN ('patient_safety_lead', 'lead_clinician')),
+    CHECK (space <> 'good_practice'
+           OR recipient_role IN ('patient_safety_lead', 'lead_clinician', 'medical_director', 'chief_executive'))
+)
+;;
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at)
+"""
+
+_COLUMNS = (
+    "message_id, notice_id, space, template, recipient_role, ods_code, channel, address, notice, state, "
+    "attempts, next_attempt_at, last_error, created_at, sent_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a letter is retried. ``lease`` bounds how long a ``sending`` row is owned."""
+
+    max_attempts: int = 8
+    base_delay: timedelta = timedelta(seconds=30)
+    max_delay: timedelta = timedelta(hours=6)
+    lease: timedelta = timedelta(minutes=5)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    message_id: str
+    notice_id: str
+    space: str
+    template: str
+    recipient_role: str
+    ods_code: str
+    channel: str | None
+    address: str | None
+    notice_json: str
+    state: State
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+    def notice(self) -> AnyNotice:
+        return NOTICE_ADAPTER.validate_json(self.notice_json)
+
+
+def ts(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("outbox timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime(_TS)
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, _TS).replace(tzinfo=UTC)
+
+
+def _row(values: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(
+        message_id=values[0],
+        notice_id=values[1],
+        space=values[2],
+        template=values[3],
+        recipient_role=values[4],
+        ods_code=values[5],
+        channel=values[6],
+        address=values[7],
+        notice_json=values[8],
+        state=values[9],
+        attempts=int(values[10]),
+        next_attempt_at=_parse_ts(values[11]),
+        last_error=values[12],
+        created_at=_parse_ts(values[13]),
+        sent_at=_parse_ts(values[14]) if values[14] else None,
+    )
+
+
+def ensure_schema(db: Database) -> None:
+    db.executescript(SCHEMA)
+
+
+def held_message_id(notice_id: str, role: str) -> str:
+    """A placeholder id for a letter with no address yet; ``release_held`` replaces it with the real one."""
+    return message_id_for(notice_id, f"unresolved:{role}")
+
+
+def enqueue(db: Database, notice: AnyNotice, directory: Directory, *, now: datetime | None = None) -> list[OutboxRow]:
+    """Write one row per recipient of ``notice``, inside the caller's transaction.
+
+    Idempotent: asking again for the same notice adds nothing (the message id and ``(notice_id, role)`` are
+    unique). A recipient missing from the directory gives a ``held`` row carrying the reason; it is never
+    dropped.
+    """
+    moment = ts(now or datetime.now(UTC))
+    body = notice.model_dump_json()
+    audit = notice.assessment.audit
+    insert = (
+        f"INSERT INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL) "
+        "ON CONFLICT DO NOTHING"
+    )
+    with db.transaction():
+        seen: set[str] = set()
+        for recipient in notice.recipients:
+            if recipient.role in seen:
+                continue
+            seen.add(recipient.role)
+            params: tuple[object, ...]
+            try:
+                contact = directory.resolve(recipient.ods_code, recipient.role, audit=audit)
+            except MissingRecipient as exc:
+                params = (
+                    held_message_id(notice.notice_id, recipient.role),
+                    notice.notice_id, notice.space, notice.template, recipient.role, notice.ods_code,
+                    None, None, body, "held", moment, str(exc), moment,
+                )  # fmt: skip
+            else:
+                params = (
+                    message_id_for(notice.notice_id, contact.address),
+                    notice.notice_id, notice.space, notice.template, recipient.role, notice.ods_code,
+                    contact.channel, contact.address, body, "pending", moment, None, moment,
+                )  # fmt: skip
+            db.execute(insert, params)
+        return rows_for_notice(db, notice.notice_id)
+
+
+def rows_for_notice(db: Database, notice_id: str) -> list[OutboxRow]:
+    found = db.query(f"SELECT {_COLUMNS} FROM outbox WHERE notice_id = ? ORDER BY recipient_role", (notice_id,))
+    return [_row(r) for r in found]
+
+
+def get(db: Database, message_id: str) -> OutboxRow | None:
+    found = db.query(f"SELECT {_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,))
+    return _row(found[0]) if found else None
+
+
+def due(db: Database, now: datetime, limit: int = 100) -> list[OutboxRow]:
+    """Rows to try now: pending ones whose time has come, and sending ones whose relay's lease ran out."""
+    found = db.query(
+        f"SELECT {_COLUMNS} FROM outbox WHERE state IN ('pending', 'sending') AND next_attempt_at <= ? "
+        "ORDER BY next_attempt_at, message_id LIMIT ?",
+        (ts(now), limit),
+    )
+    return [_row(r) for r in found]
+
+
+def claim(db: Database, message_id: str, now: datetime, policy: RetryPolicy = DEFAULT_POLICY) -> bool:
+    """Start an attempt: the row becomes ``sending`` for ``policy.lease``. False if another relay has it."""
+    with db.transaction():
+        cursor = db.execute(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ? "
+            "WHERE message_id = ? AND state IN ('pending', 'sending') AND next_attempt_at <= ?",
+            (ts(now + policy.lease), message_id, ts(now)),
+        )
+        return int(cursor.rowcount) == 1
+
+
+def mark_sent(db: Database, message_id: str, now: datetime) -> None:
+    with db.transaction():
+        db.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL WHERE message_id = ?",
+            (ts(now), message_id),
+        )
+
+
+def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> timedelta:
+    """Exponential backoff with full jitter: uniform in [0, min(max_delay, base_delay · 2^(attempt-1))]."""
+    ceiling = min(policy.max_delay.total_seconds(), policy.base_delay.total_seconds() * 2 ** max(attempt - 1, 0))
+    return timedelta(seconds=rng.uniform(0, ceiling))
+
+
+def mark_failed(
+    db: Database,
+    message_id: str,
+    error: str,
+    now: datetime,
+    *,
+    rng: random.Random | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    permanent: bool = False,
+) -> State:
+    """Record a failed attempt. Returns the new state: ``pending`` (retry scheduled) or ``dead``.
+
+    An attempt is counted by ``claim``; a failure recorded for a row that was not claimed counts one here.
+    """
+    rng = rng or random.Random()
+    with db.transaction():
+        found = db.query("SELECT state, attempts FROM outbox WHERE message_id = ?", (message_id,))
+        if not found:
+            raise KeyError(f"no outbox row {message_id}")
+        state, attempts = found[0][0], int(found[0][1])
+        if state != "sending":
+            attempts += 1
+        if permanent or attempts >= policy.max_attempts:
+            db.execute(
+                "UPDATE outbox SET state = 'dead', attempts = ?, last_error = ? WHERE message_id = ?",
+                (attempts, error, message_id),
+            )
+            return "dead"
+        retry_at = now + backoff_delay(attempts, policy, rng)
+        db.execute(
+            "UPDATE outbox SET state = 'pending', attempts = ?, next_attempt_at = ?, last_error = ? "
+            "WHERE message_id = ?",
+            (attempts, ts(retry_at), error, message_id),
+        )
+        return "pending"
+
+
+def hold(db: Database, message_id: str, error: str) -> None:
+    """Park a row until a person fixes the directory; ``release_held`` puts it back in the queue."""
+    with db.transaction():
+        db.execute("UPDATE outbox SET state = 'held', last_error = ? WHERE message_id = ?", (error, message_id))
+
+
+def release_held(db: Database, directory: Directory, now: datetime, *, notice_id: str | None = None) -> int:
+    """Re-address held rows from the (fixed) directory and queue them. Returns how many were released.
+
+    The message id is recomputed from the new address. Rows still without a recipient stay held with the
+    current reason.
+    """
+    released = 0
+    with db.transaction():
+        query = f"SELECT {_COLUMNS} FROM outbox WHERE state = 'held'"
+        params: tuple[Any, ...] = ()
+        if notice_id is not None:
+            query += " AND notice_id = ?"
+            params = (notice_id,)
+        for row in [_row(r) for r in db.query(query, params)]:
+            notice = row.notice()
+            recipient_ods = next((r.ods_code for r in notice.recipients if r.role == row.recipient_role), None)
+            try:
+                contact = directory.resolve(recipient_ods, row.recipient_role, audit=notice.assessment.audit)
+            except MissingRecipient as exc:
+                db.execute("UPDATE outbox SET last_error = ? WHERE message_id = ?", (str(exc), row.message_id))
+                continue
+            db.execute(
+                "UPDATE outbox SET message_id = ?, channel = ?, address = ?, state = 'pending', "
+                "next_attempt_at = ?, last_error = NULL WHERE message_id = ?",
+                (
+                    message_id_for(row.notice_id, contact.address),
+                    contact.channel,
+                    contact.address,
+                    ts(now),
+                    row.message_id,
+                ),
+            )
+            released += 1
+    return released
+
+
+def counts(db: Database) -> dict[str, int]:
+    """Rows per state: ``held`` and ``dead`` above zero need a person (alert on them)."""
+    result = {state: 0 for state in ("pending", "sending", "sent", "held", "dead")}
+    for state, count in db.query("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
+        result[str(state)] = int(count)
+    return result

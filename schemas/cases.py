@@ -1,9 +1,10 @@
 """Alarm cases: the formal accountability process an adverse alarm opens (outlier-process.md §3).
 
-A ``Case`` is the current state of one alarm case, keyed by audit × indicator × period × organisation. People
-move it on with a ``CaseAction``; every change, by a person or by a deadline passing, is a ``CaseTransition``
-that records who, when, under which policy version, the deadline it set and the documents it cites. A
-``CaseEvent`` is something the operators should know about (a missed deadline, an escalation, a downgrade).
+A ``Case`` is the current state of one alarm case, keyed by audit × indicator × period × organisation.
+People move it on with a ``CaseAction``; every change, by a person or by a deadline passing, is a
+``CaseTransition`` that records who, when, under which policy version, the deadline it set and the documents
+it cites. A ``CaseEvent`` is something the operators should know about (a missed deadline, an escalation,
+a downgrade).
 """
 
 from __future__ import annotations
@@ -51,9 +52,7 @@ Outcome = Literal["case_to_answer", "no_case_to_answer", "confirmed", "downgrade
 ActorRole = Literal[TrustRole, AuditRole]
 # A deadline passing is an actor too: the transitions it makes are recorded as the system's.
 TransitionActorRole = Literal[ActorRole, "system"]
-TransitionKind = Literal[
-    ActionKind, "open", "deadline_missed", "escalated_non_response", "escalated_non_compliance"
-]
+TransitionKind = Literal[ActionKind, "open", "deadline_missed", "escalated_non_response", "escalated_non_compliance"]
 EventKind = Literal[
     "deadline_missed",
     "reminder_due",

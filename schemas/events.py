@@ -127,14 +127,17 @@ def describe_validation_error(exc: ValidationError) -> str:
     for err in exc.errors(include_url=False):
         # Drop the discriminator tags pydantic inserts into the location (e.g. "proportion", "audit_result").
         loc = [str(p) for p in err["loc"] if p not in _TAGS]
-        where = ".".join(loc) or "event"
         message = err["msg"].removeprefix("Value error, ")
+        ctx = err.get("ctx", {})
         if err["type"] == "missing":
             message = "is missing"
         elif err["type"] == "extra_forbidden":
             message = "is not a field of the v1 contract"
-        elif err["type"] in ("union_tag_invalid", "literal_error") and loc and loc[-1] in ("kind", "type"):
-            known = err.get("ctx", {}).get("expected_tags") or err.get("ctx", {}).get("expected")
-            message = f"{err['input']!r} is not one of the known values ({known})"
-        parts.append(f"{where}: {message}")
+        elif err["type"] == "union_tag_invalid":
+            loc.append(str(ctx["discriminator"]).strip("'"))
+            message = f"{ctx['tag']!r} is not one of the known values ({ctx['expected_tags']})"
+        elif err["type"] == "union_tag_not_found":
+            loc.append(str(ctx["discriminator"]).strip("'"))
+            message = "is missing"
+        parts.append(f"{'.'.join(loc) or 'event'}: {message}")
     return "; ".join(parts)

@@ -1,11 +1,11 @@
 """The ``signalbox`` command line: one front door for analysts, operators and audit platforms.
 
-    signalbox assess FILE.csv …     assess one national release from a CSV (the analyst's command)
-    signalbox route FILE.jsonl …    the embedded main job: validate → assess → route, no Kafka, no Redis
-    signalbox schemas export        write the v1 contract and outputs as JSON Schema into schemas/json/
-    signalbox rules check [DIR]     validate rule sets
-    signalbox trail …  cases …      the audit trail and the alarm case process
-    signalbox worker | publish | tail | topics   the streaming deployment on Kafka
+signalbox assess FILE.csv …     assess one national release from a CSV (the analyst's command)
+signalbox route FILE.jsonl …    the embedded main job: validate → assess → route, no Kafka, no Redis
+signalbox schemas export        write the v1 contract and outputs as JSON Schema into schemas/json/
+signalbox rules check [DIR]     validate rule sets
+signalbox trail …  cases …      the audit trail and the alarm case process
+signalbox worker | publish | tail | topics   the streaming deployment on Kafka
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ app.add_typer(rules_app, name="rules")
 
 # Wide enough for the tables when the output goes to a file or a pipe rather than a terminal.
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -252,9 +252,7 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
     out.print(table)
     if len(summary.releases) > max_releases:
         out.print(f"… and {len(summary.releases) - max_releases} more releases (see releases.jsonl)")
-    flagged = [
-        a for rel in summary.releases[:max_releases] for a in rel.assessments if a.band in ("alarm", "alert")
-    ]
+    flagged = [a for rel in summary.releases[:max_releases] for a in rel.assessments if a.band in ("alarm", "alert")]
     if flagged:
         ft = Table(title="Flagged organisations")
         for col in ("space", "ODS", "organisation", "indicator", "value", "z adj", "band"):

@@ -38,11 +38,7 @@ class ReleaseState(BaseModel):
 
     @property
     def complete(self) -> bool:
-        return (
-            not self.assessed
-            and self.closed is not None
-            and len(self.results) == self.closed.result_count
-        )
+        return not self.assessed and self.closed is not None and len(self.results) == self.closed.result_count
 
     def storage_key(self) -> str:
         return "/".join(self.key)

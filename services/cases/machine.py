@@ -1,0 +1,452 @@
+"""The alarm case state machine (outlier-process.md §3): pure functions from a case and what happened to the
+next case, the transitions to record, the letters to send and the events to show.
+
+Nothing here reads a clock, a database or the network: ``now`` is an argument, deadlines come from the rule
+set (``Deadlines``), and the output is data for the caller to persist in one transaction.
+
+Regulators are told in exactly two places, ``_confirmation_sent`` and ``_escalate_non_compliance``, and the
+only way to name a regulator, ``_regulators``, refuses unless the case has been confirmed. A potential alarm
+therefore cannot reach NHS England, the CQC, the Welsh Government or HIW, whatever sequence of actions and
+deadlines comes before confirmation.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, get_args
+
+from rules.engine import Deadlines
+from schemas.cases import (
+    ActionKind,
+    ActorRole,
+    Case,
+    CaseAction,
+    CaseEvent,
+    CaseStage,
+    CaseStatus,
+    CaseTransition,
+    EventKind,
+    Outcome,
+    TransitionActorRole,
+    TransitionKind,
+)
+from schemas.events import Country
+from schemas.notices import FormalNotice, FormalTemplate, notice_id_for
+from schemas.signals import REGULATOR_ROLES, FormalDecision, FormalRecipient, FormalRole, TrustRole, stable_id
+from services.cases.calendar import add_working_days, uk_date
+
+AUDIT: tuple[ActorRole, ...] = ("audit_supplier", "audit_clinical_lead")
+
+# Who may record which action at which stage. Anything not listed is refused with a CaseError.
+ALLOWED: dict[CaseStage, dict[ActionKind, tuple[ActorRole, ...]]] = {
+    "data_check": {"data_check": AUDIT},
+    "provider_told": {"provider_told": ("audit_clinical_lead",)},
+    # The audit may review without a response once the trust's deadline has passed (checked in ``apply``).
+    "provider_response": {"provider_response": ("lead_clinician",), "review": AUDIT},
+    "review": {"review": AUDIT},
+    "confirmation": {"confirmation_sent": ("audit_clinical_lead",)},
+    "acknowledgement": {"acknowledgement": ("chief_executive",)},
+    "non_response": {"acknowledgement": ("chief_executive",)},
+    "publication": {"publish": AUDIT},
+    "closed": {},
+}
+
+# Who owes the action at each stage with a deadline: the party a missed deadline reminds.
+OWED_BY: dict[CaseStage, ActorRole] = {
+    "data_check": "audit_supplier",
+    "provider_told": "audit_clinical_lead",
+    "provider_response": "lead_clinician",
+    "review": "audit_supplier",
+    "confirmation": "audit_clinical_lead",
+    "acknowledgement": "chief_executive",
+    "non_response": "chief_executive",
+}
+
+ASKED: dict[CaseStage, str] = {
+    "data_check": "check the data handling and analysis and record case to answer or no case to answer",
+    "provider_told": "tell the trust's lead clinician of the potential alarm, with all data and analyses",
+    "provider_response": "send a written response: any data errors (with corrected data) and any justifiable "
+    "explanation of the result",
+    "review": "review the trust's response, re-analyse any corrected data and record the outcome",
+    "confirmation": "send written confirmation of alarm status to the trust and notify the regulators",
+    "acknowledgement": "acknowledge this letter and confirm that a local review is under way",
+    "non_response": "acknowledge the confirmed alarm and confirm that a local review is under way; "
+    "without an acknowledgement the regulators will be told of non-compliance",
+}
+
+# The regulators told of a confirmed alarm and of non-compliance, by the organisation's country.
+REGULATORS: dict[str, tuple[FormalRole, ...]] = {
+    "ENG": ("nhs_england", "cqc"),
+    "WLS": ("welsh_government", "hiw"),
+}
+# The only templates that may carry a regulator recipient.
+REGULATOR_TEMPLATES: frozenset[FormalTemplate] = frozenset({"regulator_notice", "non_compliance"})
+CONFIRMATION_COPIES: tuple[TrustRole, ...] = ("lead_clinician", "medical_director", "chief_executive")
+POTENTIAL_ALARM_ROLES: tuple[TrustRole, ...] = ("lead_clinician", "medical_director")
+SYSTEM = "signalbox"
+
+Result = tuple[Case, list[CaseTransition], list[FormalNotice], list[CaseEvent]]
+
+
+class CaseError(ValueError):
+    """An action or state the alarm process does not allow, said in one sentence a person can act on."""
+
+
+def open_case(
+    decision: FormalDecision, deadlines: Deadlines, now: datetime
+) -> tuple[Case, list[CaseTransition], list[FormalNotice]]:
+    """Open the case a potential alarm starts: stage 1, the audit's data check. Nobody is told yet."""
+    assessment = decision.assessment
+    if assessment.country not in get_args(Country):
+        raise CaseError(
+            f"cannot open a case for country {assessment.country!r}; expected one of {get_args(Country)}"
+        )
+    country: Country = assessment.country  # type: ignore[assignment]
+    deadline = add_working_days(uk_date(now), deadlines.data_check, country)
+    roles = tuple(dict.fromkeys([*POTENTIAL_ALARM_ROLES, *(r.role for r in decision.recipients)]))
+    case = Case(
+        case_id=decision.case_id,
+        audit=assessment.audit,
+        indicator_id=assessment.indicator_id,
+        period=assessment.period,
+        ods_code=assessment.ods_code,
+        country=country,
+        decision_id=decision.decision_id,
+        assessment=assessment,
+        stage="data_check",
+        status="open",
+        opened_at=now,
+        updated_at=now,
+        deadline=deadline,
+        deadlines=deadlines.model_dump(),
+        policy_version=assessment.rules.policy_version,
+        trust_roles=roles,
+        seq=1,
+    )
+    transition = CaseTransition(
+        transition_id=stable_id("trn", case.case_id, "1"),
+        case_id=case.case_id,
+        seq=1,
+        kind="open",
+        from_stage=None,
+        to_stage="data_check",
+        from_status=None,
+        to_status="open",
+        actor_role="system",
+        actor=SYSTEM,
+        at=now,
+        deadline=deadline,
+        policy_version=case.policy_version,
+        note=f"potential alarm: decision {decision.decision_id}",
+    )
+    return case, [transition], []
+
+
+def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -> Result:
+    """Apply a person's action to a case, or raise CaseError saying why it is not allowed."""
+    if case.stage == "closed":
+        raise CaseError(f"case {case.case_id} is closed ({case.status}); no further action can be recorded")
+    allowed = ALLOWED[case.stage]
+    if action.kind not in allowed:
+        raise CaseError(
+            f"{action.kind} is not allowed at stage {case.stage}; expected {' or '.join(allowed)}"
+        )
+    roles = allowed[action.kind]
+    if action.role not in roles:
+        raise CaseError(
+            f"a {action.role} may not record {action.kind} at stage {case.stage}; only {' or '.join(roles)}"
+        )
+    if action.at > now:
+        raise CaseError(f"the action is dated {action.at.isoformat()}, in the future (now {now.isoformat()})")
+    if action.at < case.updated_at:
+        raise CaseError(
+            f"the action is dated {action.at.isoformat()}, before the case's last change "
+            f"({case.updated_at.isoformat()})"
+        )
+    if case.stage == "provider_response" and action.kind == "review":
+        assert case.deadline is not None
+        if uk_date(action.at) <= case.deadline:
+            raise CaseError(
+                f"the trust has until {case.deadline.isoformat()} to respond; review without a response "
+                "only after that"
+            )
+    step = _Step(case, deadlines, action.at)
+    kind, outcome = action.kind, action.outcome
+    if kind == "data_check" and outcome == "case_to_answer":
+        step.move("provider_told")
+    elif kind in ("data_check", "review") and outcome == "no_case_to_answer":
+        step.move("closed", status="closed_no_case", reason=action.note)
+        step.event("closed_no_case", f"no case to answer: {action.note}")
+    elif kind == "provider_told":
+        step.move("provider_response")
+        _potential_alarm(step)
+    elif kind == "provider_response":
+        step.move("review")
+    elif kind == "review" and outcome == "downgrade_to_alert":
+        step.move("closed", status="downgraded_to_alert", reason=action.note)
+        step.event("downgraded_to_alert", f"downgraded to alert level: {action.note}")
+    elif kind == "review" and outcome == "confirmed":
+        step.move("confirmation", status="confirmed", confirmed_at=action.at)
+    elif kind == "confirmation_sent":
+        step.move("acknowledgement")
+        _confirmation_sent(step)
+    elif kind == "acknowledgement":
+        step.move("publication", status="acknowledged")
+    elif kind == "publish":
+        step.move("closed", status="published")
+    else:  # pragma: no cover - ALLOWED and the action's validator leave no other combination
+        raise CaseError(f"{kind} with outcome {outcome} is not a step of the alarm process")
+    return step.finish(
+        kind=kind,
+        outcome=outcome,
+        actor_role=action.role,
+        actor=action.actor,
+        documents=action.documents,
+        note=action.note + (" (with corrected data)" if action.corrected_data else ""),
+    )
+
+
+def due(case: Case, deadlines: Deadlines, now: datetime) -> Result:
+    """Fire the case's deadline if it has passed: once per stage, recorded so that firing again does nothing.
+
+    A deadline has passed when the UK date is after it. Every stage's miss emits ``deadline_missed`` and a
+    reminder to whoever owes the action; only acknowledgement and non-response move the case on by themselves.
+    """
+    timer = case.next_timer
+    if timer is None or uk_date(now) <= timer:
+        return case, [], [], []
+    step = _Step(case, deadlines, now)
+    owed = OWED_BY[case.stage]
+    step.event("deadline_missed", f"the {case.stage} deadline {timer.isoformat()} passed", owed_by=owed)
+    if case.stage == "acknowledgement":
+        step.move("non_response", fired=case.stage)
+        _reminder(step, owed, respond_by=step.case.deadline)
+        step.event("escalated_non_response", "no acknowledgement from the chief executive: reminder sent")
+        kind: TransitionKind = "escalated_non_response"
+    elif case.stage == "non_response":
+        step.move("publication", status="non_compliant", fired=case.stage)
+        _escalate_non_compliance(step)
+        step.event("escalated_non_compliance", "still no acknowledgement: the regulators are told")
+        kind = "escalated_non_compliance"
+    else:
+        step.move(case.stage, fired=case.stage)
+        # The stage's own deadline has passed; the reminder asks for the action as soon as possible.
+        _reminder(step, owed, respond_by=None)
+        step.event("reminder_due", f"reminder sent to the {owed}", owed_by=owed)
+        kind = "deadline_missed"
+    return step.finish(kind=kind, outcome=None, actor_role="system", actor=SYSTEM, documents=(), note="")
+
+
+class _Step:
+    """One transition being built: the new case, its notices and events, then the transition recording it."""
+
+    def __init__(self, case: Case, deadlines: Deadlines, at: datetime) -> None:
+        self.before = case
+        self.case = case
+        self.deadlines = deadlines
+        self.at = at
+        self.notices: list[FormalNotice] = []
+        self.events: list[CaseEvent] = []
+
+    def move(
+        self,
+        stage: CaseStage,
+        *,
+        status: CaseStatus | None = None,
+        reason: str | None = None,
+        confirmed_at: datetime | None = None,
+        fired: CaseStage | None = None,
+    ) -> None:
+        """Enter ``stage`` (or stay in it), setting its deadline from the working day after ``self.at``."""
+        if stage == self.case.stage:
+            deadline = self.case.deadline
+        else:
+            days: int | None = getattr(self.deadlines, stage, None)
+            deadline = add_working_days(uk_date(self.at), days, self.case.country) if days else None
+        update: dict[str, Any] = {"stage": stage, "deadline": deadline, "updated_at": self.at}
+        if status is not None:
+            update["status"] = status
+        if reason is not None:
+            update["reason"] = reason
+        if confirmed_at is not None:
+            update["confirmed_at"] = confirmed_at
+        if fired is not None:
+            update["reminders_sent"] = (*self.case.reminders_sent, fired)
+        self.case = self.case.model_copy(update=update)
+
+    def event(self, kind: EventKind, detail: str, owed_by: ActorRole | None = None) -> None:
+        self.events.append(
+            CaseEvent(
+                kind=kind,
+                case_id=self.case.case_id,
+                stage=self.case.stage,
+                at=self.at,
+                deadline=self.case.deadline,
+                owed_by=owed_by,
+                detail=detail,
+            )
+        )
+
+    def notice(
+        self,
+        template: FormalTemplate,
+        step: str,
+        recipients: tuple[FormalRecipient, ...],
+        *,
+        respond_by: date | None,
+        asked: str | None,
+        **facts: Any,
+    ) -> None:
+        if template not in REGULATOR_TEMPLATES and any(r.role in REGULATOR_ROLES for r in recipients):
+            raise CaseError(f"a {template} notice cannot be addressed to a regulator")
+        case = self.case
+        self.notices.append(
+            FormalNotice(
+                notice_id=notice_id_for(case.decision_id, template, step),
+                ods_code=case.ods_code,
+                assessment=case.assessment,
+                decision_id=case.decision_id,
+                case_id=case.case_id,
+                created_at=self.at,
+                respond_by=respond_by,
+                template=template,
+                recipients=recipients,
+                facts={
+                    "case_id": case.case_id,
+                    "stage": case.stage,
+                    "status": case.status,
+                    "deadline": case.deadline.isoformat() if case.deadline else None,
+                    "asked": asked,
+                    "policy_version": case.policy_version,
+                    "organisation_name": case.assessment.organisation_name,
+                    "indicator_name": case.assessment.indicator_name,
+                    "period": case.period.label,
+                    **facts,
+                },
+            )
+        )
+
+    def finish(
+        self,
+        *,
+        kind: TransitionKind,
+        outcome: Outcome | None,
+        actor_role: TransitionActorRole,
+        actor: str,
+        documents: tuple[str, ...],
+        note: str,
+    ) -> Result:
+        seq = self.before.seq + 1
+        self.case = self.case.model_copy(update={"seq": seq})
+        transition = CaseTransition(
+            transition_id=stable_id("trn", self.case.case_id, str(seq)),
+            case_id=self.case.case_id,
+            seq=seq,
+            kind=kind,
+            outcome=outcome,
+            from_stage=self.before.stage,
+            to_stage=self.case.stage,
+            from_status=self.before.status,
+            to_status=self.case.status,
+            actor_role=actor_role,
+            actor=actor,
+            at=self.at,
+            deadline=self.case.deadline,
+            policy_version=self.case.policy_version,
+            documents=documents,
+            note=note,
+            notice_ids=tuple(n.notice_id for n in self.notices),
+        )
+        return self.case, [transition], self.notices, self.events
+
+
+def _trust(case: Case, roles: tuple[TrustRole, ...]) -> tuple[FormalRecipient, ...]:
+    return tuple(FormalRecipient(role=role, ods_code=case.ods_code) for role in roles)
+
+
+def _party(case: Case, role: ActorRole) -> FormalRecipient:
+    """Whoever owes an action: someone at the trust (with its ODS code) or at the audit (without)."""
+    return FormalRecipient(role=role, ods_code=None if role in AUDIT else case.ods_code)
+
+
+def _regulators(case: Case) -> tuple[FormalRecipient, ...]:
+    """The regulators of the case's country: refused unless the alarm has been confirmed."""
+    if case.confirmed_at is None or case.status not in ("confirmed", "non_compliant"):
+        raise CaseError(f"case {case.case_id} is not a confirmed alarm; nothing may reach a regulator")
+    return tuple(FormalRecipient(role=role) for role in REGULATORS.get(case.country, ()))
+
+
+def _potential_alarm(step: _Step) -> None:
+    """Stage 2: the trust's lead clinician is told of the potential alarm, copying the medical director."""
+    case = step.case
+    copies = [role for role in case.trust_roles if role != "lead_clinician"]
+    step.notice(
+        "potential_alarm",
+        "provider_told",
+        _trust(case, ("lead_clinician", *copies)),
+        respond_by=case.deadline,
+        asked=ASKED["provider_response"],
+        addressed_to="lead_clinician",
+        copy_to=copies,
+    )
+
+
+def _confirmation_sent(step: _Step) -> None:
+    """Stage 5: written confirmation to the trust, and the regulators notified of the confirmed alarm."""
+    case = step.case
+    step.notice(
+        "alarm_confirmation",
+        "confirmation",
+        _trust(case, CONFIRMATION_COPIES),
+        respond_by=case.deadline,
+        asked=ASKED["acknowledgement"],
+        addressed_to="lead_clinician",
+        copy_to=["medical_director", "chief_executive"],
+        confirmed_at=case.confirmed_at.isoformat() if case.confirmed_at else None,
+    )
+    regulators = _regulators(case)
+    if not regulators:
+        step.event("no_regulator_for_country", f"no regulator is set for {case.country}; notify by hand")
+        return
+    # Regulators are informed, not asked: no respond_by; the trust's acknowledgement date is a fact.
+    step.notice(
+        "regulator_notice",
+        "confirmation",
+        regulators,
+        respond_by=None,
+        asked=None,
+        acknowledgement_due=case.deadline.isoformat() if case.deadline else None,
+        confirmed_at=case.confirmed_at.isoformat() if case.confirmed_at else None,
+    )
+
+
+def _reminder(step: _Step, owed: ActorRole, respond_by: date | None) -> None:
+    """A missed deadline: remind whoever owes the action. The reminder names the stage that was missed."""
+    missed = step.before
+    step.notice(
+        "reminder",
+        missed.stage,
+        (_party(step.case, owed),),
+        respond_by=respond_by,
+        asked=ASKED[step.case.stage],
+        missed_stage=missed.stage,
+        missed_deadline=missed.deadline.isoformat() if missed.deadline else None,
+    )
+
+
+def _escalate_non_compliance(step: _Step) -> None:
+    """Stage 7 missed: the regulators are told that the trust has not acknowledged a confirmed alarm."""
+    case = step.case
+    regulators = _regulators(case)
+    if not regulators:
+        step.event("no_regulator_for_country", f"no regulator is set for {case.country}; notify by hand")
+        return
+    step.notice(
+        "non_compliance",
+        "non_response",
+        regulators,
+        respond_by=None,
+        asked=None,
+        missed_deadline=step.before.deadline.isoformat() if step.before.deadline else None,
+        confirmed_at=case.confirmed_at.isoformat() if case.confirmed_at else None,
+    )

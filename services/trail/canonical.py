@@ -1,0 +1,153 @@
+"""Canonical bytes for trail entries: RFC 8785 JSON Canonicalization Scheme (JCS).
+
+Every hash in the trail is over bytes produced here, so the same record always hashes the same on any machine.
+``rfc8785.dumps`` is the reference encoder. It is pure Python and too slow for bulk appends (~50 µs per record),
+so records made only of values whose JCS form provably equals the C ``json`` encoder's output (ASCII keys,
+strings, safe integers, booleans, null, and non-integral floats in [1e-4, 1e16), where Python's shortest repr
+and ECMAScript's Number-to-string agree) take the fast path; anything else goes to ``rfc8785``. The unit tests
+check byte-equality of both paths on generated JSON.
+
+An entry's hashed bytes (its *leaf data*) are the JCS of an envelope binding the caller's record to its place
+in the trail (log, seq), its metadata and a random salt, so leaf hashes published in proofs or checkpoints
+cannot be brute-forced back to a low-entropy record.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import rfc8785
+
+SALT_BYTES = 32
+_SAFE_INT = 2**53 - 1
+# encode_basestring is the C string encoder json uses with ensure_ascii=False: its escapes are JCS's.
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _unsupported(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+# One C encoder, built once (JSONEncoder.encode rebuilds it per call): sorted keys, no whitespace,
+# no NaN/Infinity, no circularity markers (the fast-path check already walked the value).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_chunks: Callable[[Any, int], Sequence[str]] = (
+    _c_make_encoder(None, _unsupported, _quote, None, ":", ",", True, False, False)
+    if _c_make_encoder is not None
+    else lambda value, _level: [
+        json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    ]
+)
+
+
+class CanonicalizationError(ValueError):
+    """The value cannot be expressed as RFC 8785 JSON (NaN, huge integer, non-string key, lone surrogate…)."""
+
+
+def new_salt() -> str:
+    """A fresh random 32-byte salt, base64 (standard alphabet, padded)."""
+    return base64.b64encode(os.urandom(SALT_BYTES)).decode("ascii")
+
+
+def new_salts(count: int) -> list[str]:
+    """``count`` fresh salts from one read of the OS random source (bulk appends)."""
+    pool = os.urandom(SALT_BYTES * count)
+    return [
+        base64.b64encode(pool[i : i + SALT_BYTES]).decode("ascii") for i in range(0, len(pool), SALT_BYTES)
+    ]
+
+
+def _fast_path_safe(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-_SAFE_INT <= value <= _SAFE_INT)
+    if kind is float:
+        # Fixed notation in both Python's repr and ECMAScript; integral floats print "1.0" vs "1".
+        return bool(not value.is_integer() and 1e-4 <= abs(value) < 1e16)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            if type(item) is not str and item is not None and not _fast_path_safe(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(type(item) is str or _fast_path_safe(item) for item in value)
+    return False
+
+
+def canonical_text(value: Any) -> str:
+    """RFC 8785 canonical JSON of a JSON-able value, as text (mappings become objects)."""
+    if isinstance(value, Mapping) and type(value) is not dict:
+        value = dict(value)
+    try:
+        if _fast_path_safe(value):
+            text = "".join(_encode_chunks(value, 0))
+            text.encode("utf-8")  # rejects lone surrogates, as JCS requires
+            return text
+        return rfc8785.dumps(value).decode("utf-8")
+    except (UnicodeEncodeError, rfc8785.CanonicalizationError) as exc:
+        raise CanonicalizationError(str(exc)) from exc
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 canonical bytes of a JSON-able value (mappings become objects)."""
+    return canonical_text(value).encode("utf-8")
+
+
+def _optional(text: str | None) -> str:
+    return "null" if text is None else _quote(text)
+
+
+def entry_text(
+    *,
+    log: str,
+    seq: int,
+    kind: str,
+    record_json: str,
+    salt: str,
+    case_id: str | None,
+    decision_id: str | None,
+    recorded_at: str,
+) -> str:
+    """The leaf data of one entry, as text: JCS of
+    ``{case_id, decision_id, kind, log, record, recorded_at, salt, seq}``.
+
+    ``record_json`` must already be canonical (from :func:`canonical_text`); it is spliced in rather than
+    re-encoded, which is exactly how JCS serialises a member value. Keys are written in JCS (UTF-16) order.
+    """
+    if type(seq) is not int or not 0 <= seq <= _SAFE_INT:
+        raise CanonicalizationError(f"seq {seq!r} is not a JSON safe non-negative integer")
+    return (
+        f'{{"case_id":{_optional(case_id)},"decision_id":{_optional(decision_id)},"kind":{_quote(kind)},'
+        f'"log":{_quote(log)},"record":{record_json},"recorded_at":{_quote(recorded_at)},'
+        f'"salt":{_quote(salt)},"seq":{seq}}}'
+    )
+
+
+def entry_bytes(
+    *,
+    log: str,
+    seq: int,
+    kind: str,
+    record_json: str,
+    salt: str,
+    case_id: str | None,
+    decision_id: str | None,
+    recorded_at: str,
+) -> bytes:
+    """UTF-8 of :func:`entry_text`: the bytes an entry's RFC 6962 leaf hash is taken over."""
+    text = entry_text(
+        log=log, seq=seq, kind=kind, record_json=record_json, salt=salt, case_id=case_id,
+        decision_id=decision_id, recorded_at=recorded_at,
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalizationError(str(exc)) from exc

@@ -1,0 +1,292 @@
+"""Signed checkpoints (C2SP tlog-checkpoint in a C2SP signed note, Ed25519) for the two trail logs.
+
+A checkpoint commits to a log's size and RFC 6962 root::
+
+    signalbox/formal
+    1234
+    <base64 root>
+
+    — signalbox <base64(4-byte key id ‖ 64-byte Ed25519 signature)>
+
+The key id is the first 4 bytes of SHA-256(key name ‖ "\\n" ‖ 0x01 ‖ public key), as C2SP signed-note defines
+for Ed25519. Verifiers ignore signatures by keys they do not know, so after a key rotation old checkpoints
+still verify with the old public key and new ones with the new key.
+
+Checkpoints are only worth something once someone other than the database owner holds them: a checkpoint
+is what makes deletion of the newest entries (tail truncation) detectable. ``export_checkpoints`` writes one
+file per log for publication. The learning log's checkpoint reveals its size, so it must only be published to
+learning-space parties, never beside the formal one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.trail.merkle import HASH_SIZE
+from services.trail.store import AUDIENCES, Audience, StoredCheckpoint, Trail
+
+ORIGINS: dict[Audience, str] = {"learning": "signalbox/learning", "formal": "signalbox/formal"}
+DEFAULT_KEY_NAME = "signalbox"
+_ED25519 = b"\x01"
+_SIG_PREFIX = "— "
+
+
+class CheckpointError(ValueError):
+    """A note or checkpoint is malformed, or no trusted signature verifies."""
+
+
+def audience_for_origin(origin: str) -> Audience:
+    for audience, known in ORIGINS.items():
+        if known == origin:
+            return audience
+    raise CheckpointError(f"unknown origin {origin!r}")
+
+
+# ---- keys --------------------------------------------------------------------------------------------------
+
+
+def _raw(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(name: str, public: Ed25519PublicKey) -> bytes:
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + _ED25519 + _raw(public)).digest()[:4]
+
+
+def verifier_key(name: str, public: Ed25519PublicKey) -> str:
+    """The C2SP note verifier key string ``<name>+<hex key id>+<base64(0x01 ‖ key)>``."""
+    encoded = base64.b64encode(_ED25519 + _raw(public)).decode("ascii")
+    return f"{name}+{key_id(name, public).hex()}+{encoded}"
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """A public key a verifier trusts; ``name`` is None when it came from a PEM file (any note name matches)."""
+
+    public: Ed25519PublicKey
+    name: str | None = None
+
+    def matches(self, name: str, kid: bytes) -> bool:
+        return (self.name is None or self.name == name) and key_id(name, self.public) == kid
+
+
+def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
+    """Create a new Ed25519 key as an unencrypted PKCS#8 PEM file readable only by its owner."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(pem)
+    return key
+
+
+def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CheckpointError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_or_generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
+    return load_signing_key(path) if Path(path).exists() else generate_signing_key(path)
+
+
+def write_public_key(key: Ed25519PrivateKey | Ed25519PublicKey, path: str | Path) -> Path:
+    """Write the public half as a SubjectPublicKeyInfo PEM (e.g. ``trail.pub`` beside ``trail.sqlite``)."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return target
+
+
+def load_trusted_key(path: str | Path) -> TrustedKey:
+    """A public key from a PEM file or a file holding a C2SP verifier key string."""
+    data = Path(path).read_bytes()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        public = serialization.load_pem_public_key(data)
+        if not isinstance(public, Ed25519PublicKey):
+            raise CheckpointError(f"{path} is not an Ed25519 public key")
+        return TrustedKey(public)
+    return parse_verifier_key(data.decode("utf-8").strip())
+
+
+def parse_verifier_key(text: str) -> TrustedKey:
+    try:
+        name, kid_hex, encoded = text.split("+")
+        raw = base64.b64decode(encoded, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise CheckpointError("verifier key must look like <name>+<hex id>+<base64 key>") from exc
+    if raw[:1] != _ED25519 or len(raw) != 33:
+        raise CheckpointError("verifier key is not an Ed25519 key")
+    trusted = TrustedKey(Ed25519PublicKey.from_public_bytes(raw[1:]), name)
+    if key_id(name, trusted.public).hex() != kid_hex:
+        raise CheckpointError("verifier key id does not match its key")
+    return trusted
+
+
+# ---- notes -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    key_id: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: bytes
+    note: str
+    signatures: tuple[Signature, ...]
+
+    @property
+    def audience(self) -> Audience:
+        return audience_for_origin(self.origin)
+
+
+def checkpoint_body(origin: str, size: int, root: bytes) -> str:
+    return f"{origin}\n{size}\n{base64.b64encode(root).decode('ascii')}\n"
+
+
+def sign_note(body: str, key: Ed25519PrivateKey, name: str = DEFAULT_KEY_NAME) -> str:
+    if not name or any(c.isspace() or c == "+" for c in name):
+        raise CheckpointError("key names must be non-empty without spaces or '+'")
+    signature = key.sign(body.encode("utf-8"))
+    blob = base64.b64encode(key_id(name, key.public_key()) + signature).decode("ascii")
+    return f"{body}\n{_SIG_PREFIX}{name} {blob}\n"
+
+
+def parse_checkpoint(note: str) -> Checkpoint:
+    """Parse a signed checkpoint note (signatures are parsed, not verified)."""
+    body, sep, block = note.partition("\n\n")
+    if not sep or not note.endswith("\n"):
+        raise CheckpointError("a signed note needs a body, a blank line and signature lines")
+    body += "\n"
+    lines = body.split("\n")[:-1]
+    if len(lines) < 3:
+        raise CheckpointError("a checkpoint body needs origin, size and root lines")
+    origin, size_text, root_text = lines[:3]
+    if not size_text.isdigit() or (size_text.startswith("0") and size_text != "0"):
+        raise CheckpointError(f"checkpoint size {size_text!r} is not a decimal number")
+    try:
+        root = base64.b64decode(root_text, validate=True)
+    except binascii.Error as exc:
+        raise CheckpointError("checkpoint root is not base64") from exc
+    if len(root) != HASH_SIZE:
+        raise CheckpointError("checkpoint root is not a SHA-256 hash")
+    signatures = []
+    for line in block.split("\n")[:-1]:
+        if not line.startswith(_SIG_PREFIX):
+            raise CheckpointError(f"malformed signature line {line!r}")
+        name, _, encoded = line[len(_SIG_PREFIX) :].partition(" ")
+        try:
+            blob = base64.b64decode(encoded, validate=True)
+        except binascii.Error as exc:
+            raise CheckpointError("signature is not base64") from exc
+        if len(blob) < 5:
+            raise CheckpointError("signature too short")
+        signatures.append(Signature(name, blob[:4], blob[4:]))
+    if not signatures:
+        raise CheckpointError("the note carries no signature")
+    return Checkpoint(origin, int(size_text), root, note, tuple(signatures))
+
+
+def note_body(note: str) -> str:
+    return note.partition("\n\n")[0] + "\n"
+
+
+def verify_checkpoint(note: str, trusted: Sequence[TrustedKey]) -> Checkpoint:
+    """Parse ``note`` and require at least one valid signature by a trusted key (others are ignored)."""
+    checkpoint = parse_checkpoint(note)
+    message = note_body(note).encode("utf-8")
+    for sig in checkpoint.signatures:
+        for key in trusted:
+            if key.matches(sig.name, sig.key_id):
+                try:
+                    key.public.verify(sig.signature, message)
+                except InvalidSignature as exc:
+                    raise CheckpointError(f"signature by {sig.name} ({sig.key_id.hex()}) is invalid") from exc
+                return checkpoint
+    raise CheckpointError("no signature by a trusted key")
+
+
+# ---- the service side ------------------------------------------------------------------------------------
+
+
+class Checkpointer:
+    """Signs and stores checkpoints of a :class:`Trail`, and exports them for publication."""
+
+    def __init__(self, trail: Trail, key: Ed25519PrivateKey, key_name: str = DEFAULT_KEY_NAME) -> None:
+        self.trail = trail
+        self.key = key
+        self.key_name = key_name
+        self.key_id = key_id(key_name, key.public_key()).hex()
+
+    def checkpoint(self, audience: Audience) -> str:
+        """Sign, store and return a checkpoint of the log as it is now.
+
+        The new root extends the compact range stored with the previous checkpoint, so every checkpoint this
+        signer makes is consistent with the ones before it. With no new entries since a checkpoint signed by
+        the same key, that checkpoint is returned instead of a duplicate.
+        """
+        with self.trail.db.transaction():
+            latest = self.trail.latest_checkpoint(audience)
+            size = self.trail.size(audience)
+            if latest is not None and latest.size == size and latest.key_id == self.key_id:
+                return latest.note
+            compact = self.trail.compact_range(audience, size)
+            root = compact.root()
+            note = sign_note(checkpoint_body(ORIGINS[audience], size, root), self.key, self.key_name)
+            self.trail.store_checkpoint(audience, size, root, note, self.key_id, compact)
+            return note
+
+    def checkpoint_all(self) -> dict[Audience, str]:
+        return {audience: self.checkpoint(audience) for audience in AUDIENCES}
+
+    def export_checkpoints(self, directory: str | Path, audiences: Iterable[Audience] = AUDIENCES) -> list[Path]:
+        """See :func:`export_checkpoints`."""
+        return export_checkpoints(self.trail, directory, audiences)
+
+
+def checkpoint_filename(audience: Audience) -> str:
+    return f"{audience}.checkpoint"
+
+
+def export_checkpoints(
+    trail: Trail, directory: str | Path, audiences: Iterable[Audience] = AUDIENCES
+) -> list[Path]:
+    """Write the latest stored checkpoint of each given log to ``<dir>/<audience>.checkpoint``.
+
+    Publish each file only to its own audience's parties: the learning checkpoint reveals the learning log's size.
+    """
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for audience in audiences:
+        latest: StoredCheckpoint | None = trail.latest_checkpoint(audience)
+        if latest is None:
+            continue
+        path = target / checkpoint_filename(audience)
+        path.write_text(latest.note, encoding="utf-8")
+        written.append(path)
+    return written

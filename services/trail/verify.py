@@ -1,0 +1,269 @@
+"""Independent verification of a trail database: the ``fsck`` of both logs.
+
+For each log, from the rows alone, :func:`verify` recomputes every entry's canonical record and leaf hash
+from the stored record text and salt, the hash chain, and the seq numbering (0, 1, 2 … without gaps); then it
+recomputes the RFC 6962 root at the size of every stored checkpoint (and of any checkpoint notes handed in from
+outside), checks each checkpoint's signature, checks that successive checkpoints never shrink, never disagree
+at the same size (a fork or split view) and are consistent (a consistency proof between each pair verifies).
+
+What it detects, and the index it names as the first bad one:
+
+* a modified record, salt, kind, reference or hash column: that entry's seq;
+* a deleted row in the middle (a seq gap), an inserted row, two rows swapped: the first seq out of place
+  (every leaf commits to its own seq and the chain commits to all before it);
+* deleted newest rows (tail truncation): the first missing seq, **but only against a checkpoint signed at a
+  larger size**. Rows alone cannot show that rows after the last one ever existed. Someone who can delete rows
+  can delete stored checkpoints too, so pass checkpoints published outside the service (``external``) to make
+  truncation detectable in that case;
+* a history rewritten consistently (records, leaves and chain all recomputed): the root no longer matches a
+  signed checkpoint; the first bad index is then only known to lie after the previous matching checkpoint,
+  and that checkpoint's size is named.
+
+Signatures are checked only against the public keys given; with none, the report says they were not checked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.db import Database
+from services.trail.canonical import CanonicalizationError, canonical_text, entry_bytes
+from services.trail.checkpoint import (
+    ORIGINS,
+    CheckpointError,
+    TrustedKey,
+    parse_checkpoint,
+    verify_checkpoint,
+)
+from services.trail.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency
+from services.trail.store import AUDIENCES, GENESIS_CHAIN, Audience, Trail, chain_next
+
+_ROW = "seq, kind, record, salt, leaf_hash, chain_hash, case_id, decision_id, recorded_at"
+_PAGE = 50_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    index: int | None
+    what: str
+
+    def __str__(self) -> str:
+        return f"seq {self.index}: {self.what}" if self.index is not None else self.what
+
+
+@dataclass
+class LogReport:
+    audience: Audience
+    size: int = 0
+    checkpoints: int = 0
+    latest_checkpoint_size: int | None = None
+    signatures_checked: bool = False
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad_index(self) -> int | None:
+        indices = [p.index for p in self.problems if p.index is not None]
+        return min(indices) if indices else None
+
+    def summary(self) -> str:
+        if self.ok:
+            if self.latest_checkpoint_size is None:
+                anchor = "no checkpoint (tail truncation not detectable)"
+            else:
+                signed = "signed" if self.signatures_checked else "signatures NOT checked"
+                anchor = f"{self.checkpoints} checkpoint(s), latest at size {self.latest_checkpoint_size}, {signed}"
+            return f"{self.audience}: OK, {self.size} entries, {anchor}"
+        first = self.first_bad_index
+        where = f"first bad index {first}" if first is not None else "no single index"
+        return f"{self.audience}: FAILED, {where}: {self.problems[0]}"
+
+
+@dataclass
+class Report:
+    logs: dict[Audience, LogReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(log.ok for log in self.logs.values())
+
+    def summary_lines(self) -> list[str]:
+        return [log.summary() for log in self.logs.values()]
+
+
+def _check_rows(trail: Trail, audience: Audience, report: LogReport) -> list[bytes]:
+    """Row-level checks; returns the recomputed leaf hashes of the rows in storage order."""
+    leaves: list[bytes] = []
+    chain = GENESIS_CHAIN
+    expected = 0
+    table = f"trail_{audience}"
+    count = 0
+    for row in _rows_in_seq_order(trail.db, table):
+        count += 1
+        if report.problems:
+            continue  # keep counting rows for the summary; the first problem is the one that matters
+        seq = int(row[0])
+        if seq != expected:
+            what = f"entry missing (next stored seq is {seq})" if seq > expected else f"unexpected seq {seq}"
+            report.problems.append(Problem(expected, what))
+            continue
+        fault, leaf = _row_fault(audience, row)
+        if fault is not None or leaf is None:
+            report.problems.append(Problem(seq, fault or "unreadable entry"))
+            continue
+        chain = chain_next(chain, leaf)
+        if row[5] != chain.hex():
+            report.problems.append(Problem(seq, "chain hash does not follow from the previous entry"))
+            continue
+        leaves.append(leaf)
+        expected += 1
+    report.size = count
+    return leaves
+
+
+def _rows_in_seq_order(db: Database, table: str) -> Iterator[tuple[Any, ...]]:
+    """Every row by ascending seq, paged by key so millions of rows never sit in memory at once."""
+    after: int | None = None
+    while True:
+        if after is None:
+            rows = db.query(f"SELECT {_ROW} FROM {table} ORDER BY seq LIMIT ?", (_PAGE,))
+        else:
+            rows = db.query(f"SELECT {_ROW} FROM {table} WHERE seq > ? ORDER BY seq LIMIT ?", (after, _PAGE))
+        yield from rows
+        if len(rows) < _PAGE:
+            return
+        after = int(rows[-1][0])
+
+
+def _row_fault(audience: Audience, row: Sequence[Any]) -> tuple[str | None, bytes | None]:
+    seq, kind, record, salt, stored_leaf, _chain, case_id, decision_id, recorded_at = row
+    try:
+        canonical = canonical_text(json.loads(record))
+    except (ValueError, TypeError, CanonicalizationError) as exc:
+        return f"record is not valid JSON ({exc})", None
+    if canonical != record:
+        return "record is not in canonical form (altered)", None
+    try:
+        leaf = leaf_hash(
+            entry_bytes(
+                log=audience,
+                seq=int(seq),
+                kind=kind,
+                record_json=record,
+                salt=salt,
+                case_id=case_id,
+                decision_id=decision_id,
+                recorded_at=recorded_at,
+            )
+        )
+    except (CanonicalizationError, TypeError) as exc:
+        return f"entry cannot be canonicalised ({exc})", None
+    if stored_leaf != leaf.hex():
+        return "leaf hash does not match the stored record, salt and metadata", leaf
+    return None, leaf
+
+
+def _check_checkpoints(
+    audience: Audience,
+    notes: list[tuple[str, str]],
+    tree: MerkleTree,
+    rows_ok: bool,
+    trusted: Sequence[TrustedKey] | None,
+    report: LogReport,
+) -> None:
+    previous: tuple[int, bytes, str] | None = None
+    by_size: dict[int, tuple[bytes, str]] = {}
+    last_good_size = 0
+    for label, note in notes:
+        try:
+            checkpoint = verify_checkpoint(note, trusted) if trusted else parse_checkpoint(note)
+        except CheckpointError as exc:
+            report.problems.append(Problem(None, f"{label}: {exc}"))
+            continue
+        if checkpoint.origin != ORIGINS[audience]:
+            report.problems.append(Problem(None, f"{label}: origin {checkpoint.origin!r} is not this log's"))
+            continue
+        size, root = checkpoint.size, checkpoint.root
+        report.checkpoints += 1
+        report.latest_checkpoint_size = max(report.latest_checkpoint_size or 0, size)
+        seen = by_size.get(size)
+        if seen is not None and seen[0] != root:
+            report.problems.append(
+                Problem(None, f"{label}: fork: size {size} signed with two roots (also {seen[1]})")
+            )
+        by_size.setdefault(size, (root, label))
+        if previous is not None and size < previous[0]:
+            report.problems.append(
+                Problem(None, f"{label}: size {size} is smaller than the earlier checkpoint's {previous[0]}")
+            )
+        if size > tree.size:
+            if rows_ok:
+                report.problems.append(
+                    Problem(tree.size, f"{label}: signed at size {size} but only {tree.size} entries remain"
+                            " (tail truncated)")
+                )
+            continue
+        if tree.root(size) != root:
+            if rows_ok:
+                report.problems.append(
+                    Problem(last_good_size, f"{label}: root at size {size} does not match the entries; the"
+                            f" history after size {last_good_size} was rewritten")
+                )
+            continue
+        last_good_size = max(last_good_size, size)
+        if previous is not None and 0 < previous[0] < size:
+            try:
+                verify_consistency(previous[0], size, tree.consistency_proof(previous[0], size), previous[1], root)
+            except ProofError as exc:
+                report.problems.append(Problem(None, f"{label}: not consistent with {previous[2]}: {exc}"))
+        previous = (size, root, label)
+
+
+def verify(
+    db: Database | str | Path,
+    public_key: TrustedKey | Sequence[TrustedKey] | None = None,
+    *,
+    external: Iterable[tuple[str, str]] = (),
+) -> Report:
+    """Verify both logs of a trail database (a :class:`Database` or an SQLite path / PostgreSQL URL).
+
+    ``public_key``: the trusted key(s); pass every key ever used (after a rotation, old and new).
+    ``external``: ``(label, note)`` pairs of checkpoints held outside the database, checked like stored ones.
+    """
+    database = db if isinstance(db, Database) else Database(db)
+    try:
+        trail = Trail(database)
+        trusted: list[TrustedKey] | None
+        if public_key is None:
+            trusted = None
+        elif isinstance(public_key, TrustedKey):
+            trusted = [public_key]
+        else:
+            trusted = list(public_key)
+        outside = list(external)
+        logs: dict[Audience, LogReport] = {}
+        for audience in AUDIENCES:
+            report = LogReport(audience, signatures_checked=trusted is not None)
+            leaves = _check_rows(trail, audience, report)
+            tree = MerkleTree(leaves)
+            notes = [(f"checkpoint #{c.id}", c.note) for c in trail.checkpoints(audience)]
+            for label, note in outside:
+                try:
+                    if parse_checkpoint(note).origin == ORIGINS[audience]:
+                        notes.append((label, note))
+                except CheckpointError as exc:
+                    if audience == AUDIENCES[0]:
+                        report.problems.append(Problem(None, f"{label}: {exc}"))
+            _check_checkpoints(audience, notes, tree, report.ok, trusted, report)
+            logs[audience] = report
+        return Report(logs)
+    finally:
+        if database is not db:
+            database.close()

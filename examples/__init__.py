@@ -1,0 +1,1 @@
+"""Example inputs for signalbox and their generator (``python examples/generate.py``)."""

@@ -1,0 +1,305 @@
+"""``signalbox trail …``: verify a trail, prove an entry is in it, check such a proof, show a case's history, sign
+checkpoints. Mounted into the main CLI as a sub-app; runs alone with ``python -m services.trail.cli``.
+
+Exit codes: 0 success, 1 verification failed, 2 bad input (missing store, unknown entry, no checkpoint…).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.db import Database, is_postgres_url
+from services.trail.checkpoint import (
+    DEFAULT_KEY_NAME,
+    ORIGINS,
+    Checkpointer,
+    CheckpointError,
+    TrustedKey,
+    load_signing_key,
+    load_trusted_key,
+    parse_checkpoint,
+    verify_checkpoint,
+)
+from services.trail.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
+from services.trail.store import AUDIENCES, Audience, Entry, Trail
+from services.trail.verify import verify as verify_trail
+
+PROOF_FORMAT = "signalbox-trail-inclusion-proof/1"
+SIGNING_KEY_FILE = "signing-key.pem"
+PUBLIC_KEY_FILE = "trail.pub"
+
+app = typer.Typer(name="trail", help="Verify and inspect the tamper-evident trail.", no_args_is_help=True)
+_out = Console()
+_err = Console(stderr=True)
+
+StoreOption = Annotated[
+    str, typer.Option("--store", help="SQLite file (e.g. out/trail.sqlite) or postgresql:// URL.")
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    _err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _open(store: str) -> Database:
+    if not is_postgres_url(store) and not Path(store.removeprefix("sqlite:///")).exists():
+        raise _fail(f"no trail store at {store}")
+    return Database(store)
+
+
+def _beside(store: str, name: str) -> Path | None:
+    if is_postgres_url(store):
+        return None
+    candidate = Path(store.removeprefix("sqlite:///")).parent / name
+    return candidate if candidate.exists() else None
+
+
+def _audiences(values: list[str] | None) -> list[Audience]:
+    chosen: list[Audience] = []
+    for value in values or AUDIENCES:
+        if value not in AUDIENCES:
+            raise _fail(f"--audience must be one of {', '.join(AUDIENCES)}, not {value!r}")
+        chosen.append(value)
+    return chosen
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _trusted(paths: list[Path]) -> list[TrustedKey]:
+    try:
+        return [load_trusted_key(path) for path in paths]
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot load public key: {exc}") from exc
+
+
+@app.command("verify")
+def verify_command(
+    store: StoreOption,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option("--public-key", help="Trusted public key (PEM or note verifier key); repeat after a rotation."),
+    ] = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option("--checkpoint", help="A checkpoint published outside the service; repeatable."),
+    ] = None,
+) -> None:
+    """Recompute every leaf, the chain and the roots; check checkpoint signatures and consistency.
+
+    Prints one line per log. Exits 1 naming the log and its first bad index if anything was altered.
+    """
+    keys = list(public_key or [])
+    default_key = _beside(store, PUBLIC_KEY_FILE)
+    if not keys and default_key is not None:
+        keys = [default_key]
+        _err.print(f"using {default_key} found beside the store; pass --public-key for an independent check")
+    external = []
+    for path in checkpoint or []:
+        try:
+            external.append((str(path), path.read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise _fail(f"cannot read checkpoint {path}: {exc}") from exc
+    with _open(store) as db:
+        report = verify_trail(db, _trusted(keys) if keys else None, external=external)
+    for line in report.summary_lines():
+        _out.print(line, highlight=False)
+    if not report.ok:
+        for log in report.logs.values():
+            for problem in log.problems[1:]:
+                _err.print(f"{log.audience}: also {problem}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _pick(trail: Trail, ref: str, audience: Audience | None) -> Entry:
+    found = trail.find(ref, audience)
+    if not found:
+        raise _fail(f"no trail entry for {ref!r}" + (f" in the {audience} log" if audience else ""))
+    logs = {entry.audience for entry in found}
+    if len(logs) > 1:
+        raise _fail(f"{ref!r} is in both logs; pass --audience")
+    return found[0]
+
+
+@app.command("prove")
+def prove_command(
+    ref: Annotated[str, typer.Argument(help="A decision id, or learning:SEQ / formal:SEQ.")],
+    store: StoreOption,
+    audience: Annotated[str | None, typer.Option("--audience", help="learning or formal.")] = None,
+) -> None:
+    """Print a JSON inclusion proof of an entry against the latest checkpoint that covers it."""
+    only = _audiences([audience])[0] if audience is not None else None
+    with _open(store) as db:
+        trail = Trail(db)
+        entry = _pick(trail, ref, only)
+        covering = [c for c in trail.checkpoints(entry.audience) if c.size > entry.seq]
+        if not covering:
+            raise _fail(f"no checkpoint covers {entry.ref} yet; run `signalbox trail checkpoint` first")
+        anchor = covering[-1]
+        tree = MerkleTree(trail.leaf_hashes(entry.audience, 0, anchor.size))
+        path = tree.inclusion_proof(entry.seq)
+        leaf = leaf_hash(entry.leaf_data())
+        try:
+            verify_inclusion(leaf, entry.seq, anchor.size, path, anchor.root)
+        except ProofError as exc:
+            raise _fail(f"the stored log does not match its checkpoint ({exc}); run `trail verify`", 1) from exc
+        proof: dict[str, Any] = {
+            "format": PROOF_FORMAT,
+            "log": entry.audience,
+            "origin": ORIGINS[entry.audience],
+            "leaf_index": entry.seq,
+            "tree_size": anchor.size,
+            "leaf_hash": _b64(leaf),
+            "audit_path": [_b64(node) for node in path],
+            "root": _b64(anchor.root),
+            "checkpoint": anchor.note,
+            "entry": entry.leaf_data().decode("utf-8"),
+        }
+    _out.print_json(json.dumps(proof))
+
+
+def _decode(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise ProofError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ProofError(f"{what} is not base64") from exc
+
+
+def check_proof(proof: dict[str, Any], trusted: list[TrustedKey] | None) -> str:
+    """Verify a proof printed by ``trail prove``; returns a one-line description, raises ProofError."""
+    if proof.get("format") != PROOF_FORMAT:
+        raise ProofError(f"not a {PROOF_FORMAT} document")
+    index, size = proof.get("leaf_index"), proof.get("tree_size")
+    if not isinstance(index, int) or not isinstance(size, int) or isinstance(index, bool):
+        raise ProofError("leaf_index and tree_size must be integers")
+    leaf = _decode(proof.get("leaf_hash"), "leaf_hash")
+    root = _decode(proof.get("root"), "root")
+    path_field = proof.get("audit_path")
+    if not isinstance(path_field, list):
+        raise ProofError("audit_path must be a list")
+    path = [_decode(node, "audit_path element") for node in path_field]
+    entry = proof.get("entry")
+    if entry is not None and (not isinstance(entry, str) or leaf_hash(entry.encode("utf-8")) != leaf):
+        raise ProofError("leaf_hash is not the hash of the entry")
+    verify_inclusion(leaf, index, size, path, root)
+    note = proof.get("checkpoint")
+    if not isinstance(note, str):
+        raise ProofError("the proof names no checkpoint")
+    try:
+        checkpoint = verify_checkpoint(note, trusted) if trusted else parse_checkpoint(note)
+    except CheckpointError as exc:
+        raise ProofError(f"checkpoint: {exc}") from exc
+    if (checkpoint.origin, checkpoint.size, checkpoint.root) != (proof.get("origin"), size, root):
+        raise ProofError("the checkpoint is for a different log, size or root than the proof")
+    signed = "signature verified" if trusted else "checkpoint signature NOT checked (no --public-key)"
+    return f"OK: entry {index} is in {checkpoint.origin} at size {size}; {signed}"
+
+
+@app.command("check-proof")
+def check_proof_command(
+    file: Annotated[Path, typer.Argument(help="A JSON proof from `trail prove`.")],
+    public_key: Annotated[
+        list[Path] | None, typer.Option("--public-key", help="Trusted public key for the checkpoint signature.")
+    ] = None,
+) -> None:
+    """Verify an inclusion proof offline. Exits 1 if it does not verify."""
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read proof {file}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise _fail("a proof is a JSON object", 1)
+    keys = _trusted(list(public_key)) if public_key else None
+    try:
+        message = check_proof(document, keys)
+    except ProofError as exc:
+        raise _fail(f"proof does not verify: {exc}", 1) from exc
+    _out.print(message, highlight=False)
+
+
+@app.command("show")
+def show_command(
+    case: Annotated[str, typer.Option("--case", help="Case id.")],
+    store: StoreOption,
+    audience: Annotated[
+        list[str] | None, typer.Option("--audience", help="Only this log (repeatable); default both.")
+    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """A case's history from the trail, oldest first."""
+    chosen = _audiences(audience)
+    if output not in ("table", "json"):
+        raise _fail("--format must be table or json")
+    with _open(store) as db:
+        history = Trail(db).history(case, chosen)
+    if output == "json":
+        rows = [
+            {
+                "ref": e.ref,
+                "recorded_at": e.recorded_at,
+                "kind": e.kind,
+                "decision_id": e.decision_id,
+                "leaf_hash": e.leaf_hash.hex(),
+                "record": e.data(),
+            }
+            for e in history
+        ]
+        _out.print_json(json.dumps(rows))
+        return
+    if not history:
+        _out.print(f"no trail entries for case {case}")
+        return
+    table = Table(title=f"Trail history of case {case}")
+    for column in ("recorded at", "entry", "kind", "decision", "record"):
+        table.add_column(column, overflow="fold")
+    for e in history:
+        table.add_row(e.recorded_at, e.ref, e.kind, e.decision_id or "", e.record)
+    _out.print(table)
+
+
+@app.command("checkpoint")
+def checkpoint_command(
+    store: StoreOption,
+    key: Annotated[
+        Path | None, typer.Option("--key", help=f"Ed25519 PEM; default {SIGNING_KEY_FILE} beside the store.")
+    ] = None,
+    key_name: Annotated[str, typer.Option("--key-name", help="Signer name in the note.")] = DEFAULT_KEY_NAME,
+    audience: Annotated[
+        list[str] | None, typer.Option("--audience", help="Only this log (repeatable); default both.")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Also write <audience>.checkpoint files here for publication.")
+    ] = None,
+) -> None:
+    """Sign and store a checkpoint of each log; print the notes."""
+    chosen = _audiences(audience)
+    key_path = key or _beside(store, SIGNING_KEY_FILE)
+    if key_path is None:
+        raise _fail(f"no signing key: pass --key (none found as {SIGNING_KEY_FILE} beside the store)")
+    try:
+        signing_key = load_signing_key(key_path)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot load signing key {key_path}: {exc}") from exc
+    with _open(store) as db:
+        signer = Checkpointer(Trail(db), signing_key, key_name)
+        for name in chosen:
+            _out.print(signer.checkpoint(name), end="", highlight=False)
+        if export is not None:
+            for path in signer.export_checkpoints(export, chosen):
+                _err.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -247,7 +247,8 @@ class Directory:
             contact: Contact | None = getattr(org, role)
             if contact is None:
                 raise MissingRecipient(
-                    f"{self.source} lists no {ROLE_LABELS[role]} for {ods_code}; add organisations.{ods_code}.{role}."
+                    f"{self.source} names no {role} ({ROLE_LABELS[role]}) for {ods_code}, so the letter has "
+                    f"nobody to go to; add organisations.{ods_code}.{role}."
                 )
             return contact
         if role in NATIONAL_ROLES:

@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.utils import format_datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jinja2
@@ -70,15 +71,24 @@ def message_id_for(notice_id: str, address: str) -> str:
     return f"<{notice_id}.{digest}@{MESSAGE_ID_DOMAIN}>"
 
 
+# Template variables are attribute namespaces, not dicts: jinja2 tries getattr first, and a failed getattr
+# on a dict (an exception per lookup) was the dearest part of a render.
+
 # -- filters: numbers and dates are formatted here once, so every template states them the same way --------
 
 
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("", "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")  # fmt: skip
+
+
 def _long_date(value: date | datetime | str | None) -> str:
+    """ "Monday 7 April 2025": unambiguous, and independent of the process locale."""
     if value is None:
         return "not recorded"
     if isinstance(value, str):
         value = date.fromisoformat(value[:10])
-    return f"{value:%A} {value.day} {value:%B %Y}"
+    return f"{_DAYS[value.weekday()]} {value.day} {_MONTHS[value.month]} {value.year}"
 
 
 def _num(value: float | None, places: int = 2) -> str:
@@ -108,39 +118,47 @@ def _volume(value: float, measure: str) -> str:
     return f"{value:,.1f} cases"
 
 
-def _numbers(a: Assessment) -> dict[str, Any]:
+_MEASURES = {"proportion": "proportion", "standardised_ratio": "observed/expected ratio", "mean": "mean"}
+
+
+def _numbers(a: Assessment) -> SimpleNamespace:
     m = a.measure
     z = a.z_adjusted if a.z_adjusted is not None else a.z
     relation = "at"
     if a.value is not None and a.value != a.target:
         relation = "above" if a.value > a.target else "below"
-    return {
-        "value": _on_scale(a.value, m),
-        "volume": _volume(a.volume, m),
-        "target": _on_scale(a.target, m),
-        "z": _num(z),
-        "z_unadjusted": _num(a.z),
-        "alert_limits": _limits(a.limits.alert_lower, a.limits.alert_upper, m),
-        "alarm_limits": _limits(a.limits.alarm_lower, a.limits.alarm_upper, m),
-        "phi": _num(a.phi, 3),
-        "tau2": _num(a.tau2, 4),
-        "od_method": a.od_method,
-        "od_applied": a.od_applied,
-        "relation": relation,
-        "level": "99.8% (alarm)" if a.band == "alarm" else "95% (alert)",
-        "measure": {"proportion": "proportion", "standardised_ratio": "observed/expected ratio", "mean": "mean"}[m],
-    }
+    return SimpleNamespace(
+        value=_on_scale(a.value, m),
+        volume=_volume(a.volume, m),
+        target=_on_scale(a.target, m),
+        z=_num(z),
+        z_unadjusted=_num(a.z),
+        alert_limits=_limits(a.limits.alert_lower, a.limits.alert_upper, m),
+        alarm_limits=_limits(a.limits.alarm_lower, a.limits.alarm_upper, m),
+        phi=_num(a.phi, 3),
+        tau2=_num(a.tau2, 4),
+        od_method=a.od_method,
+        od_applied=a.od_applied,
+        relation=relation,
+        level="99.8% (alarm)" if a.band == "alarm" else "95% (alert)",
+        measure=_MEASURES[m],
+    )
 
 
 _SVG_START = re.compile(r"^\s*(<\?xml[^>]*>\s*)?<svg[\s>]", re.IGNORECASE)
-_SVG_ACTIVE = re.compile(r"<script|<foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+_SVG_HANDLER = re.compile(r"\son[a-z]+\s*=")
 
 
+@lru_cache(maxsize=1024)
 def _trusted_svg(svg: str) -> Markup:
-    """The funnel plot comes from our own plotting code; refuse anything that is not a plain SVG image."""
+    """The funnel plot comes from our own plotting code; refuse anything that is not a plain SVG image.
+
+    Cached: a notice's plot is embedded once per recipient, and the check is the dearest part of a render.
+    """
     if not _SVG_START.match(svg):
         raise RenderError("funnel_svg must be an <svg> document")
-    if _SVG_ACTIVE.search(svg):
+    lowered = svg.lower()
+    if "<script" in lowered or "<foreignobject" in lowered or "javascript:" in lowered or _SVG_HANDLER.search(lowered):
         raise RenderError("funnel_svg contains script or event handlers; refusing to embed it")
     return Markup(svg)
 
@@ -207,7 +225,7 @@ class Renderer:
             "a": a,
             "audit_name": str(notice.facts.get("audit_name") or a.audit.upper()),
             "n": _numbers(a),
-            "org": {"name": organisation_name, "ods_code": notice.ods_code, "country": a.country},
+            "org": SimpleNamespace(name=organisation_name, ods_code=notice.ods_code, country=a.country),
             "country_name": COUNTRY_NAMES.get(a.country, a.country),
             "period": f"{a.period.label} ({_long_date(a.period.start)} to {_long_date(a.period.end)})",
             "recipient": recipient,
@@ -221,9 +239,13 @@ class Renderer:
         if self.space == "formal":
             context["regulators"] = REGULATORS_BY_COUNTRY.get(a.country, REGULATORS_BY_COUNTRY["ENG"])
         try:
-            subject = _one_line("".join(text_t.blocks["subject"](text_t.new_context(context))))
+            # One pass over the text template yields both the body and the `subject` it sets.
+            module = text_t.make_module(context)
+            subject = _one_line(str(getattr(module, "subject", "")))
+            if not subject:
+                raise RenderError(f"{self.space}/{notice.template} sets no subject")
+            text = str(module)
             context["subject"] = subject
-            text = text_t.render(context)
             html = html_t.render(context)
         except jinja2.UndefinedError as exc:
             raise RenderError(f"{self.space}/{notice.template} for {notice.notice_id}: {exc.message}") from exc

@@ -1,0 +1,219 @@
+"""``signalbox cases``: list alarm cases, show one with its history, and record what people did.
+
+Mounted by the main CLI (``app.add_typer(cases.cli.app)``). Actions that produce letters need somewhere to
+put them: the mounting code registers the outbox with ``set_outcome_sink``; until it does, such actions are
+refused and nothing is written, so a letter is never lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, get_args
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from rules.engine import Deadlines
+from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseOutcome, CaseStatus, Outcome
+from services.cases.calendar import UK_TIME, uk_date
+from services.cases.machine import CaseError
+from services.cases.service import CaseService, OutcomeHook
+from services.cases.store import CaseStore
+from services.db import Database, is_postgres_url
+
+DEFAULT_STORE = "out/trail.sqlite"
+
+app = typer.Typer(name="cases", help="Alarm cases in the formal accountability space.", no_args_is_help=True)
+console = Console()
+
+_sink: Callable[[Database], OutcomeHook] | None = None
+
+
+def set_outcome_sink(factory: Callable[[Database], OutcomeHook] | None) -> None:
+    """Register what persists a case outcome (trail and outbox) in the same transaction as the case."""
+    global _sink
+    _sink = factory
+
+
+StoreOption = Annotated[
+    str,
+    typer.Option("--store", help="SQLite file or postgresql:// URL holding the cases.", show_default=True),
+]
+FormatOption = Annotated[str, typer.Option("--format", help="table (for people) or json (for tools).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _open(store: str) -> Database:
+    if not is_postgres_url(store) and not Path(store.removeprefix("sqlite:///")).exists():
+        raise _fail(f"there is no case store at {store}; run the pipeline first or pass --store")
+    return Database(store)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise _fail(f"--format must be table or json, not {fmt!r}")
+
+
+@app.command("list")
+def list_cases(
+    store: StoreOption = DEFAULT_STORE,
+    status: Annotated[str | None, typer.Option(help="Only cases with this status.")] = None,
+    ods: Annotated[str | None, typer.Option(help="Only cases of this organisation (ODS code).")] = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """List alarm cases, oldest first.  Example: signalbox cases list --status confirmed"""
+    _check_format(fmt)
+    if status is not None and status not in get_args(CaseStatus):
+        raise _fail(f"--status must be one of {', '.join(get_args(CaseStatus))}, not {status!r}")
+    with _open(store) as db:
+        cases = CaseStore(db).list(status=status, ods=ods)  # type: ignore[arg-type]
+    if fmt == "json":
+        typer.echo(json.dumps([c.model_dump(mode="json") for c in cases], indent=2))
+        return
+    table = Table("case", "organisation", "stage", "status", "deadline", title=f"{len(cases)} alarm case(s)")
+    today = uk_date(datetime.now(UTC))
+    for case in cases:
+        table.add_row(case.case_id, case.ods_code, case.stage, case.status, _deadline(case, today))
+    console.print(table)
+
+
+@app.command("show")
+def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOption = "table") -> None:
+    """Show one case and every transition it went through."""
+    _check_format(fmt)
+    with _open(store) as db:
+        cases = CaseStore(db)
+        case = cases.get(case_id)
+        if case is None:
+            raise _fail(f"there is no case {case_id!r}")
+        transitions = cases.transitions(case_id)
+    if fmt == "json":
+        body = {
+            "case": case.model_dump(mode="json"),
+            "transitions": [t.model_dump(mode="json") for t in transitions],
+        }
+        typer.echo(json.dumps(body, indent=2))
+        return
+    today = uk_date(datetime.now(UTC))
+    console.print(
+        f"[bold]{case.case_id}[/bold]  {case.assessment.organisation_name} ({case.ods_code}, {case.country})"
+    )
+    console.print(f"stage {case.stage}, status {case.status}, deadline {_deadline(case, today)}")
+    console.print(f"policy {case.policy_version}; opened {case.opened_at.isoformat()}")
+    if case.reason:
+        console.print(f"reason: {case.reason}")
+    table = Table("#", "at", "what", "from → to", "by", "deadline", "documents")
+    for t in transitions:
+        what = t.kind + (f" ({t.outcome})" if t.outcome else "")
+        table.add_row(
+            str(t.seq),
+            t.at.isoformat(timespec="minutes"),
+            what,
+            f"{t.from_stage or '—'} → {t.to_stage}",
+            f"{t.actor} ({t.actor_role})",
+            t.deadline.isoformat() if t.deadline else "—",
+            ", ".join(t.documents),
+        )
+    console.print(table)
+
+
+@app.command("act")
+def act(
+    case_id: str,
+    action: Annotated[str, typer.Argument(help=f"One of: {', '.join(get_args(ActionKind))}.")],
+    role: Annotated[str, typer.Option(help="The actor's role, e.g. audit_clinical_lead.")],
+    actor: Annotated[str, typer.Option(help="The actor's name.")],
+    note: Annotated[str, typer.Option(help="What was done, or the reason for the outcome.")] = "",
+    outcome: Annotated[str | None, typer.Option(help="For data_check and review.")] = None,
+    document: Annotated[list[str] | None, typer.Option(help="A document reference (repeatable).")] = None,
+    corrected_data: Annotated[
+        bool, typer.Option(help="provider_response: corrected data were sent.")
+    ] = False,
+    at: Annotated[
+        str | None, typer.Option(help="When it happened (ISO 8601; default now, UK time if naive).")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Record what someone did on a case.  Example:
+    signalbox cases act CASE data_check --outcome case_to_answer --role audit_supplier --actor "A Analyst"
+    """
+    now = datetime.now(UTC)
+    when = now
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            raise _fail(f"--at {at!r} is not an ISO 8601 date-time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UK_TIME)
+    _one_of("action", action, get_args(ActionKind))
+    _one_of("--role", role, get_args(ActorRole))
+    if outcome is not None:
+        _one_of("--outcome", outcome, get_args(Outcome))
+    try:
+        recorded = CaseAction.model_validate(
+            {
+                "kind": action,
+                "outcome": outcome,
+                "role": role,
+                "actor": actor,
+                "note": note,
+                "documents": tuple(document or ()),
+                "corrected_data": corrected_data,
+                "at": when,
+            }
+        )
+    except ValidationError as exc:
+        raise _fail(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
+    with _open(store) as db:
+        sink = _sink(db) if _sink is not None else None
+        service = CaseService(db, _no_rules, clock=lambda: now, on_outcome=lambda o: _deliver(o, sink))
+        try:
+            result = service.act(case_id, recorded)
+        except CaseError as exc:
+            raise _fail(str(exc)) from None
+    case = result.cases[0]
+    typer.echo(
+        f"{case.case_id}: now at stage {case.stage}, status {case.status}; deadline {case.deadline or '—'}"
+    )
+    for notice in result.notices:
+        typer.echo(
+            f"  letter {notice.template} to {', '.join(r.role for r in notice.recipients)}"
+            f" ({notice.notice_id})"
+        )
+
+
+def _deliver(outcome: CaseOutcome, sink: OutcomeHook | None) -> None:
+    if sink is not None:
+        sink(outcome)
+    elif outcome.notices:
+        # Raising inside the service's transaction rolls the action back: better refused than a lost letter.
+        raise CaseError(
+            "this action sends letters but no outbox is configured for the CLI;"
+            " record it through the pipeline"
+        )
+
+
+def _no_rules(audit: str, indicator_id: str) -> Deadlines:
+    raise CaseError("the CLI does not open cases; the pipeline does")  # pragma: no cover - act never opens
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise _fail(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _deadline(case: Case, today: object) -> str:
+    if case.deadline is None:
+        return "—"
+    late = " (overdue)" if isinstance(today, type(case.deadline)) and today > case.deadline else ""
+    return case.deadline.isoformat() + late

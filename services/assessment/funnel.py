@@ -329,7 +329,9 @@ def _sqrt_back(x: FloatArray) -> FloatArray:
 
 
 def _exp(x: FloatArray) -> FloatArray:
-    out: FloatArray = np.exp(x)
+    # A very wide log-scale limit overflows to +inf: no upper limit, which is the right answer.
+    with np.errstate(over="ignore"):
+        out: FloatArray = np.exp(x)
     return out
 
 

@@ -91,7 +91,8 @@ def type7_quantile(sorted_values: FloatArray, starts: IntArray, counts: IntArray
     v_lo = sorted_values[np.minimum(starts + lower, last)]
     v_hi = sorted_values[np.minimum(starts + upper, last)]
     # fraction·(v_hi − v_lo) is written so that v_hi == v_lo never produces inf − inf.
-    step = np.where(v_hi == v_lo, 0.0, v_hi - v_lo)
+    with np.errstate(invalid="ignore"):
+        step = np.where(v_hi == v_lo, 0.0, v_hi - v_lo)
     result: FloatArray = np.where(counts > 0, v_lo + fraction * step, np.nan)
     return result
 

@@ -1,0 +1,43 @@
+"""The case store and service tests of ``tests/unit/test_cases_service.py``, run against PostgreSQL.
+
+Needs ``SIGNALBOX_POSTGRES`` (skipped without it, failing instead under ``CI``). Each test gets its own
+schema, so the tests neither see nor disturb each other's or the service's tables.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+from tests.unit.test_cases_service import (  # noqa: F401 - pytest collects the imported tests and fixture here
+    connect,
+    test_a_failing_outcome_hook_rolls_the_change_back,
+    test_a_refused_action_writes_nothing,
+    test_a_second_worker_saving_a_stale_case_is_refused,
+    test_a_timer_armed_before_a_restart_fires_after_it,
+    test_a_timer_fires_once_across_a_restart,
+    test_acting_on_an_unknown_case_is_refused,
+    test_an_alarm_case_runs_from_detection_to_non_compliance_across_christmas,
+    test_list_filters_by_status_and_organisation,
+    test_opening_the_same_case_twice_returns_the_existing_case,
+    test_store_open_is_a_no_op_for_an_existing_case,
+    test_transitions_are_append_only,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def case_db(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose connections work in a fresh schema, dropped afterwards."""
+    schema = f"test_cases_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{separator}options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -25,7 +25,9 @@ from rich.table import Table
 
 from rules.engine import RuleSetError, load_rules
 from services.assessment import FunnelResult, FunnelSpec, assess, render_funnel_svg
+from services.cases.cli import app as cases_app
 from services.runner import RunSummary, UsageError, file_size, run_file
+from services.trail.cli import app as trail_app
 
 app = typer.Typer(
     name="signalbox",
@@ -38,6 +40,8 @@ schemas_app = typer.Typer(help="The v1 event contract and output records as JSON
 rules_app = typer.Typer(help="Rule sets: one YAML file per audit.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
+app.add_typer(trail_app, name="trail")
+app.add_typer(cases_app, name="cases")
 
 # Wide enough for the tables when the output goes to a file or a pipe rather than a terminal.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -342,18 +346,90 @@ def rules_check(directory: Annotated[Path | None, typer.Argument(help="Rule-set 
         )
 
 
-def _mount_optional() -> None:
-    """Sub-commands whose packages carry heavier dependencies are mounted here."""
-    from services.cases.cli import app as cases_app
-    from services.trail.cli import app as trail_app
+# ---------------------------------------------------------------------------------------------- streaming
 
-    app.add_typer(trail_app, name="trail")
-    app.add_typer(cases_app, name="cases")
+topics_app = typer.Typer(
+    help="Kafka topics: inputs, one learning-space topic per trust, outputs.", no_args_is_help=True
+)
+app.add_typer(topics_app, name="topics")
+
+
+class SpaceOpt(StrEnum):
+    learning = "learning"
+    formal = "formal"
+    good_practice = "good-practice"
+    dead_letters = "dead-letters"
+
+
+@app.command("worker")
+def worker_command(
+    rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
+    datadir: Annotated[Path, typer.Option(help="This worker's own data folder (never shared).")] = Path(".local/faust"),
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+) -> None:
+    """Run the Faust worker: consume audit.results.v1 and route releases as they close.
+
+    Connection settings come from SIGNALBOX_KAFKA, SIGNALBOX_KAFKA_USER/PASSWORD and SIGNALBOX_REDIS
+    (eval "$(deploy/local/up)" sets them). Start more workers with other --datadir to scale out.
+    """
+    import faust
+
+    from services.app import TopicMissing, create_app
+
+    try:
+        faust_app = create_app(rules_dir=rules_dir, datadir=datadir)
+    except (RuleSetError, TopicMissing) as exc:
+        raise fail(str(exc)) from None
+    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+
+
+@app.command("publish")
+def publish_command(
+    file: Annotated[Path, typer.Argument(help="JSON Lines file of v1 events.")],
+    topic: Annotated[str, typer.Option(help="Topic to publish to.")] = "audit.results.v1",
+) -> None:
+    """Publish events to Kafka with an idempotent producer, keyed {audit}/{release_id} as the contract says."""
+    from services.settings import Settings
+    from services.streaming.clients import publish_lines, read_file_lines
+
+    if not file.is_file():
+        raise fail(f"The input file {file} does not exist or is not a file.")
+    sent = publish_lines(Settings.from_env(), read_file_lines(file), topic)
+    err.print(f"published {sent} events to {topic}")
+
+
+@app.command("tail")
+def tail_command(
+    space: Annotated[SpaceOpt, typer.Option(help="learning, formal, good-practice or dead-letters.")],
+    max_wait: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without a new record (default: never).")
+    ] = None,
+) -> None:
+    """Print a space's records from Kafka as JSON Lines (the records `route --out` writes)."""
+    from services.settings import Settings
+    from services.streaming.clients import tail
+
+    count = tail(Settings.from_env(), space.value, max_wait)  # type: ignore[arg-type]
+    err.print(f"{count} records")
+
+
+@topics_app.command("ensure")
+def topics_ensure(
+    partitions: Annotated[
+        int, typer.Option(help="Partitions per topic: the most workers that can share the input.")
+    ] = 8,
+    replication: Annotated[int, typer.Option(help="Replication factor (3 in production).")] = 1,
+    retention_days: Annotated[float | None, typer.Option(help="Retention; default: the broker's.")] = None,
+) -> None:
+    """Create every topic signalbox uses, learning-space topics separate per trust."""
+    from services.settings import Settings
+    from services.streaming.clients import ensure_all_topics
+
+    created = ensure_all_topics(
+        Settings.from_env(), partitions=partitions, replication=replication, retention_days=retention_days
+    )
+    out.print(f"{len(created)} topics created")
 
 
 def main() -> None:
-    try:
-        _mount_optional()
-    except ImportError:  # pragma: no cover - while a package is being built
-        pass
     app()

@@ -26,23 +26,13 @@ Seen = Literal["new", "duplicate", "conflict"]
 
 
 class EventLedger(Protocol):
-    """Remembers which event ids were accepted, with a digest of their content."""
+    """Remembers which event ids were accepted, with a digest of their content.
 
-    def check_and_record(self, event_id: str, digest: str) -> Seen: ...
+    The implementation used everywhere is ``services.releases.ReleaseLedger``, which keeps the digests in the
+    release's own state, so they persist wherever that state does (a dict, or a changelogged Faust table).
+    """
 
-
-class MemoryLedger:
-    """The embedded runner's ledger: a dict, since one run reads one file in one process."""
-
-    def __init__(self) -> None:
-        self._digests: dict[str, str] = {}
-
-    def check_and_record(self, event_id: str, digest: str) -> Seen:
-        known = self._digests.get(event_id)
-        if known is None:
-            self._digests[event_id] = digest
-            return "new"
-        return "duplicate" if known == digest else "conflict"
+    def check_and_record(self, event: Event, digest: str) -> Seen: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +55,8 @@ Ingested = Accepted | Redelivered | Rejected
 
 
 def content_digest(event: Event) -> str:
-    return hashlib.sha256(event.model_dump_json().encode()).hexdigest()
+    """64 bits of BLAKE2b over the canonical JSON: enough to tell a redelivery from a conflict, and compact."""
+    return hashlib.blake2b(event.model_dump_json().encode(), digest_size=8).hexdigest()
 
 
 def dead_letter(raw: bytes, source: str, reason: str, event_id: str | None = None) -> DeadLetter:
@@ -117,7 +108,7 @@ def ingest(raw: bytes, source: str, rules: RuleBook, ledger: EventLedger) -> Ing
     if problem:
         return Rejected(dead_letter(raw, source, problem, parsed.event_id))
     digest = content_digest(parsed)
-    seen = ledger.check_and_record(parsed.event_id, digest)
+    seen = ledger.check_and_record(parsed, digest)
     if seen == "duplicate":
         return Redelivered(parsed.event_id)
     if seen == "conflict":

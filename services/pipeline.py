@@ -16,13 +16,15 @@ from rules.routing import RoutedDecision, route
 from schemas.events import AuditResult
 from schemas.signals import DeadLetter, ReleaseReport
 from services.assess import AssessedRelease, assess_releases
-from services.ingest import Accepted, EventLedger, Rejected, dead_letter, ingest
+from services.ingest import Accepted, Rejected, dead_letter, ingest
 from services.releases import (
     ReleaseState,
     add_result,
     close_release,
     mark_assessed,
+    ReleaseLedger,
     new_state,
+    state_key,
     unfinished_reports,
 )
 
@@ -55,13 +57,12 @@ class Pipeline:
     def __init__(
         self,
         rules: RuleBook,
-        ledger: EventLedger,
         states: MutableMapping[str, ReleaseState] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.rules = rules
-        self.ledger = ledger
         self.states: MutableMapping[str, ReleaseState] = {} if states is None else states
+        self.ledger = ReleaseLedger(self.states)
         self.clock = clock
         self._complete: dict[str, ReleaseState] = {}
 
@@ -75,7 +76,7 @@ class Pipeline:
             out.redeliveries += 1
             return
         event = result.event
-        key = "/".join(event.release_key)
+        key = state_key(event)
         state = self._complete.get(key) or self.states.get(key) or new_state(event)
         now = self.clock()
         is_result = isinstance(event, AuditResult)

@@ -11,6 +11,7 @@ changelogged table; the functions here mutate it in place and return what must b
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from datetime import datetime
 from typing import Literal
 
@@ -27,6 +28,7 @@ class ReleaseState(BaseModel):
     release_id: str
     indicator_id: str
     results: dict[str, AuditResult] = {}
+    digests: dict[str, str] = {}  # event_id → content digest of every accepted event (redelivery detection)
     closed: ReleaseClosed | None = None
     assessed: bool = False
     assessed_count: int = 0
@@ -46,6 +48,29 @@ class ReleaseState(BaseModel):
 
 def new_state(event: AuditResult | ReleaseClosed) -> ReleaseState:
     return ReleaseState(audit=event.audit, release_id=event.release_id, indicator_id=event.indicator_id)
+
+
+def state_key(event: AuditResult | ReleaseClosed) -> str:
+    return "/".join(event.release_key)
+
+
+class ReleaseLedger:
+    """Event ids are scoped to their release: the digests live in the release state, and persist with it."""
+
+    def __init__(self, states: MutableMapping[str, ReleaseState]) -> None:
+        self.states = states
+
+    def check_and_record(
+        self, event: AuditResult | ReleaseClosed, digest: str
+    ) -> Literal["new", "duplicate", "conflict"]:
+        key = state_key(event)
+        state = self.states.get(key) or new_state(event)
+        known = state.digests.get(event.event_id)
+        if known is None:
+            state.digests[event.event_id] = digest
+            self.states[key] = state
+            return "new"
+        return "duplicate" if known == digest else "conflict"
 
 
 def _report(

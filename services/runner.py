@@ -25,7 +25,6 @@ from pydantic import BaseModel
 from rules.engine import RuleBook
 from rules.routing import RoutedDecision
 from services.assess import AssessedRelease
-from services.ingest import MemoryLedger
 from services.pipeline import Outputs, Pipeline
 
 SPACE_FILES = {"learning": "learning.jsonl", "formal": "formal.jsonl", "good_practice": "good-practice.jsonl"}
@@ -117,7 +116,7 @@ def run_file(
 ) -> RunSummary:
     """Route every event in ``input_path``; invalid lines are counted and dead-lettered, never fatal."""
     check_paths(input_path, out_dir)
-    pipeline = Pipeline(rules, MemoryLedger())
+    pipeline = Pipeline(rules)
     summary = RunSummary()
     with ExitStack() as stack:
         writer = JsonlOutputs(out_dir, stack)

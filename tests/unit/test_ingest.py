@@ -7,7 +7,8 @@ import json
 import pytest
 
 from rules.engine import RuleBook, load_rules
-from services.ingest import Accepted, MemoryLedger, Redelivered, Rejected, ingest
+from services.ingest import Accepted, Redelivered, Rejected, ingest
+from services.releases import ReleaseLedger
 from tests.builders import result
 
 
@@ -16,9 +17,9 @@ def rules() -> RuleBook:
     return load_rules()
 
 
-def run(event: object, rules: RuleBook, ledger: MemoryLedger | None = None) -> object:
+def run(event: object, rules: RuleBook, ledger: ReleaseLedger | None = None) -> object:
     raw = event if isinstance(event, bytes) else json.dumps(event).encode()
-    return ingest(raw, "test:1", rules, ledger or MemoryLedger())
+    return ingest(raw, "test:1", rules, ledger or ReleaseLedger({}))
 
 
 def test_a_valid_result_is_accepted(rules: RuleBook) -> None:
@@ -56,7 +57,7 @@ def test_undecodable_bytes_are_kept_in_base64(rules: RuleBook) -> None:
 
 def test_the_original_line_is_kept(rules: RuleBook) -> None:
     raw = json.dumps(result("ZZZ99")).encode()
-    outcome = ingest(raw, "file.jsonl:7", rules, MemoryLedger())
+    outcome = ingest(raw, "file.jsonl:7", rules, ReleaseLedger({}))
     assert isinstance(outcome, Rejected)
     assert outcome.dead_letter.raw == raw.decode()
     assert outcome.dead_letter.source == "file.jsonl:7"
@@ -64,13 +65,13 @@ def test_the_original_line_is_kept(rules: RuleBook) -> None:
 
 
 def test_identical_redelivery_is_harmless(rules: RuleBook) -> None:
-    ledger = MemoryLedger()
+    ledger = ReleaseLedger({})
     assert isinstance(run(result("RXF"), rules, ledger), Accepted)
     assert isinstance(run(result("RXF"), rules, ledger), Redelivered)
 
 
 def test_same_event_id_with_other_content_is_a_conflict(rules: RuleBook) -> None:
-    ledger = MemoryLedger()
+    ledger = ReleaseLedger({})
     run(result("RXF", observed=10), rules, ledger)
     outcome = run(result("RXF", observed=11), rules, ledger)
     assert isinstance(outcome, Rejected)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import pytest
 
 from rules.engine import RuleBook, load_rules
-from services.ingest import MemoryLedger
 from services.pipeline import Outputs, Pipeline
 from tests.builders import closed, nela_release, open_english_trusts, result
 
@@ -23,7 +22,7 @@ def feed(pipeline: Pipeline, events: list[dict[str, object]]) -> Outputs:
 
 
 def new_pipeline(rules: RuleBook) -> Pipeline:
-    return Pipeline(rules, MemoryLedger(), clock=lambda: datetime(2025, 10, 10, tzinfo=UTC))
+    return Pipeline(rules, clock=lambda: datetime(2025, 10, 10, tzinfo=UTC))
 
 
 def test_a_release_is_assessed_when_closed_with_all_results(rules: RuleBook) -> None:

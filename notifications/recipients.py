@@ -171,6 +171,13 @@ class _DirectoryFile(BaseModel):
     audits: dict[str, _AuditEntry] = Field(default_factory=dict)
     organisations: dict[str, _OrganisationEntry] = Field(default_factory=dict)
 
+    @field_validator("sender")
+    @classmethod
+    def _sender_has_email(cls, value: Contact) -> Contact:
+        if value.email is None:
+            raise ValueError("the sender needs an email address (it is the From of every letter)")
+        return value
+
     @field_validator("organisations")
     @classmethod
     def _ods_keys(cls, value: dict[str, _OrganisationEntry]) -> dict[str, _OrganisationEntry]:

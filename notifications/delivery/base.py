@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any, Protocol
 
 from notifications.recipients import Contact, ResolvedRecipient
 from notifications.render import RenderedMessage
+
+# CRLF line ends, and headers folded only past SMTP's own 998-character limit, so a long Message-ID stays on
+# its header's line and matches the outbox row byte for byte.
+LETTER_POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 class DeliveryError(Exception):
@@ -51,7 +56,7 @@ def build_email(message: OutgoingMessage) -> EmailMessage:
     a rewritten .eml is the same letter: the Date is the notice's, the MIME boundary derives from the id."""
     if message.recipient.contact.email is None:
         raise DeliveryError(f"{message.recipient.role} has no email address", permanent=True)
-    email = EmailMessage()
+    email = EmailMessage(policy=LETTER_POLICY)
     email["From"] = _address(message.sender)
     email["To"] = _address(message.recipient.contact)
     email["Subject"] = message.rendered.subject

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-from email import policy
 from pathlib import Path
 
-from notifications.delivery.base import DeliveryError, OutgoingMessage, build_email
+from notifications.delivery.base import LETTER_POLICY, DeliveryError, OutgoingMessage, build_email
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
@@ -26,7 +25,7 @@ class EmlTransport:
         self.directory = Path(directory)
 
     async def send(self, message: OutgoingMessage) -> None:
-        data = build_email(message).as_bytes(policy=policy.SMTP)
+        data = build_email(message).as_bytes(policy=LETTER_POLICY)
         target = self.directory / eml_name(message.message_id)
         tmp = target.with_suffix(".eml.tmp")
         try:

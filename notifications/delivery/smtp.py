@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from notifications.delivery.base import DeliveryError, OutgoingMessage, build_email
+from notifications.delivery.base import LETTER_POLICY, DeliveryError, OutgoingMessage, build_email
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -76,10 +76,17 @@ class SmtpTransport:
 
     async def send(self, message: OutgoingMessage) -> None:
         email = build_email(message)
+        # Flattened here rather than by aiosmtplib, which re-folds headers at 78 characters and would split
+        # the Message-ID onto a continuation line.
+        data = email.as_bytes(policy=LETTER_POLICY)
+        if message.sender.email is None or message.recipient.contact.email is None:
+            raise DeliveryError("a letter by SMTP needs a sender and a recipient email address", permanent=True)
         s = self.settings
         try:
             await aiosmtplib.send(
-                email,
+                data,
+                sender=message.sender.email,
+                recipients=[message.recipient.contact.email],
                 hostname=s.host,
                 port=s.port,
                 start_tls=s.starttls,

@@ -1,0 +1,52 @@
+"""Session fixtures for the real backing services (Kafka, Redis, PostgreSQL).
+
+Start them with ``eval "$(deploy/local/up)"``. When a variable is missing the dependent tests are skipped,
+except in CI (``CI`` or ``SIGNALBOX_REQUIRE_SERVICES`` set), where they fail: CI must not go green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from services.settings import Settings
+from services.streaming.security import Credentials
+
+_HOW_TO_START = 'start the local services with: eval "$(deploy/local/up)"'
+
+
+def _require(*names: str) -> None:
+    missing = [n for n in names if not os.environ.get(n, "").strip()]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} not set; {_HOW_TO_START}"
+    if os.environ.get("CI") or os.environ.get("SIGNALBOX_REQUIRE_SERVICES"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kafka_settings() -> Settings:
+    """The service principal's connection settings (SIGNALBOX_KAFKA, _USER, _PASSWORD)."""
+    _require("SIGNALBOX_KAFKA", "SIGNALBOX_KAFKA_USER", "SIGNALBOX_KAFKA_PASSWORD")
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    _require("SIGNALBOX_REDIS")
+    return os.environ["SIGNALBOX_REDIS"].strip()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    _require("SIGNALBOX_POSTGRES")
+    return os.environ["SIGNALBOX_POSTGRES"].strip()
+
+
+@pytest.fixture(scope="session")
+def credentials() -> Credentials:
+    """Passwords of every local principal (SIGNALBOX_CREDENTIALS → .local/credentials.json)."""
+    _require("SIGNALBOX_CREDENTIALS")
+    return Credentials.load(os.environ["SIGNALBOX_CREDENTIALS"].strip())

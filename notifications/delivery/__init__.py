@@ -1,0 +1,1 @@
+"""Delivery channels (``smtp``, ``webhook``, ``eml``) behind one ``Transport`` shape, and the outbox ``relay``."""

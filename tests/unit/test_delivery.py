@@ -25,7 +25,7 @@ from aiosmtpd.controller import Controller
 from notifications import outbox
 from notifications.delivery.base import OutgoingMessage, Transport, build_email
 from notifications.delivery.eml import EmlTransport, eml_name
-from notifications.delivery.relay import DeliveryReport, deliver_due
+from notifications.delivery.relay import DeliveryReport, default_transports, deliver_due
 from notifications.delivery.smtp import SmtpSettings, SmtpTransport
 from notifications.delivery.webhook import WebhookTransport
 from notifications.recipients import Directory
@@ -398,3 +398,11 @@ def test_smtp_settings_come_from_the_environment() -> None:
         SmtpSettings.from_env({"SIGNALBOX_SMTP_HOST": "h", "SIGNALBOX_SMTP_STARTTLS": "maybe"})
     with pytest.raises(ValueError, match="both"):
         SmtpSettings.from_env({"SIGNALBOX_SMTP_HOST": "h", "SIGNALBOX_SMTP_USER": "u"})
+
+
+def test_the_embedded_runner_writes_eml_files_unless_smtp_is_configured(tmp_path: Path) -> None:
+    fallback = default_transports(tmp_path, env={})
+    assert isinstance(fallback["email"], EmlTransport) and isinstance(fallback["webhook"], WebhookTransport)
+    configured = default_transports(tmp_path, env={"SIGNALBOX_SMTP_HOST": "smtp.example.nhs.uk"})
+    assert isinstance(configured["email"], SmtpTransport)
+    assert configured["email"].settings.port == 587 and configured["email"].settings.starttls

@@ -34,10 +34,10 @@ def _fixture(kind: str, template: str) -> Assessment | None:
         return None
     if kind == "welsh":
         return _welsh(band=band, side=side, value=0.03 if favourable else 0.16, z=-2.5 if favourable else 3.4)
-    if kind == "zero_events":  # O = 0: a favourable result with no deaths at all
-        if not favourable:
-            pytest.skip("O = 0 can only be favourable for a mortality indicator")
-        return sample_assessment(band="alarm", side="favourable", value=0.0, volume=61, z=-3.3)
+    if kind == "zero_events":  # O = 0: no deaths at all (favourable), or no patients meeting a standard (adverse)
+        if favourable:
+            return sample_assessment(band="alarm", side="favourable", value=0.0, volume=61, z=-3.3)
+        return sample_assessment(band=band, side="adverse", value=0.0, volume=61, z=-3.4)
     if kind == "ratio_zero":  # observed/expected with O = 0, lower limits undefined
         return sample_assessment(
             band="alert", side="favourable", value=0.0, volume=5.2, z=-2.1, measure="standardised_ratio"

@@ -279,3 +279,17 @@ def renderer_for(space: Space) -> Renderer:
     if space not in SPACES:
         raise RenderError(f"unknown space {space!r}")
     return Renderer(space)
+
+
+def render(
+    notice: AnyNotice,
+    recipient: ResolvedRecipient,
+    *,
+    organisation_name: str,
+    funnel_svg: str,
+    contact: Contact,
+) -> RenderedMessage:
+    """Render with the renderer of the notice's own space (the only one that has its templates)."""
+    return renderer_for(notice.space).render(
+        notice, recipient, organisation_name=organisation_name, funnel_svg=funnel_svg, contact=contact
+    )

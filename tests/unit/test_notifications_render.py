@@ -322,3 +322,18 @@ def test_render_rate_is_at_least_two_thousand_a_second() -> None:
     rate = n / (time.process_time() - start)
     print(f"render rate: {rate:,.0f} letters/s")
     assert rate >= 2_000
+
+
+def test_module_level_render_uses_the_notices_own_space() -> None:
+    from notifications.render import render
+
+    notice = sample_notice("cusum_signal")
+    message = render(
+        notice,
+        DIRECTORY.recipient("RXF", "lead_clinician", audit="nela"),
+        organisation_name="Mid Yorkshire Teaching NHS Trust",
+        funnel_svg=SAMPLE_SVG,
+        contact=DIRECTORY.sender,
+    )
+    assert message.headers["X-Signalbox-Space"] == "learning"
+    assert "CUSUM" in message.text and "4.5" in message.text and "Thursday 27 February 2025" in message.text

@@ -128,9 +128,7 @@ class Credentials:
 
         def section(name: str) -> dict[str, str]:
             raw = data.get(name, {})
-            if not isinstance(raw, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-            ):
+            if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
                 raise ValueError(f"{path}: section {name!r} must map user -> password")
             return dict(raw)
 
@@ -195,9 +193,7 @@ def regulator_acls() -> list[ACL]:
         _acl(REGULATOR, ResourceType.GROUP, REGULATOR, ACLOperation.READ, prefixed=True),
         # Backstop: DENY takes precedence over any ALLOW, so a later over-broad grant cannot open the
         # learning space.
-        _acl(
-            REGULATOR, ResourceType.TOPIC, LEARNING_TOPIC_PREFIX, ACLOperation.ALL, prefixed=True, deny=True
-        ),
+        _acl(REGULATOR, ResourceType.TOPIC, LEARNING_TOPIC_PREFIX, ACLOperation.ALL, prefixed=True, deny=True),
     ]
 
 
@@ -234,7 +230,7 @@ def wait_until_ready(admin_conf: AdminConf, timeout_s: float = 90.0) -> dict[str
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            conf = dict(admin_conf, bootstrap_timeout_ms=5000, request_timeout_ms=5000)
+            conf = dict(admin_conf, bootstrap_timeout_ms=2000, request_timeout_ms=5000)
             client = _admin(conf)
             try:
                 cluster: dict[str, Any] = client.describe_cluster()
@@ -244,7 +240,7 @@ def wait_until_ready(admin_conf: AdminConf, timeout_s: float = 90.0) -> dict[str
                 client.close()
         except Exception as exc:  # the broker is still starting: connection refused, auth not ready, ...
             last = exc
-        time.sleep(1.0)
+        time.sleep(0.5)
     raise ProvisioningError(f"broker not ready after {timeout_s:.0f} s: {last!r}")
 
 
@@ -281,14 +277,27 @@ def ensure_acls(admin_conf: AdminConf, acls: Iterable[ACL]) -> int:
     return len(wanted)
 
 
-def ensure_topics(admin_conf: AdminConf, topics: Sequence[str], partitions: int = 8) -> list[str]:
-    """Create topics that do not exist yet (replication 1: single local broker). Returns the names created."""
+def ensure_topics(
+    admin_conf: AdminConf,
+    topics: Sequence[str],
+    partitions: int = 8,
+    *,
+    replication: int = 1,
+    configs: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Create topics that do not exist yet (replication 1 by default: single local broker). Returns the names
+    created. ``configs`` are topic configs (e.g. ``retention.ms``)."""
     client = _admin(admin_conf)
     try:
         existing = set(client.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            spec = {t: {"num_partitions": partitions, "replication_factor": 1} for t in missing}
+            spec: dict[str, dict[str, Any]] = {
+                t: {"num_partitions": partitions, "replication_factor": replication} for t in missing
+            }
+            if configs:
+                for t in missing:
+                    spec[t]["configs"] = dict(configs)
             try:
                 client.create_topics(spec, wait_for_metadata=True)
             except TopicAlreadyExistsError:  # created concurrently

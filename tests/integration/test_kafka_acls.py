@@ -336,11 +336,21 @@ def test_audit_platform_writes_input_but_reads_nothing(
         _join_group(as_user(AUDIT_PLATFORM, group_id=f"signalbox-{RUN}"), INPUT_TOPIC)
 
 
-def test_service_reads_input_and_writes_outputs(seeded: dict[str, int], kafka_settings: Settings) -> None:
+def test_service_reads_input_and_writes_outputs(
+    seeded: dict[str, int], kafka_settings: Settings, admin_conf: dict[str, Any]
+) -> None:
     """Positive control for the service principal from the env (SIGNALBOX_KAFKA_USER)."""
     conf = kafka_python_config(kafka_settings)
-    for topic in [FORMAL_TOPIC, learning_topic(TRUSTS[0]), f"signalbox.acl-test.{RUN}"]:
-        assert _produce(conf, topic) >= 0
+    scratch = f"signalbox.acl-test.{RUN}"  # auto-created: the service holds CREATE on its prefix
+    try:
+        for topic in [FORMAL_TOPIC, learning_topic(TRUSTS[0]), scratch]:
+            assert _produce(conf, topic) >= 0
+    finally:
+        admin = KafkaAdminClient(**admin_conf)
+        try:
+            admin.delete_topics([scratch])
+        finally:
+            admin.close()
     with pytest.raises(TopicAuthorizationFailedError):
         _produce(conf, INPUT_TOPIC)
     consumer = KafkaConsumer(

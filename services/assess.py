@@ -12,24 +12,36 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from rules.engine import IndicatorRule
 from schemas.events import AuditResult
-from schemas.signals import Assessment, Limits, ReleaseSummary, stable_id
+from schemas.signals import Assessment, ReleaseSummary, stable_id
 from services.assessment import FunnelResult, FunnelSpec, assess, assess_many
 from services.organisations import display_name
+from services.trail.canonical import Canonical, encode_prepared, jcs_number
 
 INSUFFICIENT_REASON = "below the indicator's minimum volume"
+ASSESSMENTS: TypeAdapter[list[Assessment]] = TypeAdapter(list[Assessment])
 
 
 @dataclass(frozen=True)
 class AssessedRelease:
+    """One assessed release: every organisation's assessment as a canonical JSON line (RFC 8785, the form the
+    audit trail hashes), and as models only where a decision may follow (alert and alarm bands)."""
+
     summary: ReleaseSummary
-    assessments: list[Assessment]
+    lines: list[Canonical]
+    flagged: list[Assessment]
     funnel: FunnelResult
     rule: IndicatorRule
+
+    @property
+    def summary_key(self) -> tuple[str, str, str]:
+        return (self.summary.audit, self.summary.release_id, self.summary.indicator_id)
 
 
 def columns(results: Sequence[AuditResult], measure: str) -> dict[str, np.ndarray]:
@@ -57,20 +69,34 @@ def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _limits(lo_alert: float, hi_alert: float, lo_alarm: float, hi_alarm: float) -> Limits:
-    return Limits(
-        alert_lower=_num(lo_alert),
-        alert_upper=_num(hi_alert),
-        alarm_lower=_num(lo_alarm),
-        alarm_upper=_num(hi_alarm),
-    )
+_FLOAT_FIELDS = ("value", "volume", "z", "z_adjusted", "target", "phi", "tau2")
+
+
+def _prepared(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its numbers in the form the canonical encoder writes exactly as RFC 8785 does."""
+    out = dict(row)
+    for name in _FLOAT_FIELDS:
+        out[name] = jcs_number(row[name])
+    out["limits"] = {k: jcs_number(v) for k, v in row["limits"].items()}
+    out["limits_unadjusted"] = {k: jcs_number(v) for k, v in row["limits_unadjusted"].items()}
+    return out
+
+
+def _limits(lo_alert: float, hi_alert: float, lo_alarm: float, hi_alarm: float) -> dict[str, float | None]:
+    return {
+        "alert_lower": _num(lo_alert),
+        "alert_upper": _num(hi_alert),
+        "alarm_lower": _num(lo_alarm),
+        "alarm_upper": _num(hi_alarm),
+    }
 
 
 def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: FunnelResult) -> AssessedRelease:
     first = results[0]
     spec = rule.spec
     method = spec.method
-    assessments: list[Assessment] = []
+    target, phi, tau2 = float(funnel.target), float(funnel.phi), float(funnel.tau2)
+    n_kept, od_applied = int(funnel.n_kept), bool(funnel.od_applied)
     counts: dict[str, int] = defaultdict(int)
     cols = (
         funnel.value.tolist(),
@@ -88,45 +114,52 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
         funnel.band.tolist(),
         funnel.side.tolist(),
     )
+    # Rows are built as plain dicts and validated in one pydantic call per release: this loop runs once per
+    # organisation per release, the embedded runner's hot path.
+    period = first.period.model_dump(mode="json")
+    ref = rule.ref.model_dump()
+    rows: list[dict[str, Any]] = []
     for result, row in zip(results, zip(*cols, strict=True), strict=True):
         value, volume, z, z_adj, la, ua, lm, um, lau, uau, lmu, umu, band, side = row
         ods = result.organisation.ods_code
         insufficient = band == "insufficient_data"
         counts[band if band in ("within", "insufficient_data") else f"{band}_{side}"] += 1
-        assessments.append(
-            Assessment(
-                assessment_id=stable_id(
-                    "asm", first.audit, first.release_id, first.indicator_id, ods, rule.ref.version
+        rows.append(
+            {
+                "assessment_id": stable_id(
+                    "asm", first.audit, first.release_id, first.indicator_id, ods, ref["version"]
                 ),
-                audit=result.audit,
-                release_id=result.release_id,
-                indicator_id=result.indicator_id,
-                indicator_name=rule.indicator.name,
-                period=result.period,
-                ods_code=ods,
-                organisation_name=display_name(ods),
-                country=result.organisation.country,
-                event_id=result.event_id,
-                measure=result.measure.type,
-                method=method,
-                value=_num(value),
-                volume=float(volume),
-                z=None if insufficient else _num(z),
-                z_adjusted=None if insufficient else _num(z_adj),
-                limits=_limits(la, ua, lm, um),
-                limits_unadjusted=_limits(lau, uau, lmu, umu),
-                target=float(funnel.target),
-                band=band,
-                side=None if insufficient else side,
-                reason=INSUFFICIENT_REASON if insufficient else None,
-                phi=float(funnel.phi),
-                tau2=float(funnel.tau2),
-                n_kept=int(funnel.n_kept),
-                od_method=funnel.od_method,
-                od_applied=bool(funnel.od_applied),
-                rules=rule.ref,
-            )
+                "audit": first.audit,
+                "release_id": first.release_id,
+                "indicator_id": first.indicator_id,
+                "indicator_name": rule.indicator.name,
+                "period": period if result.period == first.period else result.period.model_dump(mode="json"),
+                "ods_code": ods,
+                "organisation_name": display_name(ods),
+                "country": result.organisation.country,
+                "event_id": result.event_id,
+                "measure": result.measure.type,
+                "method": method,
+                "value": _num(value),
+                "volume": float(volume),
+                "z": None if insufficient else _num(z),
+                "z_adjusted": None if insufficient else _num(z_adj),
+                "limits": _limits(la, ua, lm, um),
+                "limits_unadjusted": _limits(lau, uau, lmu, umu),
+                "target": target,
+                "band": band,
+                "side": None if insufficient else side,
+                "reason": INSUFFICIENT_REASON if insufficient else None,
+                "phi": phi,
+                "tau2": tau2,
+                "n_kept": n_kept,
+                "od_method": funnel.od_method,
+                "od_applied": od_applied,
+                "rules": ref,
+            }
         )
+    lines = [encode_prepared(_prepared(row)) for row in rows]
+    flagged = ASSESSMENTS.validate_python([row for row in rows if row["band"] in ("alarm", "alert")])
     summary = ReleaseSummary(
         audit=first.audit,
         release_id=first.release_id,
@@ -146,7 +179,7 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
         counts=dict(counts),
         rules=rule.ref,
     )
-    return AssessedRelease(summary, assessments, funnel, rule)
+    return AssessedRelease(summary, lines, flagged, funnel, rule)
 
 
 def assess_release(results: Sequence[AuditResult], rule: IndicatorRule) -> AssessedRelease:

@@ -26,7 +26,7 @@ from rich.table import Table
 from rules.engine import RuleSetError, load_rules
 from services.assessment import FunnelResult, FunnelSpec, assess, render_funnel_svg
 from services.cases.cli import app as cases_app
-from services.runner import RunSummary, UsageError, file_size, run_file
+from services.runner import DEFAULT_RECIPIENTS, RunSummary, UsageError, file_size, run_embedded
 from services.trail.cli import app as trail_app
 
 app = typer.Typer(
@@ -256,7 +256,7 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
     out.print(table)
     if len(summary.releases) > max_releases:
         out.print(f"… and {len(summary.releases) - max_releases} more releases (see releases.jsonl)")
-    flagged = [a for rel in summary.releases[:max_releases] for a in rel.assessments if a.band in ("alarm", "alert")]
+    flagged = [a for rel in summary.releases[:max_releases] for a in rel.flagged]
     if flagged:
         ft = Table(title="Flagged organisations")
         for col in ("space", "ODS", "organisation", "indicator", "value", "z adj", "band"):
@@ -283,11 +283,19 @@ def route_command(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of v1 events (audit_result, release_closed).")],
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the outputs are written.")] = Path("out"),
+    recipients: Annotated[
+        Path, typer.Option(help="Recipient directory (YAML): who holds each role at each trust.")
+    ] = DEFAULT_RECIPIENTS,
+    deliver: Annotated[bool, typer.Option(help="Send the letters (SMTP if configured, else .eml files).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on large inputs.")] = True,
 ) -> None:
     """The embedded main job: validate → assess → route a file of events, with no Kafka and no Redis.
 
-    Example: signalbox route examples/results.jsonl --out out/
+    Writes one JSON Lines file per space under --out, keeps the audit trail, alarm cases and the letter
+    outbox in --out/trail.sqlite with signed checkpoints, and writes the letters to --out/mail/ as .eml
+    files unless SIGNALBOX_SMTP_HOST is set.
+
+    Example: signalbox route examples/results.jsonl --out out/ --recipients examples/recipients.yaml
     """
     try:
         rules = load_rules(rules_dir)
@@ -296,9 +304,8 @@ def route_command(
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
     size = file_size(file)
-    show_bar = progress and size > 5_000_000
     try:
-        if show_bar:
+        if progress and size > 5_000_000:
             from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
             with Progress(
@@ -306,12 +313,28 @@ def route_command(
                 console=err, transient=True,
             ) as bar:  # fmt: skip
                 task = bar.add_task(f"routing {file.name}", total=size)
-                summary = run_file(file, rules, out_dir, on_bytes=lambda n: bar.advance(task, n))
+                summary, report = run_embedded(
+                    file, rules, out_dir, recipients, deliver=deliver, on_bytes=lambda n: bar.advance(task, n)
+                )
         else:
-            summary = run_file(file, rules, out_dir)
+            summary, report = run_embedded(file, rules, out_dir, recipients, deliver=deliver)
     except UsageError as exc:
         raise fail(str(exc)) from None
     print_route_summary(summary, out_dir)
+    letters = report.letters
+    out.print(
+        f"trail: {report.trail_sizes['learning']} learning-log and {report.trail_sizes['formal']} formal-log entries "
+        f"in {report.store} (checkpoints in {out_dir}/checkpoints/; verify with `signalbox trail verify --store "
+        f"{report.store}`); {report.cases_open} alarm cases open (`signalbox cases list --store {report.store}`); "
+        f"letters: " + ", ".join(f"{v} {k}" for k, v in sorted(letters.items()))
+        + (f" (in {report.mail_dir}/)" if report.mail_dir else ""),
+        highlight=False,
+    )
+    if letters.get("held"):
+        out.print(
+            f"[yellow]{letters['held']} letters are held: their recipient is missing from {recipients}. "
+            "Add the contacts and they are released; nothing is dropped.[/]"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- schemas, rules

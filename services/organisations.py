@@ -65,6 +65,7 @@ def lookup(ods_code: str) -> Organisation | None:
     return organisations().get(ods_code)
 
 
+@cache
 def check_ods_code(ods_code: str, country: str) -> str | None:
     """Why this ODS code cannot be used, or None when it can."""
     org = lookup(ods_code)

@@ -7,7 +7,7 @@ back and only differ in where they put them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -16,7 +16,7 @@ from rules.routing import RoutedDecision, route
 from schemas.events import AuditResult
 from schemas.signals import DeadLetter, ReleaseReport
 from services.assess import AssessedRelease, assess_releases
-from services.ingest import Accepted, Rejected, dead_letter, ingest
+from services.ingest import Accepted, Event, Rejected, dead_letter, ingest, parse_many
 from services.releases import (
     ReleaseState,
     add_result,
@@ -66,9 +66,9 @@ class Pipeline:
         self.clock = clock
         self._complete: dict[str, ReleaseState] = {}
 
-    def feed(self, raw: bytes, source: str, out: Outputs) -> None:
+    def feed(self, raw: bytes, source: str, out: Outputs, parsed: Event | str | None = None) -> None:
         """Take one raw event. Complete releases wait in a queue until ``flush`` assesses them together."""
-        result = ingest(raw, source, self.rules, self.ledger)
+        result = ingest(raw, source, self.rules, self.ledger, parsed)
         if isinstance(result, Rejected):
             out.dead_letters.append(result.dead_letter)
             return
@@ -105,15 +105,17 @@ class Pipeline:
         now = self.clock()
         for assessed in assess_releases(batch):
             out.releases.append(assessed)
-            for assessment in assessed.assessments:
+            for assessment in assessed.flagged:
                 decision = route(assessment, assessed.rule, now)
                 if decision is not None:
                     out.decisions.append(decision)
 
-    def process(self, records: Iterable[tuple[bytes, str]]) -> Outputs:
+    def process(self, records: Sequence[tuple[bytes, str]]) -> Outputs:
+        """A batch of raw events: parsed together, then fed in order, then the completed releases assessed."""
         out = Outputs()
-        for raw, source in records:
-            self.feed(raw, source, out)
+        parsed = parse_many([raw for raw, _ in records])
+        for (raw, source), event in zip(records, parsed, strict=True):
+            self.feed(raw, source, out, event)
         self.flush(out)
         return out
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from rules.engine import RuleBook
 from rules.routing import RoutedDecision
-from services.assess import AssessedRelease
+from schemas.signals import Assessment, ReleaseSummary
 from services.pipeline import Outputs, Pipeline
 
 SPACE_FILES = {"learning": "learning.jsonl", "formal": "formal.jsonl", "good_practice": "good-practice.jsonl"}
@@ -36,6 +36,14 @@ class UsageError(Exception):
     """An invocation that cannot run (missing file, unusable output folder): one clear sentence."""
 
 
+@dataclass(frozen=True)
+class ReleaseLine:
+    """What the summary keeps of an assessed release: its national picture and its flagged organisations."""
+
+    summary: ReleaseSummary
+    flagged: list[Assessment]
+
+
 @dataclass
 class RunSummary:
     lines: int = 0
@@ -44,7 +52,7 @@ class RunSummary:
     dead_letters: int = 0
     reports: int = 0
     decisions: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPACE_FILES})
-    releases: list[AssessedRelease] = field(default_factory=list)
+    releases: list[ReleaseLine] = field(default_factory=list)
 
 
 class JsonlOutputs:
@@ -62,8 +70,7 @@ class JsonlOutputs:
     def write(self, outputs: Outputs) -> None:
         for release in outputs.releases:
             self._write("releases.jsonl", release.summary)
-            for assessment in release.assessments:
-                self._write("assessments.jsonl", assessment)
+            self.files["assessments.jsonl"].write("".join(line + "\n" for line in release.lines))
         for decision in outputs.decisions:
             self._write(SPACE_FILES[decision.space], decision)
         for report in outputs.reports:
@@ -140,7 +147,7 @@ def _account(summary: RunSummary, outputs: Outputs) -> None:
     summary.redeliveries += outputs.redeliveries
     summary.dead_letters += len(outputs.dead_letters)
     summary.reports += len(outputs.reports)
-    summary.releases += outputs.releases
+    summary.releases += [ReleaseLine(r.summary, r.flagged) for r in outputs.releases]
     d: RoutedDecision
     for d in outputs.decisions:
         summary.decisions[d.space] += 1
@@ -151,3 +158,69 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+DEFAULT_RECIPIENTS = Path(__file__).resolve().parent.parent / "notifications" / "recipients.example.yaml"
+STORE_NAME = "trail.sqlite"
+
+
+@dataclass
+class RecordReport:
+    """What the embedded runner made durable beside the JSON Lines outputs."""
+
+    store: Path
+    trail_sizes: dict[str, int]
+    checkpoints: list[Path]
+    cases_open: int
+    letters: dict[str, int]
+    mail_dir: Path | None
+
+
+def run_embedded(
+    input_path: Path,
+    rules: RuleBook,
+    out_dir: Path,
+    directory_path: Path,
+    *,
+    deliver: bool = True,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[RunSummary, RecordReport]:
+    """``signalbox route``: the JSON Lines outputs, plus the trail, alarm cases and letters in
+    ``out_dir/trail.sqlite``, signed checkpoints, and the letters as ``.eml`` files (or SMTP when configured)."""
+    import shutil
+
+    from notifications import outbox
+    from notifications.recipients import Directory, DirectoryError
+    from services.db import Database
+    from services.recording import Recorder
+    from services.trail.checkpoint import Checkpointer, load_or_generate_signing_key, write_public_key
+
+    check_paths(input_path, out_dir)
+    try:
+        directory = Directory.load(directory_path)
+    except (DirectoryError, OSError) as exc:
+        raise UsageError(f"The recipient directory cannot be used: {exc}") from None
+    if directory_path.resolve() != (out_dir / "recipients.yaml").resolve():
+        # Later `signalbox cases act --store out/trail.sqlite` finds the same directory beside the store.
+        shutil.copyfile(directory_path, out_dir / "recipients.yaml")
+    store = out_dir / STORE_NAME
+    with Database(store) as db:
+        recorder = Recorder(db, rules, directory)
+        summary = run_file(input_path, rules, out_dir, on_bytes=on_bytes, on_outputs=recorder.record)
+        key = load_or_generate_signing_key(out_dir / "signing-key.pem")
+        write_public_key(key, out_dir / "trail.pub")
+        checkpointer = Checkpointer(recorder.trail, key)
+        checkpointer.checkpoint_all()
+        checkpoints = checkpointer.export_checkpoints(out_dir / "checkpoints")
+        mail_dir = out_dir / "mail" if deliver else None
+        if mail_dir is not None:
+            recorder.deliver(mail_dir)
+        report = RecordReport(
+            store=store,
+            trail_sizes={a: recorder.trail.size(a) for a in ("learning", "formal")},
+            checkpoints=checkpoints,
+            cases_open=len(recorder.cases.store.list()),
+            letters=outbox.counts(db),
+            mail_dir=mail_dir,
+        )
+    return summary, report

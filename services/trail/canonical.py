@@ -3,8 +3,9 @@
 Every hash in the trail is over bytes produced here, so the same record always hashes the same on any machine.
 ``rfc8785.dumps`` is the reference encoder. It is pure Python and too slow for bulk appends (~50 µs per record),
 so records made only of values whose JCS form provably equals the C ``json`` encoder's output (ASCII keys,
-strings, safe integers, booleans, null, and non-integral floats in [1e-4, 1e16), where Python's shortest repr
-and ECMAScript's Number-to-string agree) take the fast path; anything else goes to ``rfc8785``. The unit tests
+strings, safe integers, booleans, null, integral doubles (printed as integers, as JCS does) and other floats
+in [1e-4, 1e16), where Python's shortest repr and ECMAScript's Number-to-string agree) take the fast path;
+anything else goes to ``rfc8785``. The unit tests
 check byte-equality of both paths on generated JSON.
 
 An entry's hashed bytes (its *leaf data*) are the JCS of an envelope binding the caller's record to its place
@@ -16,8 +17,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import rfc8785
@@ -61,37 +65,123 @@ def new_salts(count: int) -> list[str]:
     ]
 
 
-def _fast_path_safe(value: Any) -> bool:
+class _SlowPath(Exception):
+    """A value whose JCS form the C encoder cannot produce directly."""
+
+
+# Floats whose Python repr differs from ECMAScript's Number-to-string (exponent thresholds) are written by
+# es_number and carried through the C encoder as a marked string, then unquoted. Records holding a NUL
+# character take the slow path, so the marker cannot collide with data.
+_MARK = "\x00N"
+_MARKED = re.compile(r'"\\u0000N([^"\\]+)\\u0000"')
+
+
+def es_number(value: float) -> str:
+    """ECMAScript Number::toString (ECMA-262 §6.1.6.1.20) of a finite double, as RFC 8785 requires.
+
+    The digits are Python's shortest round-trip repr (the same digits ECMAScript picks); only where the point
+    goes and when to switch to exponent notation differ, and that is decided here.
+    """
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    decimal = Decimal(repr(abs(value))).as_tuple()
+    digits = "".join(map(str, decimal.digits)).rstrip("0") or "0"
+    exponent = int(decimal.exponent) + (len(decimal.digits) - len(digits))
+    k = len(digits)
+    n = exponent + k  # value = 0.d1…dk × 10^n
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        e = n - 1
+        text = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if e >= 0 else "-") + str(abs(e))
+    return sign + text
+
+
+def _normalised(value: Any) -> Any:
+    """The value with every number in a form the C encoder prints exactly as JCS does, or ``_SlowPath``.
+
+    Integral doubles become ints (JCS prints 150.0 as ``150``, and -0.0 as ``0``); other floats pass when
+    Python's shortest repr and ECMAScript's Number-to-string agree (fixed notation, [1e-4, 1e16)).
+    """
     kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return True
+    if kind is str:
+        if "\x00" in value:
+            raise _SlowPath
+        return value
+    if kind is bool or value is None:
+        return value
     if kind is int:
-        return bool(-_SAFE_INT <= value <= _SAFE_INT)
+        if -_SAFE_INT <= value <= _SAFE_INT:
+            return value
+        raise _SlowPath
     if kind is float:
-        # Fixed notation in both Python's repr and ECMAScript; integral floats print "1.0" vs "1".
-        return bool(not value.is_integer() and 1e-4 <= abs(value) < 1e16)
+        integral = value.is_integer()
+        if integral and abs(value) <= _SAFE_INT:
+            return int(value)
+        if not integral and 1e-4 <= abs(value) < 1e16:
+            return value
+        if math.isfinite(value):
+            return _MARK + es_number(value) + "\x00"
+        raise _SlowPath
     if kind is dict:
+        out = {}
         for key, item in value.items():
             if type(key) is not str or not key.isascii():
-                return False
-            if type(item) is not str and item is not None and not _fast_path_safe(item):
-                return False
-        return True
+                raise _SlowPath
+            out[key] = _normalised(item)
+        return out
     if kind is list or kind is tuple:
-        return all(type(item) is str or _fast_path_safe(item) for item in value)
-    return False
+        return [_normalised(item) for item in value]
+    raise _SlowPath
+
+
+class Canonical(str):
+    """Text the caller built as RFC 8785 JSON already (e.g. by joining canonical parts); used as is."""
+
+
+def jcs_number(value: float | None) -> Any:
+    """One number in the form ``encode_prepared`` writes exactly as JCS does (see ``_normalised``)."""
+    if value is None:
+        return None
+    if value.is_integer() and abs(value) <= _SAFE_INT:
+        return int(value)
+    if 1e-4 <= abs(value) < 1e16:
+        return value
+    if math.isfinite(value):
+        return _MARK + es_number(value) + "\x00"
+    raise CanonicalizationError(f"{value} is not a JSON number")
+
+
+def encode_prepared(value: dict[str, Any]) -> Canonical:
+    """JCS of a dict whose floats went through ``jcs_number`` and whose keys and strings are plain ASCII-safe
+    text without NUL: the hot path for records of a known shape, with no walk over the value."""
+    text = "".join(_encode_chunks(value, 0))
+    if "\\u0000N" in text:
+        text = _MARKED.sub(r"\1", text)
+    return Canonical(text)
 
 
 def canonical_text(value: Any) -> str:
     """RFC 8785 canonical JSON of a JSON-able value, as text (mappings become objects)."""
+    if type(value) is Canonical:
+        return str(value)
     if isinstance(value, Mapping) and type(value) is not dict:
         value = dict(value)
     try:
-        if _fast_path_safe(value):
-            text = "".join(_encode_chunks(value, 0))
-            text.encode("utf-8")  # rejects lone surrogates, as JCS requires
-            return text
-        return rfc8785.dumps(value).decode("utf-8")
+        try:
+            fast = _normalised(value)
+        except _SlowPath:
+            return rfc8785.dumps(value).decode("utf-8")
+        text = "".join(_encode_chunks(fast, 0))
+        if "\\u0000N" in text:
+            text = _MARKED.sub(r"\1", text)
+        text.encode("utf-8")  # rejects lone surrogates, as JCS requires
+        return text
     except (UnicodeEncodeError, rfc8785.CanonicalizationError) as exc:
         raise CanonicalizationError(str(exc)) from exc
 

@@ -30,7 +30,7 @@ from hashlib import sha256
 from typing import Any, Literal, get_args
 
 from services.db import Database
-from services.trail.canonical import canonical_text, entry_bytes, new_salts
+from services.trail.canonical import Canonical, canonical_text, entry_bytes, new_salts
 from services.trail.merkle import CompactRange
 
 Audience = Literal["learning", "formal"]
@@ -92,7 +92,7 @@ class NewEntry:
     """One record to append with :meth:`Trail.append_many`."""
 
     kind: str
-    record: Mapping[str, Any]
+    record: Mapping[str, Any] | Canonical  # Canonical: already RFC 8785 text, stored as is
     case_id: str | None = None
     decision_id: str | None = None
 

@@ -18,7 +18,7 @@ def rules() -> RuleBook:
 
 
 def feed(pipeline: Pipeline, events: list[dict[str, object]]) -> Outputs:
-    return pipeline.process((json.dumps(e).encode(), f"t:{i}") for i, e in enumerate(events))
+    return pipeline.process([(json.dumps(e).encode(), f"t:{i}") for i, e in enumerate(events)])
 
 
 def new_pipeline(rules: RuleBook) -> Pipeline:
@@ -28,7 +28,7 @@ def new_pipeline(rules: RuleBook) -> Pipeline:
 def test_a_release_is_assessed_when_closed_with_all_results(rules: RuleBook) -> None:
     out = feed(new_pipeline(rules), nela_release(30))
     assert len(out.releases) == 1
-    assert len(out.releases[0].assessments) == 30
+    assert len(out.releases[0].lines) == 30
     assert out.reports == []
 
 
@@ -45,7 +45,7 @@ def test_missing_results_are_reported_and_the_release_waits(rules: RuleBook) -> 
     assert out.reports[0].expected_count == 30 and out.reports[0].received_count == 20
     assert out.releases == []
     later = feed(pipeline, events[20:30])
-    assert len(later.releases) == 1 and len(later.releases[0].assessments) == 30
+    assert len(later.releases) == 1 and len(later.releases[0].lines) == 30
 
 
 def test_a_result_after_assessment_is_reported_as_late(rules: RuleBook) -> None:
@@ -86,6 +86,4 @@ def test_the_outcome_does_not_depend_on_arrival_order(rules: RuleBook) -> None:
     events = nela_release(30, alarm=open_english_trusts(30)[4])
     forward = feed(new_pipeline(rules), events)
     backward = feed(new_pipeline(rules), events[-2::-1] + [events[-1]])
-    assert [a.model_dump() for a in forward.releases[0].assessments] == [
-        a.model_dump() for a in backward.releases[0].assessments
-    ]
+    assert forward.releases[0].lines == backward.releases[0].lines

@@ -6,6 +6,7 @@ file's bytes directly.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,7 +241,7 @@ def test_a_tampered_checkpoint_signature_is_flagged(db: Database) -> None:
 def test_flipping_any_character_of_any_record_is_found(
     tmp_path: Path, records: list[dict[str, object]], data: st.DataObject
 ) -> None:
-    with Database(tmp_path / f"t{abs(hash(str(records)))}.sqlite") as database:
+    with Database(tmp_path / f"t{uuid.uuid4().hex}.sqlite") as database:
         trail = Trail(database)
         trail.append_many("formal", [NewEntry("decision", r) for r in records])
         Checkpointer(trail, KEY).checkpoint("formal")

@@ -1,0 +1,239 @@
+"""Recording what was decided: the audit trail, alarm cases and letters, in one transaction per batch.
+
+The pipeline decides; this module makes it durable. For each batch of ``Outputs`` it appends to the trail
+(one log per audience), opens alarm cases for potential alarms, turns decisions and case steps into notices
+and puts their letters in the outbox — all in one database transaction, so a decision, its trail entry and its
+letters exist together or not at all. Delivery is separate (``deliver``): the relay sends what the outbox holds.
+
+What goes in which log. The *learning* log is never shown to a regulator, so everything that reveals an
+alert lives there: the assessment of every release (it holds every organisation's band), learning-space and
+good-practice decisions, release reports and dead letters. The *formal* log holds only the formal space:
+potential alarms, case transitions and events, formal letters. Its size says nothing about alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from notifications import outbox
+from notifications.delivery.base import Transport
+from notifications.delivery.eml import EmlTransport
+from notifications.delivery.relay import DeliveryReport, deliver_due
+from notifications.delivery.smtp import SmtpSettings, SmtpTransport
+from notifications.delivery.webhook import WebhookTransport
+from notifications.recipients import Directory
+from notifications.render import renderer_for
+from rules.engine import RuleBook
+from rules.routing import RoutedDecision
+from schemas.cases import CaseOutcome
+from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
+from schemas.signals import Assessment, FormalDecision, GoodPracticeDecision, LearningDecision, stable_id
+from services.assessment import FunnelResult, FunnelSpec, render_funnel_svg
+from services.cases.calendar import add_working_days
+from services.cases.service import CaseService
+from services.db import Database
+from services.pipeline import Outputs
+from services.trail.canonical import Canonical, canonical_text
+from services.trail.store import NewEntry, Trail, table_for
+
+# A learning-space notice suggests when the trust might have looked into it: a date for its own planning,
+# not a deadline anybody enforces (the learning space carries no sanction).
+LEARNING_REVIEW_WORKING_DAYS = 25
+EMPTY_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+
+
+def release_ref(audit: str, release_id: str, indicator_id: str) -> str:
+    """The trail reference of a release's assessment, used to redraw its funnel plot for letters."""
+    return stable_id("rel", audit, release_id, indicator_id)
+
+
+def _entry(kind: str, record: Any, *, case_id: str | None = None, decision_id: str | None = None) -> NewEntry:
+    data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record  # Canonical passes as is
+    return NewEntry(kind=kind, record=data, case_id=case_id, decision_id=decision_id)
+
+
+class Recorder:
+    """Persists pipeline outputs and case outcomes. One instance per database connection."""
+
+    def __init__(
+        self,
+        db: Database,
+        rules: RuleBook,
+        directory: Directory,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.db = db
+        self.rules = rules
+        self.directory = directory
+        self.clock = clock
+        self.trail = Trail(db, clock=clock)
+        outbox.ensure_schema(db)
+        self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome)
+        self._funnels: dict[tuple[str, str, str], tuple[FunnelResult, list[str]]] = {}
+
+    def _deadlines(self, audit: str, indicator_id: str) -> Any:
+        rule = self.rules.get(audit, indicator_id)
+        if rule is None:
+            raise LookupError(f"no rule set for {audit} {indicator_id}")
+        return rule.deadlines
+
+    def _recorded(self, audience: str, ids: list[str]) -> set[str]:
+        """Which of these decision ids the trail already holds: a re-run of the same input adds nothing."""
+        found: set[str] = set()
+        table = table_for(audience)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.query(f"SELECT decision_id FROM {table} WHERE decision_id IN ({marks})", chunk)
+            found.update(r[0] for r in rows)
+        return found
+
+    def record(self, out: Outputs) -> None:
+        now = self.clock()
+        with self.db.transaction():
+            refs = [release_ref(*r.summary_key) for r in out.releases]
+            known = self._recorded("learning", refs + [d.decision_id for d in out.decisions if d.space != "formal"])
+            known |= self._recorded("formal", [d.decision_id for d in out.decisions if d.space == "formal"])
+            learning: list[NewEntry] = []
+            for release in out.releases:
+                s = release.summary
+                if release_ref(s.audit, s.release_id, s.indicator_id) in known:
+                    continue
+                # JCS of {"assessments": [...], "summary": {...}}, built from the already canonical lines.
+                record = Canonical(
+                    '{"assessments":[' + ",".join(release.lines) + '],"summary":'
+                    + canonical_text(s.model_dump(mode="json")) + "}"
+                )
+                learning.append(
+                    _entry("release_assessed", record, decision_id=release_ref(s.audit, s.release_id, s.indicator_id))
+                )
+            formal_decisions: list[FormalDecision] = []
+            notices: list[LearningNotice | GoodPracticeNotice] = []
+            for decision in out.decisions:
+                if decision.decision_id in known:
+                    continue
+                if isinstance(decision, FormalDecision):
+                    formal_decisions.append(decision)
+                    continue
+                learning.append(_entry(f"{decision.space}_decision", decision, decision_id=decision.decision_id))
+                notices.append(self.notice_for(decision, now))
+            learning += [_entry("release_report", r) for r in out.reports]
+            learning += [_entry("dead_letter", d) for d in out.dead_letters]
+            for notice in notices:
+                outbox.enqueue(self.db, notice, self.directory, now=now)
+                learning.append(_entry("notice", notice, decision_id=notice.decision_id))
+            if learning:
+                self.trail.append_many("learning", learning)
+            for decision in formal_decisions:
+                self.trail.append_many(
+                    "formal", [_entry("formal_decision", decision, case_id=decision.case_id,
+                                      decision_id=decision.decision_id)]  # fmt: skip
+                )
+                self.cases.open_from_decision(decision)  # records its own outcome via the hook
+
+    def record_case_outcome(self, outcome: CaseOutcome) -> None:
+        """The case service's hook: runs inside the case's own transaction."""
+        now = self.clock()
+        entries = [_entry("case_transition", t, case_id=t.case_id) for t in outcome.transitions]
+        entries += [_entry("case_event", e, case_id=e.case_id) for e in outcome.events]
+        for notice in outcome.notices:
+            outbox.enqueue(self.db, notice, self.directory, now=now)
+            entries.append(_entry("notice", notice, case_id=notice.case_id, decision_id=notice.decision_id))
+        if entries:
+            self.trail.append_many("formal", entries)
+
+    def notice_for(
+        self, decision: LearningDecision | GoodPracticeDecision | RoutedDecision, now: datetime
+    ) -> LearningNotice | GoodPracticeNotice:
+        a = decision.assessment
+        if isinstance(decision, LearningDecision):
+            return LearningNotice(
+                notice_id=notice_id_for(decision.decision_id, "learning_alert"),
+                ods_code=a.ods_code,
+                assessment=a,
+                decision_id=decision.decision_id,
+                created_at=now,
+                respond_by=add_working_days(now.date(), LEARNING_REVIEW_WORKING_DAYS, a.country),
+                template="learning_alert",
+                recipients=decision.recipients,
+            )
+        assert isinstance(decision, GoodPracticeDecision)
+        return GoodPracticeNotice(
+            notice_id=notice_id_for(decision.decision_id, "favourable_notice"),
+            ods_code=a.ods_code,
+            assessment=a,
+            decision_id=decision.decision_id,
+            created_at=now,
+            template="favourable_notice",
+            recipients=decision.recipients,
+        )
+
+    # ------------------------------------------------------------------------------------------ delivery
+
+    def funnel_for(self, notice: Any) -> str:
+        """The release's funnel plot with the notice's organisation highlighted, redrawn from the trail."""
+        a: Assessment = notice.assessment
+        key = (a.audit, a.release_id, a.indicator_id)
+        if key not in self._funnels:
+            found = self.trail.find(release_ref(*key), "learning")
+            rule = self.rules.get(a.audit, a.indicator_id)
+            if not found or rule is None:
+                return EMPTY_SVG
+            stored = found[-1].data()["assessments"]
+            self._funnels[key] = funnel_result([Assessment.model_validate(x) for x in stored], rule.spec)
+        result, labels = self._funnels[key]
+        return render_funnel_svg(result, labels, highlight=a.ods_code, title=f"{a.audit} {a.indicator_id}, {a.release_id}")
+
+    def deliver(self, mail_dir: Path, transports: dict[str, Transport] | None = None) -> DeliveryReport:
+        """Send every letter that is due: SMTP when configured (SIGNALBOX_SMTP_*), else ``.eml`` files."""
+        if transports is None:
+            smtp = SmtpSettings.from_env()
+            transports = {
+                "email": SmtpTransport(smtp) if smtp else EmlTransport(mail_dir),
+                "webhook": WebhookTransport(),
+            }
+        total = DeliveryReport()
+
+        async def run() -> None:
+            while True:
+                report = await deliver_due(
+                    self.db, self.directory, renderer_for, transports, funnel_for=self.funnel_for,
+                    clock=self.clock, rng=random.Random(), limit=500,
+                )  # fmt: skip
+                total.add(report)
+                if report.sent + report.failed + report.dead + report.held == 0:
+                    return
+
+        asyncio.run(run())
+        return total
+
+
+def funnel_result(assessments: Iterable[Assessment], spec: FunnelSpec) -> tuple[FunnelResult, list[str]]:
+    """Rebuild a release's ``FunnelResult`` from its stored assessments, to redraw its funnel plot."""
+    rows = list(assessments)
+
+    def col(get: Callable[[Assessment], float | None]) -> np.ndarray:
+        return np.array([np.nan if (v := get(a)) is None else v for a in rows], dtype=float)
+
+    first = rows[0]
+    result = FunnelResult(
+        value=col(lambda a: a.value), volume=col(lambda a: a.volume), z=col(lambda a: a.z),
+        z_adjusted=col(lambda a: a.z_adjusted),
+        ll_alert=col(lambda a: a.limits.alert_lower), ul_alert=col(lambda a: a.limits.alert_upper),
+        ll_alarm=col(lambda a: a.limits.alarm_lower), ul_alarm=col(lambda a: a.limits.alarm_upper),
+        ll_alert_unadjusted=col(lambda a: a.limits_unadjusted.alert_lower),
+        ul_alert_unadjusted=col(lambda a: a.limits_unadjusted.alert_upper),
+        ll_alarm_unadjusted=col(lambda a: a.limits_unadjusted.alarm_lower),
+        ul_alarm_unadjusted=col(lambda a: a.limits_unadjusted.alarm_upper),
+        band=np.array([a.band for a in rows]), side=np.array([a.side or "favourable" for a in rows]),
+        target=first.target, phi=first.phi, tau2=first.tau2, n_kept=first.n_kept, n_units=len(rows),
+        od_applied=first.od_applied, od_method=first.od_method, chisq_p=None, spec=spec,
+    )  # fmt: skip
+    return result, [a.ods_code for a in rows]

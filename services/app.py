@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,12 @@ from services.streaming.outputs import (
     report_record,
     summary_record,
 )
-from services.streaming.security import INPUT_TOPIC
+from services.streaming.security import INPUT_TOPIC, SERVICE_PREFIX
 
 log = logging.getLogger("signalbox.worker")
 
 APP_ID = "signalbox"
+APP_ID_ENV = "SIGNALBOX_APP_ID"
 BATCH_SIZE = 2000
 BATCH_WITHIN_S = 0.1
 
@@ -130,6 +132,7 @@ class StreamRouter:
         records += [dead_letter_record(d) for d in out.dead_letters]
         if not records:
             return
+        await self.produced.seeded.wait()  # never decide "unseen" before the output topics' tails are read
         fresh = await self.produced.unseen([r.record_id for r in records])
         todo = [r for r, f in zip(records, fresh, strict=True) if f]
         futures = [await self.topic(r.topic).send(key=r.key, value=r.value, headers=r.headers) for r in todo]
@@ -157,9 +160,20 @@ def input_partitions(settings: Settings) -> int:
     return len(found)
 
 
+def app_id_from_env() -> str:
+    """The Faust app id: consumer group and internal topics (``<id>-releases-changelog``). ``SIGNALBOX_APP_ID``
+    gives a test or benchmark worker its own group and state on a shared broker; it must start with
+    ``signalbox``, the service principal's ACL prefix."""
+    value = os.environ.get(APP_ID_ENV, "").strip() or APP_ID
+    if not value.startswith(SERVICE_PREFIX):
+        raise ValueError(f"{APP_ID_ENV} must start with {SERVICE_PREFIX!r}: {value!r}")
+    return value
+
+
 def create_app(
     settings: Settings | None = None,
     *,
+    app_id: str | None = None,
     rules_dir: Path | None = None,
     datadir: Path | None = None,
     partitions: int | None = None,
@@ -172,7 +186,7 @@ def create_app(
     # The release table is co-partitioned with the input topic: same partition count, always.
     partitions = partitions or input_partitions(settings)
     app = faust.App(
-        APP_ID,
+        app_id or app_id_from_env(),
         broker=faust_broker_url(settings),
         broker_credentials=faust_broker_credentials(settings),
         store="memory://",
@@ -204,6 +218,7 @@ def create_app(
     @app.on_partitions_assigned.connect  # type: ignore[misc]
     async def seed_produced(app: faust.App, assigned: Any, **kwargs: Any) -> None:
         """The output topics are the authority on what was produced: read their tails on every assignment."""
+        produced.seeding()
         ids = await asyncio.to_thread(recent_output_ids, settings)
         produced.seed(ids)
         log.info("seeded %d recent output ids from the output topics", len(ids))

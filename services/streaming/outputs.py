@@ -10,11 +10,18 @@ remembers which ids are on the output topics so a redelivered input never produc
   the recent tail of every output topic (``recent_output_ids``) and seeds the set. Redelivery only happens
   for inputs after the last committed offset, whose outputs were produced moments before, at the tail.
   So losing Redis (a flush, a restart) loses nothing and duplicates nothing.
+
+``SIGNALBOX_TOPIC_NAMESPACE`` (read once, at import) moves every output topic to a private namespace:
+``signalbox.formal.v1`` becomes ``<namespace>.formal.v1``. It exists so integration tests and benchmarks can
+share a broker without reading each other's outputs; unset, the names are the contract's. A namespace must
+start with ``signalbox`` (the service principal's ACL prefix).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,16 +38,48 @@ from services.streaming.security import (
     GOOD_PRACTICE_TOPIC,
     LEARNING_TOPIC_V1_PREFIX,
     RELEASES_TOPIC,
-    learning_topic,
+    SERVICE_PREFIX,
+    validate_ods,
 )
 
 log = logging.getLogger(__name__)
 
 ID_HEADER = "signalbox-id"
 KIND_HEADER = "signalbox-kind"
-SPACE_TOPICS = {"formal": FORMAL_TOPIC, "good_practice": GOOD_PRACTICE_TOPIC, "dead_letters": DEAD_LETTER_TOPIC}
-LEARNING_PATTERN = "^" + re.escape(LEARNING_TOPIC_V1_PREFIX) + ".*"
-REDIS_PREFIX = "signalbox:dedup:"
+NAMESPACE_ENV = "SIGNALBOX_TOPIC_NAMESPACE"
+_NAMESPACE_RE = re.compile(r"^signalbox[A-Za-z0-9_-]*$")
+
+
+def namespaced(topic: str, namespace: str | None) -> str:
+    """``topic`` (a ``signalbox.…`` output topic) moved under ``namespace``; unchanged without one."""
+    if not namespace or namespace == SERVICE_PREFIX:
+        return topic
+    if not _NAMESPACE_RE.fullmatch(namespace):
+        raise ValueError(f"{NAMESPACE_ENV} must start with {SERVICE_PREFIX!r} and hold no dots: {namespace!r}")
+    if not topic.startswith(SERVICE_PREFIX + "."):
+        raise ValueError(f"not a signalbox output topic: {topic!r}")
+    return namespace + topic[len(SERVICE_PREFIX) :]
+
+
+NAMESPACE = os.environ.get(NAMESPACE_ENV, "").strip() or None
+SPACE_TOPICS = {
+    "formal": namespaced(FORMAL_TOPIC, NAMESPACE),
+    "good_practice": namespaced(GOOD_PRACTICE_TOPIC, NAMESPACE),
+    "dead_letters": namespaced(DEAD_LETTER_TOPIC, NAMESPACE),
+}
+RELEASES_OUTPUT_TOPIC = namespaced(RELEASES_TOPIC, NAMESPACE)
+LEARNING_OUTPUT_PREFIX = namespaced(LEARNING_TOPIC_V1_PREFIX, NAMESPACE)
+LEARNING_PATTERN = "^" + re.escape(LEARNING_OUTPUT_PREFIX) + ".*"
+
+
+# The dedup keys follow the namespace: ids are the same in every namespace, and another namespace's worker
+# marking an id must not suppress it here.
+REDIS_PREFIX = "signalbox:dedup:" + (f"{NAMESPACE}:" if NAMESPACE else "")
+
+
+def learning_output_topic(ods_code: str) -> str:
+    """The trust's learning-space topic (``signalbox.learning.v1.<ODS>`` unless namespaced)."""
+    return LEARNING_OUTPUT_PREFIX + validate_ods(ods_code)
 
 
 @dataclass(frozen=True)
@@ -62,26 +101,30 @@ def _json(model: BaseModel) -> bytes:
 
 def decision_record(decision: RoutedDecision) -> OutputRecord:
     """Learning-space decisions go to their trust's own topic; nothing else shares those topics."""
-    topic = learning_topic(decision.ods_code) if decision.space == "learning" else SPACE_TOPICS[decision.space]
+    topic = learning_output_topic(decision.ods_code) if decision.space == "learning" else SPACE_TOPICS[decision.space]
     return OutputRecord(topic, decision.ods_code.encode(), _json(decision), decision.decision_id, decision.space)
 
 
 def dead_letter_record(dead: DeadLetter) -> OutputRecord:
     return OutputRecord(
-        DEAD_LETTER_TOPIC, dead.source.encode(), _json(dead), stable_id("dlq", dead.source, dead.reason), "dead_letter"
+        SPACE_TOPICS["dead_letters"],
+        dead.source.encode(),
+        _json(dead),
+        stable_id("dlq", dead.source, dead.reason),
+        "dead_letter",
     )
 
 
 def summary_record(summary: ReleaseSummary) -> OutputRecord:
     key = f"{summary.audit}/{summary.release_id}"
     rid = stable_id("rel", summary.audit, summary.release_id, summary.indicator_id, summary.rules.version)
-    return OutputRecord(RELEASES_TOPIC, key.encode(), _json(summary), rid, "release_summary")
+    return OutputRecord(RELEASES_OUTPUT_TOPIC, key.encode(), _json(summary), rid, "release_summary")
 
 
 def report_record(report: ReleaseReport) -> OutputRecord:
     key = f"{report.audit}/{report.release_id}"
     rid = stable_id("rpt", report.kind, report.audit, report.release_id, report.indicator_id, report.event_id or "")
-    return OutputRecord(RELEASES_TOPIC, key.encode(), _json(report), rid, report.kind)
+    return OutputRecord(RELEASES_OUTPUT_TOPIC, key.encode(), _json(report), rid, report.kind)
 
 
 class ProducedSet:
@@ -91,9 +134,19 @@ class ProducedSet:
         self.local: set[str] = set()
         self.redis = redis
         self.ttl = ttl_seconds
+        # Set once the topics' tails are in ``local``. Faust's table recovery resumes the partitions on its
+        # own, possibly before the on_partitions_assigned handler has finished seeding, so whoever produces
+        # waits for this: otherwise a redelivered input could be produced again while Redis is empty.
+        self.seeded = asyncio.Event()
+
+    def seeding(self) -> None:
+        """A (re)assignment started: hold producers until ``seed`` has the new tails."""
+        self.seeded.clear()
 
     def seed(self, ids: Iterable[str]) -> None:
         self.local.update(ids)
+        self.seeded.set()
+
 
     async def unseen(self, ids: Sequence[str]) -> list[bool]:
         fresh = [i not in self.local for i in ids]
@@ -130,8 +183,8 @@ def output_topics(settings: Settings) -> list[str]:
         topics = consumer.topics()
     finally:
         consumer.close()
-    fixed = [*SPACE_TOPICS.values(), RELEASES_TOPIC]
-    return [t for t in fixed if t in topics] + sorted(t for t in topics if t.startswith(LEARNING_TOPIC_V1_PREFIX))
+    fixed = [*SPACE_TOPICS.values(), RELEASES_OUTPUT_TOPIC]
+    return [t for t in fixed if t in topics] + sorted(t for t in topics if t.startswith(LEARNING_OUTPUT_PREFIX))
 
 
 def recent_output_ids(settings: Settings, lookback_seconds: float = 900.0, timeout_s: float = 30.0) -> set[str]:

@@ -1,0 +1,253 @@
+"""The Faust worker end to end, over the real broker and Redis (``eval "$(deploy/local/up)"``).
+
+A real ``signalbox worker`` subprocess (own app id and output namespace, see ``stream_support``) is fed by the
+audit-platform principal; outputs are read back from the namespace's topics and filtered to this run's
+release ids, which carry a fresh suffix on every run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import redis
+
+from services.settings import Settings
+from services.streaming.security import Credentials
+from tests.builders import nela_release, open_english_trusts, result
+from tests.integration.stream_support import (
+    ROOT,
+    SIGNALBOX,
+    Collector,
+    Namespace,
+    Out,
+    Worker,
+    code_env,
+    decision_key,
+    input_end_offsets,
+    jsonl,
+    publish,
+    read_jsonl,
+    rewrite_release_ids,
+    run_id,
+    wait_committed,
+    write_lines,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+
+EXAMPLES = ROOT / "examples" / "results.jsonl"
+DECISION_FILES = ("learning.jsonl", "formal.jsonl", "good-practice.jsonl")
+
+
+@pytest.fixture(scope="module")
+def ns(kafka_settings: Settings, credentials: Credentials, redis_url: str) -> Iterator[Namespace]:
+    namespace = Namespace(kafka_settings, credentials)
+    namespace.create()
+    yield namespace
+    namespace.cleanup()
+
+
+@pytest.fixture(scope="module")
+def worker(ns: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    w = Worker(ns, ns.new_app_id(), tmp_path_factory.mktemp("worker"))
+    w.start()
+    yield w
+    code = w.stop()
+    assert code == 0, f"worker did not stop cleanly ({code}):\n{w.log_tail()}"
+
+
+def mine(*release_ids: str) -> Any:
+    wanted = set(release_ids)
+    return lambda out: out.release_id in wanted
+
+
+def summaries(records: list[Out]) -> list[Out]:
+    return [r for r in records if r.kind == "release_summary"]
+
+
+def test_examples_match_the_embedded_runner(ns: Namespace, worker: Worker, tmp_path: Path) -> None:
+    suffix = run_id()
+    lines = rewrite_release_ids(EXAMPLES.read_bytes().splitlines(), suffix)
+    events = write_lines(tmp_path / "results.jsonl", lines)
+    route = subprocess.run(
+        [str(SIGNALBOX), "route", str(events), "--out", str(tmp_path / "out"), "--no-progress"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=code_env(),
+    )  # fmt: skip
+    assert route.returncode == 0, route.stderr
+    expected = {decision_key(d) for f in DECISION_FILES for d in read_jsonl(tmp_path / "out" / f)}
+    expected_releases = list(read_jsonl(tmp_path / "out" / "releases.jsonl"))
+    expected_reasons = Counter(d["reason"] for d in read_jsonl(tmp_path / "out" / "dead-letters.jsonl"))
+    releases = {r["release_id"] for r in expected_releases}
+    assert len(releases) == 5 and all(r.endswith(suffix) for r in releases)
+    assert len(expected) > 50 and sum(expected_reasons.values()) == 12
+
+    collector = Collector(ns, mine(*releases))
+    try:
+        assert publish(ns, lines) == len(lines)
+        done = collector.until(
+            lambda rs: len(summaries(rs)) >= 5
+            and len({r.record_id for r in rs if r.kind in ("learning", "formal", "good_practice")}) >= len(expected)
+            and sum(1 for r in rs if r.kind == "dead_letter") >= 12,
+            timeout=180, settle=3,
+        )  # fmt: skip
+        assert done, f"stream outputs incomplete: {Counter(r.kind for r in collector.records)}\n{worker.log_tail()}"
+        got = {decision_key(r.value) for r in collector.decisions}
+        assert got == expected
+        assert {r.record_id for r in collector.decisions} == {d[0] for d in expected}
+        assert collector.duplicates() == {}
+        assert Counter(r.value["reason"] for r in collector.of_kind("dead_letter")) == expected_reasons
+        stream_summaries = {(r.value["release_id"], r.value["indicator_id"]) for r in summaries(collector.records)}
+        assert stream_summaries == {(r["release_id"], r["indicator_id"]) for r in expected_releases if "counts" in r}
+        for record in collector.decisions:  # every decision on its own space's topic; learning per trust
+            space = record.value["space"]
+            ods = record.value["assessment"]["ods_code"]
+            want = (
+                ns.learning_prefix + ods if space == "learning" else ns.topic(f"signalbox.{space}.v1".replace("_", "-"))
+            )
+            assert record.topic == want
+    finally:
+        collector.close()
+    assert worker.alive and worker.errors() == []
+
+
+def test_malformed_and_duplicate_events(ns: Namespace, worker: Worker) -> None:
+    rid = f"NELA-Y11-{run_id()}"
+    trusts = open_english_trusts(40)
+    good = nela_release(40, alarm=trusts[3], alert=trusts[17], release_id=rid)
+    results, close = good[:-1], good[-1]
+    conflicting = dict(results[5], measure={"type": "standardised_ratio", "observed": 99, "expected": 10.0})
+    bad: list[tuple[bytes, str]] = [
+        (b'{"kind": "audit_result", "schema_version": 1, "release_id": "' + rid.encode() + b'", "audit": "NE', "JSON"),
+        (jsonl([dict(results[0], kind="audit_retraction", event_id=f"{rid}:x1")])[0], "kind"),
+        (jsonl([dict(results[0], schema_version=2, event_id=f"{rid}:x2")])[0], "schema_version"),
+        (jsonl([result("RZZ", 5, 5.0, release_id=rid)])[0], "RZZ"),
+        (jsonl([dict(results[0], event_id=f"{rid}:x3", measure={"type": "standardised_ratio", "observed": -3,
+                                                               "expected": 5.0})])[0], "observed"),
+        (jsonl([dict(results[0], event_id=f"{rid}:x4", measure={"type": "standardised_ratio", "observed": 3,
+                                                               "expected": 0})])[0], "expected"),
+        (jsonl([conflicting])[0], results[5]["event_id"]),
+    ]  # fmt: skip
+    collector = Collector(ns, mine(rid))
+    try:
+        # Results, then the invalid lines and exact redeliveries of three results, then the close.
+        lines = [*jsonl(results), *(b for b, _ in bad), *jsonl(results[:3]), *jsonl([close])]
+        publish(ns, lines)
+        assert collector.until(lambda rs: len(summaries(rs)) == 1 and len(rs) >= 1 + 2 + len(bad), 120, settle=3), (
+            f"{Counter(r.kind for r in collector.records)}\n{worker.log_tail()}"
+        )
+        dead = collector.of_kind("dead_letter")
+        assert len(dead) == len(bad), [d.value["reason"] for d in dead]
+        by_raw = {d.value["raw"]: d.value for d in dead}
+        for raw, needle in bad:
+            letter = by_raw[raw.decode()]
+            assert needle in letter["reason"], letter["reason"]
+            assert letter["source"].startswith("audit.results.v1/")
+        flagged = {(r.value["assessment"]["ods_code"], r.value["space"]) for r in collector.decisions}
+        assert {(trusts[3], "formal"), (trusts[17], "learning")} <= flagged
+        before = len(collector.records)
+
+        # Redeliver the whole release (results and close): harmless, nothing new.
+        publish(ns, jsonl(good))
+        # ...and prove the worker is still processing: a new release after the redeliveries.
+        rid2 = f"NELA-Y11-{run_id()}"
+        collector.keep = mine(rid, rid2)
+        publish(ns, jsonl(nela_release(40, alarm=trusts[8], release_id=rid2)))
+        assert collector.until(lambda rs: any(r.release_id == rid2 and r.kind == "formal" for r in rs), 120, settle=3)
+        assert [r for r in collector.records[before:] if r.release_id == rid] == []
+        assert collector.duplicates() == {}
+    finally:
+        collector.close()
+    assert "redeliveries" in worker.log_since()
+    assert worker.alive and worker.errors() == []
+
+
+def test_result_after_assessment_is_reported_late(ns: Namespace, worker: Worker) -> None:
+    rid = f"NELA-Y11-{run_id()}"
+    trusts = open_english_trusts(31)
+    collector = Collector(ns, mine(rid))
+    try:
+        publish(ns, jsonl(nela_release(30, alert=trusts[4], release_id=rid)))
+        assert collector.until(lambda rs: len(summaries(rs)) == 1, 120), worker.log_tail()
+        assert collector.of_kind("results_missing", "count_exceeded") == []
+        decided = len(collector.decisions)
+        late = result(trusts[30], 40, 10.0, release_id=rid)
+        publish(ns, jsonl([late]))
+        assert collector.until(lambda rs: any(r.kind == "late_result" for r in rs), 60, settle=3), worker.log_tail()
+        (report,) = collector.of_kind("late_result")
+        assert report.topic == ns.topic("signalbox.releases.v1")
+        assert report.value["event_id"] == late["event_id"]
+        assert report.value["expected_count"] == 30 and report.value["received_count"] == 30
+        assert trusts[30] in report.value["detail"]
+        assert len(collector.decisions) == decided  # not absorbed: no new assessment, no decision for it
+        assert len(summaries(collector.records)) == 1
+    finally:
+        collector.close()
+
+
+def _redis_admin(redis_url: str, credentials: Credentials) -> redis.Redis:
+    url = urlparse(redis_url)
+    return redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379, username="admin",
+                       password=credentials.redis["admin"])  # fmt: skip
+
+
+def test_redis_flushed_mid_run_no_duplicates(
+    kafka_settings: Settings, credentials: Credentials, redis_url: str, tmp_path: Path
+) -> None:
+    """FLUSHALL while releases stream, then a worker that lost its state and offsets replays every input of
+    the run: with Redis empty only the output topics' tails (read on assignment) can stop a second record.
+    Its own namespace: the module's worker must not route these releases too."""
+    ns = Namespace(kafka_settings, credentials)
+    ns.create()
+    start = input_end_offsets(ns.settings)
+    first = Worker(ns, ns.new_app_id(start), tmp_path / "w1")
+    first.start()
+    trusts = open_english_trusts(60)
+    rids = [f"NELA-Y11-{run_id()}" for _ in range(6)]
+    releases = [nela_release(60, alarm=trusts[i], alert=trusts[30 + i], release_id=r) for i, r in enumerate(rids)]
+    collector = Collector(ns, mine(*rids))
+    admin = _redis_admin(redis_url, credentials)
+    try:
+        for events in releases[:3]:
+            publish(ns, jsonl(events))
+        assert collector.until(lambda rs: len(summaries(rs)) >= 1, 120), first.log_tail()
+        assert admin.flushall()
+        assert admin.dbsize() == 0
+        for events in releases[3:]:
+            publish(ns, jsonl(events))
+        # six summaries, and an alarm and an alert per release (new learning topics show up a little later)
+        assert collector.until(lambda rs: len(summaries(rs)) >= 6 and len(rs) >= 18, 120, settle=2), (
+            f"{Counter((r.kind, r.release_id) for r in collector.records)}"
+        )
+        produced = len(collector.records)
+        assert collector.duplicates() == {}
+        ends = input_end_offsets(ns.settings)
+        assert wait_committed(ns.settings, first.app_id, ends, 60), "first worker never committed its offsets"
+        first.kill()
+
+        assert admin.flushall()
+        # A second worker with an empty release table, replaying from before the first event of the run.
+        replay = Worker(ns, ns.new_app_id(start), tmp_path / "w2")
+        replay.start()
+        try:
+            assert wait_committed(ns.settings, replay.app_id, ends, 180), replay.log_tail()
+            collector.drain(quiet=3)
+            assert "suppressed" in replay.log_since(), replay.log_tail()
+            extra = [(r.kind, r.record_id, r.topic) for r in collector.records[produced:]]
+            assert extra == [], f"{extra}\n{replay.log_tail()}"
+            assert collector.duplicates() == {}
+            assert replay.alive and replay.errors() == []
+        finally:
+            assert replay.stop() == 0
+    finally:
+        first.kill()
+        collector.close()
+        admin.close()
+        ns.cleanup()
+    kinds = Counter(r.kind for r in collector.records)
+    assert kinds["release_summary"] == 6 and kinds["formal"] + kinds["learning"] >= 12, kinds

@@ -147,7 +147,6 @@ class ProducedSet:
         self.local.update(ids)
         self.seeded.set()
 
-
     async def unseen(self, ids: Sequence[str]) -> list[bool]:
         fresh = [i not in self.local for i in ids]
         ask = [i for i, f in zip(ids, fresh, strict=True) if f]

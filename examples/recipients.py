@@ -60,7 +60,10 @@ def directory(codes: list[str]) -> dict[str, Any]:
         "organisations": {
             code: {
                 "name": display_name(code),
-                **{role: contact(f"{label}, {code}", role.replace("_", "."), code.lower()) for role, label in ROLES.items()},
+                **{
+                    role: contact(f"{label}, {code}", role.replace("_", "."), code.lower())
+                    for role, label in ROLES.items()
+                },
             }
             for code in codes
         },

@@ -43,7 +43,9 @@ REQUIRED_FACTS: dict[str, tuple[str, ...]] = {
 NEEDS_RESPOND_BY = frozenset(
     {"learning_alert", "potential_alarm", "alarm_confirmation", "regulator_notice", "reminder", "non_compliance"}
 )
-REMINDER_STAGES = frozenset({"provider_response", "acknowledgement"})
+# Trust-owed stages have their own wording; the audit's own overdue steps share one.
+AUDIT_STAGES = frozenset({"data_check", "provider_told", "review", "confirmation"})
+REMINDER_STAGES = frozenset({"provider_response", "acknowledgement"}) | AUDIT_STAGES
 
 REGULATORS_BY_COUNTRY: dict[str, str] = {
     "ENG": "NHS England and the Care Quality Commission (CQC)",
@@ -184,6 +186,7 @@ class Renderer:
             auto_reload=False,
         )
         self.env.filters.update(long_date=_long_date, num=_num)
+        self.env.globals["AUDIT_STAGES"] = AUDIT_STAGES
         self._templates: dict[str, tuple[jinja2.Template, jinja2.Template]] = {}
         for path in sorted((root / space).glob("*.txt.j2")):
             name = path.name.removesuffix(".txt.j2")

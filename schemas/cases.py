@@ -102,6 +102,10 @@ class Case(_Frozen):
     seq: int = Field(0, ge=0, description="number of transitions so far; the next one is seq + 1")
     reason: str | None = None
     confirmed_at: datetime | None = None
+    # When the letters' facts happened, for the later letters that cite them.
+    provider_told_at: datetime | None = None
+    response_received_at: datetime | None = None
+    reminder_sent_at: datetime | None = None
 
     @property
     def next_timer(self) -> date | None:

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,9 @@ from rich.table import Table
 from rules.engine import RuleSetError, load_rules
 from services.assessment import FunnelResult, FunnelSpec, assess, render_funnel_svg
 from services.cases.cli import app as cases_app
-from services.runner import DEFAULT_RECIPIENTS, RunSummary, UsageError, file_size, run_embedded
+from services.db import Database, is_postgres_url
+from services.recording import DEFAULT_RECIPIENTS, open_recorder
+from services.runner import RunSummary, UsageError, file_size, run_embedded
 from services.trail.cli import app as trail_app
 
 app = typer.Typer(
@@ -326,7 +329,8 @@ def route_command(
         f"trail: {report.trail_sizes['learning']} learning-log and {report.trail_sizes['formal']} formal-log entries "
         f"in {report.store} (checkpoints in {out_dir}/checkpoints/; verify with `signalbox trail verify --store "
         f"{report.store}`); {report.cases_open} alarm cases open (`signalbox cases list --store {report.store}`); "
-        f"letters: " + ", ".join(f"{v} {k}" for k, v in sorted(letters.items()))
+        f"letters: "
+        + ", ".join(f"{v} {k}" for k, v in sorted(letters.items()))
         + (f" (in {report.mail_dir}/)" if report.mail_dir else ""),
         highlight=False,
     )
@@ -432,7 +436,7 @@ def tail_command(
     from services.settings import Settings
     from services.streaming.clients import tail
 
-    count = tail(Settings.from_env(), space.value, max_wait)  # type: ignore[arg-type]
+    count = tail(Settings.from_env(), space.value, max_wait)
     err.print(f"{count} records")
 
 
@@ -452,6 +456,48 @@ def topics_ensure(
         Settings.from_env(), partitions=partitions, replication=replication, retention_days=retention_days
     )
     out.print(f"{len(created)} topics created")
+
+
+# ---------------------------------------------------------------------------------------------- cases, letters
+
+
+def _moment(at: str | None) -> datetime:
+    """``--at`` for commands that run on a schedule: an ISO 8601 time (UTC if naive), or now."""
+    if at is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise fail(f"--at {at!r} is not an ISO 8601 date-time.") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("deliver")
+def deliver_command(
+    store: Annotated[str, typer.Option("--store", help="SQLite file or postgresql:// URL.")] = "out/trail.sqlite",
+    mail: Annotated[Path | None, typer.Option(help="Folder for .eml files (when no SMTP).")] = None,
+    at: Annotated[str | None, typer.Option(help="Act as if it were this time (ISO 8601); default now.")] = None,
+) -> None:
+    """Send every letter that is due from the outbox: SMTP when SIGNALBOX_SMTP_HOST is set, else .eml files.
+
+    Letters whose recipient is missing stay held with the reason; re-run after fixing the directory.
+    """
+    from notifications import outbox
+
+    if not is_postgres_url(store) and not Path(store).is_file():
+        raise fail(f"There is no store at {store}; run `signalbox route` first or pass --store.")
+    mail_dir = mail or (Path(store).parent / "mail")
+    now = _moment(at)
+    with Database(store) as db:
+        recorder = open_recorder(db, now)
+        released = outbox.release_held(db, recorder.directory, now)
+        report = recorder.deliver(mail_dir)
+        counts = outbox.counts(db)
+    out.print(
+        f"released {released} held, sent {report.sent}, failed {report.failed}, dead {report.dead}; outbox: "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -14,17 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from rules.engine import RuleBook
-from pydantic import TypeAdapter
-
 from schemas.events import EVENT_ADAPTER, AuditEvent, AuditResult, ReleaseClosed, describe_validation_error
 from schemas.signals import DeadLetter
 from services.organisations import check_ods_code
 
 Event = AuditResult | ReleaseClosed
-EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[AuditEvent])  # type: ignore[arg-type]
+EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(list[AuditEvent])
 Seen = Literal["new", "duplicate", "conflict"]
 
 
@@ -125,7 +123,9 @@ def parse_many(raws: list[bytes]) -> list[Event | str]:
     return results
 
 
-def ingest(raw: bytes, source: str, rules: RuleBook, ledger: EventLedger, parsed: Event | str | None = None) -> Ingested:
+def ingest(
+    raw: bytes, source: str, rules: RuleBook, ledger: EventLedger, parsed: Event | str | None = None
+) -> Ingested:
     """Validate one raw event (``parsed`` when ``parse_many`` already did). Never raises for bad input:
     every failure becomes a dead letter."""
     if parsed is None:

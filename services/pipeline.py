@@ -18,11 +18,11 @@ from schemas.signals import DeadLetter, ReleaseReport
 from services.assess import AssessedRelease, assess_releases
 from services.ingest import Accepted, Event, Rejected, dead_letter, ingest, parse_many
 from services.releases import (
+    ReleaseLedger,
     ReleaseState,
     add_result,
     close_release,
     mark_assessed,
-    ReleaseLedger,
     new_state,
     state_key,
     unfinished_reports,

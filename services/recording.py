@@ -14,6 +14,7 @@ potential alarms, case transitions and events, formal letters. Its size says not
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from notifications.delivery.smtp import SmtpSettings, SmtpTransport
 from notifications.delivery.webhook import WebhookTransport
 from notifications.recipients import Directory
 from notifications.render import renderer_for
-from rules.engine import RuleBook
+from rules.engine import RuleBook, load_rules
 from rules.routing import RoutedDecision
 from schemas.cases import CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
@@ -38,7 +39,7 @@ from schemas.signals import Assessment, FormalDecision, GoodPracticeDecision, Le
 from services.assessment import FunnelResult, FunnelSpec, render_funnel_svg
 from services.cases.calendar import add_working_days
 from services.cases.service import CaseService
-from services.db import Database
+from services.db import Database, is_postgres_url
 from services.pipeline import Outputs
 from services.trail.canonical import Canonical, canonical_text
 from services.trail.store import NewEntry, Trail, table_for
@@ -59,6 +60,24 @@ def _entry(kind: str, record: Any, *, case_id: str | None = None, decision_id: s
     return NewEntry(kind=kind, record=data, case_id=case_id, decision_id=decision_id)
 
 
+DEFAULT_RECIPIENTS = Path(__file__).resolve().parent.parent / "notifications" / "recipients.example.yaml"
+
+
+def recipients_for(store: str) -> Path:
+    """The recipient directory for a store: SIGNALBOX_RECIPIENTS, else the copy `route` left beside it."""
+    configured = os.environ.get("SIGNALBOX_RECIPIENTS", "").strip()
+    if configured:
+        return Path(configured)
+    beside = Path(store).parent / "recipients.yaml"
+    return beside if not is_postgres_url(store) and beside.is_file() else DEFAULT_RECIPIENTS
+
+
+def open_recorder(db: Database, now: datetime | None = None) -> Recorder:
+    """A recorder for a store opened by a command (``cases act``, ``cases tick``, ``deliver``)."""
+    clock = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
+    return Recorder(db, load_rules(), Directory.load(recipients_for(db.target)), clock=clock)
+
+
 class Recorder:
     """Persists pipeline outputs and case outcomes. One instance per database connection."""
 
@@ -77,6 +96,7 @@ class Recorder:
         outbox.ensure_schema(db)
         self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome)
         self._funnels: dict[tuple[str, str, str], tuple[FunnelResult, list[str]]] = {}
+        self._svgs: dict[tuple[str, str, str, str], str] = {}
 
     def _deadlines(self, audit: str, indicator_id: str) -> Any:
         rule = self.rules.get(audit, indicator_id)
@@ -108,8 +128,11 @@ class Recorder:
                     continue
                 # JCS of {"assessments": [...], "summary": {...}}, built from the already canonical lines.
                 record = Canonical(
-                    '{"assessments":[' + ",".join(release.lines) + '],"summary":'
-                    + canonical_text(s.model_dump(mode="json")) + "}"
+                    '{"assessments":['
+                    + ",".join(release.lines)
+                    + '],"summary":'
+                    + canonical_text(s.model_dump(mode="json"))
+                    + "}"
                 )
                 learning.append(
                     _entry("release_assessed", record, decision_id=release_ref(s.audit, s.release_id, s.indicator_id))
@@ -132,10 +155,8 @@ class Recorder:
             if learning:
                 self.trail.append_many("learning", learning)
             for decision in formal_decisions:
-                self.trail.append_many(
-                    "formal", [_entry("formal_decision", decision, case_id=decision.case_id,
-                                      decision_id=decision.decision_id)]  # fmt: skip
-                )
+                entry = _entry("formal_decision", decision, case_id=decision.case_id, decision_id=decision.decision_id)
+                self.trail.append_many("formal", [entry])
                 self.cases.open_from_decision(decision)  # records its own outcome via the hook
 
     def record_case_outcome(self, outcome: CaseOutcome) -> None:
@@ -188,8 +209,13 @@ class Recorder:
                 return EMPTY_SVG
             stored = found[-1].data()["assessments"]
             self._funnels[key] = funnel_result([Assessment.model_validate(x) for x in stored], rule.spec)
-        result, labels = self._funnels[key]
-        return render_funnel_svg(result, labels, highlight=a.ods_code, title=f"{a.audit} {a.indicator_id}, {a.release_id}")
+        svg_key = (*key, a.ods_code)
+        if svg_key not in self._svgs:
+            result, labels = self._funnels[key]
+            title = f"{a.audit} {a.indicator_id}, {a.release_id}"
+            svg = render_funnel_svg(result, labels, highlight=a.ods_code, title=title)
+            self._svgs[svg_key] = svg[svg.find("<svg") :]  # inline in a letter: no XML prolog or DOCTYPE
+        return self._svgs[svg_key]
 
     def deliver(self, mail_dir: Path, transports: dict[str, Transport] | None = None) -> DeliveryReport:
         """Send every letter that is due: SMTP when configured (SIGNALBOX_SMTP_*), else ``.eml`` files."""

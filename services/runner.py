@@ -160,7 +160,6 @@ def file_size(path: Path) -> int:
         return 0
 
 
-DEFAULT_RECIPIENTS = Path(__file__).resolve().parent.parent / "notifications" / "recipients.example.yaml"
 STORE_NAME = "trail.sqlite"
 
 

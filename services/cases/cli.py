@@ -1,14 +1,13 @@
 """``signalbox cases``: list alarm cases, show one with its history, and record what people did.
 
-Mounted by the main CLI (``app.add_typer(cases.cli.app)``). Actions that produce letters need somewhere to
-put them: the mounting code registers the outbox with ``set_outcome_sink``; until it does, such actions are
-refused and nothing is written, so a letter is never lost.
+Mounted by the main CLI (``app.add_typer(cases.cli.app)``). Each action, and each deadline ``tick`` fires,
+writes its trail entries and its letters to the outbox in the case change's own transaction
+(``services.recording.Recorder``); ``signalbox deliver`` sends the letters.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, get_args
@@ -18,27 +17,17 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from rules.engine import Deadlines
-from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseOutcome, CaseStatus, Outcome
+from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStatus, Outcome
 from services.cases.calendar import UK_TIME, uk_date
 from services.cases.machine import CaseError
-from services.cases.service import CaseService, OutcomeHook
 from services.cases.store import CaseStore
 from services.db import Database, is_postgres_url
+from services.recording import open_recorder
 
 DEFAULT_STORE = "out/trail.sqlite"
 
 app = typer.Typer(name="cases", help="Alarm cases in the formal accountability space.", no_args_is_help=True)
 console = Console()
-
-_sink: Callable[[Database], OutcomeHook] | None = None
-
-
-def set_outcome_sink(factory: Callable[[Database], OutcomeHook] | None) -> None:
-    """Register what persists a case outcome (trail and outbox) in the same transaction as the case."""
-    global _sink
-    _sink = factory
-
 
 StoreOption = Annotated[
     str,
@@ -104,9 +93,7 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
         typer.echo(json.dumps(body, indent=2))
         return
     today = uk_date(datetime.now(UTC))
-    console.print(
-        f"[bold]{case.case_id}[/bold]  {case.assessment.organisation_name} ({case.ods_code}, {case.country})"
-    )
+    console.print(f"[bold]{case.case_id}[/bold]  {case.assessment.organisation_name} ({case.ods_code}, {case.country})")
     console.print(f"stage {case.stage}, status {case.status}, deadline {_deadline(case, today)}")
     console.print(f"policy {case.policy_version}; opened {case.opened_at.isoformat()}")
     if case.reason:
@@ -135,12 +122,8 @@ def act(
     note: Annotated[str, typer.Option(help="What was done, or the reason for the outcome.")] = "",
     outcome: Annotated[str | None, typer.Option(help="For data_check and review.")] = None,
     document: Annotated[list[str] | None, typer.Option(help="A document reference (repeatable).")] = None,
-    corrected_data: Annotated[
-        bool, typer.Option(help="provider_response: corrected data were sent.")
-    ] = False,
-    at: Annotated[
-        str | None, typer.Option(help="When it happened (ISO 8601; default now, UK time if naive).")
-    ] = None,
+    corrected_data: Annotated[bool, typer.Option(help="provider_response: corrected data were sent.")] = False,
+    at: Annotated[str | None, typer.Option(help="When it happened (ISO 8601; default now, UK time if naive).")] = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Record what someone did on a case.  Example:
@@ -175,36 +158,15 @@ def act(
     except ValidationError as exc:
         raise _fail(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
     with _open(store) as db:
-        sink = _sink(db) if _sink is not None else None
-        service = CaseService(db, _no_rules, clock=lambda: now, on_outcome=lambda o: _deliver(o, sink))
+        service = open_recorder(db, now).cases
         try:
             result = service.act(case_id, recorded)
         except CaseError as exc:
             raise _fail(str(exc)) from None
     case = result.cases[0]
-    typer.echo(
-        f"{case.case_id}: now at stage {case.stage}, status {case.status}; deadline {case.deadline or '—'}"
-    )
+    typer.echo(f"{case.case_id}: now at stage {case.stage}, status {case.status}; deadline {case.deadline or '—'}")
     for notice in result.notices:
-        typer.echo(
-            f"  letter {notice.template} to {', '.join(r.role for r in notice.recipients)}"
-            f" ({notice.notice_id})"
-        )
-
-
-def _deliver(outcome: CaseOutcome, sink: OutcomeHook | None) -> None:
-    if sink is not None:
-        sink(outcome)
-    elif outcome.notices:
-        # Raising inside the service's transaction rolls the action back: better refused than a lost letter.
-        raise CaseError(
-            "this action sends letters but no outbox is configured for the CLI;"
-            " record it through the pipeline"
-        )
-
-
-def _no_rules(audit: str, indicator_id: str) -> Deadlines:
-    raise CaseError("the CLI does not open cases; the pipeline does")  # pragma: no cover - act never opens
+        typer.echo(f"  letter {notice.template} to {', '.join(r.role for r in notice.recipients)} ({notice.notice_id})")
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -217,3 +179,29 @@ def _deadline(case: Case, today: object) -> str:
         return "—"
     late = " (overdue)" if isinstance(today, type(case.deadline)) and today > case.deadline else ""
     return case.deadline.isoformat() + late
+
+
+@app.command("tick")
+def tick(
+    store: StoreOption = DEFAULT_STORE,
+    at: Annotated[str | None, typer.Option(help="Act as if it were this time (ISO 8601; UK time if naive).")] = None,
+) -> None:
+    """Fire every case deadline that has passed, once: reminders, and escalation at stages 6–7.
+
+    Run it from cron or a timer; a second run at the same time does nothing.
+    """
+    now = datetime.now(UTC)
+    if at is not None:
+        try:
+            now = datetime.fromisoformat(at)
+        except ValueError:
+            raise _fail(f"--at {at!r} is not an ISO 8601 date-time") from None
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UK_TIME)
+    with _open(store) as db:
+        outcome = open_recorder(db, now).cases.tick()
+    for event in outcome.events:
+        typer.echo(f"{event.case_id}: {event.kind}: {event.detail}")
+    for notice in outcome.notices:
+        typer.echo(f"{notice.case_id}: letter {notice.template} to {', '.join(r.role for r in notice.recipients)}")
+    typer.echo(f"{len(outcome.transitions)} transitions, {len(outcome.notices)} letters queued")

@@ -52,6 +52,9 @@ ALLOWED: dict[CaseStage, dict[ActionKind, tuple[ActorRole, ...]]] = {
 }
 
 # Who owes the action at each stage with a deadline: the party a missed deadline reminds.
+# A reminder for a missed (non-escalating) deadline asks for the action within this many working days.
+REMINDER_GRACE_WORKING_DAYS = 5
+
 OWED_BY: dict[CaseStage, ActorRole] = {
     "data_check": "audit_supplier",
     "provider_told": "audit_clinical_lead",
@@ -98,9 +101,7 @@ def open_case(
     """Open the case a potential alarm starts: stage 1, the audit's data check. Nobody is told yet."""
     assessment = decision.assessment
     if assessment.country not in get_args(Country):
-        raise CaseError(
-            f"cannot open a case for country {assessment.country!r}; expected one of {get_args(Country)}"
-        )
+        raise CaseError(f"cannot open a case for country {assessment.country!r}; expected one of {get_args(Country)}")
     country: Country = assessment.country  # type: ignore[assignment]
     deadline = add_working_days(uk_date(now), deadlines.data_check, country)
     roles = tuple(dict.fromkeys([*POTENTIAL_ALARM_ROLES, *(r.role for r in decision.recipients)]))
@@ -148,9 +149,7 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
         raise CaseError(f"case {case.case_id} is closed ({case.status}); no further action can be recorded")
     allowed = ALLOWED[case.stage]
     if action.kind not in allowed:
-        raise CaseError(
-            f"{action.kind} is not allowed at stage {case.stage}; expected {' or '.join(allowed)}"
-        )
+        raise CaseError(f"{action.kind} is not allowed at stage {case.stage}; expected {' or '.join(allowed)}")
     roles = allowed[action.kind]
     if action.role not in roles:
         raise CaseError(
@@ -167,8 +166,7 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
         assert case.deadline is not None
         if uk_date(action.at) <= case.deadline:
             raise CaseError(
-                f"the trust has until {case.deadline.isoformat()} to respond; review without a response "
-                "only after that"
+                f"the trust has until {case.deadline.isoformat()} to respond; review without a response only after that"
             )
     step = _Step(case, deadlines, action.at)
     kind, outcome = action.kind, action.outcome
@@ -178,10 +176,10 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
         step.move("closed", status="closed_no_case", reason=action.note)
         step.event("closed_no_case", f"no case to answer: {action.note}")
     elif kind == "provider_told":
-        step.move("provider_response")
+        step.move("provider_response", stamp="provider_told_at")
         _potential_alarm(step)
     elif kind == "provider_response":
-        step.move("review")
+        step.move("review", stamp="response_received_at")
     elif kind == "review" and outcome == "downgrade_to_alert":
         step.move("closed", status="downgraded_to_alert", reason=action.note)
         step.event("downgraded_to_alert", f"downgraded to alert level: {action.note}")
@@ -219,7 +217,7 @@ def due(case: Case, deadlines: Deadlines, now: datetime) -> Result:
     owed = OWED_BY[case.stage]
     step.event("deadline_missed", f"the {case.stage} deadline {timer.isoformat()} passed", owed_by=owed)
     if case.stage == "acknowledgement":
-        step.move("non_response", fired=case.stage)
+        step.move("non_response", fired=case.stage, stamp="reminder_sent_at")
         _reminder(step, owed, respond_by=step.case.deadline)
         step.event("escalated_non_response", "no acknowledgement from the chief executive: reminder sent")
         kind: TransitionKind = "escalated_non_response"
@@ -230,8 +228,9 @@ def due(case: Case, deadlines: Deadlines, now: datetime) -> Result:
         kind = "escalated_non_compliance"
     else:
         step.move(case.stage, fired=case.stage)
-        # The stage's own deadline has passed; the reminder asks for the action as soon as possible.
-        _reminder(step, owed, respond_by=None)
+        # The stage's own deadline has passed; the reminder asks for the action within a short grace period.
+        grace = add_working_days(uk_date(now), REMINDER_GRACE_WORKING_DAYS, case.country)
+        _reminder(step, owed, respond_by=grace)
         step.event("reminder_due", f"reminder sent to the {owed}", owed_by=owed)
         kind = "deadline_missed"
     return step.finish(kind=kind, outcome=None, actor_role="system", actor=SYSTEM, documents=(), note="")
@@ -256,6 +255,7 @@ class _Step:
         reason: str | None = None,
         confirmed_at: datetime | None = None,
         fired: CaseStage | None = None,
+        stamp: str | None = None,
     ) -> None:
         """Enter ``stage`` (or stay in it), setting its deadline from the working day after ``self.at``."""
         if stage == self.case.stage:
@@ -272,6 +272,8 @@ class _Step:
             update["confirmed_at"] = confirmed_at
         if fired is not None:
             update["reminders_sent"] = (*self.case.reminders_sent, fired)
+        if stamp is not None:  # provider_told_at, response_received_at, reminder_sent_at
+            update[stamp] = self.at
         self.case = self.case.model_copy(update=update)
 
     def event(self, kind: EventKind, detail: str, owed_by: ActorRole | None = None) -> None:
@@ -402,33 +404,37 @@ def _confirmation_sent(step: _Step) -> None:
         asked=ASKED["acknowledgement"],
         addressed_to="lead_clinician",
         copy_to=["medical_director", "chief_executive"],
-        confirmed_at=case.confirmed_at.isoformat() if case.confirmed_at else None,
+        **_dates(case),
     )
     regulators = _regulators(case)
     if not regulators:
         step.event("no_regulator_for_country", f"no regulator is set for {case.country}; notify by hand")
         return
-    # Regulators are informed, not asked: no respond_by; the trust's acknowledgement date is a fact.
+    # Regulators are informed, not asked: respond_by is the date the *trust* must acknowledge by, which the
+    # letter states as the trust's deadline ("no action is asked of you").
     step.notice(
         "regulator_notice",
         "confirmation",
         regulators,
-        respond_by=None,
+        respond_by=case.deadline,
         asked=None,
         acknowledgement_due=case.deadline.isoformat() if case.deadline else None,
-        confirmed_at=case.confirmed_at.isoformat() if case.confirmed_at else None,
+        **_dates(case),
     )
 
 
 def _reminder(step: _Step, owed: ActorRole, respond_by: date | None) -> None:
     """A missed deadline: remind whoever owes the action. The reminder names the stage that was missed."""
     missed = step.before
+    told = {"provider_response": missed.provider_told_at, "acknowledgement": missed.confirmed_at}.get(missed.stage)
     step.notice(
         "reminder",
         missed.stage,
         (_party(step.case, owed),),
         respond_by=respond_by,
         asked=ASKED[step.case.stage],
+        stage=missed.stage,
+        notified_on=(told or missed.opened_at).date().isoformat(),
         missed_stage=missed.stage,
         missed_deadline=missed.deadline.isoformat() if missed.deadline else None,
     )
@@ -445,8 +451,23 @@ def _escalate_non_compliance(step: _Step) -> None:
         "non_compliance",
         "non_response",
         regulators,
-        respond_by=None,
+        respond_by=step.before.deadline,  # the last date the trust had, as the letter says
         asked=None,
         missed_deadline=step.before.deadline.isoformat() if step.before.deadline else None,
-        confirmed_at=case.confirmed_at.isoformat() if case.confirmed_at else None,
+        **_dates(case),
     )
+
+
+def _dates(case: Case) -> dict[str, str | None]:
+    """The dates later letters cite (``…_on`` as the templates name them)."""
+
+    def on(moment: datetime | None) -> str | None:
+        return uk_date(moment).isoformat() if moment else None
+
+    return {
+        "potential_notified_on": on(case.provider_told_at),
+        "response_received_on": on(case.response_received_at),
+        "confirmed_on": on(case.confirmed_at),
+        "confirmed_at": case.confirmed_at.isoformat() if case.confirmed_at else None,
+        "reminder_sent_on": on(case.reminder_sent_at),
+    }

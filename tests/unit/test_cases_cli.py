@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from schemas.cases import CaseOutcome
 from services.cases import cli
 from services.cases.service import CaseService
 from services.db import Database
@@ -25,14 +23,6 @@ def store(tmp_path: Path) -> str:
     with Database(path) as db:
         CaseService(db, lambda audit, indicator: DEFAULTS, lambda: at(2025, 11, 3)).open_from_decision(decision())
     return path
-
-
-@pytest.fixture
-def outbox() -> Iterator[list[CaseOutcome]]:
-    received: list[CaseOutcome] = []
-    cli.set_outcome_sink(lambda db: received.append)
-    yield received
-    cli.set_outcome_sink(None)
 
 
 CASE_ID = decision().case_id
@@ -110,26 +100,18 @@ def test_act_needs_a_reason_to_close(store: str) -> None:
     assert "needs a reason in the note" in result.stderr
 
 
-def test_act_refuses_a_letter_when_no_outbox_is_configured(store: str) -> None:
-    ok = runner.invoke(
-        cli.app, act(store, "data_check", "--outcome", "case_to_answer", "--role", "audit_supplier", "--actor", "X")
-    )
-    assert ok.exit_code == 0, ok.output
-    result = runner.invoke(cli.app, act(store, "provider_told", "--role", "audit_clinical_lead", "--actor", "Dr Y"))
-    assert result.exit_code == 1
-    assert "no outbox is configured" in result.stderr
-    shown = json.loads(runner.invoke(cli.app, ["show", CASE_ID, "--store", store, "--format", "json"]).stdout)
-    assert shown["case"]["stage"] == "provider_told"  # nothing was written
-
-
-def test_act_hands_letters_to_the_configured_outbox(store: str, outbox: list[CaseOutcome]) -> None:
+def test_act_puts_its_letters_in_the_outbox_and_the_trail(store: str) -> None:
     runner.invoke(
         cli.app, act(store, "data_check", "--outcome", "case_to_answer", "--role", "audit_supplier", "--actor", "X")
     )
     result = runner.invoke(cli.app, act(store, "provider_told", "--role", "audit_clinical_lead", "--actor", "Dr Y"))
     assert result.exit_code == 0, result.output
     assert "letter potential_alarm to lead_clinician, medical_director" in result.stdout
-    assert [n.template for o in outbox for n in o.notices] == ["potential_alarm"]
+    with Database(store) as db:
+        templates = {row[0] for row in db.query("SELECT template FROM outbox")}
+        kinds = [row[0] for row in db.query("SELECT kind FROM trail_formal ORDER BY seq")]
+    assert templates == {"potential_alarm"}
+    assert kinds.count("notice") == 1 and "case_transition" in kinds
 
 
 def test_act_refuses_an_unknown_action_name(store: str) -> None:
@@ -143,5 +125,3 @@ def test_act_refuses_a_date_that_is_not_iso(store: str) -> None:
     result = runner.invoke(cli.app, [*args, "--at", "next tuesday"])
     assert result.exit_code == 1
     assert "is not an ISO 8601 date-time" in result.stderr
-
-

@@ -113,7 +113,8 @@ def test_confirmation_writes_to_the_trust_and_notifies_nhs_england_and_the_cqc()
     # 10 working days from 16 December 2025, skipping Christmas, Boxing Day and New Year's Day.
     assert case.deadline == date(2026, 1, 2)
     assert letters["alarm_confirmation"].respond_by == date(2026, 1, 2)
-    assert letters["regulator_notice"].respond_by is None
+    # The regulators are told the date the trust must acknowledge by; nothing is asked of them.
+    assert letters["regulator_notice"].respond_by == date(2026, 1, 2)
 
 
 def test_a_welsh_confirmation_notifies_the_welsh_government_and_hiw() -> None:

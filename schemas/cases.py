@@ -194,3 +194,12 @@ class CaseOutcome(_Frozen):
             notices=self.notices + other.notices,
             events=self.events + other.events,
         )
+
+
+class CaseCommand(_Frozen):
+    """An action on a case sent to the stream workers on ``signalbox.case-commands.v1`` (key: the case id)."""
+
+    kind: Literal["case_command"] = "case_command"
+    schema_version: Literal[1] = 1
+    case_id: str = Field(min_length=1)
+    action: CaseAction

@@ -6,28 +6,45 @@ Per batch, in this order:
 
 1. ingest → accumulate → assess → route, against a *staged* copy of the release states;
 2. produce every output not already on the output topics, and wait for the broker's acknowledgements;
-3. write the staged release states to the changelogged table, and wait for those too;
+3. in one database transaction: the staged release states, the trail entries, alarm cases and letters
+   (``Recorder``, the same code the embedded runner uses);
 4. return, and Faust acks the batch's offsets (``take_events`` acks after the loop body).
 
 So outputs are durable before state or offsets move: a worker killed anywhere re-reads the uncommitted
 records, rebuilds the same decisions with the same ids, and ``ProducedSet`` suppresses what was already
 produced. At-least-once consumption, effectively-once outputs; no Kafka transactions (faust #323/#517).
+
+Release state lives in the database (PostgreSQL in production, ``SIGNALBOX_POSTGRES``; a SQLite file in the
+worker's data folder otherwise), not in a Faust table: changelog recovery after a killed worker is the most
+reported faust failure (#155, #176, #432) and hung here in the kill test. The database is also where the
+trail and the outbox must commit with it. Workers restart fast: static group membership
+(``consumer_group_instance_id``) lets a restarted worker take its partitions back without waiting for the old
+session to expire.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
+from pydantic import ValidationError
 
+from notifications.recipients import Directory
 from rules.engine import RuleBook, load_rules
+from schemas.cases import CaseCommand
+from services.cases.machine import CaseError
+from services.db import Database
+from services.ingest import dead_letter, parse_many
 from services.pipeline import Outputs, Pipeline
-from services.releases import ReleaseState
+from services.recording import Recorder, open_recorder, recipients_for
+from services.release_store import ReleaseStore, StagedStates
 from services.settings import Settings, faust_broker_credentials, faust_broker_url, kafka_python_config
 from services.streaming.outputs import (
     OutputRecord,
@@ -38,7 +55,7 @@ from services.streaming.outputs import (
     report_record,
     summary_record,
 )
-from services.streaming.security import INPUT_TOPIC, SERVICE_PREFIX
+from services.streaming.security import CASE_COMMANDS_TOPIC, INPUT_TOPIC, SERVICE_PREFIX
 
 log = logging.getLogger("signalbox.worker")
 
@@ -48,62 +65,14 @@ BATCH_SIZE = 2000
 BATCH_WITHIN_S = 0.1
 
 
-class StagedStates(MutableMapping[str, ReleaseState]):
-    """Release states for one batch: reads fall through to the table, writes wait for ``commit``."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        self.staged: dict[str, ReleaseState] = {}
-        self.partitions: dict[str, int] = {}
-        self.partition = 0  # the input partition of the event being processed
-
-    def __getitem__(self, key: str) -> ReleaseState:
-        if key in self.staged:
-            return self.staged[key]
-        raw = self.table.data.get(key.encode())  # the store itself: no changelog write on read
-        if raw is None:
-            raise KeyError(key)
-        state = ReleaseState.model_validate_json(raw)
-        self.staged[key] = state  # mutations to it must be staged too
-        self.partitions[key] = self.partition
-        return state
-
-    def __setitem__(self, key: str, value: ReleaseState) -> None:
-        self.staged[key] = value
-        self.partitions[key] = self.partition
-
-    def __delitem__(self, key: str) -> None:
-        raise NotImplementedError("release states are never deleted by the pipeline")
-
-    def _keys(self) -> set[str]:
-        return set(self.staged) | {bytes(k).decode() for k in self.table.data}
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys())
-
-    def __len__(self) -> int:
-        return len(self._keys())
-
-    async def commit(self) -> None:
-        """Write each staged state to the table and its changelog partition (the input partition of its
-        release: the table is co-partitioned with ``audit.results.v1``), and wait for the broker."""
-        futures = []
-        for key, state in self.staged.items():
-            value = state.model_dump_json().encode()
-            self.table.data[key.encode()] = value
-            futures.append(self.table.send_changelog(self.partitions[key], key.encode(), value))
-        if futures:
-            await asyncio.gather(*futures)
-        self.staged.clear()
-
-
 class StreamRouter:
     """The transport glue around the decision core. Everything that decides lives in ``Pipeline``."""
 
-    def __init__(self, app: faust.App, rules: RuleBook, table: Any, produced: ProducedSet) -> None:
+    def __init__(self, app: faust.App, rules: RuleBook, recorder: Recorder, produced: ProducedSet) -> None:
         self.app = app
         self.rules = rules
-        self.table = table
+        self.recorder = recorder
+        self.releases = ReleaseStore(recorder.db, app.conf.id)
         self.produced = produced
         self._topics: dict[str, Any] = {}
 
@@ -113,17 +82,23 @@ class StreamRouter:
         return self._topics[name]
 
     async def handle(self, events: Sequence[Any]) -> Outputs:
-        states = StagedStates(self.table)
+        states = StagedStates(self.releases)
         pipeline = Pipeline(self.rules, states)
         out = Outputs()
-        for event in events:
+        raws = [bytes(event.value) for event in events]
+        for event, raw, parsed in zip(events, raws, parse_many(raws), strict=True):
             message = event.message
-            states.partition = message.partition
-            pipeline.feed(bytes(event.value), f"{message.topic}/{message.partition}/{message.offset}", out)
+            pipeline.feed(raw, f"{message.topic}/{message.partition}/{message.offset}", out, parsed)
         pipeline.flush(out)
         await self.publish(out)
-        await states.commit()
+        await asyncio.to_thread(self.commit, states, out)
         return out
+
+    def commit(self, states: StagedStates, out: Outputs) -> None:
+        """The batch's release states, trail entries, cases and letters, in one transaction."""
+        with self.recorder.db.transaction():
+            self.releases.save(states.staged, datetime.now(UTC).isoformat())
+            self.recorder.record(out)
 
     async def publish(self, out: Outputs) -> None:
         records: list[OutputRecord] = [decision_record(d) for d in out.decisions]
@@ -170,10 +145,17 @@ def app_id_from_env() -> str:
     return value
 
 
+def worker_id(datadir: Path) -> str:
+    """A stable id per worker: its data folder (never shared between workers) names it."""
+    configured = os.environ.get("SIGNALBOX_WORKER_ID", "").strip()
+    return configured or hashlib.blake2b(str(datadir.resolve()).encode(), digest_size=6).hexdigest()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     app_id: str | None = None,
+    store: str | None = None,
     rules_dir: Path | None = None,
     datadir: Path | None = None,
     partitions: int | None = None,
@@ -183,14 +165,20 @@ def create_app(
 ) -> faust.App:
     settings = settings or Settings.from_env()
     rules = load_rules(rules_dir)
-    # The release table is co-partitioned with the input topic: same partition count, always.
     partitions = partitions or input_partitions(settings)
+    datadir = datadir or Path(".local/faust")
+    app_id = app_id or app_id_from_env()
+    store = store or (
+        settings.postgres_url.get_secret_value() if settings.postgres_url else str(datadir / "signalbox.sqlite")
+    )
+    db = Database(store)
+    recorder = Recorder(db, rules, Directory.load(recipients_for(store)))
     app = faust.App(
-        app_id or app_id_from_env(),
+        app_id,
         broker=faust_broker_url(settings),
         broker_credentials=faust_broker_credentials(settings),
         store="memory://",
-        datadir=str(datadir or Path(".local/faust")),
+        datadir=str(datadir),
         topic_partitions=partitions,
         topic_replication_factor=1,
         processing_guarantee="at_least_once",
@@ -202,28 +190,31 @@ def create_app(
         web_port=web_port or 6066,
         web_host="127.0.0.1",
         table_standby_replicas=0,
+        # Static membership: a restarted worker with the same id takes its partitions straight back.
+        consumer_group_instance_id=f"{app_id}-{worker_id(datadir)}",
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
     )
     app.conf.producer_enable_idempotence = True
     results = app.topic(INPUT_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions)
-    raw = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    table = app.Table("releases", default=None, schema=raw, partitions=partitions)
     redis = None
     if settings.redis_url is not None:
         import redis.asyncio as aioredis
 
         redis = aioredis.from_url(settings.redis_url.get_secret_value())
     produced = ProducedSet(redis)
-    router = StreamRouter(app, rules, table, produced)
+    router = StreamRouter(app, rules, recorder, produced)
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
-    async def seed_produced(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+    async def seed_produced(sender: Any, *args: Any, **kwargs: Any) -> None:
         """The output topics are the authority on what was produced: read their tails on every assignment."""
         produced.seeding()
         ids = await asyncio.to_thread(recent_output_ids, settings)
         produced.seed(ids)
         log.info("seeded %d recent output ids from the output topics", len(ids))
 
-    @app.agent(results, concurrency=1)  # type: ignore[misc]
+    app.on_partitions_assigned.connect(seed_produced)  # type: ignore[arg-type]
+
+    @app.agent(results, concurrency=1)
     async def route_results(stream: Any) -> None:
         async for events in stream.take_events(batch_size, within=batch_within):
             out = await router.handle(events)
@@ -232,5 +223,50 @@ def create_app(
                 len(events), len(out.releases), len(out.decisions), len(out.dead_letters), out.redeliveries,
             )  # fmt: skip
 
+    commands = app.topic(CASE_COMMANDS_TOPIC, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(commands, concurrency=1)
+    async def case_commands(stream: Any) -> None:
+        """People's actions on alarm cases, in streaming mode: the same CaseService as `signalbox cases act`."""
+        side = open_recorder(Database(store))
+        async for event in stream.events():
+            message = event.message
+            source = f"{message.topic}/{message.partition}/{message.offset}"
+            reason = await asyncio.to_thread(_apply_case_command, side, bytes(event.value))
+            if reason is not None:
+                await router.publish(Outputs(dead_letters=[dead_letter(bytes(event.value), source, reason)]))
+
+    @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
+    async def case_deadlines() -> None:
+        """Fire passed case deadlines once (the store decides, so several workers never fire one twice)."""
+        side = open_recorder(Database(store))
+        try:
+            outcome = await asyncio.to_thread(side.cases.tick)
+        finally:
+            side.db.close()
+        if outcome.transitions:
+            log.info("case deadlines: %d transitions, %d letters", len(outcome.transitions), len(outcome.notices))
+
+    @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
+    async def letters() -> None:
+        """Send the letters that are due (SMTP when configured, else .eml files in the data folder)."""
+        side = open_recorder(Database(store))
+        try:
+            await asyncio.to_thread(side.deliver, datadir / "mail")
+        finally:
+            side.db.close()
+
     app.signalbox_router = router  # type: ignore[attr-defined]
     return app
+
+
+def _apply_case_command(recorder: Recorder, raw: bytes) -> str | None:
+    """Apply one case command; the reason it was refused, or None."""
+    try:
+        command = CaseCommand.model_validate_json(raw)
+        recorder.cases.act(command.case_id, command.action)
+    except ValidationError as exc:
+        return f"not a v1 case command: {exc.errors(include_url=False)[0]['msg']}"
+    except CaseError as exc:
+        return str(exc)
+    return None

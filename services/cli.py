@@ -392,6 +392,13 @@ class SpaceOpt(StrEnum):
 def worker_command(
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
     datadir: Annotated[Path, typer.Option(help="This worker's own data folder (never shared).")] = Path(".local/faust"),
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Database for release state, trail, cases and letters (default: SIGNALBOX_POSTGRES, "
+            "else a SQLite file in --datadir)."
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the Faust worker: consume audit.results.v1 and route releases as they close.
@@ -404,7 +411,7 @@ def worker_command(
     from services.app import TopicMissing, create_app
 
     try:
-        faust_app = create_app(rules_dir=rules_dir, datadir=datadir)
+        faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store)
     except (RuleSetError, TopicMissing) as exc:
         raise fail(str(exc)) from None
     faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()

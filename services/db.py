@@ -46,7 +46,7 @@ class Database:
 
     def sql(self, text: str) -> str:
         """Adapt ``?`` placeholders to the driver's style."""
-        return text.replace("?", "%s") if self.dialect == "postgresql" else text
+        return text.replace("%", "%%").replace("?", "%s") if self.dialect == "postgresql" else text
 
     def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
         return self._conn.execute(self.sql(text), tuple(params))

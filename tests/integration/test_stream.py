@@ -231,8 +231,9 @@ def test_redis_flushed_mid_run_no_duplicates(
         first.kill()
 
         assert admin.flushall()
-        # A second worker with an empty release table, replaying from before the first event of the run.
-        replay = Worker(ns, ns.new_app_id(start), tmp_path / "w2")
+        # A second worker with empty release state (its own fresh SQLite store, not the shared database),
+        # replaying from before the first event of the run.
+        replay = Worker(ns, ns.new_app_id(start), tmp_path / "w2", extra_env={"SIGNALBOX_POSTGRES": ""})
         replay.start()
         try:
             assert wait_committed(ns.settings, replay.app_id, ends, 180), replay.log_tail()

@@ -1,0 +1,84 @@
+"""Release accumulation state in the service's database, for the stream workers.
+
+A release's state (its results so far, its close, the digests of accepted events, whether it was assessed)
+must survive a worker being killed at any point. It lives in the database with the trail and the outbox, and
+is written in the same transaction as the trail entries and letters of the batch that changed it — after the
+batch's outputs were acknowledged by Kafka and before its offsets are committed. The embedded runner keeps the
+same state in a dict; ``Pipeline`` sees both as a ``MutableMapping``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+
+from services.db import Database
+from services.releases import ReleaseState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS release_states (
+    consumer_group TEXT NOT NULL,
+    release_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (consumer_group, release_key)
+)
+"""
+
+
+class ReleaseStore:
+    """States belong to the consumer group whose offsets they match: two groups reading the same input (a
+    test or benchmark worker beside the service) never see each other's accumulation."""
+
+    def __init__(self, db: Database, consumer_group: str) -> None:
+        self.db = db
+        self.group = consumer_group
+        db.executescript(SCHEMA)
+
+    def get(self, key: str) -> ReleaseState | None:
+        rows = self.db.query(
+            "SELECT state FROM release_states WHERE consumer_group = ? AND release_key = ?", (self.group, key)
+        )
+        return ReleaseState.model_validate_json(rows[0][0]) if rows else None
+
+    def save(self, states: dict[str, ReleaseState], at: str) -> None:
+        """Upsert, inside the caller's transaction."""
+        self.db.executemany(
+            "INSERT INTO release_states (consumer_group, release_key, state, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (consumer_group, release_key) DO UPDATE SET state = excluded.state, "
+            "updated_at = excluded.updated_at",
+            [(self.group, key, state.model_dump_json(), at) for key, state in states.items()],
+        )
+
+
+class StagedStates(MutableMapping[str, ReleaseState]):
+    """Release states for one batch: reads fall through to the store once per key, writes wait for ``save``."""
+
+    def __init__(self, store: ReleaseStore) -> None:
+        self.store = store
+        self.staged: dict[str, ReleaseState] = {}
+        self._absent: set[str] = set()
+
+    def __getitem__(self, key: str) -> ReleaseState:
+        if key in self.staged:
+            return self.staged[key]
+        if key in self._absent:
+            raise KeyError(key)
+        state = self.store.get(key)
+        if state is None:
+            self._absent.add(key)
+            raise KeyError(key)
+        self.staged[key] = state  # the pipeline mutates it in place: it is part of what this batch changed
+        return state
+
+    def __setitem__(self, key: str, value: ReleaseState) -> None:
+        self.staged[key] = value
+        self._absent.discard(key)
+
+    def __delitem__(self, key: str) -> None:
+        raise NotImplementedError("release states are never deleted by the pipeline")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.staged)
+
+    def __len__(self) -> int:
+        return len(self.staged)

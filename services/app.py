@@ -38,7 +38,8 @@ from pydantic import ValidationError
 
 from notifications.recipients import Directory
 from rules.engine import RuleBook, load_rules
-from schemas.cases import CaseCommand
+from schemas.cases import CaseCommand, CaseOutcome
+from schemas.notices import FormalNotice
 from services.cases.machine import CaseError
 from services.db import Database
 from services.ingest import dead_letter, parse_many
@@ -52,6 +53,7 @@ from services.streaming.outputs import (
     dead_letter_record,
     decision_record,
     recent_output_ids,
+    regulator_record,
     report_record,
     summary_record,
 )
@@ -100,11 +102,12 @@ class StreamRouter:
             self.releases.save(states.staged, datetime.now(UTC).isoformat())
             self.recorder.record(out)
 
-    async def publish(self, out: Outputs) -> None:
+    async def publish(self, out: Outputs, notices: Sequence[FormalNotice] = ()) -> None:
         records: list[OutputRecord] = [decision_record(d) for d in out.decisions]
         records += [summary_record(r.summary) for r in out.releases]
         records += [report_record(r) for r in out.reports]
         records += [dead_letter_record(d) for d in out.dead_letters]
+        records += [regulator_record(n) for n in notices if n.reaches_regulator]
         if not records:
             return
         await self.produced.seeded.wait()  # never decide "unseen" before the output topics' tails are read
@@ -232,9 +235,11 @@ def create_app(
         async for event in stream.events():
             message = event.message
             source = f"{message.topic}/{message.partition}/{message.offset}"
-            reason = await asyncio.to_thread(_apply_case_command, side, bytes(event.value))
-            if reason is not None:
-                await router.publish(Outputs(dead_letters=[dead_letter(bytes(event.value), source, reason)]))
+            outcome = await asyncio.to_thread(_apply_case_command, side, bytes(event.value))
+            if isinstance(outcome, str):
+                await router.publish(Outputs(dead_letters=[dead_letter(bytes(event.value), source, outcome)]))
+            else:
+                await router.publish(Outputs(), outcome.notices)
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def case_deadlines() -> None:
@@ -246,6 +251,7 @@ def create_app(
             side.db.close()
         if outcome.transitions:
             log.info("case deadlines: %d transitions, %d letters", len(outcome.transitions), len(outcome.notices))
+            await router.publish(Outputs(), outcome.notices)
 
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def letters() -> None:
@@ -260,13 +266,12 @@ def create_app(
     return app
 
 
-def _apply_case_command(recorder: Recorder, raw: bytes) -> str | None:
-    """Apply one case command; the reason it was refused, or None."""
+def _apply_case_command(recorder: Recorder, raw: bytes) -> CaseOutcome | str:
+    """Apply one case command: its outcome, or the reason it was refused."""
     try:
         command = CaseCommand.model_validate_json(raw)
-        recorder.cases.act(command.case_id, command.action)
+        return recorder.cases.act(command.case_id, command.action)
     except ValidationError as exc:
         return f"not a v1 case command: {exc.errors(include_url=False)[0]['msg']}"
     except CaseError as exc:
         return str(exc)
-    return None

@@ -384,6 +384,7 @@ app.add_typer(topics_app, name="topics")
 class SpaceOpt(StrEnum):
     learning = "learning"
     formal = "formal"
+    regulator = "regulator"
     good_practice = "good-practice"
     dead_letters = "dead-letters"
 
@@ -434,7 +435,7 @@ def publish_command(
 
 @app.command("tail")
 def tail_command(
-    space: Annotated[SpaceOpt, typer.Option(help="learning, formal, good-practice or dead-letters.")],
+    space: Annotated[SpaceOpt, typer.Option(help="learning, formal, regulator, good-practice or dead-letters.")],
     max_wait: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a new record (default: never).")
     ] = None,

@@ -19,7 +19,7 @@ from services.settings import Settings, kafka_python_config
 from services.streaming.outputs import LEARNING_PATTERN, SPACE_TOPICS
 from services.streaming.security import FIXED_TOPICS, admin_config, ensure_topics, learning_topic
 
-Space = Literal["learning", "formal", "good-practice", "dead-letters"]
+Space = Literal["learning", "formal", "regulator", "good-practice", "dead-letters"]
 
 
 def contract_key(line: bytes) -> bytes | None:

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rules.routing import RoutedDecision
+from schemas.notices import FormalNotice
 from schemas.signals import DeadLetter, ReleaseReport, ReleaseSummary, stable_id
 from services.settings import Settings, kafka_python_config
 from services.streaming.security import (
@@ -37,6 +38,7 @@ from services.streaming.security import (
     FORMAL_TOPIC,
     GOOD_PRACTICE_TOPIC,
     LEARNING_TOPIC_V1_PREFIX,
+    REGULATOR_TOPIC,
     RELEASES_TOPIC,
     SERVICE_PREFIX,
     validate_ods,
@@ -64,6 +66,7 @@ def namespaced(topic: str, namespace: str | None) -> str:
 NAMESPACE = os.environ.get(NAMESPACE_ENV, "").strip() or None
 SPACE_TOPICS = {
     "formal": namespaced(FORMAL_TOPIC, NAMESPACE),
+    "regulator": namespaced(REGULATOR_TOPIC, NAMESPACE),
     "good_practice": namespaced(GOOD_PRACTICE_TOPIC, NAMESPACE),
     "dead_letters": namespaced(DEAD_LETTER_TOPIC, NAMESPACE),
 }
@@ -103,6 +106,14 @@ def decision_record(decision: RoutedDecision) -> OutputRecord:
     """Learning-space decisions go to their trust's own topic; nothing else shares those topics."""
     topic = learning_output_topic(decision.ods_code) if decision.space == "learning" else SPACE_TOPICS[decision.space]
     return OutputRecord(topic, decision.ods_code.encode(), _json(decision), decision.decision_id, decision.space)
+
+
+def regulator_record(notice: FormalNotice) -> OutputRecord:
+    """A letter to the regulators (confirmed alarm, non-compliance): the only thing their topic carries."""
+    if not notice.reaches_regulator:
+        raise ValueError(f"{notice.template} notice {notice.notice_id} is not addressed to a regulator")
+    return OutputRecord(SPACE_TOPICS["regulator"], notice.ods_code.encode(), _json(notice), notice.notice_id,
+                        notice.template)  # fmt: skip
 
 
 def dead_letter_record(dead: DeadLetter) -> OutputRecord:

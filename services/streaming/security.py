@@ -51,7 +51,8 @@ SECURITY_PROTOCOL = "SASL_PLAINTEXT"
 INPUT_TOPIC = "audit.results.v1"
 LEARNING_TOPIC_PREFIX = "signalbox.learning."
 LEARNING_TOPIC_V1_PREFIX = "signalbox.learning.v1."
-FORMAL_TOPIC = "signalbox.formal.v1"
+FORMAL_TOPIC = "signalbox.formal.v1"  # potential alarms: confidential between the audit and the trust
+REGULATOR_TOPIC = "signalbox.regulator.v1"  # confirmed alarms and non-compliance: what regulators are told
 GOOD_PRACTICE_TOPIC = "signalbox.good-practice.v1"
 DEAD_LETTER_TOPIC = "signalbox.dead-letters.v1"
 RELEASES_TOPIC = "signalbox.releases.v1"
@@ -59,6 +60,7 @@ CASE_COMMANDS_TOPIC = "signalbox.case-commands.v1"
 FIXED_TOPICS: tuple[str, ...] = (
     INPUT_TOPIC,
     FORMAL_TOPIC,
+    REGULATOR_TOPIC,
     GOOD_PRACTICE_TOPIC,
     DEAD_LETTER_TOPIC,
     RELEASES_TOPIC,
@@ -188,12 +190,13 @@ def audit_platform_acls() -> list[ACL]:
 
 def regulator_acls() -> list[ACL]:
     return [
-        _acl(REGULATOR, ResourceType.TOPIC, FORMAL_TOPIC, ACLOperation.READ),
-        _acl(REGULATOR, ResourceType.TOPIC, FORMAL_TOPIC, ACLOperation.DESCRIBE),
+        _acl(REGULATOR, ResourceType.TOPIC, REGULATOR_TOPIC, ACLOperation.READ),
+        _acl(REGULATOR, ResourceType.TOPIC, REGULATOR_TOPIC, ACLOperation.DESCRIBE),
         _acl(REGULATOR, ResourceType.GROUP, REGULATOR, ACLOperation.READ, prefixed=True),
-        # Backstop: DENY takes precedence over any ALLOW, so a later over-broad grant cannot open the
-        # learning space.
+        # Backstops: DENY takes precedence over any ALLOW, so a later over-broad grant cannot open the
+        # learning space, nor the potential alarms (nothing reaches a regulator before confirmation).
         _acl(REGULATOR, ResourceType.TOPIC, LEARNING_TOPIC_PREFIX, ACLOperation.ALL, prefixed=True, deny=True),
+        _acl(REGULATOR, ResourceType.TOPIC, FORMAL_TOPIC, ACLOperation.ALL, deny=True),
     ]
 
 

@@ -45,6 +45,7 @@ from services.streaming.security import (
     GOOD_PRACTICE_TOPIC,
     INPUT_TOPIC,
     LEARNING_TOPIC_V1_PREFIX,
+    REGULATOR_TOPIC,
     RELEASES_TOPIC,
     Credentials,
     admin_config,
@@ -91,7 +92,8 @@ class Namespace:
 
     @property
     def fixed_topics(self) -> list[str]:
-        return [self.topic(t) for t in (FORMAL_TOPIC, GOOD_PRACTICE_TOPIC, DEAD_LETTER_TOPIC, RELEASES_TOPIC)]
+        topics = (FORMAL_TOPIC, REGULATOR_TOPIC, GOOD_PRACTICE_TOPIC, DEAD_LETTER_TOPIC, RELEASES_TOPIC)
+        return [self.topic(t) for t in topics]
 
     @property
     def learning_prefix(self) -> str:

@@ -44,6 +44,7 @@ from services.streaming.security import (
     INPUT_TOPIC,
     LEARNING_TOPIC_V1_PREFIX,
     REGULATOR,
+    REGULATOR_TOPIC,
     SERVICE,
     Credentials,
     admin_config,
@@ -88,7 +89,7 @@ def seeded(admin_conf: dict[str, Any], credentials: Credentials) -> dict[str, in
     producer = KafkaProducer(**admin_conf)
     try:
         offsets = {}
-        for topic in [FORMAL_TOPIC, *(learning_topic(o) for o in TRUSTS)]:
+        for topic in [FORMAL_TOPIC, REGULATOR_TOPIC, *(learning_topic(o) for o in TRUSTS)]:
             md = producer.send(topic, f"marker-{RUN}".encode(), partition=0).get(timeout=TIMEOUT_S)
             offsets[topic] = md.offset
         return offsets
@@ -179,7 +180,7 @@ def test_regulator_metadata_hides_the_learning_space(
         described = admin.describe_topics([learning_topic(o) for o in TRUSTS])
     finally:
         admin.close()
-    assert visible == [FORMAL_TOPIC]
+    assert visible == [REGULATOR_TOPIC]
     assert {t["name"]: t["error_code"] for t in described} == {
         learning_topic(o): TopicAuthorizationFailedError.errno for o in TRUSTS
     }
@@ -191,14 +192,20 @@ def test_regulator_cannot_use_learning_space_groups(
 ) -> None:
     # The topic is one the regulator may read, so only the group can be the reason for the refusal.
     with pytest.raises(GroupAuthorizationFailedError):
-        _join_group(as_user(REGULATOR, group_id=f"{group}-{RUN}"), FORMAL_TOPIC)
+        _join_group(as_user(REGULATOR, group_id=f"{group}-{RUN}"), REGULATOR_TOPIC)
 
 
-def test_regulator_reads_formal_topic(seeded: dict[str, int], as_user: Callable[..., dict[str, Any]]) -> None:
+def test_regulator_cannot_read_potential_alarms(seeded: dict[str, int], as_user: Callable[..., dict[str, Any]]) -> None:
+    """Nothing reaches a regulator before confirmation: the potential alarms on the formal topic are closed."""
+    with pytest.raises(TopicAuthorizationFailedError):
+        _read_assigned(as_user(REGULATOR, group_id=f"regulator-{RUN}"), FORMAL_TOPIC, seeded[FORMAL_TOPIC])
+
+
+def test_regulator_reads_the_regulator_topic(seeded: dict[str, int], as_user: Callable[..., dict[str, Any]]) -> None:
     """Positive control: same client shape, allowed topic and group."""
-    got = _read_assigned(as_user(REGULATOR, group_id=f"regulator-{RUN}"), FORMAL_TOPIC, seeded[FORMAL_TOPIC])
+    got = _read_assigned(as_user(REGULATOR, group_id=f"regulator-{RUN}"), REGULATOR_TOPIC, seeded[REGULATOR_TOPIC])
     assert f"marker-{RUN}".encode() in got
-    _join_group(as_user(REGULATOR, group_id=f"regulator-{RUN}"), FORMAL_TOPIC)
+    _join_group(as_user(REGULATOR, group_id=f"regulator-{RUN}"), REGULATOR_TOPIC)
 
 
 def test_regulator_deny_backstop_beats_an_over_broad_allow(

@@ -252,3 +252,63 @@ def test_redis_flushed_mid_run_no_duplicates(
         ns.cleanup()
     kinds = Counter(r.kind for r in collector.records)
     assert kinds["release_summary"] == 6 and kinds["formal"] + kinds["learning"] >= 12, kinds
+
+
+def test_case_commands_reach_the_regulators_only_after_confirmation(ns: Namespace, worker: Worker) -> None:
+    """The alarm case process in streaming mode: commands on signalbox.case-commands.v1 move the case the worker
+    opened; the regulator topic carries nothing until the alarm is confirmed, then the regulator notice."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from kafka import KafkaProducer
+
+    from schemas.cases import CaseAction, CaseCommand
+    from services.settings import kafka_python_config
+    from services.streaming.security import CASE_COMMANDS_TOPIC, REGULATOR_TOPIC
+
+    rid = f"NELA-Y11-{run_id()}"
+    trusts = open_english_trusts(40)
+    # Cases are keyed by audit × indicator × period × trust, and the shared database keeps them between
+    # runs: give this run's release a period of its own.
+    start = datetime(1990, 1, 1) + timedelta(days=random.randrange(100_000))
+    period = {"start": start.date().isoformat(), "end": (start + timedelta(days=364)).date().isoformat(), "label": rid}
+    events = nela_release(40, alarm=trusts[3], release_id=rid)
+    for event in events:
+        if event["kind"] == "audit_result":
+            event["period"] = period
+    collector = Collector(ns, mine(rid))
+    try:
+        publish(ns, jsonl(events))
+        assert collector.until(lambda rs: any(r.kind == "formal" for r in rs), 120), worker.log_tail()
+        formal = next(r for r in collector.records if r.kind == "formal")
+        case_id = formal.value["case_id"]
+
+        def command(kind: str, role: str, outcome: str | None = None) -> bytes:
+            action = CaseAction(kind=kind, outcome=outcome, role=role, actor="Test Actor",  # type: ignore[arg-type]
+                                note="recorded by the integration test", at=datetime.now(UTC))  # fmt: skip
+            return CaseCommand(case_id=case_id, action=action).model_dump_json().encode()
+
+        producer = KafkaProducer(**kafka_python_config(ns.settings), acks="all")
+        try:
+            for step in [
+                command("data_check", "audit_supplier", "case_to_answer"),
+                command("provider_told", "audit_clinical_lead"),
+                command("provider_response", "lead_clinician"),
+                command("review", "audit_supplier", "confirmed"),
+            ]:
+                producer.send(CASE_COMMANDS_TOPIC, key=case_id.encode(), value=step).get(timeout=30)
+            producer.flush()
+            collector.drain(quiet=5)
+            regulator = ns.topic(REGULATOR_TOPIC)
+            assert [r for r in collector.records if r.topic == regulator] == [], "a regulator heard before confirmation"
+            producer.send(CASE_COMMANDS_TOPIC, key=case_id.encode(),
+                          value=command("confirmation_sent", "audit_clinical_lead")).get(timeout=30)  # fmt: skip
+        finally:
+            producer.close()
+        assert collector.until(lambda rs: any(r.topic == ns.topic(REGULATOR_TOPIC) for r in rs), 60), worker.log_tail()
+        told = [r for r in collector.records if r.topic == ns.topic(REGULATOR_TOPIC)]
+        assert [r.kind for r in told] == ["regulator_notice"]
+        assert {x["role"] for x in told[0].value["recipients"]} == {"nhs_england", "cqc"}
+        assert worker.errors() == []
+    finally:
+        collector.close()

@@ -187,6 +187,14 @@ class _DirectoryFile(BaseModel):
         return value
 
 
+def _by_audit(entries: dict[str, Any], audit: str | None) -> Any:
+    """Audit names match whatever their case (``nela`` in a directory is the rule sets' ``NELA``)."""
+    if audit is None:
+        return None
+    folded = audit.casefold()
+    return next((value for key, value in entries.items() if key.casefold() == folded), None)
+
+
 class Directory:
     """A validated recipient directory. Build it with :meth:`load` or :meth:`from_mapping`."""
 
@@ -232,7 +240,7 @@ class Directory:
         return entry.name if entry else None
 
     def audit_name(self, audit: str) -> str:
-        entry = self._data.audits.get(audit)
+        entry = _by_audit(self._data.audits, audit)
         return entry.name if entry else audit
 
     def resolve(self, ods_code: str | None, role: str, *, audit: str | None = None) -> Contact:
@@ -249,8 +257,9 @@ class Directory:
                     f"{self.source} lists no organisation {ods_code}, so there is nobody to send the "
                     f"{ROLE_LABELS[role]}'s letter to; add organisations.{ods_code}.{role}."
                 )
-            if audit is not None and role in org.audits.get(audit, {}):
-                return org.audits[audit][role]
+            per_audit: dict[str, Contact] | None = _by_audit(org.audits, audit)
+            if per_audit is not None and role in per_audit:
+                return per_audit[role]
             contact: Contact | None = getattr(org, role)
             if contact is None:
                 raise MissingRecipient(
@@ -266,7 +275,7 @@ class Directory:
         if role in AUDIT_ROLES:
             if audit is None:
                 raise MissingRecipient(f"The role {role} belongs to an audit, but no audit was given.")
-            entry = self._data.audits.get(audit)
+            entry = _by_audit(self._data.audits, audit)
             found: Contact | None = getattr(entry, role) if entry else None
             if found is None:
                 raise MissingRecipient(

@@ -284,7 +284,7 @@ def test_case_commands_reach_the_regulators_only_after_confirmation(ns: Namespac
         case_id = formal.value["case_id"]
 
         def command(kind: str, role: str, outcome: str | None = None) -> bytes:
-            action = CaseAction(kind=kind, outcome=outcome, role=role, actor="Test Actor",  # type: ignore[arg-type]
+            action = CaseAction(kind=kind, outcome=outcome, role=role, actor="Test Actor",
                                 note="recorded by the integration test", at=datetime.now(UTC))  # fmt: skip
             return CaseCommand(case_id=case_id, action=action).model_dump_json().encode()
 

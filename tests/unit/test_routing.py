@@ -37,7 +37,7 @@ def assessment(band: str, side: str | None, ods: str = "RXF", release: str = "NE
         method="cqc", value=1.9, volume=20.0, z=3.5, z_adjusted=3.2, limits=limits, limits_unadjusted=limits,
         target=1.0, band=band, side=side, phi=1.5, tau2=0.01, n_kept=100, od_method="additive", od_applied=True,
         rules=RuleRef(rule_set="NELA", version="2025.1", policy_version="p"),
-    )  # type: ignore[arg-type]  # fmt: skip
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_decision_ids_are_deterministic() -> None:
 @pytest.mark.parametrize("role", sorted(REGULATOR_ROLES))
 def test_a_learning_recipient_cannot_be_a_regulator(role: str) -> None:
     with pytest.raises(ValidationError):
-        LearningRecipient(role=role, ods_code="RXF")  # type: ignore[arg-type]
+        LearningRecipient(role=role, ods_code="RXF")
 
 
 def test_a_learning_decision_cannot_be_addressed_to_another_trust() -> None:

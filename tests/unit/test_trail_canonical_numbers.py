@@ -31,5 +31,5 @@ def test_exponent_thresholds_follow_ecmascript() -> None:
 
 
 def test_a_string_holding_the_marker_is_not_mangled() -> None:
-    value = {"raw": "\x00N1e-7\x00", "x": 1e-7}
+    value: dict[str, str | float] = {"raw": "\x00N1e-7\x00", "x": 1e-7}
     assert canonical_text(value) == rfc8785.dumps(value).decode()

@@ -103,11 +103,8 @@ def es_number(value: float) -> str:
 
 
 def _normalised(value: Any) -> Any:
-    """The value with every number in a form the C encoder prints exactly as JCS does, or ``_SlowPath``.
-
-    Integral doubles become ints (JCS prints 150.0 as ``150``, and -0.0 as ``0``); other floats pass when
-    Python's shortest repr and ECMAScript's Number-to-string agree (fixed notation, [1e-4, 1e16)).
-    """
+    """The value with every number in a form the C encoder prints exactly as JCS does (``jcs_number``), or
+    ``_SlowPath`` for what only the reference encoder can judge (huge ints, non-ASCII keys, NUL in strings)."""
     kind = type(value)
     if kind is str:
         if "\x00" in value:
@@ -120,14 +117,7 @@ def _normalised(value: Any) -> Any:
             return value
         raise _SlowPath
     if kind is float:
-        integral = value.is_integer()
-        if integral and abs(value) <= _SAFE_INT:
-            return int(value)
-        if not integral and 1e-4 <= abs(value) < 1e16:
-            return value
-        if math.isfinite(value):
-            return _MARK + es_number(value) + "\x00"
-        raise _SlowPath
+        return jcs_number(value)
     if kind is dict:
         out = {}
         for key, item in value.items():
@@ -145,16 +135,19 @@ class Canonical(str):
 
 
 def jcs_number(value: float | None) -> Any:
-    """One number in the form ``encode_prepared`` writes exactly as JCS does (see ``_normalised``)."""
+    """One double in a form the C encoder writes exactly as JCS does: integral doubles as ints (JCS prints 150.0
+    as ``150`` and -0.0 as ``0``), others as floats where Python's shortest repr and ECMAScript's Number-to-string
+    agree (fixed notation, [1e-4, 1e16)), the rest as a marked ``es_number`` string."""
     if value is None:
         return None
-    if value.is_integer() and abs(value) <= _SAFE_INT:
+    integral = value.is_integer()
+    if integral and abs(value) <= _SAFE_INT:
         return int(value)
-    if 1e-4 <= abs(value) < 1e16:
+    if not integral and 1e-4 <= abs(value) < 1e16:
         return value
     if math.isfinite(value):
         return _MARK + es_number(value) + "\x00"
-    raise CanonicalizationError(f"{value} is not a JSON number")
+    raise CanonicalizationError(f"{value} is not a JSON number (RFC 8785 has no NaN or infinity)")
 
 
 def encode_prepared(value: dict[str, Any]) -> Canonical:
@@ -177,11 +170,9 @@ def canonical_text(value: Any) -> str:
             fast = _normalised(value)
         except _SlowPath:
             return rfc8785.dumps(value).decode("utf-8")
-        text = "".join(_encode_chunks(fast, 0))
-        if "\\u0000N" in text:
-            text = _MARKED.sub(r"\1", text)
+        text = encode_prepared(fast)
         text.encode("utf-8")  # rejects lone surrogates, as JCS requires
-        return text
+        return str(text)
     except (UnicodeEncodeError, rfc8785.CanonicalizationError) as exc:
         raise CanonicalizationError(str(exc)) from exc
 

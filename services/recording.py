@@ -32,7 +32,6 @@ from notifications.delivery.webhook import WebhookTransport
 from notifications.recipients import Directory
 from notifications.render import renderer_for
 from rules.engine import RuleBook, load_rules
-from rules.routing import RoutedDecision
 from schemas.cases import CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
 from schemas.signals import Assessment, FormalDecision, GoodPracticeDecision, LearningDecision, stable_id
@@ -122,21 +121,18 @@ class Recorder:
             known = self._recorded("learning", refs + [d.decision_id for d in out.decisions if d.space != "formal"])
             known |= self._recorded("formal", [d.decision_id for d in out.decisions if d.space == "formal"])
             learning: list[NewEntry] = []
-            for release in out.releases:
-                s = release.summary
-                if release_ref(s.audit, s.release_id, s.indicator_id) in known:
+            for release, ref in zip(out.releases, refs, strict=True):
+                if ref in known:
                     continue
                 # JCS of {"assessments": [...], "summary": {...}}, built from the already canonical lines.
                 record = Canonical(
                     '{"assessments":['
                     + ",".join(release.lines)
                     + '],"summary":'
-                    + canonical_text(s.model_dump(mode="json"))
+                    + canonical_text(release.summary.model_dump(mode="json"))
                     + "}"
                 )
-                learning.append(
-                    _entry("release_assessed", record, decision_id=release_ref(s.audit, s.release_id, s.indicator_id))
-                )
+                learning.append(_entry("release_assessed", record, decision_id=ref))
             formal_decisions: list[FormalDecision] = []
             notices: list[LearningNotice | GoodPracticeNotice] = []
             for decision in out.decisions:
@@ -146,7 +142,7 @@ class Recorder:
                     formal_decisions.append(decision)
                     continue
                 learning.append(_entry(f"{decision.space}_decision", decision, decision_id=decision.decision_id))
-                notices.append(self.notice_for(decision, now))
+                notices.append(self.notice_for(decision, now))  # learning or good practice
             learning += [_entry("release_report", r) for r in out.reports]
             learning += [_entry("dead_letter", d) for d in out.dead_letters]
             for notice in notices:
@@ -171,7 +167,7 @@ class Recorder:
             self.trail.append_many("formal", entries)
 
     def notice_for(
-        self, decision: LearningDecision | GoodPracticeDecision | RoutedDecision, now: datetime
+        self, decision: LearningDecision | GoodPracticeDecision, now: datetime
     ) -> LearningNotice | GoodPracticeNotice:
         a = decision.assessment
         if isinstance(decision, LearningDecision):

@@ -56,9 +56,7 @@ class CaseService:
             case, created = self.store.open(case, transitions)
             if not created:
                 return CaseOutcome(cases=(case,))
-            return self._emit(
-                CaseOutcome(cases=(case,), transitions=tuple(transitions), notices=tuple(notices))
-            )
+            return self._emit(CaseOutcome(cases=(case,), transitions=tuple(transitions), notices=tuple(notices)))
 
     def act(self, case_id: str, action: CaseAction) -> CaseOutcome:
         """Record a person's action, or raise CaseError (writing nothing) if the process does not allow it."""

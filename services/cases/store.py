@@ -148,12 +148,8 @@ class CaseStore:
 
     def _append(self, transitions: Sequence[CaseTransition]) -> None:
         self.db.executemany(
-            "INSERT INTO case_transitions (transition_id, case_id, seq, kind, at, body)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (t.transition_id, t.case_id, t.seq, t.kind, _utc(t.at), t.model_dump_json())
-                for t in transitions
-            ],
+            "INSERT INTO case_transitions (transition_id, case_id, seq, kind, at, body) VALUES (?, ?, ?, ?, ?, ?)",
+            [(t.transition_id, t.case_id, t.seq, t.kind, _utc(t.at), t.model_dump_json()) for t in transitions],
         )
 
 

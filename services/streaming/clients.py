@@ -94,7 +94,7 @@ def tail(settings: Settings, space: Space, max_wait: float | None, out: IO[str] 
     return count
 
 
-def all_topics(partitions_input: int) -> list[str]:
+def all_topics() -> list[str]:
     """Every topic signalbox uses: the fixed ones and one learning-space topic per open organisation."""
     learning = sorted(learning_topic(o.ods_code) for o in organisations().values() if o.is_open)
     return [*FIXED_TOPICS, *learning]
@@ -105,6 +105,6 @@ def ensure_all_topics(
 ) -> list[str]:
     """Create every topic that does not exist yet. Needs a principal allowed to create topics."""
     conf = admin or admin_config(settings.kafka_bootstrap, settings.kafka_user or "", settings.kafka_password_value())
-    topics = all_topics(partitions)
+    topics = all_topics()
     configs = {} if retention_days is None else {"retention.ms": str(int(retention_days * 86_400_000))}
     return ensure_topics(conf, topics, partitions=partitions, replication=replication, configs=configs)

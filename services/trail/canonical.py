@@ -60,9 +60,7 @@ def new_salt() -> str:
 def new_salts(count: int) -> list[str]:
     """``count`` fresh salts from one read of the OS random source (bulk appends)."""
     pool = os.urandom(SALT_BYTES * count)
-    return [
-        base64.b64encode(pool[i : i + SALT_BYTES]).decode("ascii") for i in range(0, len(pool), SALT_BYTES)
-    ]
+    return [base64.b64encode(pool[i : i + SALT_BYTES]).decode("ascii") for i in range(0, len(pool), SALT_BYTES)]
 
 
 class _SlowPath(Exception):
@@ -225,8 +223,14 @@ def entry_bytes(
 ) -> bytes:
     """UTF-8 of :func:`entry_text`: the bytes an entry's RFC 6962 leaf hash is taken over."""
     text = entry_text(
-        log=log, seq=seq, kind=kind, record_json=record_json, salt=salt, case_id=case_id,
-        decision_id=decision_id, recorded_at=recorded_at,
+        log=log,
+        seq=seq,
+        kind=kind,
+        record_json=record_json,
+        salt=salt,
+        case_id=case_id,
+        decision_id=decision_id,
+        recorded_at=recorded_at,
     )
     try:
         return text.encode("utf-8")

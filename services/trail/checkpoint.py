@@ -83,9 +83,7 @@ class TrustedKey:
 def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
     """Create a new Ed25519 key as an unencrypted PKCS#8 PEM file readable only by its owner."""
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -110,9 +108,7 @@ def write_public_key(key: Ed25519PrivateKey | Ed25519PublicKey, path: str | Path
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(
-        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    target.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return target
 
 
@@ -272,9 +268,7 @@ def checkpoint_filename(audience: Audience) -> str:
     return f"{audience}.checkpoint"
 
 
-def export_checkpoints(
-    trail: Trail, directory: str | Path, audiences: Iterable[Audience] = AUDIENCES
-) -> list[Path]:
+def export_checkpoints(trail: Trail, directory: str | Path, audiences: Iterable[Audience] = AUDIENCES) -> list[Path]:
     """Write the latest stored checkpoint of each given log to ``<dir>/<audience>.checkpoint``.
 
     Publish each file only to its own audience's parties: the learning checkpoint reveals the learning log's size.

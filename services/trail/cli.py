@@ -40,9 +40,7 @@ app = typer.Typer(name="trail", help="Verify and inspect the tamper-evident trai
 _out = Console()
 _err = Console(stderr=True)
 
-StoreOption = Annotated[
-    str, typer.Option("--store", help="SQLite file (e.g. out/trail.sqlite) or postgresql:// URL.")
-]
+StoreOption = Annotated[str, typer.Option("--store", help="SQLite file (e.g. out/trail.sqlite) or postgresql:// URL.")]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -298,12 +298,12 @@ class Trail:
                 ).digest()
                 chain = sha256(chain + leaf).digest()
                 rows.append(
-                    (seq, item.kind, text, salt, leaf.hex(), chain.hex(), item.case_id, item.decision_id,
-                     recorded_at)
+                    (seq, item.kind, text, salt, leaf.hex(), chain.hex(), item.case_id, item.decision_id, recorded_at)
                 )
                 entries.append(
-                    Entry(audience, seq, item.kind, text, salt, leaf, chain, item.case_id, item.decision_id,
-                          recorded_at)
+                    Entry(
+                        audience, seq, item.kind, text, salt, leaf, chain, item.case_id, item.decision_id, recorded_at
+                    )
                 )
                 seq += 1
             if rows:
@@ -414,8 +414,7 @@ class Trail:
             self.db.execute(
                 "INSERT INTO trail_checkpoints (audience, size, root, note, key_id, compact, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (audience, size, root.hex(), note, key_id, _encode_compact(compact) if compact else None,
-                 created_at),
+                (audience, size, root.hex(), note, key_id, _encode_compact(compact) if compact else None, created_at),
             )
             rows = self.db.query(
                 "SELECT id FROM trail_checkpoints WHERE audience = ? ORDER BY id DESC LIMIT 1", (audience,)
@@ -431,8 +430,9 @@ class Trail:
             (audience,),
         )
         return [
-            StoredCheckpoint(int(r[0]), audience, int(r[1]), bytes.fromhex(r[2]), r[3], r[4],
-                             _decode_compact(r[5]), r[6])
+            StoredCheckpoint(
+                int(r[0]), audience, int(r[1]), bytes.fromhex(r[2]), r[3], r[4], _decode_compact(r[5]), r[6]
+            )
             for r in rows
         ]
 

@@ -195,9 +195,7 @@ def _check_checkpoints(
         report.latest_checkpoint_size = max(report.latest_checkpoint_size or 0, size)
         seen = by_size.get(size)
         if seen is not None and seen[0] != root:
-            report.problems.append(
-                Problem(None, f"{label}: fork: size {size} signed with two roots (also {seen[1]})")
-            )
+            report.problems.append(Problem(None, f"{label}: fork: size {size} signed with two roots (also {seen[1]})"))
         by_size.setdefault(size, (root, label))
         if previous is not None and size < previous[0]:
             report.problems.append(
@@ -206,15 +204,20 @@ def _check_checkpoints(
         if size > tree.size:
             if rows_ok:
                 report.problems.append(
-                    Problem(tree.size, f"{label}: signed at size {size} but only {tree.size} entries remain"
-                            " (tail truncated)")
+                    Problem(
+                        tree.size,
+                        f"{label}: signed at size {size} but only {tree.size} entries remain (tail truncated)",
+                    )
                 )
             continue
         if tree.root(size) != root:
             if rows_ok:
                 report.problems.append(
-                    Problem(last_good_size, f"{label}: root at size {size} does not match the entries; the"
-                            f" history after size {last_good_size} was rewritten")
+                    Problem(
+                        last_good_size,
+                        f"{label}: root at size {size} does not match the entries; the"
+                        f" history after size {last_good_size} was rewritten",
+                    )
                 )
             continue
         last_good_size = max(last_good_size, size)

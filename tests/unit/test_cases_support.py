@@ -71,6 +71,4 @@ def action(
     note: str = "",
     documents: tuple[str, ...] = (),
 ) -> CaseAction:
-    return CaseAction(
-        kind=kind, outcome=outcome, role=role, actor=f"a {role}", note=note, documents=documents, at=when
-    )
+    return CaseAction(kind=kind, outcome=outcome, role=role, actor=f"a {role}", note=note, documents=documents, at=when)

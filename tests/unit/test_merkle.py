@@ -27,9 +27,19 @@ from services.trail.merkle import (
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "rfc6962"
 
 # The leaves of the RFC 6962 reference tests (as used by transparency-dev/merkle and Certificate Transparency).
-RFC_LEAVES = [bytes.fromhex(h) for h in (
-    "", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f",
-)]
+RFC_LEAVES = [
+    bytes.fromhex(h)
+    for h in (
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    )
+]
 RFC_ROOTS = {
     1: "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
     2: "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
@@ -43,6 +53,7 @@ RFC_ROOTS = {
 
 
 # ---- an independent, deliberately naïve implementation straight from RFC 6962 §2.1 -------------------------
+
 
 def _sha(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
@@ -85,6 +96,7 @@ def naive_subproof(m: int, data: list[bytes], whole: bool) -> list[bytes]:
 
 
 # ---- known-answer vectors -----------------------------------------------------------------------------------
+
 
 def _b64(value: str | None) -> bytes:
     return base64.b64decode(value) if value else b""
@@ -137,6 +149,7 @@ def test_consistency_vector(path: Path) -> None:
 
 
 # ---- hand-computed small trees ------------------------------------------------------------------------------
+
 
 def test_empty_tree_root_is_the_hash_of_nothing() -> None:
     assert root_of([]) == EMPTY_ROOT == hashlib.sha256(b"").digest()
@@ -215,6 +228,7 @@ def test_proofs_outside_the_tree_are_refused() -> None:
 
 
 # ---- properties -----------------------------------------------------------------------------------------------
+
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.binary(max_size=12), min_size=1, max_size=40))

@@ -81,17 +81,32 @@ def test_entry_bytes_are_the_jcs_of_the_envelope(
         return
     salt = new_salt()
     envelope: dict[str, Any] = {
-        "log": "formal", "seq": seq, "kind": kind, "record": record, "salt": salt,
-        "case_id": case_id, "decision_id": decision_id, "recorded_at": "2025-01-01T00:00:00.000000Z",
+        "log": "formal",
+        "seq": seq,
+        "kind": kind,
+        "record": record,
+        "salt": salt,
+        "case_id": case_id,
+        "decision_id": decision_id,
+        "recorded_at": "2025-01-01T00:00:00.000000Z",
     }
     try:
         expected = rfc8785.dumps(envelope)
     except rfc8785.CanonicalizationError:
         return
-    assert entry_bytes(
-        log="formal", seq=seq, kind=kind, record_json=record_json, salt=salt, case_id=case_id,
-        decision_id=decision_id, recorded_at="2025-01-01T00:00:00.000000Z",
-    ) == expected
+    assert (
+        entry_bytes(
+            log="formal",
+            seq=seq,
+            kind=kind,
+            record_json=record_json,
+            salt=salt,
+            case_id=case_id,
+            decision_id=decision_id,
+            recorded_at="2025-01-01T00:00:00.000000Z",
+        )
+        == expected
+    )
 
 
 def test_salts_are_32_random_bytes() -> None:

@@ -91,8 +91,9 @@ def test_show_renders_a_case_as_a_table_and_json(store: str) -> None:
     assert table.exit_code == 0 and "formal:4" in table.output and "learning:0" in table.output
     data = json.loads(runner.invoke(app, ["show", "--case", "case-1", "--store", store, "--format", "json"]).output)
     assert len(data) == 6 and data[0]["record"] == {"i": 0}
-    only = runner.invoke(app, ["show", "--case", "case-1", "--store", store, "--audience", "formal",
-                               "--format", "json"])
+    only = runner.invoke(
+        app, ["show", "--case", "case-1", "--store", store, "--audience", "formal", "--format", "json"]
+    )
     assert all(row["ref"].startswith("formal:") for row in json.loads(only.output))
 
 

@@ -37,8 +37,14 @@ def test_the_leaf_commits_to_record_salt_and_place(db: Database) -> None:
     entry = Trail(db).append("learning", "decision", {"b": 1, "a": [1.5, "x"]}, case_id=None, decision_id="d")
     assert entry.record == '{"a":[1.5,"x"],"b":1}'
     assert entry.leaf_data() == entry_bytes(
-        log="learning", seq=0, kind="decision", record_json=entry.record, salt=entry.salt, case_id=None,
-        decision_id="d", recorded_at=entry.recorded_at,
+        log="learning",
+        seq=0,
+        kind="decision",
+        record_json=entry.record,
+        salt=entry.salt,
+        case_id=None,
+        decision_id="d",
+        recorded_at=entry.recorded_at,
     )
 
 

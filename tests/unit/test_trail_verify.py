@@ -234,8 +234,9 @@ def test_a_tampered_checkpoint_signature_is_flagged(db: Database) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    records=st.lists(st.dictionaries(st.sampled_from("abc"), st.integers(0, 9) | st.text(max_size=4)), min_size=1,
-                     max_size=15),
+    records=st.lists(
+        st.dictionaries(st.sampled_from("abc"), st.integers(0, 9) | st.text(max_size=4)), min_size=1, max_size=15
+    ),
     data=st.data(),
 )
 def test_flipping_any_character_of_any_record_is_found(

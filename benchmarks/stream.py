@@ -1,0 +1,441 @@
+"""End-to-end throughput and latency of one ``signalbox worker`` against the local broker.
+
+1. Sustained throughput: ``--results`` NELA-MORT30 results (releases of ``--orgs`` trusts, unique release ids,
+   each followed by its ``release_closed``) are published *before* a fresh worker starts; timed from the
+   worker's ``Ready`` log line to the broker timestamp of the last release summary on ``releases.v1``.
+   Target ≥ 20,000 results/s.
+2. Latency under load: with that worker running, one ``--orgs`` release every ``--interval-ms`` for
+   ``--duration`` seconds; per release, from its ``release_closed`` record's timestamp (producer metadata)
+   to the timestamp of the release's last output record (its summary or its last decision).
+   Target p99 < 500 ms.
+3. The worker's peak RSS (VmHWM) and, when a target is missed (or ``--profile always``), one more worker run
+   of the throughput workload under ``python -m cProfile``: the top 15 cumulative entries.
+
+Everything runs in a private output namespace and app id (``tests.integration.stream_support``) and is
+deleted at the end (namespace topics, consumer groups, the namespace's Redis dedup keys). Needs the local
+services: ``eval "$(deploy/local/up)"``.
+
+    python -m benchmarks.stream                         # 100,000 results, SQLite store in a temp dir
+    python -m benchmarks.stream --store postgres        # the worker uses $SIGNALBOX_POSTGRES
+    python -m benchmarks.stream --results 20000 --duration 5 --profile never
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from rules.engine import load_rules
+from services.runner import run_file
+from services.settings import Settings, aiokafka_config
+from services.streaming.clients import contract_key
+from services.streaming.security import INPUT_TOPIC, Credentials
+from tests.builders import closed as closed_event
+from tests.builders import open_english_trusts, result
+from tests.integration.stream_support import (
+    READY,
+    ROOT,
+    SEEDED,
+    SIGNALBOX,
+    Collector,
+    Namespace,
+    Out,
+    Worker,
+    WorkerFailed,
+    jsonl,
+    read_jsonl,
+    run_id,
+    write_lines,
+)
+
+THROUGHPUT_TARGET = 20_000.0  # results/s
+P99_TARGET_MS = 500.0
+BATCH_LINE = re.compile(r"batch of (\d+):")
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+def release_events(release_id: str, trusts: list[str], k: int) -> Iterator[dict[str, Any]]:
+    """A release near expectation with two planted outliers that move with ``k`` (as the kill test)."""
+    alarm, alert = trusts[k % len(trusts)], trusts[(len(trusts) // 2 + k) % len(trusts)]
+    for i, ods in enumerate(trusts):
+        expected = 10.0 + (i % 7) * 4.0
+        observed = round(expected * (1.0 + 0.08 * ((i + k) % 5 - 2)))
+        if ods == alarm:
+            observed = round(expected * 2.6)
+        elif ods == alert:
+            observed = round(expected * 1.75)
+        yield result(ods, observed, expected, release_id=release_id)
+    yield closed_event(len(trusts), release_id=release_id)
+
+
+def release_lines(release_id: str, trusts: list[str], k: int) -> list[bytes]:
+    return jsonl(release_events(release_id, trusts, k))
+
+
+def learning_trusts(trusts: list[str], workdir: Path) -> set[str]:
+    """Trusts that get learning-space decisions (their topics are created up front, not one by one by the
+    worker mid-batch): ``signalbox route`` on one cycle of the outlier positions."""
+    lines = [line for k in range(len(trusts)) for line in release_lines(f"NELA-PRE{k:04d}", trusts, k)]
+    events = write_lines(workdir / "sample.jsonl", lines)
+    run_file(events, load_rules(), workdir / "sample")
+    return {d["assessment"]["ods_code"] for d in read_jsonl(workdir / "sample" / "learning.jsonl")}
+
+
+# ---------------------------------------------------------------------------------------------- publishing
+
+
+async def _publish(
+    settings: Settings, releases: list[list[bytes]], interval: float | None
+) -> tuple[list[int], float, int]:
+    """As the audit platform: each release's records (keyed ``{audit}/{release_id}``, the default partitioner's
+    partition) in one record batch, one release every ``interval`` seconds (None: as fast as possible).
+
+    Batches instead of ``send`` per record: kafka-python and aiokafka's per-record path costs 100-300 µs in
+    Python, so a publisher sharing 2 cores with the broker and the worker cannot hold 10,000 results/s.
+    Returns the close records' timestamps (ms, CreateTime set here), the seconds it took, and how many
+    releases went out more than one interval late."""
+    producer = AIOKafkaProducer(
+        **aiokafka_config(settings),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        request_timeout_ms=30_000,
+    )
+    await producer.start()
+    partitioner = DefaultPartitioner()
+    closes: list[int] = []
+    futures: list[asyncio.Future[Any]] = []
+    late = 0
+    try:
+        parts = sorted(await producer.partitions_for(INPUT_TOPIC))
+        start = time.monotonic()
+        for k, lines in enumerate(releases):
+            if interval is not None:
+                delay = start + k * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif -delay > interval:
+                    late += 1
+            key = contract_key(lines[0])
+            partition = partitioner(key, parts, parts)
+            batch = producer.create_batch()
+            for i, line in enumerate(lines):
+                last = i == len(lines) - 1
+                ts = int(time.time() * 1000) if last else None
+                if batch.append(key=key, value=line, timestamp=ts) is None:  # full: send, start another
+                    futures.append(await producer.send_batch(batch, INPUT_TOPIC, partition=partition))
+                    batch = producer.create_batch()
+                    ts = int(time.time() * 1000) if last else None
+                    batch.append(key=key, value=line, timestamp=ts)
+                if ts is not None:
+                    closes.append(ts)
+            futures.append(await producer.send_batch(batch, INPUT_TOPIC, partition=partition))
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=120)
+        return closes, time.monotonic() - start, late
+    finally:
+        await producer.stop()
+
+
+def publish_releases(
+    ns: Namespace, releases: list[list[bytes]], interval: float | None = None
+) -> tuple[list[int], float, int]:
+    return asyncio.run(_publish(ns.platform, releases, interval))
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+
+def log_wall_time(text: str, pattern: re.Pattern[str]) -> float | None:
+    """Epoch seconds of the first log line matching ``pattern`` (Faust/mode lines start ``[date time,ms]``)."""
+    for line in text.splitlines():
+        if pattern.search(line):
+            stamp = LOG_TIME.match(line)
+            if stamp:
+                return datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
+class BenchWorker(Worker):
+    """``Worker`` with an optional ``python -m cProfile -o FILE`` prefix, recording the wall time of ``Ready``."""
+
+    def __init__(self, *args: Any, profile: Path | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.profile = profile
+        self.spawned = 0.0  # epoch seconds
+        self.ready_at = 0.0  # epoch seconds of the Ready log line
+
+    def start(self, timeout: float = 180.0) -> float:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._log = self.log_path.open("ab")
+        env = self.ns.env(self.app_id)
+        env.update(self.extra_env)
+        argv = [str(SIGNALBOX), "worker", "--datadir", str(self.datadir / "faust"), "--loglevel", "info"]
+        if self.profile is not None:
+            argv = [sys.executable, "-m", "cProfile", "-o", str(self.profile), *argv]
+        t0 = time.monotonic()
+        self.spawned = time.time()
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.starts += 1
+        while time.monotonic() - t0 < timeout:
+            text = self.log_since(offset)
+            if READY.search(text) and SEEDED.search(text):
+                self.ready_at = log_wall_time(text, READY) or time.time()
+                return time.monotonic() - t0
+            if self.proc.poll() is not None:
+                raise WorkerFailed(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.kill()
+        raise WorkerFailed(f"worker not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def peak_rss_mib(self) -> float | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- phases
+
+
+def summaries(records: list[Out]) -> dict[str, Out]:
+    return {r.release_id or "": r for r in records if r.kind == "release_summary"}
+
+
+def wait_summaries(collector: Collector, rids: list[str], timeout: float, worker: Worker) -> dict[str, Out]:
+    deadline = time.monotonic() + timeout
+    wanted = set(rids)
+    while time.monotonic() < deadline:
+        collector.poll(0.5)
+        found = summaries(collector.records)
+        if wanted <= found.keys():
+            return found
+        if not worker.alive:
+            raise WorkerFailed(f"worker died:\n{worker.log_tail()}")
+    missing = wanted - summaries(collector.records).keys()
+    raise TimeoutError(f"{len(missing)} of {len(wanted)} release summaries missing after {timeout:.0f} s")
+
+
+def throughput(
+    ns: Namespace, trusts: list[str], releases: int, run: str, tag: str, worker: BenchWorker, timeout: float
+) -> tuple[float, float, Collector]:
+    """Publish everything, then start ``worker``; (seconds from Ready, seconds from spawn) to the last summary.
+    The worker's app id must have been created (offsets at the input's end) before this publishes."""
+    rids = [f"NELA-{tag}{k:05d}-{run}" for k in range(releases)]
+    payloads = [release_lines(rid, trusts, k) for k, rid in enumerate(rids)]
+    _, seconds, _ = publish_releases(ns, payloads)
+    sent = sum(len(p) for p in payloads)
+    print(f"  published {sent:,} records ({releases} releases) in {seconds:.1f} s before the worker")
+    wanted = set(rids)
+    collector = Collector(ns, lambda out: out.release_id in wanted)
+    worker.start()
+    found = wait_summaries(collector, rids, timeout, worker)
+    last = max(r.timestamp for r in found.values()) / 1000
+    return last - worker.ready_at, last - worker.spawned, collector
+
+
+def latency(
+    ns: Namespace, trusts: list[str], run: str, interval: float, duration: float, worker: Worker, timeout: float
+) -> tuple[list[float], float]:
+    """Steady load; per-release latency in ms, and the achieved input rate (results/s)."""
+    count = max(1, int(duration / interval))
+    rids = [f"NELA-L{k:05d}-{run}" for k in range(count)]
+    payloads = [release_lines(rid, trusts, k) for k, rid in enumerate(rids)]
+    wanted = set(rids)
+    collector = Collector(ns, lambda out: out.release_id in wanted)
+    collector.poll(0.1)  # assignment done before the load starts
+    closes, elapsed, late = publish_releases(ns, payloads, interval)
+    closed_ms = dict(zip(rids, closes, strict=True))
+    rate = count * len(trusts) / elapsed
+    print(f"  published {count} releases ({count * len(trusts):,} results) in {elapsed:.1f} s: {rate:,.0f} results/s"
+          + (f"; {late} releases sent more than one interval late (publisher behind)" if late else ""))  # fmt: skip
+    try:
+        wait_summaries(collector, rids, timeout, worker)
+        collector.drain(quiet=1.0, timeout=10)
+        last: dict[str, int] = {}
+        for r in collector.records:
+            rid = r.release_id or ""
+            last[rid] = max(last.get(rid, 0), r.timestamp)
+    finally:
+        collector.close()
+    return [float(last[rid] - closed_ms[rid]) for rid in rids], rate
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def print_profile(path: Path, top: int = 15) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    text = out.getvalue()
+    # Keep the table (drop pstats' preamble up to the column header).
+    start = text.find("   ncalls")
+    print(text[start:] if start >= 0 else text)
+    out = io.StringIO()
+    stats.stream = out  # type: ignore[attr-defined]
+    stats.sort_stats("tottime").print_stats(top)
+    text = out.getvalue()
+    start = text.find("   ncalls")
+    print(f"  top {top} by own time:")
+    print(text[start:] if start >= 0 else text)
+
+
+def cleanup_redis(settings: Settings, namespace: str) -> int:
+    """The namespace's dedup keys (best effort: Redis is a disposable fast path)."""
+    if settings.redis_url is None:
+        return 0
+    import redis
+
+    prefix = f"signalbox:dedup:{namespace}:"  # services.streaming.outputs.REDIS_PREFIX in the worker
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=prefix + "*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                deleted += int(client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.delete(*batch))
+    except redis.RedisError as exc:
+        print(f"  redis cleanup skipped: {exc}")
+    finally:
+        client.close()
+    return deleted
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=int, default=100_000, help="results for the throughput run")
+    parser.add_argument("--orgs", type=int, default=200, help="organisations per release")
+    parser.add_argument("--store", default="sqlite", help="'sqlite' (fresh file in a temp dir) or 'postgres'")
+    parser.add_argument("--interval-ms", type=float, default=20.0, help="one release every … ms in the latency run")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of steady load in the latency run")
+    parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a phase's outputs")
+    args = parser.parse_args()
+    if args.store not in ("sqlite", "postgres"):
+        parser.error("--store is 'sqlite' or 'postgres'")
+
+    settings = Settings.from_env()
+    if not settings.kafka_bootstrap.startswith(("127.0.0.1:", "localhost:")):
+        parser.error(f"loopback broker only (SIGNALBOX_KAFKA={settings.kafka_bootstrap})")
+    if not settings.credentials_path:
+        parser.error('SIGNALBOX_CREDENTIALS is not set: eval "$(deploy/local/up)"')
+    if args.store == "postgres" and settings.postgres_url is None:
+        parser.error("--store postgres needs SIGNALBOX_POSTGRES")
+    credentials = Credentials.load(settings.credentials_path)
+    trusts = open_english_trusts(args.orgs)
+    if len(trusts) < args.orgs:
+        parser.error(f"only {len(trusts)} open English trusts")
+    releases = max(1, args.results // args.orgs)
+    store_env = {} if args.store == "postgres" else {"SIGNALBOX_POSTGRES": ""}
+    run = run_id()
+
+    with tempfile.TemporaryDirectory(prefix="signalbox-bench-") as tmp:
+        workdir = Path(tmp)
+        ns = Namespace(settings, credentials)
+        workers: list[BenchWorker] = []
+        ok = True
+        try:
+            print(f"namespace {ns.name}; store {args.store}; {releases} releases x {args.orgs} orgs")
+            ns.create()
+            ns.create_learning_topics(learning_trusts(trusts, workdir))
+
+            # 1. throughput --------------------------------------------------------------------------------
+            print(f"1. throughput: {releases * args.orgs:,} results published before one worker starts")
+            worker = BenchWorker(ns, ns.new_app_id(), workdir / "w0", extra_env=store_env)
+            workers.append(worker)
+            from_ready, from_spawn, collector = throughput(ns, trusts, releases, run, "T", worker, args.timeout)
+            decisions = len(collector.decisions)
+            collector.close()
+            n = releases * args.orgs
+            rate = n / from_ready
+            print(f"  {n:,} results in {from_ready:.2f} s from Ready ({from_spawn:.2f} s from spawn); "
+                  f"{decisions:,} decisions: {rate:,.0f} results/s (target >= {THROUGHPUT_TARGET:,.0f})")  # fmt: skip
+
+            # 2. latency -----------------------------------------------------------------------------------
+            interval = args.interval_ms / 1000
+            print(f"2. latency: one {args.orgs}-org release every {args.interval_ms:g} ms for {args.duration:g} s")
+            lat, _ = latency(ns, trusts, run, interval, args.duration, worker, args.timeout)
+            p50, p95, p99 = (percentile(lat, q) for q in (50, 95, 99))
+            print(f"  {len(lat)} releases, close -> last output (ms): p50 {p50:.0f}  p95 {p95:.0f}  "
+                  f"p99 {p99:.0f}  max {max(lat):.0f}  mean {statistics.fmean(lat):.0f} "
+                  f"(target p99 < {P99_TARGET_MS:.0f})")  # fmt: skip
+
+            # 3. memory, profile ---------------------------------------------------------------------------
+            rss = worker.peak_rss_mib()
+            print(f"3. worker peak RSS (VmHWM): {rss:.0f} MiB" if rss is not None else "3. worker peak RSS unknown")
+            sizes = [int(m) for m in BATCH_LINE.findall(worker.log_since())]
+            if sizes:
+                print(f"  worker batches: {len(sizes):,}, mean {statistics.fmean(sizes):.0f} records, "
+                      f"max {max(sizes)} (take_events allows 2000)")  # fmt: skip
+            errors = worker.errors()
+            code = worker.stop()
+            if errors or code != 0:
+                ok = False
+                print(f"  worker exit code {code}; {len(errors)} error lines, e.g. {errors[:3]}")
+            missed = rate < THROUGHPUT_TARGET or p99 >= P99_TARGET_MS
+            if args.profile == "always" or (args.profile == "auto" and missed):
+                prof = workdir / "prof.out"
+                print(f"  profiling: the throughput workload again, worker under python -m cProfile -o {prof}")
+                profiled = BenchWorker(ns, ns.new_app_id(), workdir / "w1", extra_env=store_env, profile=prof)
+                workers.append(profiled)
+                p_ready, _, collector = throughput(ns, trusts, releases, run, "P", profiled, args.timeout * 2)
+                collector.close()
+                print(f"  (under the profiler: {n / p_ready:,.0f} results/s)")
+                profiled.stop(timeout=120)
+                if prof.exists():
+                    print("  top 15 cumulative (main thread only: asyncio.to_thread work shows as waits):")
+                    print_profile(prof)
+                else:
+                    print(f"  no profile written:\n{profiled.log_tail(20)}")
+            elif args.profile == "auto":
+                print("  targets met: no profile (--profile always to take one)")
+        finally:
+            for w in workers:
+                w.stop(timeout=60)
+            ns.cleanup()
+            removed = cleanup_redis(settings, ns.name)
+            print(f"cleaned up namespace {ns.name} ({len(ns.app_ids)} app ids, {removed} redis dedup keys)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

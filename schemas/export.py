@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from schemas.cases import CaseCommand
 from schemas.events import EVENT_ADAPTER
 from schemas.notices import Notice
 from schemas.signals import Assessment, DeadLetter, Decision, ReleaseReport, ReleaseSummary
@@ -27,6 +28,7 @@ def schemas() -> dict[str, dict[str, Any]]:
         "release-summary.json": ReleaseSummary.model_json_schema(),
         "release-report.json": ReleaseReport.model_json_schema(),
         "notice.json": TypeAdapter(Notice).json_schema(),
+        "case-command.v1.json": CaseCommand.model_json_schema(),
     }
 
 

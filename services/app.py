@@ -45,7 +45,7 @@ from services.db import Database
 from services.ingest import dead_letter, parse_many
 from services.pipeline import Outputs, Pipeline
 from services.recording import Recorder, open_recorder, recipients_for
-from services.release_store import ReleaseStore, StagedStates
+from services.release_store import ReleaseStore, StagedStates, StateCache
 from services.settings import Settings, faust_broker_credentials, faust_broker_url, kafka_python_config
 from services.streaming.outputs import (
     OutputRecord,
@@ -75,6 +75,7 @@ class StreamRouter:
         self.rules = rules
         self.recorder = recorder
         self.releases = ReleaseStore(recorder.db, app.conf.id)
+        self.cache = StateCache()
         self.produced = produced
         self._topics: dict[str, Any] = {}
 
@@ -84,16 +85,21 @@ class StreamRouter:
         return self._topics[name]
 
     async def handle(self, events: Sequence[Any]) -> Outputs:
-        states = StagedStates(self.releases)
+        states = StagedStates(self.releases, self.cache)
         pipeline = Pipeline(self.rules, states)
         out = Outputs()
         raws = [bytes(event.value) for event in events]
-        for event, raw, parsed in zip(events, raws, parse_many(raws), strict=True):
-            message = event.message
-            pipeline.feed(raw, f"{message.topic}/{message.partition}/{message.offset}", out, parsed)
-        pipeline.flush(out)
-        await self.publish(out)
-        await asyncio.to_thread(self.commit, states, out)
+        try:
+            for event, raw, parsed in zip(events, raws, parse_many(raws), strict=True):
+                message = event.message
+                pipeline.feed(raw, f"{message.topic}/{message.partition}/{message.offset}", out, parsed)
+            pipeline.flush(out)
+            await self.publish(out)
+            await asyncio.to_thread(self.commit, states, out)
+        except BaseException:
+            self.cache.clear()  # what it holds may be ahead of the database now
+            raise
+        self.cache.put(states.staged)
         return out
 
     def commit(self, states: StagedStates, out: Outputs) -> None:
@@ -211,6 +217,7 @@ def create_app(
     async def seed_produced(sender: Any, *args: Any, **kwargs: Any) -> None:
         """The output topics are the authority on what was produced: read their tails on every assignment."""
         produced.seeding()
+        router.cache.clear()  # partitions moved: another worker may have changed what this one cached
         ids = await asyncio.to_thread(recent_output_ids, settings)
         produced.seed(ids)
         log.info("seeded %d recent output ids from the output topics", len(ids))

@@ -9,6 +9,7 @@ same state in a dict; ``Pipeline`` sees both as a ``MutableMapping``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 
 from services.db import Database
@@ -50,11 +51,40 @@ class ReleaseStore:
         )
 
 
-class StagedStates(MutableMapping[str, ReleaseState]):
-    """Release states for one batch: reads fall through to the store once per key, writes wait for ``save``."""
+class StateCache:
+    """The worker's copy of the release states it owns, so a release is read from the database once, not once
+    per batch. It holds only committed states; the worker clears it when partitions move or a batch fails."""
 
-    def __init__(self, store: ReleaseStore) -> None:
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[str, ReleaseState] = OrderedDict()
+
+    def get(self, key: str) -> ReleaseState | None:
+        state = self._states.get(key)
+        if state is None:
+            return None
+        self._states.move_to_end(key)
+        # A working copy: the batch mutates it, and must not change the committed one until it commits.
+        return state.model_copy(update={"results": dict(state.results), "digests": dict(state.digests)})
+
+    def put(self, states: dict[str, ReleaseState]) -> None:
+        self._states.update(states)
+        for key in states:
+            self._states.move_to_end(key)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+
+class StagedStates(MutableMapping[str, ReleaseState]):
+    """Release states for one batch: reads fall through to the cache, then the store, once per key; writes wait
+    for ``save``."""
+
+    def __init__(self, store: ReleaseStore, cache: StateCache | None = None) -> None:
         self.store = store
+        self.cache = cache or StateCache(0)
         self.staged: dict[str, ReleaseState] = {}
         self._absent: set[str] = set()
 
@@ -63,7 +93,7 @@ class StagedStates(MutableMapping[str, ReleaseState]):
             return self.staged[key]
         if key in self._absent:
             raise KeyError(key)
-        state = self.store.get(key)
+        state = self.cache.get(key) or self.store.get(key)
         if state is None:
             self._absent.add(key)
             raise KeyError(key)

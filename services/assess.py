@@ -182,13 +182,6 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
     return AssessedRelease(summary, lines, flagged, funnel, rule)
 
 
-def assess_release(results: Sequence[AuditResult], rule: IndicatorRule) -> AssessedRelease:
-    """Assess one complete release. Results are ordered by ODS code, so the output does not depend on arrival."""
-    ordered = sorted(results, key=lambda r: r.organisation.ods_code)
-    funnel = assess(rule.spec, **columns(ordered, rule.indicator.measure))
-    return to_records(ordered, rule, funnel)
-
-
 def assess_releases(batch: Sequence[tuple[Sequence[AuditResult], IndicatorRule]]) -> list[AssessedRelease]:
     """Assess many complete releases, one vectorised call per distinct specification."""
     by_spec: dict[FunnelSpec, list[tuple[list[AuditResult], IndicatorRule]]] = defaultdict(list)

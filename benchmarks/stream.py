@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,7 @@ from services.runner import run_file
 from services.settings import Settings, aiokafka_config
 from services.streaming.clients import contract_key
 from services.streaming.security import INPUT_TOPIC, Credentials
-from tests.builders import closed as closed_event
-from tests.builders import open_english_trusts, result
+from tests.builders import open_english_trusts, shifting_release
 from tests.integration.stream_support import (
     READY,
     ROOT,
@@ -74,22 +72,8 @@ LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 # ---------------------------------------------------------------------------------------------- events
 
 
-def release_events(release_id: str, trusts: list[str], k: int) -> Iterator[dict[str, Any]]:
-    """A release near expectation with two planted outliers that move with ``k`` (as the kill test)."""
-    alarm, alert = trusts[k % len(trusts)], trusts[(len(trusts) // 2 + k) % len(trusts)]
-    for i, ods in enumerate(trusts):
-        expected = 10.0 + (i % 7) * 4.0
-        observed = round(expected * (1.0 + 0.08 * ((i + k) % 5 - 2)))
-        if ods == alarm:
-            observed = round(expected * 2.6)
-        elif ods == alert:
-            observed = round(expected * 1.75)
-        yield result(ods, observed, expected, release_id=release_id)
-    yield closed_event(len(trusts), release_id=release_id)
-
-
 def release_lines(release_id: str, trusts: list[str], k: int) -> list[bytes]:
-    return jsonl(release_events(release_id, trusts, k))
+    return jsonl(shifting_release(release_id, trusts, k))
 
 
 def learning_trusts(trusts: list[str], workdir: Path) -> set[str]:

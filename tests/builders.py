@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from services.organisations import organisations
@@ -74,3 +75,18 @@ def nela_release(
 
 def jsonl(events: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+
+def shifting_release(release_id: str, trusts: list[str], k: int) -> Iterator[dict[str, Any]]:
+    """A NELA release near expectation with an alarm and an alert whose trusts move with ``k``: many releases
+    of it exercise many learning topics and cases (the kill test and the stream benchmark)."""
+    alarm, alert = trusts[k % len(trusts)], trusts[(len(trusts) // 2 + k) % len(trusts)]
+    for i, ods in enumerate(trusts):
+        expected = 10.0 + (i % 7) * 4.0
+        observed = round(expected * (1.0 + 0.08 * ((i + k) % 5 - 2)))
+        if ods == alarm:
+            observed = round(expected * 2.6)
+        elif ods == alert:
+            observed = round(expected * 1.75)
+        yield result(ods, observed, expected, release_id=release_id)
+    yield closed(len(trusts), release_id=release_id)

@@ -14,7 +14,6 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ from rules.engine import load_rules
 from services.runner import run_file
 from services.settings import Settings
 from services.streaming.security import Credentials
-from tests.builders import closed as closed_event
-from tests.builders import open_english_trusts, result
+from tests.builders import open_english_trusts, shifting_release
 from tests.integration.stream_support import (
     Background,
     Collector,
@@ -48,20 +46,6 @@ ORGS = 200
 KILLS = 3
 
 
-def release_events(release_id: str, trusts: list[str], k: int) -> Iterator[dict[str, Any]]:
-    """A release near expectation with two planted outliers that move with ``k``."""
-    alarm, alert = trusts[k % 50], trusts[100 + k % 50]
-    for i, ods in enumerate(trusts):
-        expected = 10.0 + (i % 7) * 4.0
-        observed = round(expected * (1.0 + 0.08 * ((i + k) % 5 - 2)))
-        if ods == alarm:
-            observed = round(expected * 2.6)
-        elif ods == alert:
-            observed = round(expected * 1.75)
-        yield result(ods, observed, expected, release_id=release_id)
-    yield closed_event(len(trusts), release_id=release_id)
-
-
 def test_worker_killed_three_times(
     kafka_settings: Settings, credentials: Credentials, redis_url: str, tmp_path: Path
 ) -> None:
@@ -74,7 +58,7 @@ def test_worker_killed_three_times(
     assert len(trusts) == ORGS
     run = run_id()
     rids = [f"NELA-F{k:03d}-{run}" for k in range(RELEASES)]
-    lines = [line for k, rid in enumerate(rids) for line in jsonl(release_events(rid, trusts, k))]
+    lines = [line for k, rid in enumerate(rids) for line in jsonl(shifting_release(rid, trusts, k))]
     assert len(lines) - RELEASES >= 50_000
     events = write_lines(tmp_path / "events.jsonl", lines)
 
@@ -128,7 +112,7 @@ def test_worker_killed_three_times(
         # Healthy: still consuming and routing after the kills.
         extra = f"NELA-F999-{run}"
         wanted.add(extra)
-        publish(ns, jsonl(release_events(extra, trusts, 7)))
+        publish(ns, jsonl(shifting_release(extra, trusts, 7)))
         assert collector.until(lambda rs: any(r.release_id == extra and r.kind == "release_summary" for r in rs), 120)
         assert worker.alive and worker.starts == KILLS + 1
     finally:

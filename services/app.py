@@ -111,7 +111,7 @@ class StreamRouter:
     def commit(self, states: StagedStates, out: Outputs) -> None:
         """The batch's release states, trail entries, cases and letters, in one transaction."""
         with self.recorder.db.transaction():
-            self.releases.save(states.staged, datetime.now(UTC).isoformat())
+            self.releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
             self.recorder.record(out)
 
     async def publish(self, out: Outputs, notices: Sequence[FormalNotice] = ()) -> None:

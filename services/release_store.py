@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 
+from schemas.events import AuditResult
 from services.db import Database
 from services.releases import ReleaseState
 
+# A release's results are rows of their own, written once each; the state row holds the rest (the close,
+# the digests of accepted events, whether it was assessed). So a batch writes what it added, not the whole
+# accumulated release again.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS release_states (
     consumer_group TEXT NOT NULL,
@@ -22,6 +26,14 @@ CREATE TABLE IF NOT EXISTS release_states (
     state TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (consumer_group, release_key)
+)
+;;
+CREATE TABLE IF NOT EXISTS release_results (
+    consumer_group TEXT NOT NULL,
+    release_key TEXT NOT NULL,
+    ods_code TEXT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (consumer_group, release_key, ods_code)
 )
 """
 
@@ -36,19 +48,39 @@ class ReleaseStore:
         db.executescript(SCHEMA)
 
     def get(self, key: str) -> ReleaseState | None:
-        rows = self.db.query(
-            "SELECT state FROM release_states WHERE consumer_group = ? AND release_key = ?", (self.group, key)
+        where = (self.group, key)
+        rows = self.db.query("SELECT state FROM release_states WHERE consumer_group = ? AND release_key = ?", where)
+        if not rows:
+            return None
+        state = ReleaseState.model_validate_json(rows[0][0])
+        results = self.db.query(
+            "SELECT ods_code, result FROM release_results WHERE consumer_group = ? AND release_key = ?", where
         )
-        return ReleaseState.model_validate_json(rows[0][0]) if rows else None
+        state.results = {ods: AuditResult.model_validate_json(text) for ods, text in results}
+        return state
 
-    def save(self, states: dict[str, ReleaseState], at: str) -> None:
-        """Upsert, inside the caller's transaction."""
+    def save(self, states: dict[str, ReleaseState], known: dict[str, frozenset[str]], at: str) -> None:
+        """Upsert, inside the caller's transaction. ``known`` names the results each release already had in the
+        store; only the others are written. An assessed release's results are deleted: it no longer needs them."""
         self.db.executemany(
             "INSERT INTO release_states (consumer_group, release_key, state, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (consumer_group, release_key) DO UPDATE SET state = excluded.state, "
             "updated_at = excluded.updated_at",
-            [(self.group, key, state.model_dump_json(), at) for key, state in states.items()],
+            [(self.group, key, state.model_dump_json(exclude={"results"}), at) for key, state in states.items()],
         )
+        new = [
+            (self.group, key, ods, result.model_dump_json())
+            for key, state in states.items()
+            for ods, result in state.results.items()
+            if ods not in known.get(key, frozenset())
+        ]
+        if new:
+            self.db.executemany(
+                "INSERT INTO release_results (consumer_group, release_key, ods_code, result) VALUES (?, ?, ?, ?)", new
+            )
+        done = [(self.group, key) for key, state in states.items() if state.assessed and known.get(key)]
+        if done:
+            self.db.executemany("DELETE FROM release_results WHERE consumer_group = ? AND release_key = ?", done)
 
 
 class StateCache:
@@ -86,6 +118,7 @@ class StagedStates(MutableMapping[str, ReleaseState]):
         self.store = store
         self.cache = cache or StateCache(0)
         self.staged: dict[str, ReleaseState] = {}
+        self.known: dict[str, frozenset[str]] = {}  # results each release already had when first read
         self._absent: set[str] = set()
 
     def __getitem__(self, key: str) -> ReleaseState:
@@ -98,6 +131,7 @@ class StagedStates(MutableMapping[str, ReleaseState]):
             self._absent.add(key)
             raise KeyError(key)
         self.staged[key] = state  # the pipeline mutates it in place: it is part of what this batch changed
+        self.known[key] = frozenset(state.results)
         return state
 
     def __setitem__(self, key: str, value: ReleaseState) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.special import expit
@@ -25,18 +22,7 @@ from services.assessment.cusum import (
     simulate_arl,
     vlad,
 )
-
-REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
-
-
-def load(name: str) -> list[dict[str, str]]:
-    with (REFERENCE / name).open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def column(rows: list[dict[str, str]], name: str) -> np.ndarray:
-    return np.array([float(r[name]) for r in rows])
-
+from tests.reference import column, load
 
 SEQUENCE = load("racusum_example_sequence.csv")
 RISK, OUTCOME = column(SEQUENCE, "predicted_risk"), column(SEQUENCE, "outcome")

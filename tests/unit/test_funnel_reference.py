@@ -5,9 +5,6 @@ Vectors live in tests/data/reference (provenance in INDEX.csv there; statistics.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -21,18 +18,7 @@ from services.assessment import (
     ratio_ci_significance,
     wilson_ci,
 )
-
-REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
-
-
-def load(name: str) -> list[dict[str, str]]:
-    with (REFERENCE / name).open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def column(rows: list[dict[str, str]], name: str) -> np.ndarray:
-    return np.array([float("nan") if r[name] == "NA" else float(r[name]) for r in rows])
-
+from tests.reference import column, load
 
 # T1 ------------------------------------------------------------------------------------------
 

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from services.assessment import FunnelSpec, assess_proportions, assess_ratios, chisq_overdispersion_test
 from services.assessment.overdispersion import average_ranks, grouped_overdispersion, type7_quantile
-
-REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
-
-
-def load(name: str) -> list[dict[str, str]]:
-    with (REFERENCE / name).open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def column(rows: list[dict[str, str]], name: str) -> np.ndarray:
-    return np.array([float(r[name]) for r in rows])
-
+from tests.reference import column, load
 
 TOY6 = load("funnelplotr_toy6_overdispersion.csv")
 TOY_O, TOY_E = column(TOY6, "numerator"), column(TOY6, "denominator")

@@ -14,7 +14,6 @@ import csv
 import json
 import math
 import sys
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ from rich.table import Table
 
 from rules.engine import RuleSetError, load_rules
 from services.assessment import FunnelResult, FunnelSpec, assess, render_funnel_svg
+from services.cases.calendar import parse_moment
 from services.cases.cli import app as cases_app
 from services.db import Database, is_postgres_url
 from services.recording import DEFAULT_RECIPIENTS, open_recorder
@@ -469,22 +469,11 @@ def topics_ensure(
 # ---------------------------------------------------------------------------------------------- cases, letters
 
 
-def _moment(at: str | None) -> datetime:
-    """``--at`` for commands that run on a schedule: an ISO 8601 time (UTC if naive), or now."""
-    if at is None:
-        return datetime.now(UTC)
-    try:
-        moment = datetime.fromisoformat(at)
-    except ValueError:
-        raise fail(f"--at {at!r} is not an ISO 8601 date-time.") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @app.command("deliver")
 def deliver_command(
     store: Annotated[str, typer.Option("--store", help="SQLite file or postgresql:// URL.")] = "out/trail.sqlite",
     mail: Annotated[Path | None, typer.Option(help="Folder for .eml files (when no SMTP).")] = None,
-    at: Annotated[str | None, typer.Option(help="Act as if it were this time (ISO 8601); default now.")] = None,
+    at: Annotated[str | None, typer.Option(help="Act as if it were this time (ISO 8601; UK time if naive).")] = None,
 ) -> None:
     """Send every letter that is due from the outbox: SMTP when SIGNALBOX_SMTP_HOST is set, else .eml files.
 
@@ -495,7 +484,10 @@ def deliver_command(
     if not is_postgres_url(store) and not Path(store).is_file():
         raise fail(f"There is no store at {store}; run `signalbox route` first or pass --store.")
     mail_dir = mail or (Path(store).parent / "mail")
-    now = _moment(at)
+    try:
+        now = parse_moment(at)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     with Database(store) as db:
         recorder = open_recorder(db, now)
         released = outbox.release_held(db, recorder.directory, now)

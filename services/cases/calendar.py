@@ -9,7 +9,7 @@ Friday before a bank-holiday Monday starts counting on the Tuesday.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -70,6 +70,17 @@ def working_days_between(start: date, end: date, country: Country | str) -> int:
         if is_working_day(day, country):
             count += 1
     return count
+
+
+def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
+    """A command's ``--at``: an ISO 8601 date-time, UK local time when it has no offset; ``now`` when absent."""
+    if text is None:
+        return now or datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--at {text!r} is not an ISO 8601 date-time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UK_TIME)
 
 
 def uk_date(moment: datetime) -> date:

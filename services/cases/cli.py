@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStatus, Outcome
-from services.cases.calendar import UK_TIME, uk_date
+from services.cases.calendar import parse_moment, uk_date
 from services.cases.machine import CaseError
 from services.cases.store import CaseStore
 from services.db import Database, is_postgres_url
@@ -130,14 +130,10 @@ def act(
     signalbox cases act CASE data_check --outcome case_to_answer --role audit_supplier --actor "A Analyst"
     """
     now = datetime.now(UTC)
-    when = now
-    if at is not None:
-        try:
-            when = datetime.fromisoformat(at)
-        except ValueError:
-            raise _fail(f"--at {at!r} is not an ISO 8601 date-time") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UK_TIME)
+    try:
+        when = parse_moment(at, now)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     _one_of("action", action, get_args(ActionKind))
     _one_of("--role", role, get_args(ActorRole))
     if outcome is not None:
@@ -190,14 +186,10 @@ def tick(
 
     Run it from cron or a timer; a second run at the same time does nothing.
     """
-    now = datetime.now(UTC)
-    if at is not None:
-        try:
-            now = datetime.fromisoformat(at)
-        except ValueError:
-            raise _fail(f"--at {at!r} is not an ISO 8601 date-time") from None
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UK_TIME)
+    try:
+        now = parse_moment(at)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     with _open(store) as db:
         outcome = open_recorder(db, now).cases.tick()
     for event in outcome.events:

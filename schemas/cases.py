@@ -46,13 +46,16 @@ ActionKind = Literal[
     "confirmation_sent",
     "acknowledgement",
     "publish",
+    "supersession_override",
 ]
 Outcome = Literal["case_to_answer", "no_case_to_answer", "confirmed", "downgrade_to_alert"]
 # People act on a case; regulators never do (they are only ever told), so their roles are not in this type.
 ActorRole = Literal[TrustRole, AuditRole]
 # A deadline passing is an actor too: the transitions it makes are recorded as the system's.
 TransitionActorRole = Literal[ActorRole, "system"]
-TransitionKind = Literal[ActionKind, "open", "deadline_missed", "escalated_non_response", "escalated_non_compliance"]
+TransitionKind = Literal[
+    ActionKind, "open", "superseded", "deadline_missed", "escalated_non_response", "escalated_non_compliance"
+]
 EventKind = Literal[
     "deadline_missed",
     "reminder_due",
@@ -61,6 +64,9 @@ EventKind = Literal[
     "closed_no_case",
     "downgraded_to_alert",
     "no_regulator_for_country",
+    "superseded_no_alarm",
+    "supersession_overridden",
+    "new_case_after_closed",
 ]
 
 OUTCOMES_BY_KIND: dict[str, tuple[str, ...]] = {
@@ -69,6 +75,8 @@ OUTCOMES_BY_KIND: dict[str, tuple[str, ...]] = {
 }
 # Closing or downgrading a case must say why (§3: "close, with reason").
 OUTCOMES_NEEDING_REASON = frozenset({"no_case_to_answer", "downgrade_to_alert"})
+# Going on with a case whose data a later release no longer supports is an override: it must say why.
+KINDS_NEEDING_REASON = frozenset({"supersession_override"})
 
 
 class _Frozen(BaseModel):
@@ -106,6 +114,15 @@ class Case(_Frozen):
     provider_told_at: datetime | None = None
     response_received_at: datetime | None = None
     reminder_sent_at: datetime | None = None
+    # A later release for the same case key no longer shows an alarm: confirmation is blocked until the audit
+    # clinical lead records a ``supersession_override`` with a reason (or closes the case).
+    superseded_by: str | None = Field(None, description="the later release, not yet reviewed, with no alarm")
+    overridden_releases: tuple[str, ...] = Field(
+        default=(), description="later releases without an alarm that the audit reviewed and overrode, with reason"
+    )
+    previous_case_id: str | None = Field(
+        None, description="the closed case of the same key this new alarm followed (a new case, never swallowed)"
+    )
 
     @property
     def next_timer(self) -> date | None:
@@ -140,6 +157,8 @@ class CaseAction(_Frozen):
             raise ValueError(f"a {self.kind} action takes no outcome (got {self.outcome})")
         if self.outcome in OUTCOMES_NEEDING_REASON and not self.note.strip():
             raise ValueError(f"the outcome {self.outcome} needs a reason in the note")
+        if self.kind in KINDS_NEEDING_REASON and not self.note.strip():
+            raise ValueError(f"a {self.kind} needs a reason in the note")
         if self.corrected_data and self.kind != "provider_response":
             raise ValueError("only a provider_response can carry corrected data")
         return self
@@ -165,6 +184,13 @@ class CaseTransition(_Frozen):
     documents: tuple[str, ...] = ()
     note: str = ""
     notice_ids: tuple[str, ...] = ()
+    corrected_data: bool = False
+    # What a replay of the case needs beyond the fields above (services/cases/replay.py): the opening
+    # decision, the deadlines pinned at opening and the closed case it follows; the release that superseded it.
+    decision_id: str | None = None
+    deadlines: dict[str, int] | None = None
+    previous_case_id: str | None = None
+    release_id: str | None = None
 
 
 class CaseEvent(_Frozen):
@@ -186,6 +212,7 @@ class CaseOutcome(_Frozen):
     transitions: tuple[CaseTransition, ...] = ()
     notices: tuple[FormalNotice, ...] = ()
     events: tuple[CaseEvent, ...] = ()
+    refused: tuple[str, ...] = Field(default=(), description="cases left alone, each with the sentence why")
 
     def __add__(self, other: CaseOutcome) -> CaseOutcome:
         return CaseOutcome(
@@ -193,6 +220,7 @@ class CaseOutcome(_Frozen):
             transitions=self.transitions + other.transitions,
             notices=self.notices + other.notices,
             events=self.events + other.events,
+            refused=self.refused + other.refused,
         )
 
 

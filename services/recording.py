@@ -14,6 +14,8 @@ potential alarms, case transitions and events, formal letters. Its size says not
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import random
 from collections.abc import Callable, Iterable
@@ -35,8 +37,10 @@ from rules.engine import RuleBook, load_rules
 from schemas.cases import CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
 from schemas.signals import Assessment, FormalDecision, GoodPracticeDecision, LearningDecision, stable_id
+from services.assess import AssessedRelease
 from services.assessment import FunnelResult, FunnelSpec, render_funnel_svg
 from services.cases.calendar import add_working_days
+from services.cases.machine import CaseError
 from services.cases.service import CaseService
 from services.db import Database, is_postgres_url
 from services.pipeline import Outputs
@@ -46,6 +50,7 @@ from services.trail.store import NewEntry, Trail, table_for
 # A learning-space notice suggests when the trust might have looked into it: a date for its own planning,
 # not a deadline anybody enforces (the learning space carries no sanction).
 LEARNING_REVIEW_WORKING_DAYS = 25
+log = logging.getLogger(__name__)
 EMPTY_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
 
 
@@ -93,7 +98,7 @@ class Recorder:
         self.clock = clock
         self.trail = Trail(db, clock=clock)
         outbox.ensure_schema(db)
-        self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome)
+        self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome, trail=self.trail)
         self._funnels: dict[tuple[str, str, str], tuple[FunnelResult, list[str]]] = {}
         self._svgs: dict[tuple[str, str, str, str], str] = {}
 
@@ -150,16 +155,51 @@ class Recorder:
                 learning.append(_entry("notice", notice, decision_id=notice.decision_id))
             if learning:
                 self.trail.append_many("learning", learning)
-            for decision in formal_decisions:
-                entry = _entry("formal_decision", decision, case_id=decision.case_id, decision_id=decision.decision_id)
-                self.trail.append_many("formal", [entry])
-                self.cases.open_from_decision(decision)  # records its own outcome via the hook
+            self._open_and_supersede(out, formal_decisions)
+
+    def _open_and_supersede(self, out: Outputs, formal_decisions: list[FormalDecision]) -> None:
+        """Release by release, in order: open (or join) the cases of its potential alarms, then tell the open
+        cases of the same key that this release no longer shows their alarm (``CaseService.supersede``)."""
+        pending = list(formal_decisions)
+        for release in out.releases:
+            audit, release_id, indicator_id = release.summary_key
+            mine = [d for d in pending if (d.assessment.audit, d.assessment.release_id) == (audit, release_id)]
+            mine = [d for d in mine if d.assessment.indicator_id == indicator_id]
+            pending = [d for d in pending if d not in mine]
+            for decision in mine:
+                self.cases.open_from_decision(decision)  # writes the decision and its case to the formal trail
+            self._supersede(release)
+        for decision in pending:
+            self.cases.open_from_decision(decision)
+
+    def _supersede(self, release: AssessedRelease) -> None:
+        audit, release_id, indicator_id = release.summary_key
+        candidates = [
+            c
+            for c in self.cases.store.open_cases(audit)
+            if c.indicator_id == indicator_id and c.assessment.release_id != release_id
+        ]
+        if not candidates:
+            return
+        units: dict[tuple[str, str, str], bool] = {}
+        for line in release.lines:
+            a = json.loads(line)
+            key = (a["ods_code"], a["period"]["start"], a["period"]["end"])
+            units[key] = a["band"] == "alarm" and a["side"] == "adverse"
+        for case in candidates:
+            still_alarm = units.get((case.ods_code, case.period.start.isoformat(), case.period.end.isoformat()))
+            if still_alarm is None or still_alarm:
+                continue  # not in this release (another period), or still an alarm
+            try:
+                self.cases.supersede(case.case_id, release_id)
+            except CaseError as exc:  # a tampered case: `trail verify` names it; the release is still recorded
+                log.error("release %s could not supersede %s: %s", release_id, case.case_id, exc)
 
     def record_case_outcome(self, outcome: CaseOutcome) -> None:
-        """The case service's hook: runs inside the case's own transaction."""
+        """The case service's hook: runs inside the case's own transaction, after the service wrote the
+        transitions and events to the formal trail; puts the letters in the outbox and the trail."""
         now = self.clock()
-        entries = [_entry("case_transition", t, case_id=t.case_id) for t in outcome.transitions]
-        entries += [_entry("case_event", e, case_id=e.case_id) for e in outcome.events]
+        entries: list[NewEntry] = []
         for notice in outcome.notices:
             outbox.enqueue(self.db, notice, self.directory, now=now)
             entries.append(_entry("notice", notice, case_id=notice.case_id, decision_id=notice.decision_id))

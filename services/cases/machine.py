@@ -50,6 +50,12 @@ ALLOWED: dict[CaseStage, dict[ActionKind, tuple[ActorRole, ...]]] = {
     "publication": {"publish": AUDIT},
     "closed": {},
 }
+# At any open stage the audit clinical lead may go on with a case a later release no longer supports, saying why
+# (checked in ``apply``: only while such a release is waiting for review).
+OVERRIDER: tuple[ActorRole, ...] = ("audit_clinical_lead",)
+for _stage, _kinds in ALLOWED.items():
+    if _stage != "closed":
+        _kinds["supersession_override"] = OVERRIDER
 
 # Who owes the action at each stage with a deadline: the party a missed deadline reminds.
 # A reminder for a missed (non-escalating) deadline asks for the action within this many working days.
@@ -96,9 +102,18 @@ class CaseError(ValueError):
 
 
 def open_case(
-    decision: FormalDecision, deadlines: Deadlines, now: datetime
+    decision: FormalDecision,
+    deadlines: Deadlines,
+    now: datetime,
+    *,
+    case_id: str | None = None,
+    previous_case_id: str | None = None,
 ) -> tuple[Case, list[CaseTransition], list[FormalNotice]]:
-    """Open the case a potential alarm starts: stage 1, the audit's data check. Nobody is told yet."""
+    """Open the case a potential alarm starts: stage 1, the audit's data check. Nobody is told yet.
+
+    ``case_id`` defaults to the decision's (the case key); a new alarm after the key's case ``previous_case_id``
+    was closed opens a case of its own id (``CaseService`` numbers them), so no alarm is ever swallowed.
+    """
     assessment = decision.assessment
     if assessment.country not in get_args(Country):
         raise CaseError(f"cannot open a case for country {assessment.country!r}; expected one of {get_args(Country)}")
@@ -106,7 +121,7 @@ def open_case(
     deadline = add_working_days(uk_date(now), deadlines.data_check, country)
     roles = tuple(dict.fromkeys([*POTENTIAL_ALARM_ROLES, *(r.role for r in decision.recipients)]))
     case = Case(
-        case_id=decision.case_id,
+        case_id=case_id or decision.case_id,
         audit=assessment.audit,
         indicator_id=assessment.indicator_id,
         period=assessment.period,
@@ -123,6 +138,7 @@ def open_case(
         policy_version=assessment.rules.policy_version,
         trust_roles=roles,
         seq=1,
+        previous_case_id=previous_case_id,
     )
     transition = CaseTransition(
         transition_id=stable_id("trn", case.case_id, "1"),
@@ -138,9 +154,61 @@ def open_case(
         at=now,
         deadline=deadline,
         policy_version=case.policy_version,
-        note=f"potential alarm: decision {decision.decision_id}",
+        note=f"potential alarm: decision {decision.decision_id}"
+        + (f"; a new alarm after case {previous_case_id} was closed" if previous_case_id else ""),
+        decision_id=decision.decision_id,
+        deadlines=deadlines.model_dump(),
+        previous_case_id=previous_case_id,
     )
     return case, [transition], []
+
+
+def opening_events(case: Case) -> list[CaseEvent]:
+    """What operators see when a case opens: only a new alarm after a closed case is news (never swallowed)."""
+    if case.previous_case_id is None:
+        return []
+    return [
+        CaseEvent(
+            kind="new_case_after_closed",
+            case_id=case.case_id,
+            stage=case.stage,
+            at=case.opened_at,
+            deadline=case.deadline,
+            owed_by="audit_supplier",
+            detail=f"a new alarm for the key of closed case {case.previous_case_id} opens this case",
+        )
+    ]
+
+
+def supersede(case: Case, release_id: str, now: datetime) -> Result:
+    """A later release for the case's key no longer shows an alarm: tell the audit clinical lead and block
+    confirmation until they review it. Said without the later band (alert or within), which the formal space
+    must not learn. A release already noted or overridden, or a closed case, changes nothing."""
+    if case.is_closed or release_id == case.assessment.release_id:
+        return case, [], [], []
+    if release_id == case.superseded_by or release_id in case.overridden_releases:
+        return case, [], [], []
+    step = _Step(case, _pinned(case), max(now, case.updated_at))
+    step.move(case.stage)
+    step.case = step.case.model_copy(update={"superseded_by": release_id})
+    step.event(
+        "superseded_no_alarm",
+        f"release {release_id} no longer shows an alarm for this case: review it before the alarm can be confirmed",
+        owed_by="audit_clinical_lead",
+    )
+    return step.finish(
+        kind="superseded",
+        outcome=None,
+        actor_role="system",
+        actor=SYSTEM,
+        documents=(),
+        note=f"release {release_id} no longer shows an alarm",
+        release_id=release_id,
+    )
+
+
+def _pinned(case: Case) -> Deadlines:
+    return Deadlines.model_validate(case.deadlines)
 
 
 def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -> Result:
@@ -168,9 +236,24 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
             raise CaseError(
                 f"the trust has until {case.deadline.isoformat()} to respond; review without a response only after that"
             )
+    confirming = (action.kind == "review" and action.outcome == "confirmed") or action.kind == "confirmation_sent"
+    if confirming and case.superseded_by is not None:
+        raise CaseError(
+            f"release {case.superseded_by} no longer shows an alarm for case {case.case_id}; the audit clinical "
+            "lead must review it (supersession_override with a reason, or close the case) before confirmation"
+        )
+    if action.kind == "supersession_override" and case.superseded_by is None:
+        raise CaseError(f"no later release has superseded the data of case {case.case_id}; nothing to override")
     step = _Step(case, deadlines, action.at)
     kind, outcome = action.kind, action.outcome
-    if kind == "data_check" and outcome == "case_to_answer":
+    if kind == "supersession_override":
+        assert case.superseded_by is not None
+        step.move(case.stage)
+        step.case = step.case.model_copy(
+            update={"superseded_by": None, "overridden_releases": (*case.overridden_releases, case.superseded_by)}
+        )
+        step.event("supersession_overridden", f"going on despite release {case.superseded_by}: {action.note}")
+    elif kind == "data_check" and outcome == "case_to_answer":
         step.move("provider_told")
     elif kind in ("data_check", "review") and outcome == "no_case_to_answer":
         step.move("closed", status="closed_no_case", reason=action.note)
@@ -201,6 +284,7 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
         actor=action.actor,
         documents=action.documents,
         note=action.note + (" (with corrected data)" if action.corrected_data else ""),
+        corrected_data=action.corrected_data,
     )
 
 
@@ -337,6 +421,8 @@ class _Step:
         actor: str,
         documents: tuple[str, ...],
         note: str,
+        corrected_data: bool = False,
+        release_id: str | None = None,
     ) -> Result:
         seq = self.before.seq + 1
         self.case = self.case.model_copy(update={"seq": seq})
@@ -358,6 +444,8 @@ class _Step:
             documents=documents,
             note=note,
             notice_ids=tuple(n.notice_id for n in self.notices),
+            corrected_data=corrected_data,
+            release_id=release_id,
         )
         return self.case, [transition], self.notices, self.events
 

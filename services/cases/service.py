@@ -1,9 +1,13 @@
 """The alarm case service: the state machine over the case store, with an injectable clock.
 
-Each call reads the case, runs the pure machine and saves the result in one transaction, calling
-``on_outcome`` inside that transaction so the caller (the pipeline) can write the trail entries and outbox
-rows for the same change atomically. With no hook, the caller takes the returned ``CaseOutcome`` and is
-responsible for persisting it.
+Each call reads the case, checks it against its trail, runs the pure machine and saves the result in one
+transaction: the case row, its transitions, and their entries in the formal trail (the potential alarm that
+opened it, every transition and case event). ``on_outcome`` runs inside that transaction so the caller (the
+recorder) can put the letters in the outbox and the trail for the same change atomically.
+
+The trail, not the ``cases`` row, is the authority: a row that disagrees with a replay of its trail
+(``services.cases.replay``) was changed outside the process, and the service refuses to act on it, to fire its
+timer or to supersede it, saying so in one sentence.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from schemas.cases import Case, CaseAction, CaseOutcome
 from schemas.signals import FormalDecision
 from services.cases import machine
 from services.cases.machine import CaseError
+from services.cases.replay import check_case, replay_case
 from services.cases.store import CaseConflict, CaseStore
 from services.db import Database
+from services.trail.store import NewEntry, Trail
 
 RulesLookup = Callable[[str, str], Deadlines]
 OutcomeHook = Callable[[CaseOutcome], None]
@@ -30,6 +36,10 @@ class CaseNotFound(CaseError):
     """No case has this id."""
 
 
+class CaseTampered(CaseError):
+    """The stored case disagrees with its trail: it was changed outside the case process."""
+
+
 class CaseService:
     def __init__(
         self,
@@ -37,32 +47,74 @@ class CaseService:
         rules_lookup: RulesLookup,
         clock: Callable[[], datetime],
         on_outcome: OutcomeHook | None = None,
+        trail: Trail | None = None,
     ) -> None:
         self.db = db
         self.store = CaseStore(db)
+        self.trail = trail if trail is not None else Trail(db, clock=clock)
         self.rules_lookup = rules_lookup
         self.clock = clock
         self.on_outcome = on_outcome
 
     def open_from_decision(self, decision: FormalDecision) -> CaseOutcome:
-        """Open the case for a potential alarm; a redelivered decision returns the existing case unchanged."""
+        """Open the case for a potential alarm; a redelivered decision returns the existing case unchanged.
+
+        The case key (the decision's ``case_id``) may already have cases. A new alarm joins the key's open case;
+        after the key's last case was closed it opens a new case ``<key>#<n>``, never swallowed. Whether that
+        case is closed is read from its trail, not from its row.
+        """
         now = self.clock()
         with self.db.transaction():
-            existing = self.store.get(decision.case_id)
-            if existing is not None:
-                return CaseOutcome(cases=(existing,))
+            cases = self._cases_of_key(decision.case_id)
+            recorded = [e for e in self.trail.find(decision.decision_id, "formal") if e.kind == "formal_decision"]
+            joined = recorded[0].case_id if recorded else None
+            for existing in cases:
+                if decision.decision_id == existing.decision_id or existing.case_id == joined:
+                    return CaseOutcome(cases=(existing,))
+            latest = cases[-1] if cases else None
+            if latest is not None:
+                latest = replay_case(self.trail, latest.case_id).case or latest
+                if not latest.is_closed:
+                    # A new alarm for the key's open case: recorded against it; the case goes on.
+                    self.trail.append_many("formal", [self._decision_entry(decision, latest.case_id)])
+                    return CaseOutcome(cases=(latest,))
             deadlines = self.rules_lookup(decision.assessment.audit, decision.assessment.indicator_id)
-            case, transitions, notices = machine.open_case(decision, deadlines, now)
+            case_id = decision.case_id if not cases else f"{decision.case_id}#{len(cases) + 1}"
+            previous = latest.case_id if latest is not None else None
+            case, transitions, notices = machine.open_case(
+                decision, deadlines, now, case_id=case_id, previous_case_id=previous
+            )
             case, created = self.store.open(case, transitions)
             if not created:
                 return CaseOutcome(cases=(case,))
-            return self._emit(CaseOutcome(cases=(case,), transitions=tuple(transitions), notices=tuple(notices)))
+            self.trail.append_many("formal", [self._decision_entry(decision, case.case_id)])
+            return self._emit(
+                CaseOutcome(
+                    cases=(case,),
+                    transitions=tuple(transitions),
+                    notices=tuple(notices),
+                    events=tuple(machine.opening_events(case)),
+                )
+            )
+
+    @staticmethod
+    def _decision_entry(decision: FormalDecision, case_id: str) -> NewEntry:
+        return NewEntry(
+            "formal_decision", decision.model_dump(mode="json"), case_id=case_id, decision_id=decision.decision_id
+        )
+
+    def _cases_of_key(self, key: str) -> list[Case]:
+        """The cases of one key, oldest first: ``key``, ``key#2``, ``key#3`` …"""
+        found: list[Case] = []
+        while (case := self.store.get(key if not found else f"{key}#{len(found) + 1}")) is not None:
+            found.append(case)
+        return found
 
     def act(self, case_id: str, action: CaseAction) -> CaseOutcome:
         """Record a person's action, or raise CaseError (writing nothing) if the process does not allow it."""
         now = self.clock()
         with self.db.transaction():
-            case = self.get(case_id)
+            case = self.checked(case_id)
             case, transitions, notices, events = machine.apply(case, action, _pinned(case), now)
             self.store.save(case, transitions)
             return self._emit(
@@ -74,6 +126,19 @@ class CaseService:
                 )
             )
 
+    def supersede(self, case_id: str, release_id: str) -> CaseOutcome:
+        """A later release no longer shows the case's alarm: tell the audit clinical lead, block confirmation."""
+        now = self.clock()
+        with self.db.transaction():
+            case = self.checked(case_id)
+            case, transitions, notices, events = machine.supersede(case, release_id, now)
+            if not transitions:
+                return CaseOutcome(cases=(case,))
+            self.store.save(case, transitions)
+            return self._emit(
+                CaseOutcome(cases=(case,), transitions=tuple(transitions), notices=tuple(notices), events=tuple(events))
+            )
+
     def tick(self) -> CaseOutcome:
         """Fire every deadline that has passed, once: each case in its own transaction."""
         now = self.clock()
@@ -83,6 +148,11 @@ class CaseService:
                 with self.db.transaction():
                     case = self.store.get(stale.case_id)
                     if case is None:
+                        continue
+                    problem = check_case(self.trail, case)
+                    if problem is not None:
+                        total += CaseOutcome(refused=(f"{problem}; its timer was not fired",))
+                        log.error("refused to fire a timer: %s", problem)
                         continue
                     case, transitions, notices, events = machine.due(case, _pinned(case), now)
                     if not transitions:
@@ -107,7 +177,22 @@ class CaseService:
             raise CaseNotFound(f"there is no case {case_id!r}")
         return case
 
+    def checked(self, case_id: str) -> Case:
+        """The stored case, or CaseTampered when it disagrees with a replay of its trail."""
+        case = self.get(case_id)
+        problem = check_case(self.trail, case)
+        if problem is not None:
+            raise CaseTampered(f"{problem}; nothing was recorded (run `signalbox trail verify`)")
+        return case
+
     def _emit(self, outcome: CaseOutcome) -> CaseOutcome:
+        """Write the change's transitions and events to the formal trail, then let the caller add its part."""
+        entries = [
+            NewEntry("case_transition", t.model_dump(mode="json"), case_id=t.case_id) for t in outcome.transitions
+        ]
+        entries += [NewEntry("case_event", e.model_dump(mode="json"), case_id=e.case_id) for e in outcome.events]
+        if entries:
+            self.trail.append_many("formal", entries)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome

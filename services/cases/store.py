@@ -89,7 +89,7 @@ class CaseStore:
             inserted = self.db.execute(
                 "INSERT INTO cases (case_id, audit, ods_code, stage, status, next_deadline, seq, opened_at,"
                 " updated_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (case_id) DO NOTHING",
-                _row(case),
+                row_for(case),
             ).rowcount
             if inserted != 1:
                 existing = self.get(case.case_id)
@@ -115,6 +115,20 @@ class CaseStore:
         rows = self.db.query(f"SELECT body FROM cases{where} ORDER BY opened_at, case_id", params)
         return [Case.model_validate_json(row[0]) for row in rows]
 
+    def raw_rows(self) -> builtins.list[tuple[object, ...]]:
+        """Every row as stored, columns in ``row_for`` order: what ``trail verify`` checks against the trail."""
+        return self.db.query(
+            "SELECT case_id, audit, ods_code, stage, status, next_deadline, seq, opened_at, updated_at, body"
+            " FROM cases ORDER BY case_id"
+        )
+
+    def open_cases(self, audit: str) -> builtins.list[Case]:
+        """The cases of an audit that are not closed (a later release may supersede their data)."""
+        rows = self.db.query(
+            "SELECT body FROM cases WHERE audit = ? AND stage <> 'closed' ORDER BY opened_at, case_id", (audit,)
+        )
+        return [Case.model_validate_json(row[0]) for row in rows]
+
     def transitions(self, case_id: str) -> builtins.list[CaseTransition]:
         rows = self.db.query("SELECT body FROM case_transitions WHERE case_id = ? ORDER BY seq", (case_id,))
         return [CaseTransition.model_validate_json(row[0]) for row in rows]
@@ -125,7 +139,7 @@ class CaseStore:
             return
         previous_seq = case.seq - len(transitions)
         with self.db.transaction():
-            row = _row(case)
+            row = row_for(case)
             updated = self.db.execute(
                 "UPDATE cases SET stage = ?, status = ?, next_deadline = ?, seq = ?, updated_at = ?, body = ?"
                 " WHERE case_id = ? AND seq = ?",
@@ -153,7 +167,8 @@ class CaseStore:
         )
 
 
-def _row(case: Case) -> tuple[str | int | None, ...]:
+def row_for(case: Case) -> tuple[str | int | None, ...]:
+    """The ``cases`` row of a case, columns in table order."""
     timer = case.next_timer
     return (
         case.case_id,

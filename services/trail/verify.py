@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.cases.replay import check_cases
 from services.db import Database
 from services.trail.canonical import CanonicalizationError, canonical_text, entry_bytes
 from services.trail.checkpoint import (
@@ -266,6 +267,8 @@ def verify(
                         report.problems.append(Problem(None, f"{label}: {exc}"))
             _check_checkpoints(audience, notes, tree, report.ok, trusted, report)
             logs[audience] = report
+        # Case state is vouched for by the formal log: replay every case (services/cases/replay.py).
+        logs["formal"].problems += [Problem(None, problem) for problem in check_cases(trail)]
         return Report(logs)
     finally:
         if database is not db:

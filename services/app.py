@@ -252,6 +252,7 @@ def create_app(
             message = event.message
             source = f"{message.topic}/{message.partition}/{message.offset}"
             outcome = await asyncio.to_thread(_apply_case_command, side, bytes(event.value))
+            await asyncio.to_thread(_checkpoint, side)
             if isinstance(outcome, str):
                 await router.publish(Outputs(dead_letters=[dead_letter(bytes(event.value), source, outcome)]))
             else:
@@ -263,6 +264,7 @@ def create_app(
         side = open_recorder(Database(store))
         try:
             outcome = await asyncio.to_thread(side.cases.tick)
+            await asyncio.to_thread(_checkpoint, side)
         finally:
             side.db.close()
         if outcome.transitions:
@@ -275,11 +277,19 @@ def create_app(
         side = open_recorder(Database(store))
         try:
             await asyncio.to_thread(side.deliver, datadir / "mail")
+            await asyncio.to_thread(_checkpoint, side)
         finally:
             side.db.close()
 
     app.signalbox_router = router  # type: ignore[attr-defined]
     return app
+
+
+def _checkpoint(recorder: Recorder) -> None:
+    """Sign the trail after a case action, a timer tick or a delivery batch (nothing waits unprotected)."""
+    problem = recorder.checkpoint()
+    if problem is not None:
+        log.warning("%s", problem)
 
 
 def _apply_case_command(recorder: Recorder, raw: bytes) -> CaseOutcome | str:

@@ -493,6 +493,8 @@ def deliver_command(
         released = outbox.release_held(db, recorder.directory, now)
         report = recorder.deliver(mail_dir)
         counts = outbox.counts(db)
+        if (problem := recorder.checkpoint()) is not None:  # the delivery batch is signed at once
+            out.print(f"warning: {problem}", highlight=False)
     out.print(
         f"released {released} held, sent {report.sent}, failed {report.failed}, dead {report.dead}; outbox: "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),

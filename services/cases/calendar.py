@@ -72,15 +72,35 @@ def working_days_between(start: date, end: date, country: Country | str) -> int:
     return count
 
 
+def system_now() -> datetime:
+    """This machine's clock: the one place commands read it (tests move it to let weeks pass)."""
+    return datetime.now(UTC)
+
+
+# How far ahead of this machine's clock an ``--at`` may be: clock skew between hosts, not a date in the future.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
 def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
-    """A command's ``--at``: an ISO 8601 date-time, UK local time when it has no offset; ``now`` when absent."""
+    """A command's ``--at``: an ISO 8601 date-time, UK local time when it has no offset; ``now`` when absent.
+
+    A time in the future is refused (beyond ``CLOCK_SKEW``): acting "as if" it were next year would fire every
+    deadline at once and escalate cases while the people who owe the actions could no longer record them.
+    """
+    current = now or system_now()
     if text is None:
-        return now or datetime.now(UTC)
+        return current
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"--at {text!r} is not an ISO 8601 date-time") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UK_TIME)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UK_TIME)
+    if moment - current > CLOCK_SKEW:
+        raise ValueError(
+            f"--at {text!r} is in the future (it is now {current.astimezone(UK_TIME).isoformat(timespec='minutes')}"
+            " UK time); only the present or the past can be recorded"
+        )
+    return moment
 
 
 def uk_date(moment: datetime) -> date:

@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStatus, Outcome
-from services.cases.calendar import parse_moment, uk_date
+from services.cases.calendar import parse_moment, system_now, uk_date
 from services.cases.machine import CaseError
 from services.cases.store import CaseStore
 from services.db import Database, is_postgres_url
-from services.recording import open_recorder
+from services.recording import Recorder, open_recorder
 
 DEFAULT_STORE = "out/trail.sqlite"
 
@@ -129,7 +129,7 @@ def act(
     """Record what someone did on a case.  Example:
     signalbox cases act CASE data_check --outcome case_to_answer --role audit_supplier --actor "A Analyst"
     """
-    now = datetime.now(UTC)
+    now = system_now()
     try:
         when = parse_moment(at, now)
     except ValueError as exc:
@@ -154,11 +154,12 @@ def act(
     except ValidationError as exc:
         raise _fail(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
     with _open(store) as db:
-        service = open_recorder(db, now).cases
+        recorder = open_recorder(db, now)
         try:
-            result = service.act(case_id, recorded)
+            result = recorder.cases.act(case_id, recorded)
         except CaseError as exc:
             raise _fail(str(exc)) from None
+        _checkpoint(recorder)
     case = result.cases[0]
     typer.echo(f"{case.case_id}: now at stage {case.stage}, status {case.status}; deadline {case.deadline or '—'}")
     for notice in result.notices:
@@ -191,9 +192,22 @@ def tick(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     with _open(store) as db:
-        outcome = open_recorder(db, now).cases.tick()
+        recorder = open_recorder(db, now)
+        outcome = recorder.cases.tick()
+        _checkpoint(recorder)
     for event in outcome.events:
         typer.echo(f"{event.case_id}: {event.kind}: {event.detail}")
     for notice in outcome.notices:
         typer.echo(f"{notice.case_id}: letter {notice.template} to {', '.join(r.role for r in notice.recipients)}")
     typer.echo(f"{len(outcome.transitions)} transitions, {len(outcome.notices)} letters queued")
+    for refused in outcome.refused:
+        typer.echo(f"error: {refused}", err=True)
+    if outcome.refused:
+        raise typer.Exit(1)
+
+
+def _checkpoint(recorder: Recorder) -> None:
+    """Sign the trail after the change, so the formal log's newest entries are protected at once."""
+    problem = recorder.checkpoint()
+    if problem is not None:
+        typer.echo(f"warning: {problem}", err=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from services.cases import calendar
 from services.cli import app
 
 runner = CliRunner()
@@ -67,7 +68,7 @@ def test_learning_space_letters_are_supportive_and_never_reach_a_regulator(out: 
             assert "regulator" in text.lower() or "not shared" in text.lower()
 
 
-def test_an_alarm_case_runs_from_data_check_to_non_compliance(out: Path) -> None:
+def test_an_alarm_case_runs_from_data_check_to_non_compliance(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = str(out / "trail.sqlite")
     invoke("cases", "act", CASE, "data_check", "--outcome", "case_to_answer", "--role", "audit_supplier",
            "--actor", "A Analyst", "--note", "Data handling and risk model checked", "--store", store)  # fmt: skip
@@ -93,10 +94,14 @@ def test_an_alarm_case_runs_from_data_check_to_non_compliance(out: Path) -> None
     assert {m["X-Signalbox-Template"] for m in new} == {"alarm_confirmation", "regulator_notice"}
     assert any("outliers@cqc.example.nhs.uk" in (m["To"] or "") for m in new)
 
+    # Weeks pass: the machine's clock moves on (an --at in the future is refused).
     later = datetime.now(UTC) + timedelta(days=40)
-    invoke("cases", "tick", "--store", store, "--at", later.isoformat())
-    invoke("cases", "tick", "--store", store, "--at", (later + timedelta(days=40)).isoformat())
-    invoke("deliver", "--store", store, "--at", (later + timedelta(days=41)).isoformat())
+    monkeypatch.setattr(calendar, "system_now", lambda: later)
+    invoke("cases", "tick", "--store", store)
+    monkeypatch.setattr(calendar, "system_now", lambda: later + timedelta(days=40))
+    invoke("cases", "tick", "--store", store)
+    monkeypatch.setattr(calendar, "system_now", lambda: later + timedelta(days=41))
+    invoke("deliver", "--store", store)
     templates = [m["X-Signalbox-Template"] for m in letters(out)]
     assert "reminder" in templates and "non_compliance" in templates
     shown = invoke("cases", "show", CASE, "--store", store)

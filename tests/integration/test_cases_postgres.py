@@ -13,6 +13,15 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from tests.unit.test_cases_integrity import (  # noqa: F401 - the trail vouches for case rows on PostgreSQL too
+    db,
+    test_a_tampered_case_is_not_ticked_and_the_tick_says_why,
+    test_an_edited_case_row_is_refused_and_named_by_verify,
+    test_an_edited_column_alone_is_named_by_verify,
+    test_an_inserted_case_row_is_named_and_refused,
+    test_the_reported_attack_sends_no_regulator_notice,
+    test_two_swapped_case_rows_are_both_named,
+)
 from tests.unit.test_cases_service import (  # noqa: F401 - pytest collects the imported tests and fixture here
     connect,
     test_a_failing_outcome_hook_rolls_the_change_back,

@@ -41,8 +41,14 @@ def rules(audit: str, indicator_id: str) -> Deadlines:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "trail.sqlite")
+def case_db(tmp_path: Path) -> str:
+    """SQLite here; ``tests/integration/test_cases_postgres.py`` runs the same tests against PostgreSQL."""
+    return str(tmp_path / "trail.sqlite")
+
+
+@pytest.fixture
+def db(case_db: str) -> Iterator[Database]:
+    database = Database(case_db)
     yield database
     database.close()
 

@@ -3,6 +3,7 @@
 * ``calendar``: working days per country from the ``holidays`` package;
 * ``machine``: the pure state machine (open, apply an action, fire a passed deadline);
 * ``store``: cases and their append-only transitions in the service database (SQLite or PostgreSQL);
+* ``replay``: a case rebuilt from its transitions in the formal trail, the authority the stored row is checked against;
 * ``service``: the machine over the store, with an injectable clock and an ``on_outcome`` hook so the caller
   writes trail and outbox rows in the same transaction;
 * ``cli``: the ``signalbox cases`` sub-app.

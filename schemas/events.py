@@ -46,16 +46,16 @@ def _iso_date(value: Any) -> Any:
     return value
 
 
-def _not_a_bool(value: Any) -> Any:
-    """``Literal[1]`` would accept ``true`` (``True == 1`` in Python); the contract does not."""
-    if isinstance(value, bool):
-        raise ValueError("must be the number 1, not a boolean")
+def _an_integer(value: Any) -> Any:
+    """``Literal[1]`` would accept ``true`` and ``1.0`` (both ``== 1`` in Python); the contract does not."""
+    if type(value) is not int:
+        raise ValueError(f"must be the integer 1, not {type(value).__name__} {value!r}")
     return value
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-SchemaVersion = Annotated[Literal[1], BeforeValidator(_not_a_bool)]
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_an_integer)]
 
 
 class Period(Frozen):
@@ -162,8 +162,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One readable sentence per problem: which field, and why. Used in dead letters and CLI errors."""
     parts = []
     for err in exc.errors(include_url=False):
-        # Drop the discriminator tags pydantic inserts into the location (e.g. "proportion", "audit_result").
-        loc = [str(p) for p in err["loc"] if p not in _TAGS]
+        # Drop the discriminator tags pydantic inserts into the location ("audit_result" first, "proportion" after
+        # "measure"), but only there: "mean" is also the name of a field of the mean measure.
+        raw_loc = [str(p) for p in err["loc"]]
+        loc = [p for i, p in enumerate(raw_loc) if not (p in _TAGS and (i == 0 or raw_loc[i - 1] == "measure"))]
         message = err["msg"].removeprefix("Value error, ")
         ctx = err.get("ctx", {})
         if err["type"] == "missing":

@@ -204,7 +204,7 @@ def ingest(
         problem = f"could not be checked against its rule set ({type(exc).__name__}: {exc})"
     if problem:
         return Rejected(dead_letter(raw, source, problem, parsed.event_id))
-    digest = content_digest(raw)
+    digest = content_digest(raw.removeprefix(BOM))  # the same event with or without a BOM is a redelivery
     seen = ledger.check_and_record(parsed, digest)
     if seen == "duplicate":
         return Redelivered(parsed.event_id)

@@ -516,6 +516,9 @@ def _should_apply(spec: FunnelSpec, od: GroupedOverdispersion) -> BoolArray:
     return out
 
 
+# Values at the contract's limits (an expected count of 5e-324, a mean of 1e9 with an SD of 1e-9) overflow to ±inf
+# in ratios and squares; those become null limits or insufficient_data, never an error, so no warning either.
+@np.errstate(over="ignore")
 def _engine(spec: FunnelSpec, group: npt.ArrayLike | None, columns: dict[str, npt.ArrayLike]) -> FunnelBatch:
     cols = _columns(spec, columns)
     names = COLUMNS_BY_MEASURE[spec.measure]

@@ -256,16 +256,26 @@ keys = st.sampled_from(["kind", "event_id", "audit", "release_id", "observed", "
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=keys, value=st.one_of(st.integers(), st.text(max_size=20), st.floats(allow_nan=False), st.none()))
-def test_any_repeated_key_with_any_value_is_refused(key: str, value: Any, rules: RuleBook) -> None:
-    """Hypothesis: repeat any key of a valid event with any JSON value, before or after the original."""
-    raw = GOOD
+@given(
+    key=keys,
+    value=st.one_of(st.integers(), st.text(max_size=20), st.floats(allow_nan=False), st.none()),
+    before=st.booleans(),
+)
+def test_any_repeated_key_with_any_value_is_refused(key: str, value: Any, before: bool, rules: RuleBook) -> None:
+    """Hypothesis: repeat any key of a valid event with any JSON value, before or after the original. Before it,
+    the parser keeps the valid original, so only the duplicate check can refuse the event; after it, the hostile
+    value may be refused for its type first."""
     anchor = f'"{key}": '
-    at = raw.index(anchor)
-    raw = raw[:at] + f"{anchor}{json.dumps(value)}, " + raw[at:]
+    at = GOOD.index(anchor)
+    if before:
+        raw = GOOD[:at] + f"{anchor}{json.dumps(value)}, " + GOOD[at:]
+    else:
+        end = GOOD.index(", ", at) if key not in ("label",) else GOOD.index("}", at)
+        raw = GOOD[:end] + f", {anchor}{json.dumps(value)}" + GOOD[end:]
     outcome = run(raw.encode(), rules)
     assert isinstance(outcome, Rejected)
-    assert "appears twice" in outcome.dead_letter.reason or key in outcome.dead_letter.reason
+    reason = outcome.dead_letter.reason
+    assert reason.startswith(f"{key}: the key appears twice") if before else key in reason
 
 
 # ----------------------------------------------------------------------------------------- BOM, line framing

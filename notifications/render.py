@@ -127,7 +127,7 @@ def _numbers(a: Assessment) -> SimpleNamespace:
     m = a.measure
     z = a.z_adjusted if a.z_adjusted is not None else a.z
     relation = "at"
-    if a.value is not None and a.value != a.target:
+    if a.value is not None and a.target is not None and a.value != a.target:
         relation = "above" if a.value > a.target else "below"
     return SimpleNamespace(
         value=_on_scale(a.value, m),

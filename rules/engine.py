@@ -72,6 +72,22 @@ class Overdispersion(Strict):
     policy: Literal["phi", "chisq", "always"] = "phi"
 
 
+class Plausible(Strict):
+    """What a real result for this indicator can be. A result outside is a data error, dead-lettered at ingest
+    with the bound it broke, so one absurd organisation cannot drag a pooled national target (a proportion's
+    ΣO/Σn, a mean's Σ(mean·n)/Σn) and turn the rest of its release into alarms."""
+
+    min_value: float | None = Field(None, allow_inf_nan=False)
+    max_value: float | None = Field(None, allow_inf_nan=False)
+    max_volume: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Plausible:
+        if self.min_value is not None and self.max_value is not None and self.min_value >= self.max_value:
+            raise ValueError(f"min_value {self.min_value} must be below max_value {self.max_value}")
+        return self
+
+
 class Indicator(Strict):
     name: str = Field(min_length=3)
     measure: MeasureType
@@ -81,6 +97,7 @@ class Indicator(Strict):
     min_volume: float = Field(0, ge=0)
     target: float | None = None
     limits: Limits = Limits()
+    plausible: Plausible = Plausible()
     overdispersion: Overdispersion = Overdispersion()
     deadlines: Deadlines | None = None
     recipients: Recipients | None = None

@@ -72,12 +72,12 @@ class Assessment(Record):
     z_adjusted: float | None
     limits: Limits
     limits_unadjusted: Limits
-    target: float
+    target: float | None  # null when the release has no eligible unit (every band insufficient_data)
     band: Band
     side: Side | None
     reason: str | None = None
-    phi: float
-    tau2: float
+    phi: float | None  # null when no unit is kept or the statistic is not a finite number
+    tau2: float | None
     n_kept: int
     od_method: str
     od_applied: bool
@@ -94,9 +94,9 @@ class ReleaseSummary(Record):
     period: Period
     measure: MeasureType
     method: str
-    target: float
-    phi: float
-    tau2: float
+    target: float | None
+    phi: float | None
+    tau2: float | None
     n_units: int
     n_kept: int
     od_method: str
@@ -198,9 +198,10 @@ class DeadLetter(Record):
 
 
 class ReleaseReport(Record):
-    """A release that did not close cleanly: results missing at the close, or arriving after it."""
+    """A release that did not close cleanly: results missing at the close, or arriving after it; or one that
+    closed but cannot be assessed (its results name different periods, or the assessment itself failed)."""
 
-    kind: Literal["results_missing", "late_result", "count_exceeded", "never_closed"]
+    kind: Literal["results_missing", "late_result", "count_exceeded", "never_closed", "not_assessed"]
     audit: str
     release_id: str
     indicator_id: str

@@ -95,8 +95,10 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
     first = results[0]
     spec = rule.spec
     method = spec.method
-    target, phi, tau2 = float(funnel.target), float(funnel.phi), float(funnel.tau2)
     n_kept, od_applied = int(funnel.n_kept), bool(funnel.od_applied)
+    # A release with no eligible unit has no target and no dispersion: recorded as null, never as NaN.
+    target, phi = _num(funnel.target), _num(funnel.phi)
+    tau2 = _num(funnel.tau2) if n_kept else None
     counts: dict[str, int] = defaultdict(int)
     cols = (
         funnel.value.tolist(),
@@ -168,9 +170,9 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
         period=first.period,
         measure=first.measure.type,
         method=method,
-        target=float(funnel.target),
-        phi=float(funnel.phi),
-        tau2=float(funnel.tau2),
+        target=target,
+        phi=phi,
+        tau2=tau2,
         n_units=int(funnel.n_units),
         n_kept=int(funnel.n_kept),
         od_method=funnel.od_method,

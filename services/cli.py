@@ -252,7 +252,8 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
         s, c = rel.summary, rel.summary.counts
         fav = c.get("alert_favourable", 0) + c.get("alarm_favourable", 0)
         table.add_row(
-            s.release_id, s.indicator_id, s.method, f"{s.phi:.2f}", f"{s.tau2:.4g}",
+            s.release_id, s.indicator_id, s.method, "—" if s.phi is None else f"{s.phi:.2f}",
+            "—" if s.tau2 is None else f"{s.tau2:.4g}",
             str(c.get("alarm_adverse", 0)), str(c.get("alert_adverse", 0)), str(fav),
             str(c.get("within", 0)), str(c.get("insufficient_data", 0)),
         )  # fmt: skip

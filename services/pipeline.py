@@ -11,7 +11,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from rules.engine import RuleBook
+from rules.engine import IndicatorRule, RuleBook
 from rules.routing import RoutedDecision, route
 from schemas.events import AuditResult
 from schemas.signals import DeadLetter, ReleaseReport
@@ -24,6 +24,8 @@ from services.releases import (
     close_release,
     mark_assessed,
     new_state,
+    not_assessed_report,
+    release_problem,
     state_key,
     unfinished_reports,
 )
@@ -92,23 +94,54 @@ class Pipeline:
         self.states[key] = state
 
     def flush(self, out: Outputs) -> None:
-        """Assess every release completed since the last flush (vectorised across them) and route it."""
+        """Assess every release completed since the last flush (vectorised across them) and route it.
+
+        One release never stops the others: a release that cannot be one national picture (results for
+        different periods) is reported instead of assessed, and a release whose assessment or routing raises
+        is reported with the error as a ``not_assessed`` release report, while every other release is
+        assessed and routed exactly as if it were alone. Nothing here touches storage, so what is caught is
+        about the release's data, never a failing database or broker (those still fail the batch, which is
+        redelivered)."""
         if not self._complete:
             return
-        batch = []
+        now = self.clock()
+        batch: list[tuple[list[AuditResult], IndicatorRule, ReleaseState]] = []
         for key, state in self._complete.items():
             rule = self.rules.get(state.audit, state.indicator_id)
             assert rule is not None  # ingest only accepts events with a rule set
-            batch.append((mark_assessed(state), rule))
+            results = mark_assessed(state)
             self.states[key] = state
+            problem = release_problem(state, results)
+            if problem:
+                out.reports.append(not_assessed_report(state, problem, now))
+            else:
+                batch.append((results, rule, state))
         self._complete.clear()
-        now = self.clock()
-        for assessed in assess_releases(batch):
+        for assessed, state in self._assess(batch, out, now):
+            try:
+                decisions = [d for a in assessed.flagged if (d := route(a, assessed.rule, now)) is not None]
+            except Exception as exc:  # one release's data must never stop the others
+                out.reports.append(not_assessed_report(state, _failure(state, "routing", exc), now))
+                continue
             out.releases.append(assessed)
-            for assessment in assessed.flagged:
-                decision = route(assessment, assessed.rule, now)
-                if decision is not None:
-                    out.decisions.append(decision)
+            out.decisions += decisions
+
+    def _assess(
+        self, batch: list[tuple[list[AuditResult], IndicatorRule, ReleaseState]], out: Outputs, now: datetime
+    ) -> list[tuple[AssessedRelease, ReleaseState]]:
+        """All releases in one vectorised call; if that raises, each alone, so only the failing one is lost."""
+        try:
+            assessed = assess_releases([(results, rule) for results, rule, _ in batch])
+            return _pair(assessed, [state for _, _, state in batch])
+        except Exception:  # fall back to one release at a time
+            pass
+        done: list[tuple[AssessedRelease, ReleaseState]] = []
+        for results, rule, state in batch:
+            try:
+                done += _pair(assess_releases([(results, rule)]), [state])
+            except Exception as exc:  # reported with its reason, never fatal to the others
+                out.reports.append(not_assessed_report(state, _failure(state, "assessment", exc), now))
+        return done
 
     def process(self, records: Sequence[tuple[bytes, str]]) -> Outputs:
         """A batch of raw events: parsed together, then fed in order, then the completed releases assessed."""
@@ -123,3 +156,17 @@ class Pipeline:
         """At the end of a finite input: report every release that never completed."""
         now = self.clock()
         return [r for state in self.states.values() for r in unfinished_reports(state, now)]
+
+
+def _pair(assessed: list[AssessedRelease], states: list[ReleaseState]) -> list[tuple[AssessedRelease, ReleaseState]]:
+    """``assess_releases`` groups by specification, so match its output back to the states by release key."""
+    by_key = {state.key: state for state in states}
+    return [(a, by_key[a.summary_key]) for a in assessed]
+
+
+def _failure(state: ReleaseState, stage: str, exc: Exception) -> str:
+    return (
+        f"release {state.release_id} ({state.indicator_id}) was not assessed: its {stage} failed "
+        f"({type(exc).__name__}: {exc}); no organisation in it was assessed or routed. The other releases were "
+        "not affected; report this release to the signalbox maintainers"
+    )

@@ -314,6 +314,11 @@ class Recorder:
         return total
 
 
+def _nan(x: float | None) -> float:
+    """A release statistic recorded as null (no eligible unit, or not finite) is NaN in a ``FunnelResult``."""
+    return float("nan") if x is None else x
+
+
 def funnel_result(assessments: Iterable[Assessment], spec: FunnelSpec) -> tuple[FunnelResult, list[str]]:
     """Rebuild a release's ``FunnelResult`` from its stored assessments, to redraw its funnel plot."""
     rows = list(assessments)
@@ -332,7 +337,7 @@ def funnel_result(assessments: Iterable[Assessment], spec: FunnelSpec) -> tuple[
         ll_alarm_unadjusted=col(lambda a: a.limits_unadjusted.alarm_lower),
         ul_alarm_unadjusted=col(lambda a: a.limits_unadjusted.alarm_upper),
         band=np.array([a.band for a in rows]), side=np.array([a.side or "favourable" for a in rows]),
-        target=first.target, phi=first.phi, tau2=first.tau2, n_kept=first.n_kept, n_units=len(rows),
+        target=_nan(first.target), phi=_nan(first.phi), tau2=_nan(first.tau2), n_kept=first.n_kept, n_units=len(rows),
         od_applied=first.od_applied, od_method=first.od_method, chisq_p=None, spec=spec,
     )  # fmt: skip
     return result, [a.ods_code for a in rows]

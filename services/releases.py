@@ -11,6 +11,7 @@ changelogged table; the functions here mutate it in place and return what must b
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import MutableMapping
 from datetime import datetime
 from typing import Literal
@@ -75,7 +76,7 @@ class ReleaseLedger:
 
 def _report(
     state: ReleaseState,
-    kind: Literal["results_missing", "late_result", "count_exceeded", "never_closed"],
+    kind: Literal["results_missing", "late_result", "count_exceeded", "never_closed", "not_assessed"],
     detail: str,
     now: datetime,
     event_id: str | None = None,
@@ -151,6 +152,31 @@ def mark_assessed(state: ReleaseState) -> list[AuditResult]:
     state.assessed_count = len(results)
     state.results = {}
     return results
+
+
+def release_problem(state: ReleaseState, results: list[AuditResult]) -> str | None:
+    """Why a complete release cannot be assessed as one national picture, or None.
+
+    Every result must be for the same period: a funnel plot compares like with like, and the alarm case key
+    includes the period. Which period is "right" is not ours to guess (the first to arrive may be the odd one),
+    so the release is reported, naming the results that differ from the most common period, never assessed."""
+    name = f"release {state.release_id} ({state.indicator_id})"
+    if not results:
+        return f"{name} closed with no results; there is nothing to assess"
+    periods = Counter(r.period for r in results)
+    if len(periods) == 1:
+        return None
+    common = periods.most_common(1)[0][0]
+    odd = sorted(r.event_id for r in results if r.period != common)
+    shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+    return (
+        f"{name} is not assessed: its results are for {len(periods)} different periods; {len(odd)} differ from "
+        f"{common.start}..{common.end} ({common.label!r}): {shown}. Publish the release again with one period"
+    )
+
+
+def not_assessed_report(state: ReleaseState, detail: str, now: datetime) -> ReleaseReport:
+    return _report(state, "not_assessed", detail, now)
 
 
 def unfinished_reports(state: ReleaseState, now: datetime) -> list[ReleaseReport]:

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from scipy import special
 from scipy.stats import binom, chi2, norm, poisson
 
-from services.assessment.overdispersion import GroupedOverdispersion, grouped_overdispersion
+from services.assessment.overdispersion import MIN_S, GroupedOverdispersion, grouped_overdispersion
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -516,6 +516,9 @@ def _should_apply(spec: FunnelSpec, od: GroupedOverdispersion) -> BoolArray:
     return out
 
 
+# Values at the contract's limits (an expected count of 5e-324, a mean of 1e9 with an SD of 1e-9) overflow to ±inf
+# in ratios and squares; those become null limits or insufficient_data, never an error, so no warning either.
+@np.errstate(over="ignore")
 def _engine(spec: FunnelSpec, group: npt.ArrayLike | None, columns: dict[str, npt.ArrayLike]) -> FunnelBatch:
     cols = _columns(spec, columns)
     names = COLUMNS_BY_MEASURE[spec.measure]
@@ -532,7 +535,10 @@ def _engine(spec: FunnelSpec, group: npt.ArrayLike | None, columns: dict[str, np
     computable = vol > 0
     eligible = computable & (vol >= spec.min_volume)
     if sd is not None:
-        eligible &= sd > 0  # no within-unit variance: nothing to compare against
+        # No within-unit variance (an SD of 0, or one so small that s = sd/√n is numerically 0): nothing to compare
+        # against. Such a unit would otherwise get a z of 1e300 and an alarm from a rounding artefact.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            eligible &= (sd > 0) & (sd / np.sqrt(vol) >= MIN_S)
 
     # Target per group: external, or pooled over eligible units.
     if spec.target is not None:

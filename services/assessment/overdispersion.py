@@ -26,6 +26,13 @@ BoolArray = npt.NDArray[np.bool_]
 
 Trim = Literal["winsorise", "truncate"]
 
+#: Units outside these bounds are numerically degenerate (an SD of 1e-300 gives s ≈ 0 and z ≈ 1e300): their
+#: z² or weight 1/s² would overflow the sums and make φ infinite and τ² undefined, switching the adjustment off
+#: for the whole release. They are still classified on their own z, but take no part in φ and τ². Real units
+#: are many orders of magnitude inside (|z| < 1e3, s > 1e-4).
+MAX_Z = 1e100
+MIN_S = 1e-75
+
 
 @dataclass(frozen=True)
 class GroupedOverdispersion:
@@ -150,13 +157,14 @@ def grouped_overdispersion(
 ) -> GroupedOverdispersion:
     """φ, τ² and the χ² test for every group, from unadjusted z-scores and their standard errors s.
 
-    `eligible` rows (volume at least the minimum, finite z, s > 0) are the only ones used.
+    `eligible` rows (volume at least the minimum) with |z| ≤ MAX_Z and MIN_S ≤ s < ∞ are the only ones used.
     Winsorisation keeps every eligible unit and clips z to the group's type-7 quantiles at
     `trim_fraction` and 1 − `trim_fraction`.  Truncation (SHMI) keeps a unit when its rank group
     floor(rank·k/(n+1)), k = 1/trim_fraction, lies in 1..k−2; groups with fewer than k eligible
     units keep all of them (FunnelPlotR's rule would drop the top unit of a 9-unit group).
     """
-    use = eligible & np.isfinite(z) & (s > 0) & np.isfinite(s)
+    with np.errstate(invalid="ignore"):
+        use = eligible & (np.abs(z) <= MAX_Z) & (s >= MIN_S) & np.isfinite(s)
     key = np.where(use, z, np.inf)
     sorted_z, order, starts = sort_within_groups(key, codes, n_groups)
     sorted_codes = np.repeat(np.arange(n_groups), np.bincount(codes, minlength=n_groups))

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
-from notifications.recipients import Directory, MissingRecipient
+from notifications.recipients import NATIONAL_ROLES, Contact, Directory, MissingRecipient
 from notifications.render import message_id_for
 from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice, Notice
 from services.db import Database
@@ -141,6 +141,33 @@ def ensure_schema(db: Database) -> None:
     db.executescript(SCHEMA)
 
 
+# The only letters a regulator may receive: a confirmed alarm, and a trust's failure to acknowledge one.
+REGULATOR_TEMPLATES = frozenset({"regulator_notice", "non_compliance"})
+
+
+def regulator_refusal(notice: AnyNotice, role: str, contact: Contact, directory: Directory) -> str | None:
+    """Why this letter must not go to ``contact``, or None: a regulator only ever gets a regulator letter.
+
+    The directory refuses regulator addresses outside ``national`` when it loads; this is the same check at the
+    moment a letter is queued, released or sent, so a directory that slipped through (edited after loading,
+    built without validation, a national entry added later) still cannot carry a learning-space alert or an
+    unconfirmed potential alarm to a regulator. A refused letter is held with this reason, never sent or dropped.
+    """
+    allowed = notice.space == "formal" and notice.template in REGULATOR_TEMPLATES and role in NATIONAL_ROLES
+    if role in NATIONAL_ROLES and not allowed:
+        return (
+            f"refusing to send a {notice.space} {notice.template} letter to the regulator role {role}: only a "
+            f"confirmed alarm's {' or '.join(sorted(REGULATOR_TEMPLATES))} letter may go to a regulator"
+        )
+    why = directory.regulators.why(contact)
+    if why is not None and not allowed:
+        return (
+            f"refusing to send a {notice.space} {notice.template} letter for {role} to a regulator: {why}; "
+            f"correct {directory.source} and release the letter"
+        )
+    return None
+
+
 def held_message_id(notice_id: str, role: str) -> str:
     """A placeholder id for a letter with no address yet; ``release_held`` replaces it with the real one."""
     return message_id_for(notice_id, f"unresolved:{role}")
@@ -169,6 +196,9 @@ def enqueue(db: Database, notice: AnyNotice, directory: Directory, *, now: datet
             params: tuple[object, ...]
             try:
                 contact = directory.resolve(recipient.ods_code, recipient.role, audit=audit)
+                refusal = regulator_refusal(notice, recipient.role, contact, directory)
+                if refusal is not None:
+                    raise MissingRecipient(refusal)
             except MissingRecipient as exc:
                 params = (
                     held_message_id(notice.notice_id, recipient.role),
@@ -291,6 +321,9 @@ def release_held(db: Database, directory: Directory, now: datetime, *, notice_id
             recipient_ods = next((r.ods_code for r in notice.recipients if r.role == row.recipient_role), None)
             try:
                 contact = directory.resolve(recipient_ods, row.recipient_role, audit=notice.assessment.audit)
+                refusal = regulator_refusal(notice, row.recipient_role, contact, directory)
+                if refusal is not None:
+                    raise MissingRecipient(refusal)
             except MissingRecipient as exc:
                 db.execute("UPDATE outbox SET last_error = ? WHERE message_id = ?", (str(exc), row.message_id))
                 continue

@@ -5,12 +5,23 @@ person with an email address and/or a webhook URL. The directory is a YAML file 
 operators. It is validated when loaded, and every error names the file and the entry, so a typo is found at
 start-up rather than when a letter is due.
 
+Separation. A regulator's address may appear only under ``national``. Anywhere else (a trust role, an audit
+role, the sender) it would let a learning-space alert or an unconfirmed potential alarm reach a regulator, so
+the directory is refused at load, naming the entry. "A regulator's address" is checked case-insensitively,
+ignoring ``+tags``, trailing dots and IDNA spellings: any address or webhook host in ``cqc.org.uk``,
+``england.nhs.uk``, a domain the directory declares in ``national_domains``, or the domain of any ``national``
+entry (for NHSmail, ``nhs.net``, which every NHS body shares, only the exact mailbox). Names and addresses go
+into mail headers, so control characters (CR/LF above all) and header punctuation are refused too. The relay
+repeats the check when it sends (``regulator_refusal``), in case a directory ever slips through.
+
 Layout (see ``notifications/recipients.example.yaml``)::
 
     version: 1
     sender: {name: ..., email: ...}                 # the From address of every letter
     national:                                       # regulators, by role
       nhs_england: {name: ..., email: ...}
+    national_domains: [hiw.org.uk]                  # optional: more regulator domains (cqc.org.uk and
+                                                    # england.nhs.uk are always regulators')
     audits:
       nela:
         name: National Emergency Laparotomy Audit
@@ -26,15 +37,19 @@ Layout (see ``notifications/recipients.example.yaml``)::
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.signals import AuditRole, FormalRole, RegulatorRole, TrustRole
+from services.config_files import ConfigFileError, load_yaml
 
 TRUST_ROLES: frozenset[str] = frozenset(get_args(TrustRole))
 NATIONAL_ROLES: frozenset[str] = frozenset(get_args(RegulatorRole))
@@ -42,8 +57,20 @@ AUDIT_ROLES: frozenset[str] = frozenset(get_args(AuditRole))
 
 Channel = Literal["email", "webhook"]
 
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-_ODS = re.compile(r"^[A-Z0-9]{3,9}$")
+_ATOM = r"[A-Za-z0-9_%+'-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")  # used with fullmatch: no trailing newline
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_ODS = re.compile(r"[A-Z0-9]{3,9}")
+
+# Regulators' own domains: always regulators', whatever a directory says.
+REGULATOR_DOMAINS: tuple[str, ...] = ("cqc.org.uk", "england.nhs.uk")
+# NHSmail is shared by every NHS organisation, regulators included: there only the exact mailbox identifies one.
+SHARED_MAIL_DOMAINS = frozenset({"nhs.net"})
+# Characters a name or address must never carry into a header or a letter: CR, LF and every other control or
+# invisible formatting character (bidi overrides), and the punctuation that delimits addresses in a header.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_HEADER_PUNCTUATION = frozenset('<>"\\')
 
 ROLE_LABELS: dict[str, str] = {
     "patient_safety_lead": "patient-safety lead",
@@ -59,7 +86,7 @@ ROLE_LABELS: dict[str, str] = {
 }
 
 
-class DirectoryError(ValueError):
+class DirectoryError(ConfigFileError):
     """The directory file is unreadable or invalid; the message names the file and the entry."""
 
 
@@ -73,21 +100,31 @@ class Contact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    email: str | None = None
-    webhook: str | None = None
+    email: str | None = Field(None, max_length=254)
+    webhook: str | None = Field(None, max_length=2000)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_header_safe(cls, value: str) -> str:
+        bad = _unsafe_characters(value)
+        if bad:
+            raise ValueError(f"{value!r} contains {bad}, which a name in a letter's header must not")
+        if not value.strip():
+            raise ValueError("is blank")
+        return value
 
     @field_validator("email")
     @classmethod
     def _email_shape(cls, value: str | None) -> str | None:
-        if value is not None and not _EMAIL.match(value):
-            raise ValueError(f"{value!r} is not an email address")
+        if value is not None and not _EMAIL.fullmatch(value):
+            raise ValueError(f"{value!r} is not an email address (a bare address, no name or spaces)")
         return value
 
     @field_validator("webhook")
     @classmethod
     def _webhook_shape(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        if value is not None:
+            webhook_host(value)
         return value
 
     @model_validator(mode="after")
@@ -107,6 +144,79 @@ class Contact(BaseModel):
         value = self.email if self.channel == "email" else self.webhook
         assert value is not None
         return value
+
+
+def _unsafe_characters(text: str) -> str:
+    """A description of the header-unsafe characters in ``text``, or "" when there are none."""
+    found = sorted({c for c in text if c in _HEADER_PUNCTUATION or unicodedata.category(c) in _UNSAFE_CATEGORIES})
+    return ", ".join(f"U+{ord(c):04X}" if not c.isprintable() else repr(c) for c in found)
+
+
+def canonical_host(host: str) -> str:
+    """A host name as DNS sees it: IDNA-encoded (full-width dots and all), lower case, no trailing dot."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"{host!r} is not a valid host name") from None
+    ascii_host = ascii_host.lower().removesuffix(".")
+    if not _HOST.fullmatch(ascii_host):
+        raise ValueError(f"{host!r} is not a valid host name")
+    return ascii_host
+
+
+def webhook_host(url: str) -> str:
+    """The canonical host a webhook URL posts to; ValueError unless it is a plain http(s) URL."""
+    if _unsafe_characters(url) or any(c.isspace() for c in url):
+        raise ValueError(f"{url!r} contains spaces, control characters or header punctuation")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if "@" in parts.netloc:
+        raise ValueError(f"{url!r} has a user name or password before its host; put credentials elsewhere")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    host = parts.hostname or ""
+    try:
+        return str(ipaddress.ip_address(host))  # an IP literal: no domain to compare
+    except ValueError:
+        return canonical_host(host)
+
+
+def mailbox(email: str) -> str:
+    """An address as a mail system delivers it: case folded, ``+tag`` dropped, canonical domain."""
+    local, _, domain = email.rpartition("@")
+    return f"{local.split('+', 1)[0].lower()}@{canonical_host(domain)}"
+
+
+def _under(host: str, domain: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
+@dataclass(frozen=True, slots=True)
+class RegulatorAddresses:
+    """What counts as a regulator's address: whole domains, and exact mailboxes on shared domains."""
+
+    domains: frozenset[str]
+    mailboxes: frozenset[str]
+
+    def why(self, contact: Contact) -> str | None:
+        """Why ``contact`` reaches a regulator (any of its addresses), or None."""
+        if contact.email is not None:
+            box = mailbox(contact.email)
+            if box in self.mailboxes:
+                return f"{contact.email} is a regulator's mailbox (listed under national)"
+            domain = box.rpartition("@")[2]
+            hit = next((d for d in sorted(self.domains) if _under(domain, d)), None)
+            if hit is not None:
+                return f"{contact.email} is an address in the regulator domain {hit}"
+        if contact.webhook is not None:
+            host = webhook_host(contact.webhook)
+            hit = next((d for d in sorted(self.domains) if _under(host, d)), None)
+            if hit is not None:
+                return f"the webhook {contact.webhook} posts to {host}, in the regulator domain {hit}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +278,7 @@ class _DirectoryFile(BaseModel):
     version: Literal[1]
     sender: Contact
     national: _National = Field(default_factory=_National)
+    national_domains: tuple[str, ...] = ()
     audits: dict[str, _AuditEntry] = Field(default_factory=dict)
     organisations: dict[str, _OrganisationEntry] = Field(default_factory=dict)
 
@@ -178,11 +289,16 @@ class _DirectoryFile(BaseModel):
             raise ValueError("the sender needs an email address (it is the From of every letter)")
         return value
 
+    @field_validator("national_domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(canonical_host(d) for d in value)
+
     @field_validator("organisations")
     @classmethod
     def _ods_keys(cls, value: dict[str, _OrganisationEntry]) -> dict[str, _OrganisationEntry]:
         for code in value:
-            if not _ODS.match(code):
+            if not _ODS.fullmatch(code):
                 raise ValueError(f"{code!r} is not an ODS code (3–9 capital letters or digits)")
         return value
 
@@ -195,22 +311,57 @@ def _by_audit(entries: dict[str, Any], audit: str | None) -> Any:
     return next((value for key, value in entries.items() if key.casefold() == folded), None)
 
 
+def _regulator_addresses(data: _DirectoryFile) -> RegulatorAddresses:
+    domains = set(REGULATOR_DOMAINS) | set(data.national_domains)
+    mailboxes: set[str] = set()
+    for role in sorted(NATIONAL_ROLES):
+        contact: Contact | None = getattr(data.national, role)
+        if contact is None:
+            continue
+        if contact.email is not None:
+            box = mailbox(contact.email)
+            mailboxes.add(box)
+            domain = box.rpartition("@")[2]
+            if not any(_under(domain, shared) for shared in SHARED_MAIL_DOMAINS):
+                domains.add(domain)
+        if contact.webhook is not None:
+            domains.add(webhook_host(contact.webhook))
+    return RegulatorAddresses(frozenset(domains), frozenset(mailboxes))
+
+
+def _non_regulator_contacts(data: _DirectoryFile) -> Iterator[tuple[str, Contact]]:
+    """Every contact outside ``national``, with the path that names its entry."""
+    yield "sender", data.sender
+    for audit, entry in data.audits.items():
+        for role in sorted(AUDIT_ROLES):
+            contact: Contact | None = getattr(entry, role)
+            if contact is not None:
+                yield f"audits.{audit}.{role}", contact
+    for code, org in data.organisations.items():
+        for role in sorted(TRUST_ROLES):
+            found: Contact | None = getattr(org, role)
+            if found is not None:
+                yield f"organisations.{code}.{role}", found
+        for audit, contacts in org.audits.items():
+            for role, per_audit in contacts.items():
+                yield f"organisations.{code}.audits.{audit}.{role}", per_audit
+
+
 class Directory:
     """A validated recipient directory. Build it with :meth:`load` or :meth:`from_mapping`."""
 
     def __init__(self, data: _DirectoryFile, source: str) -> None:
         self._data = data
         self.source = source
+        self.regulators = _regulator_addresses(data)
 
     @classmethod
     def load(cls, path: str | Path) -> Directory:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise DirectoryError(f"{path}: cannot read the recipient directory ({exc.strerror})") from exc
-        except yaml.YAMLError as exc:
-            raise DirectoryError(f"{path}: not valid YAML ({exc})") from exc
+            raw = load_yaml(path, "recipient directory")
+        except ConfigFileError as exc:
+            raise DirectoryError(str(exc)) from None
         return cls.from_mapping(raw, source=str(path))
 
     @classmethod
@@ -218,7 +369,7 @@ class Directory:
         if not isinstance(raw, dict):
             raise DirectoryError(f"{source}: the recipient directory must be a mapping at the top level")
         try:
-            return cls(_DirectoryFile.model_validate(raw), source)
+            data = _DirectoryFile.model_validate(raw)
         except ValidationError as exc:
             problems = []
             for err in exc.errors(include_url=False):
@@ -229,7 +380,16 @@ class Directory:
                 elif err["type"] == "extra_forbidden":
                     message = "is not a known key here"
                 problems.append(f"{where}: {message}")
-            raise DirectoryError(f"{source}: " + "; ".join(problems)) from exc
+            raise DirectoryError(f"{source}: " + "; ".join(problems)) from None
+        directory = cls(data, source)
+        leaks = [
+            f"{where}: {why}; a regulator may be listed only under national"
+            for where, contact in _non_regulator_contacts(data)
+            if (why := directory.regulators.why(contact)) is not None
+        ]
+        if leaks:
+            raise DirectoryError(f"{source}: " + "; ".join(leaks))
+        return directory
 
     @property
     def sender(self) -> Contact:

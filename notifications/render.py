@@ -18,14 +18,14 @@ from email.utils import format_datetime
 from functools import cache, lru_cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 from markupsafe import Markup
 
 from notifications.recipients import ROLE_LABELS, Contact, ResolvedRecipient
 from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice
-from schemas.signals import Assessment, Space
+from schemas.signals import REGULATOR_ROLES, Assessment, Space
 
 AnyNotice = LearningNotice | GoodPracticeNotice | FormalNotice
 
@@ -65,6 +65,15 @@ class RenderedMessage:
     html: str
     message_id: str
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def plot_audience(notice: AnyNotice) -> Literal["trust", "regulator"]:
+    """Whose funnel plot a notice's letter embeds (see ``services.assessment.plot``).
+
+    A notice any regulator receives gets the regulator's plot (the addressee's point and the limits only);
+    every other letter goes to the trust itself or the audit, and shows the others neutrally.
+    """
+    return "regulator" if any(r.role in REGULATOR_ROLES for r in notice.recipients) else "trust"
 
 
 def message_id_for(notice_id: str, address: str) -> str:
@@ -236,6 +245,7 @@ class Renderer:
             "respond_by": _long_date(notice.respond_by) if notice.respond_by else None,
             "contact": contact,
             "funnel_svg": _trusted_svg(funnel_svg),
+            "plot_shows_others": plot_audience(notice) == "trust",
             "case_id": notice.case_id,
             "sent_on": _long_date(notice.created_at),
         }

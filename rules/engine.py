@@ -8,67 +8,109 @@ the field when something is wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.events import MeasureType
 from schemas.signals import LearningRole, RuleRef, TrustRole
-from services.assessment import FunnelSpec
+from services.assessment import FunnelSpec, critical_z
+from services.config_files import ConfigFileError, load_yaml
 
 DEFAULT_RULES_DIR = Path(__file__).parent / "sets"
 
 Method = Literal["shmi", "cqc", "poisson-ci", "exact", "normal", "arcsine", "log", "sqrt"]
 
 
-class RuleSetError(ValueError):
+class RuleSetError(ConfigFileError):
     """A rule set that cannot be used, with the file and field that are wrong."""
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Numbers must be written as numbers: `alert: "0.95"` or `data_check: true` is a typo, not a value.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Days = Annotated[int, Field(strict=True, ge=1, le=120)]
+
+# Outlier policy puts the alert at about 2 SD and the alarm at about 3 SD (HQIP: 95% and 99.8%). Levels below
+# these floors flag a large share of every release (an alarm level of 0.6 is beyond the limits for 40% of
+# trusts), and limits closer than MIN_LIMIT_GAP_SD make nearly every alert an alarm: either way the learning
+# space loses its meaning and the formal space fills with false alarms.
+MIN_ALERT_LEVEL = 0.9
+MIN_ALARM_LEVEL = 0.99
+MAX_LEVEL = 0.999999  # beyond ≈ 4.9 SD a limit is no longer a limit anyone can reach
+MIN_LIMIT_GAP_SD = 0.5
 
 
 class Limits(Strict):
     """Two-sided coverage of the alert (≈2 SD) and alarm (≈3 SD) limits."""
 
-    alert: float = Field(0.95, gt=0.5, lt=1)
-    alarm: float = Field(0.998, gt=0.5, lt=1)
+    alert: Number = Field(0.95, ge=MIN_ALERT_LEVEL, le=MAX_LEVEL)
+    alarm: Number = Field(0.998, ge=MIN_ALARM_LEVEL, le=MAX_LEVEL)
 
     @model_validator(mode="after")
     def _alarm_beyond_alert(self) -> Limits:
         if self.alarm <= self.alert:
             raise ValueError(f"the alarm level {self.alarm} must be wider than the alert level {self.alert}")
+        gap = critical_z(self.alarm) - critical_z(self.alert)
+        if not math.isfinite(gap) or gap < MIN_LIMIT_GAP_SD:
+            raise ValueError(
+                f"the alarm level {self.alarm} is only {gap:.2f} SD beyond the alert level {self.alert}; at least "
+                f"{MIN_LIMIT_GAP_SD} SD is needed, or nearly every alert would be an alarm (policy: 0.95 and 0.998)"
+            )
         return self
 
 
 class Deadlines(Strict):
     """Working days allowed at each stage of the alarm case process (outlier-process.md §3 defaults)."""
 
-    data_check: int = Field(10, ge=1, le=120)
-    provider_told: int = Field(5, ge=1, le=120)
-    provider_response: int = Field(25, ge=1, le=120)
-    review: int = Field(30, ge=1, le=120)
-    confirmation: int = Field(5, ge=1, le=120)
-    acknowledgement: int = Field(10, ge=1, le=120)
-    non_response: int = Field(10, ge=1, le=120)
+    data_check: Days = 10
+    provider_told: Days = 5
+    provider_response: Days = 25
+    review: Days = 30
+    confirmation: Days = 5
+    acknowledgement: Days = 10
+    non_response: Days = 10
 
 
 class Recipients(Strict):
-    """Who is told, by role, in each space. The learning space can only name roles inside the trust."""
+    """Who is told, by role, in each space. The learning space can only name roles inside the trust.
 
-    learning: tuple[LearningRole, ...] = ("patient_safety_lead", "lead_clinician")
-    formal: tuple[TrustRole, ...] = ("lead_clinician", "medical_director")
-    good_practice: tuple[TrustRole, ...] = ("lead_clinician",)
+    A space with nobody in it would decide and record a signal that no one is ever told of, so an empty
+    list is refused, and so is a role named twice (a sign the list was edited carelessly).
+    """
+
+    learning: tuple[LearningRole, ...] = Field(("patient_safety_lead", "lead_clinician"), min_length=1)
+    formal: tuple[TrustRole, ...] = Field(("lead_clinician", "medical_director"), min_length=1)
+    good_practice: tuple[TrustRole, ...] = Field(("lead_clinician",), min_length=1)
+
+    @field_validator("learning", "formal", "good_practice", mode="before")
+    @classmethod
+    def _a_list_of_roles(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("names nobody; list at least one role")
+        if isinstance(value, str):
+            raise ValueError(f"must be a list of roles, e.g. [{value}], not a single string")
+        return value
+
+    @field_validator("learning", "formal", "good_practice")
+    @classmethod
+    def _each_role_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({r for r in value if value.count(r) > 1})
+        if twice:
+            raise ValueError(f"names {', '.join(twice)} more than once")
+        return value
 
 
 class Overdispersion(Strict):
     method: Literal["none", "additive", "multiplicative"] | None = None
     trim: Literal["winsorise", "truncate"] | None = None
-    trim_fraction: float | None = Field(None, ge=0, lt=0.5)
+    trim_fraction: Number | None = Field(None, ge=0, lt=0.5)
     policy: Literal["phi", "chisq", "always"] = "phi"
 
 
@@ -94,8 +136,8 @@ class Indicator(Strict):
     adverse: Literal["high", "low"]
     method: Method
     unit: str = ""
-    min_volume: float = Field(0, ge=0)
-    target: float | None = None
+    min_volume: Number = Field(0, ge=0)
+    target: Number | None = None
     limits: Limits = Limits()
     plausible: Plausible = Plausible()
     overdispersion: Overdispersion = Overdispersion()
@@ -191,6 +233,7 @@ class RuleBook:
 def _describe(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in err['loc']) or 'top level'}: {err['msg'].removeprefix('Value error, ')}"
+        + (f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden", "value_error") else "")
         for err in exc.errors(include_url=False)
     )
 
@@ -211,9 +254,9 @@ def parse_rule_set(data: Mapping[str, object], source: str) -> RuleSet:
 
 def load_rule_set(path: Path) -> RuleSet:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RuleSetError(f"{path}: not valid YAML ({exc})") from None
+        data = load_yaml(path, "rule set")
+    except ConfigFileError as exc:
+        raise RuleSetError(str(exc)) from None
     if not isinstance(data, Mapping):
         raise RuleSetError(f"{path}: a rule set must be a mapping at the top level")
     return parse_rule_set(data, str(path))

@@ -24,9 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from rules.engine import RuleSetError, load_rules
-from services.assessment import FunnelResult, FunnelSpec, assess, render_funnel_svg
+from services.assessment import FunnelResult, FunnelSpec, assess
+from services.assessment.plot import funnel_view, render_funnel_svg
 from services.cases.calendar import parse_moment
 from services.cases.cli import app as cases_app
+from services.config_files import ConfigFileError
 from services.db import Database, is_postgres_url
 from services.recording import DEFAULT_RECIPIENTS, open_recorder
 from services.runner import RunSummary, UsageError, file_size, run_embedded
@@ -230,7 +232,8 @@ def assess_command(
             highlight=False,
         )
     if plot is not None:
-        plot.write_text(render_funnel_svg(result, orgs, title=file.stem), encoding="utf-8")
+        view = funnel_view(result, orgs, audience="analyst")  # the analyst's own assessment: every band
+        plot.write_text(render_funnel_svg(view, title=file.stem), encoding="utf-8")
         err.print(f"funnel plot written to {plot}")
 
 
@@ -504,4 +507,8 @@ def deliver_command(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ConfigFileError as exc:  # a rule set or the recipient directory, whichever command loaded it
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None

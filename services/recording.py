@@ -32,13 +32,14 @@ from notifications.delivery.relay import DeliveryReport, deliver_due
 from notifications.delivery.smtp import SmtpSettings, SmtpTransport
 from notifications.delivery.webhook import WebhookTransport
 from notifications.recipients import Directory
-from notifications.render import renderer_for
+from notifications.render import plot_audience, renderer_for
 from rules.engine import RuleBook, load_rules
 from schemas.cases import CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
 from schemas.signals import Assessment, FormalDecision, GoodPracticeDecision, LearningDecision, stable_id
 from services.assess import AssessedRelease
-from services.assessment import FunnelResult, FunnelSpec, render_funnel_svg
+from services.assessment import FunnelResult, FunnelSpec
+from services.assessment.plot import funnel_view, render_funnel_svg
 from services.cases.calendar import add_working_days
 from services.cases.machine import CaseError
 from services.cases.service import CaseService
@@ -116,7 +117,7 @@ class Recorder:
         outbox.ensure_schema(db)
         self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome, trail=self.trail)
         self._funnels: dict[tuple[str, str, str], tuple[FunnelResult, list[str]]] = {}
-        self._svgs: dict[tuple[str, str, str, str], str] = {}
+        self._svgs: dict[tuple[str, str, str, str, str], str] = {}
 
     def _deadlines(self, audit: str, indicator_id: str) -> Any:
         rule = self.rules.get(audit, indicator_id)
@@ -272,7 +273,11 @@ class Recorder:
     # ------------------------------------------------------------------------------------------ delivery
 
     def funnel_for(self, notice: Any) -> str:
-        """The release's funnel plot with the notice's organisation highlighted, redrawn from the trail."""
+        """The release's funnel plot as the notice's readers may see it, redrawn from the trail.
+
+        Only the addressee's own band is shown: other organisations are neutral in a trust's letter and absent
+        from a regulator's (``services.assessment.plot.funnel_view``, ``notifications.render.plot_audience``).
+        """
         a: Assessment = notice.assessment
         key = (a.audit, a.release_id, a.indicator_id)
         if key not in self._funnels:
@@ -282,11 +287,15 @@ class Recorder:
                 return EMPTY_SVG
             stored = found[-1].data()["assessments"]
             self._funnels[key] = funnel_result([Assessment.model_validate(x) for x in stored], rule.spec)
-        svg_key = (*key, a.ods_code)
+        audience = plot_audience(notice)
+        svg_key = (*key, a.ods_code, audience)
         if svg_key not in self._svgs:
             result, labels = self._funnels[key]
+            if a.ods_code not in labels:
+                return EMPTY_SVG
             title = f"{a.audit} {a.indicator_id}, {a.release_id}"
-            svg = render_funnel_svg(result, labels, highlight=a.ods_code, title=title)
+            view = funnel_view(result, labels, audience=audience, addressee=a.ods_code)
+            svg = render_funnel_svg(view, title=title)
             self._svgs[svg_key] = svg[svg.find("<svg") :]  # inline in a letter: no XML prolog or DOCTYPE
         return self._svgs[svg_key]
 

@@ -125,6 +125,10 @@ async def _deliver_one(
     except MissingRecipient as exc:
         held(str(exc))
         return
+    refusal = outbox.regulator_refusal(notice, row.recipient_role, contact, directory)
+    if refusal is not None:  # the last check before anything leaves: a regulator only gets a regulator letter
+        held(refusal)
+        return
     if contact.address != row.address or contact.channel != row.channel:
         held(
             f"the directory now lists {contact.channel} {contact.address} for {row.recipient_role}, but this "

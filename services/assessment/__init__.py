@@ -54,7 +54,7 @@ __all__ = [
 
 
 def render_funnel_svg(*args: object, **kwargs: object) -> str:
-    """Funnel plot as an SVG string; see `services.assessment.plot.render_funnel_svg`."""
+    """Funnel plot of a ``FunnelView`` as an SVG string; see `services.assessment.plot` (who may see what)."""
     from services.assessment.plot import render_funnel_svg as _render
 
     return _render(*args, **kwargs)  # type: ignore[arg-type]

@@ -103,7 +103,7 @@ def test_unreadable_and_malformed_files_are_named(tmp_path: Path) -> None:
         Directory.load(tmp_path / "absent.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: [1\n")
-    with pytest.raises(DirectoryError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(DirectoryError, match=r"bad\.yaml: the recipient directory is not valid YAML at line 2"):
         Directory.load(bad)
     bad.write_text("- a list\n")
     with pytest.raises(DirectoryError, match="mapping at the top level"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.assessment import FunnelSpec, assess_ratios
-from services.assessment.plot import render_funnel_svg
+from services.assessment.plot import funnel_view, render_funnel_svg
 
 OBSERVED = np.array([100.0, 150, 180, 80, 120, 225, 3, 0, 40, 61, 12])
 EXPECTED = np.array([108.0, 112, 165, 95, 100, 220, 2.5, 0.6, 35.2, 60, 20.3])
@@ -18,41 +18,46 @@ LABELS = ["RXF", "RAE", "RCF", "RWY", "RXL", "RR8", "RJL", "RP5", "RFF", "RHQ", 
 
 
 def test_render_returns_a_well_formed_svg_document() -> None:
-    svg = render_funnel_svg(assess_ratios(FunnelSpec.preset("standardised_ratio", "cqc"), OBSERVED, EXPECTED), LABELS)
+    result = assess_ratios(FunnelSpec.preset("standardised_ratio", "cqc"), OBSERVED, EXPECTED)
+    svg = render_funnel_svg(funnel_view(result, LABELS, audience="analyst"))
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg")
 
 
 def test_highlighted_organisation_is_named_in_the_plot() -> None:
-    svg = render_funnel_svg(
-        assess_ratios(FunnelSpec.preset("standardised_ratio", "cqc"), OBSERVED, EXPECTED), LABELS, highlight="RAE"
-    )
+    result = assess_ratios(FunnelSpec.preset("standardised_ratio", "cqc"), OBSERVED, EXPECTED)
+    svg = render_funnel_svg(funnel_view(result, LABELS, audience="trust", addressee="RAE"))
     assert "RAE" in svg
 
 
 def test_title_and_limit_legend_appear_in_the_plot() -> None:
     spec = FunnelSpec.preset("standardised_ratio", "cqc")
-    svg = render_funnel_svg(assess_ratios(spec, OBSERVED, EXPECTED), LABELS, title="30-day mortality 2024")
+    view = funnel_view(assess_ratios(spec, OBSERVED, EXPECTED), LABELS, audience="analyst")
+    svg = render_funnel_svg(view, title="30-day mortality 2024")
     assert "30-day mortality 2024" in svg and "99.8% limits" in svg and "95% limits" in svg
 
 
 def test_rendering_is_deterministic() -> None:
     spec = FunnelSpec.preset("standardised_ratio", "cqc")
-    first = render_funnel_svg(assess_ratios(spec, OBSERVED, EXPECTED), LABELS, highlight="RXF")
-    second = render_funnel_svg(assess_ratios(spec, OBSERVED, EXPECTED), LABELS, highlight="RXF")
+    first = render_funnel_svg(
+        funnel_view(assess_ratios(spec, OBSERVED, EXPECTED), LABELS, audience="trust", addressee="RXF")
+    )
+    second = render_funnel_svg(
+        funnel_view(assess_ratios(spec, OBSERVED, EXPECTED), LABELS, audience="trust", addressee="RXF")
+    )
     assert first == second
 
 
 def test_an_unknown_organisation_to_highlight_is_rejected() -> None:
     spec = FunnelSpec.preset("standardised_ratio", "cqc")
     with pytest.raises(ValueError, match="not among the labels"):
-        render_funnel_svg(assess_ratios(spec, OBSERVED, EXPECTED), LABELS, highlight="ZZZ")
+        funnel_view(assess_ratios(spec, OBSERVED, EXPECTED), LABELS, audience="trust", addressee="ZZZ")
 
 
 def test_labels_must_match_the_organisations() -> None:
     spec = FunnelSpec.preset("standardised_ratio", "cqc")
     with pytest.raises(ValueError, match="labels"):
-        render_funnel_svg(assess_ratios(spec, OBSERVED, EXPECTED), LABELS[:3])
+        funnel_view(assess_ratios(spec, OBSERVED, EXPECTED), LABELS[:3], audience="analyst")
 
 
 def test_importing_the_statistics_core_does_not_import_matplotlib() -> None:

@@ -3,8 +3,8 @@
 For each log, from the rows alone, :func:`verify` recomputes every entry's canonical record and leaf hash
 from the stored record text and salt, the hash chain, and the seq numbering (0, 1, 2 … without gaps); then it
 recomputes the RFC 6962 root at the size of every stored checkpoint (and of any checkpoint notes handed in from
-outside), checks each checkpoint's signature, checks that successive checkpoints never shrink, never disagree
-at the same size (a fork or split view) and are consistent (a consistency proof between each pair verifies).
+outside), checks each checkpoint's signature, checks that stored checkpoints never shrink, that no two
+checkpoints disagree at the same size (a fork or split view) and that each is consistent with the current tree.
 
 What it detects, and the index it names as the first bad one:
 
@@ -12,12 +12,22 @@ What it detects, and the index it names as the first bad one:
 * a deleted row in the middle (a seq gap), an inserted row, two rows swapped: the first seq out of place
   (every leaf commits to its own seq and the chain commits to all before it);
 * deleted newest rows (tail truncation): the first missing seq, **but only against a checkpoint signed at a
-  larger size**. Rows alone cannot show that rows after the last one ever existed. Someone who can delete rows
-  can delete stored checkpoints too, so pass checkpoints published outside the service (``external``) to make
-  truncation detectable in that case;
+  larger size**. Rows alone cannot show that rows after the last one ever existed, and someone who can delete
+  rows can delete stored checkpoints too. So the checkpoints the service exported (``exported``, the
+  ``checkpoints/`` folder beside a SQLite store) are compared with the store: each must be among the store's
+  checkpoints, a log with stored checkpoints must have its exported file, and (``require_checkpoint``) a log
+  with entries must have a checkpoint somewhere. Checkpoints published to others (``external``) catch what a
+  local insider can roll back consistently;
 * a history rewritten consistently (records, leaves and chain all recomputed): the root no longer matches a
   signed checkpoint; the first bad index is then only known to lie after the previous matching checkpoint,
-  and that checkpoint's size is named.
+  and that checkpoint's size is named. Re-signing it needs the signing key, which is kept outside the store's
+  folder (``checkpoint.signing_key_path``);
+* a fork (one size, two roots) among any of the checkpoints, and a stored checkpoint smaller than one signed
+  before it.
+
+Every checkpoint, stored, exported or published, is checked against the current tree on its own (its root at
+its size, and the RFC 6962 consistency proof from it to the whole tree), so the order they are given in does
+not matter and a checkpoint signed after one was published is no false alarm.
 
 Signatures are checked only against the public keys given; with none, the report says they were not checked.
 """
@@ -212,7 +222,7 @@ def _check_checkpoints(
         checkpoint = _accepted(audience, label, note, trusted, report)
         if checkpoint is not None:
             signed.append(_Signed(label, checkpoint.size, checkpoint.root, is_stored))
-    report.checkpoints = len(signed)
+    report.checkpoints = len({(c.size, c.root) for c in signed})
     report.latest_checkpoint_size = max((c.size for c in signed), default=None)
 
     previous: _Signed | None = None

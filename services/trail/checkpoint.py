@@ -39,6 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from services.db import is_postgres_url
 from services.trail.merkle import HASH_SIZE
 from services.trail.store import AUDIENCES, Audience, StoredCheckpoint, Trail
 
@@ -96,7 +97,7 @@ def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new key folder is the owner's alone
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(pem)
@@ -132,7 +133,7 @@ def public_key_path(key_path: str | Path) -> Path:
 def store_folder(store: str | Path) -> Path | None:
     """The folder of a SQLite store (None for a PostgreSQL URL)."""
     text = str(store)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(text):
         return None
     return Path(text.removeprefix("sqlite:///")).resolve().parent
 
@@ -166,7 +167,7 @@ def signing_key_for_store(store: str | Path, path: str | Path | None = None) -> 
                     f" re-sign it; the trail is signed with {target}: move {legacy} somewhere safe and run again"
                 )
             load_signing_key(legacy)  # refuse to move anything that is not a key
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             shutil.move(legacy, target)
             logging.getLogger(__name__).warning("moved the signing key from beside the store to %s", target)
     key = load_or_generate_signing_key(target)

@@ -334,6 +334,7 @@ class Checkpointer:
         with self.trail.db.transaction():
             latest = self.trail.latest_checkpoint(audience)
             size = self.trail.size(audience)
+            self._refuse_to_sign_a_shrunken_log(audience, size, latest)
             if latest is not None and latest.size == size and latest.key_id == self.key_id:
                 note = latest.note
             else:
@@ -344,6 +345,35 @@ class Checkpointer:
         if self.export_to is not None and not self.trail.db.in_transaction:
             export_checkpoints(self.trail, self.export_to, [audience])
         return note
+
+    def _refuse_to_sign_a_shrunken_log(self, audience: Audience, size: int, latest: StoredCheckpoint | None) -> None:
+        """A log must never sign a checkpoint inconsistent with one it signed before (C2SP tlog-checkpoint). The
+        store's latest checkpoint, and the exported file (which an insider who deleted stored checkpoints may
+        have missed), must both be within the log and agree with it; else signing would launder a truncation
+        or a rewrite into a fresh, locally consistent checkpoint."""
+        if latest is not None and latest.size > size:
+            raise CheckpointError(
+                f"the {audience} log has {size} entries but was signed at size {latest.size}: refusing to sign a"
+                " shrunken log; run `signalbox trail verify`"
+            )
+        if self.export_to is None:
+            return
+        path = self.export_to / checkpoint_filename(audience)
+        try:
+            exported = parse_checkpoint(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError, CheckpointError) as exc:
+            raise CheckpointError(
+                f"the exported checkpoint {path} is unreadable ({exc}): run `signalbox trail verify`"
+            ) from exc
+        if exported.origin != ORIGINS[audience]:
+            raise CheckpointError(f"the exported checkpoint {path} is for {exported.origin!r}, not the {audience} log")
+        if exported.size > size or self.trail.root(audience, exported.size) != exported.root:
+            raise CheckpointError(
+                f"the exported checkpoint {path} (size {exported.size}) disagrees with the {audience} log of {size}"
+                " entries: refusing to sign over it; run `signalbox trail verify`"
+            )
 
     def checkpoint_all(self) -> dict[Audience, str]:
         return {audience: self.checkpoint(audience) for audience in AUDIENCES}

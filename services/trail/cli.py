@@ -353,7 +353,11 @@ def checkpoint_command(
             raise _fail(f"cannot use the signing key {key or signing_key_path()}: {exc}") from exc
         signer = Checkpointer(Trail(db), signing_key, key_name, export_to=exported_folder(store))
         for name in chosen:
-            _out.print(signer.checkpoint(name), end="", highlight=False)
+            try:
+                note = signer.checkpoint(name)
+            except CheckpointError as exc:
+                raise _fail(str(exc), 1) from None
+            _out.print(note, end="", highlight=False)
         if export is not None:
             for path in signer.export_checkpoints(export, chosen):
                 _err.print(f"wrote {path}")

@@ -166,6 +166,7 @@ def _rewrite_and_resign(store: Path, key: Ed25519PrivateKey) -> None:
     with Database(store) as db:
         rows = Trail(db).entries("formal")
     _guarded(store, "DELETE FROM trail_formal WHERE seq >= 4", "DELETE FROM trail_checkpoints")
+    shutil.rmtree(store.parent / "checkpoints")  # the signer would refuse to sign over the exported ones
     with Database(store) as db:
         trail = Trail(db)
         trail.append_many("formal", [NewEntry(e.kind, {"forged": e.seq}, e.case_id, e.decision_id) for e in rows[4:]])
@@ -421,6 +422,31 @@ def test_check_proof_of_an_unsigned_or_resigned_checkpoint_fails(proof: Path, ke
         return
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "proof does not verify" in result.output
+
+
+@pytest.mark.parametrize(
+    "tamper", ["truncate", "truncate and delete stored checkpoints", "rewrite and delete stored checkpoints"]
+)
+def test_the_service_refuses_to_sign_over_a_truncated_or_rewritten_log(store: Path, tamper: str) -> None:
+    """Signing a fresh checkpoint after tampering would launder it: the signer checks the store's latest and
+    the exported checkpoint first, and says why it will not sign."""
+    statements = ["DELETE FROM trail_formal WHERE seq >= 8"]
+    if tamper == "truncate and delete stored checkpoints":
+        statements.append("DELETE FROM trail_checkpoints")
+    if tamper == "rewrite and delete stored checkpoints":
+        # Below a stored checkpoint the signer extends the stored compact range, so a rewrite there cannot be
+        # laundered (verify names it); with the stored checkpoints gone, the exported one must stop it.
+        statements = [
+            "UPDATE trail_formal SET leaf_hash = '00' || substr(leaf_hash, 3) WHERE seq = 2",
+            "DELETE FROM trail_checkpoints",
+        ]
+        with Database(store) as db:
+            _append(Trail(db), "formal", 10, 11)
+    _guarded(store, *statements)
+    with Database(store) as db, pytest.raises(CheckpointError, match="refusing to sign"):
+        service_checkpointer(Trail(db), store).checkpoint("formal")
+    result = runner.invoke(app, ["checkpoint", "--store", str(store), "--audience", "formal"])
+    assert result.exit_code == 1 and "refusing" in result.output
 
 
 def test_library_verify_checks_external_checkpoints_in_any_order(store: Path, key_path: Path) -> None:

@@ -105,7 +105,10 @@ def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
 
 
 def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:  # not PEM, encrypted, or not a private key
+        raise CheckpointError(f"{path} is not an unencrypted PEM private key ({exc})") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise CheckpointError(f"{path} is not an Ed25519 private key")
     return key
@@ -152,6 +155,8 @@ def signing_key_for_store(store: str | Path, path: str | Path | None = None) -> 
     place when none exists there yet, so its earlier checkpoints still verify, and refused otherwise.
     """
     target = Path(path) if path is not None else signing_key_path()
+    if public_key_path(target) == target:
+        raise CheckpointError(f"the signing key {target} must not be named *.pub: its public half is written there")
     folder = store_folder(store)
     if folder is not None:
         if target.resolve().parent == folder:

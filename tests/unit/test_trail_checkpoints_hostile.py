@@ -209,6 +209,41 @@ def test_the_service_never_signs_with_a_key_in_the_stores_folder(
     assert not (store.parent / "my-key.pem").exists()
 
 
+@pytest.mark.parametrize("shape", ["named .pub", "a folder", "empty", "garbled PEM", "a public key", "an RSA key"])
+def test_an_unusable_signing_key_is_one_sentence_never_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = tmp_path / "keys" / ("key.pub" if shape == "named .pub" else "key.pem")
+    key.parent.mkdir()
+    if shape == "a folder":
+        key.mkdir()
+    elif shape == "empty":
+        key.write_bytes(b"")
+    elif shape == "garbled PEM":
+        key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    elif shape == "a public key":
+        write_public_key(Ed25519PrivateKey.generate(), key)
+    elif shape == "an RSA key":
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        key.write_bytes(
+            rsa_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(key))
+    store = tmp_path / "out" / "trail.sqlite"
+    with Database(store) as db:
+        _append(Trail(db), "formal", 0, 2)
+    before = key.read_bytes() if key.is_file() else None
+    result = runner.invoke(app, ["checkpoint", "--store", str(store)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "signing key" in result.output
+    assert (key.read_bytes() if key.is_file() else None) == before  # nothing overwritten
+
+
 def test_a_legacy_key_beside_the_store_is_moved_once_and_its_checkpoints_still_verify(
     tmp_path: Path, key_path: Path
 ) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,9 +54,30 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _open(store: str) -> Database:
-    if not is_postgres_url(store) and not Path(store.removeprefix("sqlite:///")).exists():
+    """The store, opened without creating anything: a missing file, a folder, a file that is not a database or a
+    database without trail tables is one sentence (exit 2), never a traceback, and is never written to."""
+    postgres = is_postgres_url(store)
+    path = Path(store.removeprefix("sqlite:///"))
+    if not postgres and not path.is_file():
         raise _fail(f"no trail store at {store}")
-    return Database(store)
+    database: Database | None = None
+    try:
+        if postgres:
+            database = Database(store)
+            holds_trail = bool(database.query("SELECT to_regclass('trail_formal') IS NOT NULL")[0][0])
+        else:  # looked at read-only first: opening it as a store would switch any SQLite file to WAL
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as peek:
+                probe = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trail_formal'"
+                holds_trail = peek.execute(probe).fetchone() is not None
+    except Exception as exc:  # the driver's own errors: not a database, unreachable, refused
+        if database is not None:
+            database.close()
+        raise _fail(f"cannot open the trail store {store}: {exc}") from None
+    if not holds_trail:
+        if database is not None:
+            database.close()
+        raise _fail(f"{store} holds no trail (no trail tables); pass the trail.sqlite that `signalbox route` wrote")
+    return database if database is not None else Database(store)
 
 
 def _beside(store: str, name: str) -> Path | None:
@@ -130,6 +153,7 @@ def verify_command(
     Prints one line per log. Exits 1 naming the log and its first bad index if anything was altered, or if the
     exported checkpoints disagree with the store or have vanished.
     """
+    _open(store).close()  # a missing store is said first
     keys = list(public_key or []) or _default_keys(store)
     if not keys:
         raise _fail(

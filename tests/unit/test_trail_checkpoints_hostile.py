@@ -490,3 +490,39 @@ def test_library_verify_checks_external_checkpoints_in_any_order(store: Path, ke
     trusted = TrustedKey(signing_key_for_store(store).public_key())
     assert verify(store, trusted, external=list(reversed(notes))).ok
     assert verify(store, trusted, external=notes).ok
+
+
+# ---- stores that are not trails ---------------------------------------------------------------------------
+
+
+def _not_a_trail(tmp_path: Path, shape: str) -> str:
+    path = tmp_path / "bad" / "trail.sqlite"
+    path.parent.mkdir()
+    if shape == "random bytes":
+        path.write_bytes(random.Random(7).randbytes(5000))
+    elif shape == "a folder":
+        path.mkdir()
+    elif shape == "another database":
+        import sqlite3
+
+        with sqlite3.connect(path) as other:
+            other.execute("CREATE TABLE patients (nhs_number TEXT)")
+        other.close()
+    elif shape == "unreachable PostgreSQL":
+        return "postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2"
+    return str(path)
+
+
+@pytest.mark.parametrize("shape", ["missing", "random bytes", "a folder", "another database", "unreachable PostgreSQL"])
+@pytest.mark.parametrize("command", ["verify", "checkpoint", "prove formal:0", "show --case c1"])
+def test_a_store_that_is_not_a_trail_is_one_sentence_and_left_untouched(
+    tmp_path: Path, key_path: Path, shape: str, command: str
+) -> None:
+    store = _not_a_trail(tmp_path, shape)
+    before = Path(store).read_bytes() if Path(store).is_file() else None
+    words = command.split()
+    result = runner.invoke(app, [words[0], *words[1:], "--store", store])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "store" in result.output or "trail" in result.output
+    assert (Path(store).read_bytes() if Path(store).is_file() else None) == before

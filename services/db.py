@@ -84,6 +84,11 @@ class Database:
         if self._depth == 0:
             self._conn.execute("COMMIT")
 
+    @property
+    def in_transaction(self) -> bool:
+        """True inside ``transaction()``: what is written now is not yet committed."""
+        return self._depth > 0
+
     def close(self) -> None:
         self._conn.close()
 

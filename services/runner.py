@@ -192,9 +192,13 @@ def run_embedded(
     from notifications.recipients import Directory, DirectoryError
     from services.db import Database
     from services.recording import Recorder
-    from services.trail.checkpoint import Checkpointer, load_or_generate_signing_key, write_public_key
+    from services.trail.checkpoint import Checkpointer, signing_key_for_store, write_public_key
 
     check_paths(input_path, out_dir)
+    try:  # before anything is recorded: a run never ends with a trail it could not sign
+        key = signing_key_for_store(out_dir / STORE_NAME)
+    except (ValueError, OSError) as exc:  # CheckpointError is a ValueError, as is a garbled PEM
+        raise UsageError(f"The trail's signing key cannot be used: {exc}") from None
     try:
         directory = Directory.load(directory_path)
     except (DirectoryError, OSError) as exc:
@@ -206,8 +210,7 @@ def run_embedded(
     with Database(store) as db:
         recorder = Recorder(db, rules, directory)
         summary = run_file(input_path, rules, out_dir, on_bytes=on_bytes, on_outputs=recorder.record)
-        key = load_or_generate_signing_key(out_dir / "signing-key.pem")
-        write_public_key(key, out_dir / "trail.pub")
+        write_public_key(key, out_dir / "trail.pub")  # published beside the checkpoints; the key is elsewhere
         checkpointer = Checkpointer(recorder.trail, key)
         checkpointer.checkpoint_all()
         checkpoints = checkpointer.export_checkpoints(out_dir / "checkpoints")

@@ -7,6 +7,7 @@ except in CI (``CI`` or ``SIGNALBOX_REQUIRE_SERVICES`` set), where they fail: CI
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,6 +15,14 @@ from services.settings import Settings
 from services.streaming.security import Credentials
 
 _HOW_TO_START = 'start the local services with: eval "$(deploy/local/up)"'
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _trail_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests sign trails with a key of their own, never the user's (~/.config/signalbox/): SIGNALBOX_TRAIL_KEY."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIGNALBOX_TRAIL_KEY", str(tmp_path_factory.mktemp("trail-key") / "trail-signing-key.pem"))
+        yield
 
 
 def _require(*names: str) -> None:

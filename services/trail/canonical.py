@@ -19,7 +19,6 @@ import base64
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -60,10 +59,10 @@ class _SlowPath(Exception):
 
 
 # Floats whose Python repr differs from ECMAScript's Number-to-string (exponent thresholds) are written by
-# es_number and carried through the C encoder as a marked string, then unquoted. Records holding a NUL
-# character take the slow path, so the marker cannot collide with data.
-_MARK = "\x00N"
-_MARKED = re.compile(r'"\\u0000N([^"\\]+)\\u0000"')
+# es_number and handed to orjson as an ``orjson.Fragment``: already-serialised JSON that orjson copies as is.
+# Nothing is marked inside strings and nothing is rewritten in the output afterwards, so no input text (NUL,
+# a look-alike of an old marker, a lone surrogate, U+2028…) can change the structure of a record: every ``str``
+# the encoder sees is quoted and escaped by orjson, and a Fragment is never made from input.
 
 
 def es_number(value: float) -> str:
@@ -94,11 +93,9 @@ def es_number(value: float) -> str:
 
 def _normalised(value: Any) -> Any:
     """The value with every number in a form the C encoder prints exactly as JCS does (``jcs_number``), or
-    ``_SlowPath`` for what only the reference encoder can judge (huge ints, non-ASCII keys, NUL in strings)."""
+    ``_SlowPath`` for what only the reference encoder can judge (huge ints, non-ASCII keys, other types)."""
     kind = type(value)
     if kind is str:
-        if "\x00" in value:
-            raise _SlowPath
         return value
     if kind is bool or value is None:
         return value
@@ -127,7 +124,7 @@ class Canonical(str):
 def jcs_number(value: float | None) -> Any:
     """One double in a form the C encoder writes exactly as JCS does: integral doubles as ints (JCS prints 150.0
     as ``150`` and -0.0 as ``0``), others as floats where Python's shortest repr and ECMAScript's Number-to-string
-    agree (fixed notation, [1e-4, 1e16)), the rest as a marked ``es_number`` string."""
+    agree (fixed notation, [1e-4, 1e16)), the rest as an ``orjson.Fragment`` holding the ``es_number`` text."""
     if value is None:
         return None
     integral = value.is_integer()
@@ -136,17 +133,18 @@ def jcs_number(value: float | None) -> Any:
     if not integral and 1e-4 <= abs(value) < 1e16:
         return value
     if math.isfinite(value):
-        return _MARK + es_number(value) + "\x00"
+        return orjson.Fragment(es_number(value))
     raise CanonicalizationError(f"{value} is not a JSON number (RFC 8785 has no NaN or infinity)")
 
 
 def encode_prepared(value: dict[str, Any]) -> Canonical:
-    """JCS of a dict whose floats went through ``jcs_number`` and whose keys and strings are plain ASCII-safe
-    text without NUL: the hot path for records of a known shape, with no walk over the value."""
-    text = _encode(value)
-    if "\\u0000N" in text:
-        text = _MARKED.sub(r"\1", text)
-    return Canonical(text)
+    """JCS of a dict whose floats went through ``jcs_number``, whose keys are ASCII and whose integers are safe:
+    the hot path for records of a known shape, with no walk over the value. String values may hold any text;
+    one that is not Unicode scalar values (a lone surrogate) raises ``CanonicalizationError``, as JCS requires."""
+    try:
+        return Canonical(_encode(value))
+    except orjson.JSONEncodeError as exc:
+        raise CanonicalizationError(str(exc)) from exc
 
 
 def canonical_text(value: Any) -> str:

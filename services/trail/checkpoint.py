@@ -16,6 +16,11 @@ Checkpoints are only worth something once someone other than the database owner 
 is what makes deletion of the newest entries (tail truncation) detectable. ``export_checkpoints`` writes one
 file per log for publication. The learning log's checkpoint reveals its size, so it must only be published to
 learning-space parties, never beside the formal one.
+
+The signing key never lives beside the store: whoever can change the trail could otherwise re-sign a rewritten
+history. It is ``$SIGNALBOX_TRAIL_KEY`` when set, else ``trail-signing-key.pem`` in the user's configuration
+folder (``$XDG_CONFIG_HOME/signalbox/`` or ``~/.config/signalbox/``), created on first use with its public half
+(``.pub``) beside it; ``signing_key_for_store`` refuses a key in the store's own folder.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +39,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from services.db import is_postgres_url
 from services.trail.merkle import HASH_SIZE
 from services.trail.store import AUDIENCES, Audience, StoredCheckpoint, Trail
 
 ORIGINS: dict[Audience, str] = {"learning": "signalbox/learning", "formal": "signalbox/formal"}
 DEFAULT_KEY_NAME = "signalbox"
+KEY_ENV = "SIGNALBOX_TRAIL_KEY"
+KEY_FILE = "trail-signing-key.pem"
+LEGACY_KEY_FILE = "signing-key.pem"  # where releases before issue 8 kept the key: beside trail.sqlite
+EXPORT_FOLDER = "checkpoints"
 _ED25519 = b"\x01"
 _SIG_PREFIX = "— "
 
@@ -85,7 +97,7 @@ def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new key folder is the owner's alone
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(pem)
@@ -93,7 +105,10 @@ def generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
 
 
 def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:  # not PEM, encrypted, or not a private key
+        raise CheckpointError(f"{path} is not an unencrypted PEM private key ({exc})") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise CheckpointError(f"{path} is not an Ed25519 private key")
     return key
@@ -101,6 +116,68 @@ def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
 
 def load_or_generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
     return load_signing_key(path) if Path(path).exists() else generate_signing_key(path)
+
+
+def signing_key_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the service's signing key lives: ``$SIGNALBOX_TRAIL_KEY``, else the user's configuration folder."""
+    env = os.environ if environ is None else environ
+    configured = env.get(KEY_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    config_home = env.get("XDG_CONFIG_HOME", "").strip()
+    return (Path(config_home) if config_home else Path.home() / ".config") / "signalbox" / KEY_FILE
+
+
+def public_key_path(key_path: str | Path) -> Path:
+    """The public half of a signing key, written beside it as ``<name>.pub``."""
+    return Path(key_path).with_suffix(".pub")
+
+
+def store_folder(store: str | Path) -> Path | None:
+    """The folder of a SQLite store (None for a PostgreSQL URL)."""
+    text = str(store)
+    if is_postgres_url(text):
+        return None
+    return Path(text.removeprefix("sqlite:///")).resolve().parent
+
+
+def exported_folder(store: str | Path) -> Path | None:
+    """Where the service exports its checkpoints for a SQLite store: ``checkpoints/`` beside it."""
+    folder = store_folder(store)
+    return None if folder is None else folder / EXPORT_FOLDER
+
+
+def signing_key_for_store(store: str | Path, path: str | Path | None = None) -> Ed25519PrivateKey:
+    """The service's signing key for ``store``, created on first use, never one kept beside the store.
+
+    ``path`` overrides ``signing_key_path()``. A key in the store's folder is refused (CheckpointError, one
+    sentence saying where it should go); a legacy ``signing-key.pem`` beside the store is moved to the key's
+    place when none exists there yet, so its earlier checkpoints still verify, and refused otherwise.
+    """
+    target = Path(path) if path is not None else signing_key_path()
+    if public_key_path(target) == target:
+        raise CheckpointError(f"the signing key {target} must not be named *.pub: its public half is written there")
+    folder = store_folder(store)
+    if folder is not None:
+        if target.resolve().parent == folder:
+            raise CheckpointError(
+                f"the signing key {target} is in the store's folder, where anyone who can change the trail could"
+                f" re-sign it: set {KEY_ENV} to a path outside {folder}"
+            )
+        legacy = folder / LEGACY_KEY_FILE
+        if legacy.exists():
+            if target.exists():
+                raise CheckpointError(
+                    f"{legacy} is a signing key beside the store, where anyone who can change the trail could"
+                    f" re-sign it; the trail is signed with {target}: move {legacy} somewhere safe and run again"
+                )
+            load_signing_key(legacy)  # refuse to move anything that is not a key
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.move(legacy, target)
+            logging.getLogger(__name__).warning("moved the signing key from beside the store to %s", target)
+    key = load_or_generate_signing_key(target)
+    write_public_key(key, public_key_path(target))
+    return key
 
 
 def write_public_key(key: Ed25519PrivateKey | Ed25519PublicKey, path: str | Path) -> Path:
@@ -230,13 +307,27 @@ def verify_checkpoint(note: str, trusted: Sequence[TrustedKey]) -> Checkpoint:
 
 
 class Checkpointer:
-    """Signs and stores checkpoints of a :class:`Trail`, and exports them for publication."""
+    """Signs and stores checkpoints of a :class:`Trail`, and exports them for publication.
 
-    def __init__(self, trail: Trail, key: Ed25519PrivateKey, key_name: str = DEFAULT_KEY_NAME) -> None:
+    With ``export_to`` set, every checkpoint made outside a caller's transaction is also written to
+    ``<export_to>/<audience>.checkpoint`` once it is committed (inside a caller's transaction it cannot be known
+    to be committed, so the file keeps the previous one until the next checkpoint; ``trail verify`` accepts an
+    exported checkpoint older than the store's latest).
+    """
+
+    def __init__(
+        self,
+        trail: Trail,
+        key: Ed25519PrivateKey,
+        key_name: str = DEFAULT_KEY_NAME,
+        *,
+        export_to: str | Path | None = None,
+    ) -> None:
         self.trail = trail
         self.key = key
         self.key_name = key_name
         self.key_id = key_id(key_name, key.public_key()).hex()
+        self.export_to = None if export_to is None else Path(export_to)
 
     def checkpoint(self, audience: Audience) -> str:
         """Sign, store and return a checkpoint of the log as it is now.
@@ -248,13 +339,46 @@ class Checkpointer:
         with self.trail.db.transaction():
             latest = self.trail.latest_checkpoint(audience)
             size = self.trail.size(audience)
+            self._refuse_to_sign_a_shrunken_log(audience, size, latest)
             if latest is not None and latest.size == size and latest.key_id == self.key_id:
-                return latest.note
-            compact = self.trail.compact_range(audience, size)
-            root = compact.root()
-            note = sign_note(checkpoint_body(ORIGINS[audience], size, root), self.key, self.key_name)
-            self.trail.store_checkpoint(audience, size, root, note, self.key_id, compact)
-            return note
+                note = latest.note
+            else:
+                compact = self.trail.compact_range(audience, size)
+                root = compact.root()
+                note = sign_note(checkpoint_body(ORIGINS[audience], size, root), self.key, self.key_name)
+                self.trail.store_checkpoint(audience, size, root, note, self.key_id, compact)
+        if self.export_to is not None and not self.trail.db.in_transaction:
+            export_checkpoints(self.trail, self.export_to, [audience])
+        return note
+
+    def _refuse_to_sign_a_shrunken_log(self, audience: Audience, size: int, latest: StoredCheckpoint | None) -> None:
+        """A log must never sign a checkpoint inconsistent with one it signed before (C2SP tlog-checkpoint). The
+        store's latest checkpoint, and the exported file (which an insider who deleted stored checkpoints may
+        have missed), must both be within the log and agree with it; else signing would launder a truncation
+        or a rewrite into a fresh, locally consistent checkpoint."""
+        if latest is not None and latest.size > size:
+            raise CheckpointError(
+                f"the {audience} log has {size} entries but was signed at size {latest.size}: refusing to sign a"
+                " shrunken log; run `signalbox trail verify`"
+            )
+        if self.export_to is None:
+            return
+        path = self.export_to / checkpoint_filename(audience)
+        try:
+            exported = parse_checkpoint(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError, CheckpointError) as exc:
+            raise CheckpointError(
+                f"the exported checkpoint {path} is unreadable ({exc}): run `signalbox trail verify`"
+            ) from exc
+        if exported.origin != ORIGINS[audience]:
+            raise CheckpointError(f"the exported checkpoint {path} is for {exported.origin!r}, not the {audience} log")
+        if exported.size > size or self.trail.root(audience, exported.size) != exported.root:
+            raise CheckpointError(
+                f"the exported checkpoint {path} (size {exported.size}) disagrees with the {audience} log of {size}"
+                " entries: refusing to sign over it; run `signalbox trail verify`"
+            )
 
     def checkpoint_all(self) -> dict[Audience, str]:
         return {audience: self.checkpoint(audience) for audience in AUDIENCES}
@@ -281,6 +405,16 @@ def export_checkpoints(trail: Trail, directory: str | Path, audiences: Iterable[
         if latest is None:
             continue
         path = target / checkpoint_filename(audience)
-        path.write_text(latest.note, encoding="utf-8")
+        # Write then rename: a crash mid-write never leaves a half file that verify would call garbled.
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(latest.note, encoding="utf-8")
+        os.replace(partial, path)
         written.append(path)
     return written
+
+
+def service_checkpointer(trail: Trail, store: str | Path, key_path: str | Path | None = None) -> Checkpointer:
+    """The service's own signer for ``store``: its key (``signing_key_for_store``) and, for a SQLite store, every
+    committed checkpoint exported to ``checkpoints/`` beside it, where ``trail verify`` compares them.
+    Raises CheckpointError when the key cannot be used (one sentence)."""
+    return Checkpointer(trail, signing_key_for_store(store, key_path), export_to=exported_folder(store))

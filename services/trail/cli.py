@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,13 +21,17 @@ from rich.table import Table
 from services.db import Database, is_postgres_url
 from services.trail.checkpoint import (
     DEFAULT_KEY_NAME,
+    KEY_ENV,
     ORIGINS,
     Checkpointer,
     CheckpointError,
     TrustedKey,
-    load_signing_key,
+    exported_folder,
     load_trusted_key,
     parse_checkpoint,
+    public_key_path,
+    signing_key_for_store,
+    signing_key_path,
     verify_checkpoint,
 )
 from services.trail.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
@@ -33,7 +39,6 @@ from services.trail.store import AUDIENCES, Audience, Entry, Trail
 from services.trail.verify import verify as verify_trail
 
 PROOF_FORMAT = "signalbox-trail-inclusion-proof/1"
-SIGNING_KEY_FILE = "signing-key.pem"
 PUBLIC_KEY_FILE = "trail.pub"
 
 app = typer.Typer(name="trail", help="Verify and inspect the tamper-evident trail.", no_args_is_help=True)
@@ -49,9 +54,30 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _open(store: str) -> Database:
-    if not is_postgres_url(store) and not Path(store.removeprefix("sqlite:///")).exists():
+    """The store, opened without creating anything: a missing file, a folder, a file that is not a database or a
+    database without trail tables is one sentence (exit 2), never a traceback, and is never written to."""
+    postgres = is_postgres_url(store)
+    path = Path(store.removeprefix("sqlite:///"))
+    if not postgres and not path.is_file():
         raise _fail(f"no trail store at {store}")
-    return Database(store)
+    database: Database | None = None
+    try:
+        if postgres:
+            database = Database(store)
+            holds_trail = bool(database.query("SELECT to_regclass('trail_formal') IS NOT NULL")[0][0])
+        else:  # looked at read-only first: opening it as a store would switch any SQLite file to WAL
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as peek:
+                probe = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trail_formal'"
+                holds_trail = peek.execute(probe).fetchone() is not None
+    except Exception as exc:  # the driver's own errors: not a database, unreachable, refused
+        if database is not None:
+            database.close()
+        raise _fail(f"cannot open the trail store {store}: {exc}") from None
+    if not holds_trail:
+        if database is not None:
+            database.close()
+        raise _fail(f"{store} holds no trail (no trail tables); pass the trail.sqlite that `signalbox route` wrote")
+    return database if database is not None else Database(store)
 
 
 def _beside(store: str, name: str) -> Path | None:
@@ -81,35 +107,70 @@ def _trusted(paths: list[Path]) -> list[TrustedKey]:
         raise _fail(f"cannot load public key: {exc}") from exc
 
 
+def _default_keys(store: str) -> list[Path]:
+    """The signer's own public key (from the key's folder, outside the store); failing that, ``trail.pub`` beside
+    the store, which whoever can change the store can replace, so it is said to be no independent check."""
+    own = public_key_path(signing_key_path())
+    if own.is_file():
+        return [own]
+    beside = _beside(store, PUBLIC_KEY_FILE)
+    if beside is not None:
+        _err.print(
+            f"using {beside} found beside the store: whoever can change the store can replace it;"
+            " pass --public-key for an independent check",
+            highlight=False,
+        )
+        return [beside]
+    return []
+
+
 @app.command("verify")
 def verify_command(
     store: StoreOption,
     public_key: Annotated[
         list[Path] | None,
-        typer.Option("--public-key", help="Trusted public key (PEM or note verifier key); repeat after a rotation."),
+        typer.Option(
+            "--public-key",
+            help=f"Trusted public key (PEM or note verifier key); repeat after a rotation. Default: the public half"
+            f" of the signing key (${KEY_ENV}, else ~/.config/signalbox/).",
+        ),
     ] = None,
     checkpoint: Annotated[
         list[Path] | None,
-        typer.Option("--checkpoint", help="A checkpoint published outside the service; repeatable."),
+        typer.Option("--checkpoint", help="A checkpoint published outside the service; repeatable, any order."),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="Folder of the service's exported checkpoints; default checkpoints/ beside a SQLite store.",
+        ),
     ] = None,
 ) -> None:
-    """Recompute every leaf, the chain and the roots; check checkpoint signatures and consistency.
+    """Recompute every leaf, the chain and the roots; check checkpoint signatures and consistency, and compare
+    the store with its exported checkpoints and any published ones.
 
-    Prints one line per log. Exits 1 naming the log and its first bad index if anything was altered.
+    Prints one line per log. Exits 1 naming the log and its first bad index if anything was altered, or if the
+    exported checkpoints disagree with the store or have vanished.
     """
-    keys = list(public_key or [])
-    default_key = _beside(store, PUBLIC_KEY_FILE)
-    if not keys and default_key is not None:
-        keys = [default_key]
-        _err.print(f"using {default_key} found beside the store; pass --public-key for an independent check")
+    _open(store).close()  # a missing store is said first
+    keys = list(public_key or []) or _default_keys(store)
+    if not keys:
+        raise _fail(
+            f"no public key to check the checkpoints' signatures: pass --public-key (none at {signing_key_path()}"
+            f" nor {PUBLIC_KEY_FILE} beside the store)"
+        )
     external = []
     for path in checkpoint or []:
         try:
             external.append((str(path), path.read_text(encoding="utf-8")))
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise _fail(f"cannot read checkpoint {path}: {exc}") from exc
+    exported = checkpoints if checkpoints is not None else exported_folder(store)
+    if exported is None:
+        _err.print("no exported checkpoints compared: pass --checkpoints DIR for a PostgreSQL store", highlight=False)
     with _open(store) as db:
-        report = verify_trail(db, _trusted(keys) if keys else None, external=external)
+        report = verify_trail(db, _trusted(keys), external=external, exported=exported, require_checkpoint=True)
     for line in report.summary_lines():
         _out.print(line, highlight=False)
     if not report.ok:
@@ -201,7 +262,11 @@ def check_proof(proof: dict[str, Any], trusted: list[TrustedKey] | None) -> str:
         raise ProofError(f"checkpoint: {exc}") from exc
     if (checkpoint.origin, checkpoint.size, checkpoint.root) != (proof.get("origin"), size, root):
         raise ProofError("the checkpoint is for a different log, size or root than the proof")
-    signed = "signature verified" if trusted else "checkpoint signature NOT checked (no --public-key)"
+    signed = (
+        "signature verified"
+        if trusted
+        else "inclusion only: the checkpoint's signature was NOT checked, so nothing says the log is the service's"
+    )
     return f"OK: entry {index} is in {checkpoint.origin} at size {size}; {signed}"
 
 
@@ -211,8 +276,25 @@ def check_proof_command(
     public_key: Annotated[
         list[Path] | None, typer.Option("--public-key", help="Trusted public key for the checkpoint signature.")
     ] = None,
+    no_signature_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-signature-check", help="Check inclusion only, not who signed the checkpoint (says so when OK)."
+        ),
+    ] = False,
 ) -> None:
-    """Verify an inclusion proof offline. Exits 1 if it does not verify."""
+    """Verify an inclusion proof offline. Exits 1 if it does not verify.
+
+    The checkpoint's signature is what says the log is the service's: without --public-key the command refuses
+    (exit 2) unless --no-signature-check asks for an inclusion-only check.
+    """
+    if not public_key and not no_signature_check:
+        raise _fail(
+            "pass --public-key (the signer's published public key, e.g. trail.pub) to check who signed the"
+            " checkpoint, or --no-signature-check to check inclusion only"
+        )
+    if public_key and no_signature_check:
+        raise _fail("--public-key and --no-signature-check contradict each other; pass one")
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -271,7 +353,10 @@ def show_command(
 def checkpoint_command(
     store: StoreOption,
     key: Annotated[
-        Path | None, typer.Option("--key", help=f"Ed25519 PEM; default {SIGNING_KEY_FILE} beside the store.")
+        Path | None,
+        typer.Option(
+            "--key", help=f"Ed25519 PEM; default ${KEY_ENV}, else ~/.config/signalbox/ (never the store's folder)."
+        ),
     ] = None,
     key_name: Annotated[str, typer.Option("--key-name", help="Signer name in the note.")] = DEFAULT_KEY_NAME,
     audience: Annotated[
@@ -281,19 +366,22 @@ def checkpoint_command(
         Path | None, typer.Option("--export", help="Also write <audience>.checkpoint files here for publication.")
     ] = None,
 ) -> None:
-    """Sign and store a checkpoint of each log; print the notes."""
+    """Sign and store a checkpoint of each log, export it beside a SQLite store (checkpoints/), print the notes."""
     chosen = _audiences(audience)
-    key_path = key or _beside(store, SIGNING_KEY_FILE)
-    if key_path is None:
-        raise _fail(f"no signing key: pass --key (none found as {SIGNING_KEY_FILE} beside the store)")
-    try:
-        signing_key = load_signing_key(key_path)
-    except (OSError, ValueError) as exc:
-        raise _fail(f"cannot load signing key {key_path}: {exc}") from exc
+    if key is not None and not key.is_file():
+        raise _fail(f"no signing key at {key}")
     with _open(store) as db:
-        signer = Checkpointer(Trail(db), signing_key, key_name)
+        try:
+            signing_key = signing_key_for_store(store, key)
+        except (OSError, ValueError) as exc:
+            raise _fail(f"cannot use the signing key {key or signing_key_path()}: {exc}") from exc
+        signer = Checkpointer(Trail(db), signing_key, key_name, export_to=exported_folder(store))
         for name in chosen:
-            _out.print(signer.checkpoint(name), end="", highlight=False)
+            try:
+                note = signer.checkpoint(name)
+            except CheckpointError as exc:
+                raise _fail(str(exc), 1) from None
+            _out.print(note, end="", highlight=False)
         if export is not None:
             for path in signer.export_checkpoints(export, chosen):
                 _err.print(f"wrote {path}")

@@ -46,7 +46,7 @@ from services.cases.service import CaseService
 from services.db import Database, is_postgres_url
 from services.pipeline import Outputs
 from services.trail.canonical import Canonical, canonical_text
-from services.trail.checkpoint import Checkpointer, CheckpointError, load_signing_key
+from services.trail.checkpoint import CheckpointError, service_checkpointer
 from services.trail.store import NewEntry, Trail, table_for
 
 # A learning-space notice suggests when the trust might have looked into it: a date for its own planning,
@@ -76,21 +76,6 @@ def recipients_for(store: str) -> Path:
         return Path(configured)
     beside = Path(store).parent / "recipients.yaml"
     return beside if not is_postgres_url(store) and beside.is_file() else DEFAULT_RECIPIENTS
-
-
-SIGNING_KEY_ENV = "SIGNALBOX_TRAIL_KEY"
-SIGNING_KEY_FILE = "signing-key.pem"
-
-
-def signing_key_for(store: str) -> Path | None:
-    """The trail's signing key: SIGNALBOX_TRAIL_KEY, else the one `route` made beside a file store; None if neither."""
-    configured = os.environ.get(SIGNING_KEY_ENV, "").strip()
-    if configured:
-        return Path(configured)
-    if is_postgres_url(store):
-        return None
-    beside = Path(store.removeprefix("sqlite:///")).parent / SIGNING_KEY_FILE
-    return beside if beside.is_file() else None
 
 
 def open_recorder(db: Database, now: datetime | None = None) -> Recorder:
@@ -255,19 +240,10 @@ class Recorder:
         Called after every case action, timer tick and delivery batch, so nothing the formal log records waits
         unprotected for the next `route`. Returns None when done, or the sentence saying why it could not be.
         """
-        key_path = signing_key_for(self.db.target)
-        if key_path is None:
-            return f"the trail was not checkpointed: no signing key (set {SIGNING_KEY_ENV})"
         try:
-            key = load_signing_key(key_path)
-        except (OSError, ValueError, CheckpointError) as exc:
-            return f"the trail was not checkpointed: cannot load the signing key {key_path} ({exc})"
-        checkpointer = Checkpointer(self.trail, key)
-        checkpointer.checkpoint_all()
-        if not is_postgres_url(self.db.target):
-            exported = Path(self.db.target.removeprefix("sqlite:///")).parent / "checkpoints"
-            if exported.is_dir():
-                checkpointer.export_checkpoints(exported)
+            service_checkpointer(self.trail, self.db.target).checkpoint_all()
+        except (OSError, CheckpointError) as exc:
+            return f"the trail was not checkpointed: {exc}"
         return None
 
     # ------------------------------------------------------------------------------------------ delivery

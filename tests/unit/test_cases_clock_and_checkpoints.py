@@ -124,17 +124,26 @@ def test_case_actions_ticks_and_deliveries_are_checkpointed_at_once(tmp_path: Pa
     assert runner.invoke(app, ["trail", "verify", "--store", str(store)]).exit_code == 0
 
 
-def test_without_a_signing_key_the_action_is_recorded_and_the_gap_is_said(tmp_path: Path) -> None:
+def test_with_an_unusable_signing_key_the_action_is_recorded_and_the_gap_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from services.cases.service import CaseService
     from tests.unit.test_cases_support import DEFAULTS, at, decision
 
-    store = tmp_path / "trail.sqlite"
+    garbled = tmp_path / "keys" / "trail.pem"
+    garbled.parent.mkdir()
+    garbled.write_text("not a key")
+    monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(garbled))
+    store = tmp_path / "store" / "trail.sqlite"
+    store.parent.mkdir()
     with Database(store) as db:
         CaseService(db, lambda a, i: DEFAULTS, lambda: at(2025, 11, 3)).open_from_decision(decision())
     args = ["act", decision().case_id, "data_check", "--outcome", "case_to_answer", "--role", "audit_supplier"]
     result = runner.invoke(cases_cli.app, [*args, "--actor", "A", "--store", str(store)])
     assert result.exit_code == 0, result.output
-    assert "not checkpointed" in result.output and "SIGNALBOX_TRAIL_KEY" in result.output
+    assert "not checkpointed" in result.output and str(garbled) in result.output
+    with Database(store) as db:
+        assert Trail(db).latest_checkpoint("formal") is None  # nothing signed with a key that is not one
 
 
 def test_the_configured_signing_key_signs_after_an_action(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

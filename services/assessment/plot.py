@@ -111,6 +111,11 @@ def funnel_view(
     )  # fmt: skip
 
 
+def printable(text: str) -> str:
+    """Text as a plot may show it: control and other non-printing characters (input can carry them) become spaces."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
 def render_funnel_svg(view: FunnelView, title: str = "") -> str:
     """Draw a ``FunnelView``: target, alert and alarm limits over a volume grid, and the view's points.
 
@@ -147,7 +152,7 @@ def render_funnel_svg(view: FunnelView, title: str = "") -> str:
         axes.set_xlabel(_volume_label(view.spec))
         axes.set_ylabel(_value_label(view.spec))
         if title:
-            axes.set_title(title)
+            axes.set_title(printable(title))
         axes.text(0.99, 0.01, view.note, transform=axes.transAxes, ha="right", va="bottom", fontsize=8, color="#555555")
         axes.legend(loc="upper right", fontsize=8, frameon=False)
         buffer = io.StringIO()

@@ -414,7 +414,9 @@ def owner_alive(owner: Owner) -> bool | None:
         return None
     if owner.boot_id != me.boot_id:
         return False
-    return bool(owner.started) and _process_start(owner.pid) == owner.started
+    if not owner.started:  # the holder could not read its own start time: a pid alone proves nothing
+        return None
+    return _process_start(owner.pid) == owner.started
 
 
 def reclaim_stale(db: Database, now: datetime) -> int:

@@ -478,3 +478,13 @@ def in_flight(db: Database) -> list[InFlight]:
         letters.append(InFlight(mid, template, role, ods, holder, _parse_ts(claimed) if claimed else None,
                                 _parse_ts(until)))  # fmt: skip
     return letters
+
+
+def retrying(db: Database) -> tuple[int, str | None, datetime | None]:
+    """Pending letters whose last attempt failed: how many, the latest error, and when the first is due again."""
+    found = db.query(
+        "SELECT COUNT(*), MAX(last_error), MIN(next_attempt_at) FROM outbox "
+        "WHERE state = 'pending' AND last_error IS NOT NULL"
+    )
+    count, error, due_at = found[0]
+    return int(count), error, _parse_ts(due_at) if due_at else None

@@ -350,6 +350,13 @@ def route_command(
             "Add the contacts and they are released; nothing is dropped.[/]"
         )
     print_in_flight(report.in_flight, report.reclaimed)
+    waiting, error, due_at = report.retrying
+    if waiting:
+        out.print(
+            f"[yellow]{waiting} letters wait for another attempt (last error: {error}); the first is due at "
+            f"{due_at:%Y-%m-%d %H:%M:%S} UTC: run `signalbox deliver --store {report.store}` then.[/]",
+            highlight=False,
+        )
     if summary.open_releases:
         out.print(
             f"{summary.open_releases} releases are still open at the end of {file.name} (see releases.jsonl); "

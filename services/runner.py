@@ -30,13 +30,11 @@ import fcntl
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
-
-from pydantic import BaseModel
 
 from rules.engine import RuleBook
 from rules.routing import RoutedDecision
@@ -106,32 +104,46 @@ class JsonlOutputs:
                     f"{path} holds {size} bytes but signalbox had written {length}: it was changed outside "
                     f"signalbox; route into a new --out folder, or delete {out_dir} to start again."
                 )
-            f = stack.enter_context(path.open("ab", buffering=1 << 20))
+            f = path.open("ab", buffering=1 << 20)
+            stack.callback(_close_quietly, f)
             f.truncate(length)
             self.files[name] = f
 
-    def _write(self, name: str, record: BaseModel) -> None:
-        self.files[name].write(record.model_dump_json().encode() + b"\n")
+    def _write(self, name: str, data: bytes) -> None:
+        try:
+            self.files[name].write(data)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, self.files[name].name) from exc
 
     def write(self, outputs: Outputs) -> None:
         for release in outputs.releases:
-            self._write("releases.jsonl", release.summary)
-            self.files["assessments.jsonl"].write("".join(line + "\n" for line in release.lines).encode())
+            self._write("releases.jsonl", release.summary.model_dump_json().encode() + b"\n")
+            self._write("assessments.jsonl", "".join(line + "\n" for line in release.lines).encode())
         for decision in outputs.decisions:
-            self._write(SPACE_FILES[decision.space], decision)
+            self._write(SPACE_FILES[decision.space], decision.model_dump_json().encode() + b"\n")
         for report in outputs.reports:
-            self._write("releases.jsonl", report)
+            self._write("releases.jsonl", report.model_dump_json().encode() + b"\n")
         for dead in outputs.dead_letters:
-            self._write("dead-letters.jsonl", dead)
+            self._write("dead-letters.jsonl", dead.model_dump_json().encode() + b"\n")
 
     def sync(self) -> dict[str, int]:
         """Flush every file to the disk and return their lengths: what the store may now record as written."""
         lengths = {}
         for name, f in self.files.items():
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, f.name) from exc
             lengths[name] = f.tell()
         return lengths
+
+
+def _close_quietly(f: IO[bytes]) -> None:
+    """Close without flushing what a failed batch left in the buffer: it was never committed, and the next run
+    cuts it off anyway; an error here would only hide the one that stopped the run."""
+    with suppress(OSError):
+        f.close()
 
 
 def read_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[bytes, str]]:
@@ -336,6 +348,7 @@ class RecordReport:
     mail_dir: Path | None
     in_flight: list[InFlight] = field(default_factory=list)
     reclaimed: int = 0
+    retrying: tuple[int, str | None, datetime | None] = (0, None, None)
 
 
 def lock_out_dir(out_dir: Path, stack: ExitStack) -> None:
@@ -414,7 +427,10 @@ def _run_embedded(
     copy = out_dir / "recipients.yaml"
     if not (copy.exists() and os.path.samefile(directory_path, copy)):
         # Later `signalbox cases act --store out/trail.sqlite` finds the same directory beside the store.
-        shutil.copyfile(directory_path, copy)
+        try:
+            shutil.copyfile(directory_path, copy)
+        except OSError as exc:  # name the file that could not be written, not the one read
+            raise OSError(exc.errno, exc.strerror, str(copy)) from exc
     store = out_dir / STORE_NAME
     with ExitStack() as stack:
         lock_out_dir(out_dir, stack)
@@ -437,6 +453,7 @@ def _run_embedded(
             mail_dir=mail_dir,
             in_flight=outbox.in_flight(db),
             reclaimed=delivery.reclaimed if delivery else 0,
+            retrying=outbox.retrying(db),
         )
     return summary, report
 

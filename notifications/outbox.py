@@ -12,8 +12,13 @@ Row lifecycle::
        └── mark_failed ◄──┤ (backoff with full jitter)  ──► dead (last attempt, or a permanent error)
     held  (no recipient in the directory, or the directory changed) ──release_held──► pending
 
-A ``sending`` row whose lease has run out (the relay died) is due again. Nothing is ever deleted: a letter
-that cannot go is ``held`` or ``dead``, visible, with the reason in ``last_error``.
+A ``sending`` row whose lease has run out (the relay died) is due again. Each claim also records which process
+holds the lease (``outbox_leases``: host, pid namespace, boot, pid and the process's start time, so a reused pid
+is not mistaken for it): a relay that finds a lease whose holder on this machine has died (killed mid-send,
+disk full) takes the letter back at once (``reclaim_stale``) instead of waiting out the lease, and a lease held by
+a live process is reported with the time the letter goes again if that process never finishes (``in_flight``).
+Nothing is ever deleted: a letter that cannot go is ``held`` or ``dead``, visible, with the reason in
+``last_error``.
 
 The SQL is the same on SQLite and PostgreSQL. Timestamps are stored as fixed-width UTC text
 (``2025-03-03T09:30:00.000000Z``) so that ordering and comparison are plain string comparison on both.
@@ -21,10 +26,14 @@ The SQL is the same on SQLite and PostgreSQL. Timestamps are stored as fixed-wid
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
@@ -64,6 +73,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 )
 ;;
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at)
+;;
+CREATE TABLE IF NOT EXISTS outbox_leases (
+    message_id TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    claimed_at TEXT NOT NULL
+)
 """
 
 _COLUMNS = (
@@ -236,14 +251,26 @@ def due(db: Database, now: datetime, limit: int = 100) -> list[OutboxRow]:
 
 
 def claim(db: Database, message_id: str, now: datetime, policy: RetryPolicy = DEFAULT_POLICY) -> bool:
-    """Start an attempt: the row becomes ``sending`` for ``policy.lease``. False if another relay has it."""
+    """Start an attempt: the row becomes ``sending`` for ``policy.lease``, leased to this process. False if
+    another relay has it."""
     with db.transaction():
         cursor = db.execute(
             "UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ? "
             "WHERE message_id = ? AND state IN ('pending', 'sending') AND next_attempt_at <= ?",
             (ts(now + policy.lease), message_id, ts(now)),
         )
-        return int(cursor.rowcount) == 1
+        if int(cursor.rowcount) != 1:
+            return False
+        db.execute(
+            "INSERT INTO outbox_leases (message_id, owner, claimed_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (message_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at",
+            (message_id, this_process().text(), ts(now)),
+        )
+        return True
+
+
+def _end_lease(db: Database, message_id: str) -> None:
+    db.execute("DELETE FROM outbox_leases WHERE message_id = ?", (message_id,))
 
 
 def mark_sent(db: Database, message_id: str, now: datetime) -> None:
@@ -252,6 +279,7 @@ def mark_sent(db: Database, message_id: str, now: datetime) -> None:
             "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL WHERE message_id = ?",
             (ts(now), message_id),
         )
+        _end_lease(db, message_id)
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> timedelta:
@@ -282,6 +310,7 @@ def mark_failed(
         state, attempts = found[0][0], int(found[0][1])
         if state != "sending":
             attempts += 1
+        _end_lease(db, message_id)
         if permanent or attempts >= policy.max_attempts:
             db.execute(
                 "UPDATE outbox SET state = 'dead', attempts = ?, last_error = ? WHERE message_id = ?",
@@ -301,6 +330,7 @@ def hold(db: Database, message_id: str, error: str) -> None:
     """Park a row until a person fixes the directory; ``release_held`` puts it back in the queue."""
     with db.transaction():
         db.execute("UPDATE outbox SET state = 'held', last_error = ? WHERE message_id = ?", (error, message_id))
+        _end_lease(db, message_id)
 
 
 def release_held(db: Database, directory: Directory, now: datetime, *, notice_id: str | None = None) -> int:
@@ -348,3 +378,146 @@ def counts(db: Database) -> dict[str, int]:
     for state, count in db.query("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
         result[str(state)] = int(count)
     return result
+
+
+# ---------------------------------------------------------------------------------------------- leases
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The process holding a lease. A pid alone is not an identity (pids are reused, and every container has its
+    own): the boot, the pid namespace and the process's start time make it one."""
+
+    host: str
+    pid_namespace: str
+    boot_id: str
+    pid: int
+    started: str
+
+    def text(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        try:
+            data = json.loads(text)
+            return cls(str(data["host"]), str(data["pid_namespace"]), str(data["boot_id"]), int(data["pid"]),
+                       str(data["started"]))  # fmt: skip
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> str:
+    """The start time of a running process in clock ticks since boot ("" if there is none, or it is a zombie)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if ")" not in stat:
+        return ""
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return ""
+    return fields[19]
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def this_process() -> Owner:
+    pid = os.getpid()
+    return Owner(socket.gethostname(), _pid_namespace(), _read("/proc/sys/kernel/random/boot_id"), pid,
+                 _process_start(pid))  # fmt: skip
+
+
+def owner_alive(owner: Owner) -> bool | None:
+    """False when the lease holder has surely gone (this machine and pid namespace, and a reboot since or no
+    process with its pid and start time); True when it runs; None when this process cannot tell (another host or
+    container, or no /proc)."""
+    me = this_process()
+    if not me.boot_id or not me.pid_namespace or (owner.host, owner.pid_namespace) != (me.host, me.pid_namespace):
+        return None
+    if owner.boot_id != me.boot_id:
+        return False
+    if not owner.started:  # the holder could not read its own start time: a pid alone proves nothing
+        return None
+    return _process_start(owner.pid) == owner.started
+
+
+def reclaim_stale(db: Database, now: datetime) -> int:
+    """Make due at once every ``sending`` row whose lease holder has died before its lease ran out. Returns how
+    many rows were taken back."""
+    found = db.query(
+        "SELECT o.message_id, o.next_attempt_at, l.owner FROM outbox o JOIN outbox_leases l "
+        "ON l.message_id = o.message_id WHERE o.state = 'sending' AND o.next_attempt_at > ?",
+        (ts(now),),
+    )
+    reclaimed = 0
+    for message_id, until, text in found:
+        owner = Owner.parse(text)
+        if owner is None or owner_alive(owner) is not False:
+            continue
+        error = f"taken back: process {owner.pid} on {owner.host} claimed it and died before it finished"
+        with db.transaction():
+            cursor = db.execute(
+                "UPDATE outbox SET next_attempt_at = ?, last_error = ? "
+                "WHERE message_id = ? AND state = 'sending' AND next_attempt_at = ?",
+                (ts(now), error, message_id, until),
+            )
+            reclaimed += int(cursor.rowcount)
+    return reclaimed
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A letter another process is sending now."""
+
+    message_id: str
+    template: str
+    recipient_role: str
+    ods_code: str
+    owner: Owner | None
+    claimed_at: datetime | None
+    retry_at: datetime
+
+    def sentence(self) -> str:
+        who = f"process {self.owner.pid} on {self.owner.host}" if self.owner else "another relay"
+        since = f" since {self.claimed_at:%Y-%m-%d %H:%M:%S} UTC" if self.claimed_at else ""
+        return (
+            f"The {self.template} letter {self.message_id} to the {self.recipient_role} of {self.ods_code} is being "
+            f"sent by {who}{since}; if that process does not finish, it goes again from "
+            f"{self.retry_at:%Y-%m-%d %H:%M:%S} UTC."
+        )
+
+
+def in_flight(db: Database) -> list[InFlight]:
+    """Every row in ``sending``, with who holds it and when it is due again if that holder never finishes."""
+    found = db.query(
+        "SELECT o.message_id, o.template, o.recipient_role, o.ods_code, o.next_attempt_at, l.owner, l.claimed_at "
+        "FROM outbox o LEFT JOIN outbox_leases l ON l.message_id = o.message_id WHERE o.state = 'sending' "
+        "ORDER BY o.next_attempt_at, o.message_id"
+    )
+    letters = []
+    for mid, template, role, ods, until, owner, claimed in found:
+        holder = Owner.parse(owner) if owner else None
+        letters.append(InFlight(mid, template, role, ods, holder, _parse_ts(claimed) if claimed else None,
+                                _parse_ts(until)))  # fmt: skip
+    return letters
+
+
+def retrying(db: Database) -> tuple[int, str | None, datetime | None]:
+    """Pending letters whose last attempt failed: how many, the latest error, and when the first is due again."""
+    found = db.query(
+        "SELECT COUNT(*), MAX(last_error), MIN(next_attempt_at) FROM outbox "
+        "WHERE state = 'pending' AND last_error IS NOT NULL"
+    )
+    count, error, due_at = found[0]
+    return int(count), error, _parse_ts(due_at) if due_at else None

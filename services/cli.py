@@ -207,6 +207,13 @@ def assess_command(
         result = assess(spec, **cols)
     except (UsageError, ValueError) as exc:
         raise fail(str(exc)) from None
+    if plot is not None:
+        try:
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            view = funnel_view(result, orgs, audience="analyst")  # the analyst's own assessment: every band
+            plot.write_text(render_funnel_svg(view, title=file.stem), encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"The funnel plot cannot be written to {plot} ({exc.strerror}).") from None
     rows = assessment_rows(orgs, result)
     summary = summary_row(result, rows)
     if output_format is Format.json:
@@ -232,8 +239,6 @@ def assess_command(
             highlight=False,
         )
     if plot is not None:
-        view = funnel_view(result, orgs, audience="analyst")  # the analyst's own assessment: every band
-        plot.write_text(render_funnel_svg(view, title=file.stem), encoding="utf-8")
         err.print(f"funnel plot written to {plot}")
 
 
@@ -245,7 +250,12 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
 
     out.print(
         f"[bold]{summary.lines}[/] lines: {summary.accepted} accepted, {summary.redeliveries} redeliveries, "
-        f"{summary.dead_letters} dead letters; {len(summary.releases)} releases assessed",
+        f"{summary.dead_letters} dead letters; {len(summary.releases)} releases assessed"
+        + (
+            f" ({summary.already_recorded} dead letters and reports already written)"
+            if summary.already_recorded
+            else ""
+        ),
         highlight=False,
     )
     table = Table(title="Releases")
@@ -343,6 +353,29 @@ def route_command(
             f"[yellow]{letters['held']} letters are held: their recipient is missing from {recipients}. "
             "Add the contacts and they are released; nothing is dropped.[/]"
         )
+    print_in_flight(report.in_flight, report.reclaimed)
+    waiting, error, due_at = report.retrying
+    if waiting:
+        out.print(
+            f"[yellow]{waiting} letters wait for another attempt (last error: {error}); the first is due at "
+            f"{due_at:%Y-%m-%d %H:%M:%S} UTC: run `signalbox deliver --store {report.store}` then.[/]",
+            highlight=False,
+        )
+    if summary.open_releases:
+        out.print(
+            f"{summary.open_releases} releases are still open at the end of {file.name} (see releases.jsonl); "
+            f"their results are kept in {report.store}, and a later `signalbox route FILE --out {out_dir}` that "
+            "brings the rest assesses them.",
+            highlight=False,
+        )
+
+
+def print_in_flight(in_flight: list[Any], reclaimed: int) -> None:
+    """Letters another process is still sending, and those taken back from a relay that died mid-send."""
+    if reclaimed:
+        out.print(f"{reclaimed} letters left mid-send by a process that died were sent again.", highlight=False)
+    for letter in in_flight:
+        out.print(f"[yellow]{letter.sentence()}[/]", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- schemas, rules
@@ -499,11 +532,13 @@ def deliver_command(
         counts = outbox.counts(db)
         if (problem := recorder.checkpoint()) is not None:  # the delivery batch is signed at once
             out.print(f"warning: {problem}", highlight=False)
+        in_flight = outbox.in_flight(db)
     out.print(
         f"released {released} held, sent {report.sent}, failed {report.failed}, dead {report.dead}; outbox: "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
         highlight=False,
     )
+    print_in_flight(in_flight, report.reclaimed)
 
 
 def main() -> None:

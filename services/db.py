@@ -77,7 +77,9 @@ class Database:
             yield self
         except BaseException:
             self._depth -= 1
-            if self._depth == 0:
+            # SQLite may already have rolled back by itself (disk full, I/O error): ROLLBACK would then fail and
+            # hide the error that matters.
+            if self._depth == 0 and (self.dialect != "sqlite" or self._conn.in_transaction):
                 self._conn.execute("ROLLBACK")
             raise
         self._depth -= 1

@@ -1,8 +1,8 @@
 """The embedded main job: ``signalbox route FILE.jsonl`` — the whole decision core in one process.
 
-No Kafka and no Redis: events come from a JSON Lines file (one v1 event per line), release accumulation lives
-in a dict, and the outputs are JSON Lines files under ``--out``, one per space, so a first-time user sees
-exactly what the streaming deployment would publish:
+No Kafka and no Redis: events come from a JSON Lines file (one v1 event per line), and the outputs are JSON
+Lines files under ``--out``, one per space, so a first-time user sees exactly what the streaming deployment
+would publish:
 
     learning.jsonl        adverse alerts (protected learning space)
     formal.jsonl          adverse alarms (formal space: potential alarm cases)
@@ -10,26 +10,57 @@ exactly what the streaming deployment would publish:
     assessments.jsonl     every organisation's assessment, flagged or not
     releases.jsonl        one summary per assessed release, and reports of releases that did not complete
     dead-letters.jsonl    every unusable line, with its reason and the original line
+
+``run_embedded`` (what ``signalbox route`` runs) is resumable, like the worker: open releases live in the store
+(``--out/trail.sqlite``, the worker's ``ReleaseStore``), so a release split across two input files is assessed
+by the run that completes it. The output files are appended to. Each batch of lines is written to the files
+first, then its release states, trail entries, cases, letters and the files' new lengths are committed in one
+transaction; a run that dies in between (killed, disk full) leaves a tail past the committed lengths, which the
+next run cuts off before it reads its input again. Re-running a file adds nothing: its events are redeliveries
+and its dead letters and release reports are recorded once, by id.
+
+``run_file`` is the same decision core with the state in memory and fresh output files: what the benchmarks and
+the fault tests compare against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+import errno
+import fcntl
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
-
-from pydantic import BaseModel
+from typing import IO, TYPE_CHECKING
 
 from rules.engine import RuleBook
 from rules.routing import RoutedDecision
-from schemas.signals import Assessment, ReleaseSummary
+from schemas.signals import Assessment, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from services.db import Database
 from services.pipeline import Outputs, Pipeline
+from services.release_store import ReleaseStore, StagedStates, StateCache
+from services.releases import unfinished_reports
+
+if TYPE_CHECKING:
+    from notifications.outbox import InFlight
+    from services.recording import Recorder
 
 SPACE_FILES = {"learning": "learning.jsonl", "formal": "formal.jsonl", "good_practice": "good-practice.jsonl"}
 OUTPUT_FILES = (*SPACE_FILES.values(), "assessments.jsonl", "releases.jsonl", "dead-letters.jsonl")
+STORE_NAME = "trail.sqlite"
+LOCK_NAME = ".signalbox-route.lock"
+PROBE_NAME = ".signalbox-write-test"
+# Everything route writes under --out besides the JSON Lines files: an input must be none of them.
+OTHER_OUTPUTS = (
+    STORE_NAME, f"{STORE_NAME}-wal", f"{STORE_NAME}-shm", f"{STORE_NAME}-journal",
+    "recipients.yaml", "signing-key.pem", "trail.pub", LOCK_NAME, PROBE_NAME,
+)  # fmt: skip
+OUTPUT_FOLDERS = ("checkpoints", "mail")
 CHUNK_LINES = 50_000
+EMBEDDED_GROUP = "signalbox-route"  # the release store's consumer group for the embedded runner
 
 
 class UsageError(Exception):
@@ -53,30 +84,66 @@ class RunSummary:
     reports: int = 0
     decisions: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPACE_FILES})
     releases: list[ReleaseLine] = field(default_factory=list)
+    open_releases: int = 0  # releases left incomplete at the end of the input; a later run resumes them
+    already_recorded: int = 0  # dead letters and release reports an earlier run over the same --out wrote
 
 
 class JsonlOutputs:
-    """Writes each output to its file as it is produced; one line per record."""
+    """Appends each output to its file; one line per record. ``committed`` gives each file's length as the
+    store last recorded it: anything past it was written by a run that died before it committed, and is cut."""
 
-    def __init__(self, out_dir: Path, stack: ExitStack) -> None:
-        self.files: dict[str, IO[str]] = {
-            name: stack.enter_context((out_dir / name).open("w", encoding="utf-8", buffering=1 << 20))
-            for name in OUTPUT_FILES
-        }
+    def __init__(self, out_dir: Path, stack: ExitStack, committed: Mapping[str, int] | None = None) -> None:
+        committed = committed or {}
+        self.files: dict[str, IO[bytes]] = {}
+        for name in OUTPUT_FILES:
+            path = out_dir / name
+            length = committed.get(name, 0)
+            size = path.stat().st_size if path.exists() else 0
+            if size < length:
+                raise UsageError(
+                    f"{path} holds {size} bytes but signalbox had written {length}: it was changed outside "
+                    f"signalbox; route into a new --out folder, or delete {out_dir} to start again."
+                )
+            f = path.open("ab", buffering=1 << 20)
+            stack.callback(_close_quietly, f)
+            f.truncate(length)
+            self.files[name] = f
 
-    def _write(self, name: str, record: BaseModel) -> None:
-        self.files[name].write(record.model_dump_json() + "\n")
+    def _write(self, name: str, data: bytes) -> None:
+        try:
+            self.files[name].write(data)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, self.files[name].name) from exc
 
     def write(self, outputs: Outputs) -> None:
         for release in outputs.releases:
-            self._write("releases.jsonl", release.summary)
-            self.files["assessments.jsonl"].write("".join(line + "\n" for line in release.lines))
+            self._write("releases.jsonl", release.summary.model_dump_json().encode() + b"\n")
+            self._write("assessments.jsonl", "".join(line + "\n" for line in release.lines).encode())
         for decision in outputs.decisions:
-            self._write(SPACE_FILES[decision.space], decision)
+            self._write(SPACE_FILES[decision.space], decision.model_dump_json().encode() + b"\n")
         for report in outputs.reports:
-            self._write("releases.jsonl", report)
+            self._write("releases.jsonl", report.model_dump_json().encode() + b"\n")
         for dead in outputs.dead_letters:
-            self._write("dead-letters.jsonl", dead)
+            self._write("dead-letters.jsonl", dead.model_dump_json().encode() + b"\n")
+
+    def sync(self) -> dict[str, int]:
+        """Flush every file to the disk and return their lengths: what the store may now record as written."""
+        lengths = {}
+        for name, f in self.files.items():
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, f.name) from exc
+            lengths[name] = f.tell()
+        return lengths
+
+
+def _close_quietly(f: IO[bytes]) -> None:
+    """Close without flushing what a failed batch left in the buffer: it was never committed, and the next run
+    cuts it off anyway; an error here would only hide the one that stopped the run."""
+    with suppress(OSError):
+        f.close()
 
 
 def read_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[bytes, str]]:
@@ -101,12 +168,46 @@ def chunks(lines: Iterator[tuple[bytes, str]], size: int) -> Iterator[list[tuple
         yield chunk
 
 
+def own_output(path: Path, out_dir: Path) -> Path | None:
+    """The output of ``route --out out_dir`` that ``path`` is (by resolved path, or the same inode through a hard
+    link or symlink), else None."""
+    target = path.resolve()
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    out = out_dir.resolve()
+    candidates = [out / name for name in (*OUTPUT_FILES, *OTHER_OUTPUTS)]
+    for folder in OUTPUT_FOLDERS:
+        if target.is_relative_to(out / folder):
+            return target
+        if (out / folder).is_dir():
+            candidates += (out / folder).iterdir()
+    for candidate in candidates:
+        if candidate.resolve() == target:
+            return candidate
+        if st is not None:
+            try:
+                if os.path.samestat(st, candidate.stat()):
+                    return candidate
+            except OSError:
+                continue
+    return None
+
+
 def check_paths(input_path: Path, out_dir: Path) -> None:
+    """Refuse, before any file is touched, an input that is missing or that route would write over."""
     if not input_path.is_file():
         raise UsageError(f"The input file {input_path} does not exist or is not a file.")
+    clash = own_output(input_path, out_dir)
+    if clash is not None:
+        raise UsageError(
+            f"The input file {input_path} is {clash}, which route writes to: move the input out of that folder "
+            "or choose another --out."
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".signalbox-write-test"
+        probe = out_dir / PROBE_NAME
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
@@ -121,7 +222,8 @@ def run_file(
     on_bytes: Callable[[int], None] | None = None,
     on_outputs: Callable[[Outputs], None] | None = None,
 ) -> RunSummary:
-    """Route every event in ``input_path``; invalid lines are counted and dead-lettered, never fatal."""
+    """Route every event in ``input_path`` with the release state in memory, into fresh output files; invalid
+    lines are counted and dead-lettered, never fatal."""
     check_paths(input_path, out_dir)
     pipeline = Pipeline(rules)
     summary = RunSummary()
@@ -160,7 +262,78 @@ def file_size(path: Path) -> int:
         return 0
 
 
-STORE_NAME = "trail.sqlite"
+# What the embedded runner keeps in its store besides the release states: the length of each output file as of
+# the last committed batch, and the ids of the dead letters and release reports already written.
+LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embedded_files (
+    name TEXT PRIMARY KEY,
+    length INTEGER NOT NULL
+)
+;;
+CREATE TABLE IF NOT EXISTS embedded_outputs (
+    record_id TEXT PRIMARY KEY
+)
+"""
+
+
+def dead_letter_id(dead: DeadLetter) -> str:
+    return stable_id("dlq", dead.source, dead.reason, dead.raw)
+
+
+def report_id(report: ReleaseReport) -> str:
+    """The same report about the same picture is written once; a changed count is news and is written again."""
+    parts = (report.kind, report.audit, report.release_id, report.indicator_id, report.event_id or "")
+    return stable_id("rpt", *parts, str(report.expected_count), str(report.received_count))
+
+
+class OutputLedger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.executescript(LEDGER_SCHEMA)
+
+    def lengths(self) -> dict[str, int]:
+        return {str(name): int(length) for name, length in self.db.query("SELECT name, length FROM embedded_files")}
+
+    def fresh(self, out: Outputs) -> tuple[Outputs, list[str]]:
+        """``out`` without the dead letters and reports already written (a rerun of the same lines), and the ids
+        of those it keeps."""
+        ids = [dead_letter_id(d) for d in out.dead_letters] + [report_id(r) for r in out.reports]
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            rows = self.db.query(
+                f"SELECT record_id FROM embedded_outputs WHERE record_id IN ({','.join('?' * len(part))})", part
+            )
+            known.update(r[0] for r in rows)
+        kept: list[str] = []
+
+        def keep(record_id: str) -> bool:
+            if record_id in known:
+                return False
+            known.add(record_id)  # the same record twice in one batch is written once
+            kept.append(record_id)
+            return True
+
+        fresh = Outputs(
+            releases=out.releases,
+            decisions=out.decisions,
+            dead_letters=[d for d in out.dead_letters if keep(dead_letter_id(d))],
+            reports=[r for r in out.reports if keep(report_id(r))],
+            accepted=out.accepted,
+            redeliveries=out.redeliveries,
+        )
+        return fresh, kept
+
+    def mark(self, ids: list[str], lengths: Mapping[str, int]) -> None:
+        """Inside the batch's transaction."""
+        if ids:
+            self.db.executemany("INSERT INTO embedded_outputs (record_id) VALUES (?) ON CONFLICT DO NOTHING",
+                                [(i,) for i in ids])  # fmt: skip
+        self.db.executemany(
+            "INSERT INTO embedded_files (name, length) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET length = excluded.length",
+            list(lengths.items()),
+        )
 
 
 @dataclass
@@ -173,6 +346,40 @@ class RecordReport:
     cases_open: int
     letters: dict[str, int]
     mail_dir: Path | None
+    in_flight: list[InFlight] = field(default_factory=list)
+    reclaimed: int = 0
+    retrying: tuple[int, str | None, datetime | None] = (0, None, None)
+
+
+def lock_out_dir(out_dir: Path, stack: ExitStack) -> None:
+    """One route at a time per --out: two would interleave their lines in the same files."""
+    handle = stack.enter_context((out_dir / LOCK_NAME).open("a+"))
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(
+            f"Another signalbox route is writing to {out_dir}; wait for it to finish, or choose another --out."
+        ) from None
+
+
+STORAGE_SQLITE_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+
+
+def storage_failure(exc: BaseException, out_dir: Path) -> UsageError | None:
+    """A write that the disk refused (full, quota, file too large, read-only, I/O error), as one sentence."""
+    where: object = out_dir
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))
+        where = exc.filename or out_dir
+    elif isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in STORAGE_SQLITE_CODES:
+        reason = str(exc)
+        where = out_dir / STORE_NAME
+    else:
+        return None
+    return UsageError(
+        f"Writing {where} failed ({reason}); everything up to the last completed batch is kept, so free some space "
+        "(or fix the folder) and run the same command again: it resumes where it stopped."
+    )
 
 
 def run_embedded(
@@ -185,14 +392,32 @@ def run_embedded(
     on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[RunSummary, RecordReport]:
     """``signalbox route``: the JSON Lines outputs, plus the trail, alarm cases and letters in
-    ``out_dir/trail.sqlite``, signed checkpoints, and the letters as ``.eml`` files (or SMTP when configured)."""
+    ``out_dir/trail.sqlite``, signed checkpoints, and the letters as ``.eml`` files (or SMTP when configured).
+    Resumable: see the module's docstring. A disk that refuses a write ends in a ``UsageError`` sentence."""
+    try:
+        return _run_embedded(input_path, rules, out_dir, directory_path, deliver=deliver, on_bytes=on_bytes)
+    except (OSError, sqlite3.Error) as exc:
+        failure = storage_failure(exc, out_dir)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+def _run_embedded(
+    input_path: Path,
+    rules: RuleBook,
+    out_dir: Path,
+    directory_path: Path,
+    *,
+    deliver: bool,
+    on_bytes: Callable[[int], None] | None,
+) -> tuple[RunSummary, RecordReport]:
     import shutil
 
     from notifications import outbox
     from notifications.recipients import Directory, DirectoryError
-    from services.db import Database
     from services.recording import Recorder
-    from services.trail.checkpoint import Checkpointer, signing_key_for_store, write_public_key
+    from services.trail.checkpoint import Checkpointer, CheckpointError, signing_key_for_store, write_public_key
 
     check_paths(input_path, out_dir)
     try:  # before anything is recorded: a run never ends with a trail it could not sign
@@ -203,20 +428,29 @@ def run_embedded(
         directory = Directory.load(directory_path)
     except (DirectoryError, OSError) as exc:
         raise UsageError(f"The recipient directory cannot be used: {exc}") from None
-    if directory_path.resolve() != (out_dir / "recipients.yaml").resolve():
+    copy = out_dir / "recipients.yaml"
+    if not (copy.exists() and os.path.samefile(directory_path, copy)):
         # Later `signalbox cases act --store out/trail.sqlite` finds the same directory beside the store.
-        shutil.copyfile(directory_path, out_dir / "recipients.yaml")
+        try:
+            shutil.copyfile(directory_path, copy)
+        except OSError as exc:  # name the file that could not be written, not the one read
+            raise OSError(exc.errno, exc.strerror, str(copy)) from exc
     store = out_dir / STORE_NAME
-    with Database(store) as db:
+    with ExitStack() as stack:
+        lock_out_dir(out_dir, stack)
+        db = stack.enter_context(Database(store))
         recorder = Recorder(db, rules, directory)
-        summary = run_file(input_path, rules, out_dir, on_bytes=on_bytes, on_outputs=recorder.record)
+        summary = route_resumably(input_path, rules, out_dir, recorder, stack, on_bytes=on_bytes)
         write_public_key(key, out_dir / "trail.pub")  # published beside the checkpoints; the key is elsewhere
-        checkpointer = Checkpointer(recorder.trail, key)
-        checkpointer.checkpoint_all()
-        checkpoints = checkpointer.export_checkpoints(out_dir / "checkpoints")
-        mail_dir = out_dir / "mail" if deliver else None
-        if mail_dir is not None:
-            recorder.deliver(mail_dir)
+        checkpointer = Checkpointer(recorder.trail, key, export_to=out_dir / "checkpoints")
+        try:
+            checkpointer.checkpoint_all()  # the decisions are signed before any letter goes
+            mail_dir = out_dir / "mail" if deliver else None
+            delivery = recorder.deliver(mail_dir) if mail_dir is not None else None
+            checkpointer.checkpoint_all()  # and what delivery added
+        except CheckpointError as exc:
+            raise UsageError(f"The trail was not signed: {exc}") from None
+        checkpoints = sorted((out_dir / "checkpoints").glob("*.checkpoint"))
         report = RecordReport(
             store=store,
             trail_sizes={a: recorder.trail.size(a) for a in ("learning", "formal")},
@@ -224,5 +458,64 @@ def run_embedded(
             cases_open=len(recorder.cases.store.list()),
             letters=outbox.counts(db),
             mail_dir=mail_dir,
+            in_flight=outbox.in_flight(db),
+            reclaimed=delivery.reclaimed if delivery else 0,
+            retrying=outbox.retrying(db),
         )
     return summary, report
+
+
+def route_resumably(
+    input_path: Path,
+    rules: RuleBook,
+    out_dir: Path,
+    recorder: Recorder,
+    stack: ExitStack,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """The decision core over ``input_path`` with the release states in the recorder's store, as the worker keeps
+    them: each batch's outputs are appended to the files, then committed with its states and trail entries."""
+    db = recorder.db
+    releases = ReleaseStore(db, EMBEDDED_GROUP)
+    ledger = OutputLedger(db)
+    writer = JsonlOutputs(out_dir, stack, ledger.lengths())
+    cache = StateCache()
+    summary = RunSummary()
+    touched: set[str] = set()
+
+    def commit(out: Outputs, states: StagedStates | None) -> None:
+        fresh, ids = ledger.fresh(out)
+        writer.write(fresh)
+        lengths = writer.sync()
+        with db.transaction():
+            if states is not None:
+                releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
+            recorder.record(fresh)
+            ledger.mark(ids, lengths)
+        if states is not None:
+            cache.put(states.staged)
+            touched.update(states.staged)
+        _account(summary, fresh)
+        summary.already_recorded += len(out.dead_letters) + len(out.reports) - len(ids)
+
+    for chunk in chunks(read_lines(input_path, on_bytes), CHUNK_LINES):
+        states = StagedStates(releases, cache)
+        try:
+            out = Pipeline(rules, states).process(chunk)
+            commit(out, states)
+        except BaseException:
+            cache.clear()  # it may hold states the store never got
+            raise
+        summary.lines += len(chunk)
+    now = datetime.now(UTC)
+    reports: list[ReleaseReport] = []
+    for key in sorted(touched):
+        state = cache.get(key) or releases.get(key)
+        if state is None or state.assessed:
+            continue
+        summary.open_releases += 1
+        kept = f" (kept in {db.target}: a later route into the same --out that brings the rest assesses it)"
+        reports += [r.model_copy(update={"detail": r.detail + kept}) for r in unfinished_reports(state, now)]
+    commit(Outputs(reports=reports), None)
+    return summary

@@ -2,7 +2,8 @@
 
 One pass of ``deliver_due`` takes the rows that are due, and for each:
 
-1. claims it (``sending``, with a lease, so a second relay skips it and a dead relay's row comes back);
+1. claims it (``sending``, with a lease, so a second relay skips it and a dead relay's row comes back: at once
+   when the relay that holds the lease ran on this machine and has died, see ``outbox.reclaim_stale``);
 2. checks the directory still gives the address the letter was queued for (if not, it is held: a person
    decides, rather than a letter going silently to somebody else);
 3. renders it with the renderer of the row's own space and checks the Message-ID matches the row;
@@ -37,8 +38,10 @@ class DeliveryReport:
     held: int = 0
     dead: int = 0
     skipped: int = 0
+    reclaimed: int = 0  # letters whose relay died mid-send, taken back before their lease ran out
 
     def add(self, other: DeliveryReport) -> None:
+        self.reclaimed += other.reclaimed
         self.sent += other.sent
         self.failed += other.failed
         self.held += other.held
@@ -85,7 +88,7 @@ async def deliver_due(
     limit: int = 100,
 ) -> DeliveryReport:
     """Send what is due now. ``transports`` maps a channel (``email``, ``webhook``) to its transport."""
-    report = DeliveryReport()
+    report = DeliveryReport(reclaimed=outbox.reclaim_stale(db, clock()))
     for row in outbox.due(db, clock(), limit):
         if not outbox.claim(db, row.message_id, clock(), policy):
             report.skipped += 1

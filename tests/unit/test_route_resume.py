@@ -1,0 +1,243 @@
+"""`signalbox route` is resumable: N runs over N parts of an input decide exactly what one run over the whole does.
+
+The reference is one run over ``examples/results.jsonl`` (five interleaved releases, their closes at the end, a
+redelivery, late and invalid lines). Every other test cuts that file into parts, routes them one after the other
+into the same ``--out``, and compares the decisions, the assessments, the trail's decision ids and the alarm cases
+with the reference: nothing straddling a cut is lost, and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from rules.engine import load_rules
+from services.cli import app
+from services.runner import LOCK_NAME, OUTPUT_FILES, SPACE_FILES, UsageError, run_embedded
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+INPUT = EXAMPLES / "results.jsonl"
+RECIPIENTS = EXAMPLES / "recipients.yaml"
+LINES = INPUT.read_bytes().splitlines(keepends=True)
+CLOSES = [i for i, line in enumerate(LINES, start=1) if b'"release_closed"' in line]
+RULES = load_rules()
+runner = CliRunner()
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What a route into one --out decided, in a form two folders can be compared by."""
+
+    decisions: dict[str, Counter[str]]  # file → decision ids (a Counter, so a duplicate shows)
+    assessments: Counter[str]  # canonical lines
+    summaries: Counter[str]  # release summaries (reports excluded: a cut input reports its open releases)
+    dead_letters: Counter[str]  # raw lines
+    trail: dict[str, Counter[tuple[str, str]]]  # log → (kind, decision id) of every entry that has one
+    cases: frozenset[str]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def picture(out: Path) -> Picture:
+    decisions = {name: Counter(d["decision_id"] for d in read_jsonl(out / name)) for name in SPACE_FILES.values()}
+    assessments = Counter(line.decode() for line in (out / "assessments.jsonl").read_bytes().splitlines())
+    summaries = Counter(json.dumps(r, sort_keys=True) for r in read_jsonl(out / "releases.jsonl") if "counts" in r)
+    dead = Counter(d["raw"] for d in read_jsonl(out / "dead-letters.jsonl"))
+    with sqlite3.connect(out / "trail.sqlite") as db:
+        trail = {
+            log: Counter(db.execute(f"SELECT kind, decision_id FROM trail_{log} WHERE decision_id IS NOT NULL"))
+            for log in ("learning", "formal")
+        }
+        cases = frozenset(r[0] for r in db.execute("SELECT case_id FROM cases"))
+    return Picture(decisions, assessments, summaries, dead, trail, cases)
+
+
+def route_parts(parts: list[bytes], base: Path, reruns: Sequence[int] = ()) -> Path:
+    """Route each part from its own file in order, then route the files numbered in ``reruns`` again."""
+    out = base / "out"
+    paths = [base / f"part-{k}.jsonl" for k in range(len(parts))]
+    for path, part in zip(paths, parts, strict=True):
+        path.write_bytes(part)
+    for path in paths + [paths[r % len(paths)] for r in reruns]:
+        run_embedded(path, RULES, out, RECIPIENTS, deliver=False)
+    return out
+
+
+def cut(points: list[int]) -> list[bytes]:
+    bounds = [0, *sorted(set(points)), len(LINES)]
+    return [b"".join(LINES[a:b]) for a, b in pairwise(bounds)]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> Picture:
+    out = tmp_path_factory.mktemp("whole") / "out"
+    run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    found = picture(out)
+    assert sum(c.total() for c in found.decisions.values()) == 80 and len(found.summaries) == 5
+    return found
+
+
+def assert_same(found: Picture, whole: Picture) -> None:
+    assert found.decisions == whole.decisions
+    assert found.assessments == whole.assessments
+    assert found.summaries == whole.summaries
+    assert found.dead_letters == whole.dead_letters
+    assert found.trail == whole.trail
+    assert found.cases == whole.cases
+    counters: list[Counter[Any]] = [*found.decisions.values(), found.assessments, found.dead_letters]
+    for counter in counters + list(found.trail.values()):
+        assert not counter or max(counter.values()) == 1, "a record was written twice"
+
+
+# Mid-release (every release is open at line 300), just before and after each close, and at both ends.
+CUTS = sorted({1, 2, 150, 300, 500, len(LINES) - 1} | {c - 1 for c in CLOSES} | set(CLOSES))
+
+
+@pytest.mark.parametrize("point", CUTS)
+def test_two_runs_split_anywhere_decide_what_one_run_does(point: int, whole: Picture, tmp_path: Path) -> None:
+    assert_same(picture(route_parts(cut([point]), tmp_path)), whole)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # one example is a few seconds: no slow shrinking
+)
+@given(
+    points=st.lists(st.integers(min_value=0, max_value=len(LINES)), min_size=1, max_size=6),
+    reruns=st.lists(st.integers(min_value=0, max_value=6), max_size=3),
+)
+def test_any_cuts_and_any_rerun_parts_decide_what_one_run_does(
+    points: list[int], reruns: list[int], whole: Picture, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Cut anywhere, into up to seven parts (empty ones included), and route some part files a second time,
+    late: a rerun file is a redelivery, and its dead letters were already written."""
+    assert_same(picture(route_parts(cut(points), tmp_path_factory.mktemp("cuts"), reruns)), whole)
+
+
+def test_rerunning_the_same_file_adds_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    before = {name: (out / name).read_bytes() for name in OUTPUT_FILES}
+    with sqlite3.connect(out / "trail.sqlite") as db:
+        sizes = [db.execute(f"SELECT COUNT(*) FROM trail_{log}").fetchone() for log in ("learning", "formal")]
+    summary, _ = run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    assert summary.accepted == 0 and summary.redeliveries == 625 and summary.dead_letters == 0
+    assert summary.already_recorded == 12 and not summary.releases
+    assert {name: (out / name).read_bytes() for name in OUTPUT_FILES} == before
+    with sqlite3.connect(out / "trail.sqlite") as db:
+        assert [db.execute(f"SELECT COUNT(*) FROM trail_{log}").fetchone() for log in ("learning", "formal")] == sizes
+
+
+def test_a_release_left_open_is_reported_as_kept_and_assessed_by_the_run_that_completes_it(tmp_path: Path) -> None:
+    first, second = cut([300])
+    (tmp_path / "a.jsonl").write_bytes(first)
+    (tmp_path / "b.jsonl").write_bytes(second)
+    out = tmp_path / "out"
+    summary, _ = run_embedded(tmp_path / "a.jsonl", RULES, out, RECIPIENTS, deliver=False)
+    assert summary.open_releases == 5 and not summary.releases
+    reports = [r for r in read_jsonl(out / "releases.jsonl") if r.get("kind") == "never_closed"]
+    assert len(reports) == 5 and all("a later route into the same --out" in r["detail"] for r in reports)
+    summary, _ = run_embedded(tmp_path / "b.jsonl", RULES, out, RECIPIENTS, deliver=False)
+    assert summary.open_releases == 0 and len(summary.releases) == 5
+
+
+def test_through_the_command_line_the_second_part_completes_the_first(whole: Picture, tmp_path: Path) -> None:
+    first, second = cut([CLOSES[0] - 1])
+    (tmp_path / "a.jsonl").write_bytes(first)
+    (tmp_path / "b.jsonl").write_bytes(second)
+    out = tmp_path / "out"
+    for part, expect in (("a", "5 releases are still open"), ("b", "5 releases assessed")):
+        result = runner.invoke(app, ["route", str(tmp_path / f"{part}.jsonl"), "--out", str(out), "--no-deliver",
+                                     "--recipients", str(RECIPIENTS)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert expect in result.output
+    assert_same(picture(out), whole)
+
+
+# ---------------------------------------------------------------------------------------------- crash consistency
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("batch", [0, 1, 2, 5, 12])
+def test_a_run_that_dies_after_writing_a_batch_but_before_committing_it_leaves_nothing_twice(
+    batch: int, whole: Picture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files are written before the batch commits: a run that dies in between leaves a tail the store never
+    recorded, which the next run cuts off before it routes the same lines again."""
+    import services.recording
+    import services.runner
+
+    monkeypatch.setattr(services.runner, "CHUNK_LINES", 50)
+    real = services.recording.Recorder.record
+    calls = {"n": 0}
+
+    def dying(self: services.recording.Recorder, out: Any) -> None:
+        if calls["n"] == batch:
+            raise Crash(f"killed while committing batch {batch}")
+        calls["n"] += 1
+        real(self, out)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(services.recording.Recorder, "record", dying)
+    with pytest.raises(Crash):
+        run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    assert sum((out / name).stat().st_size for name in OUTPUT_FILES) > 0 or batch == 0
+    monkeypatch.setattr(services.recording.Recorder, "record", real)
+    run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    assert_same(picture(out), whole)
+
+
+@pytest.mark.parametrize("tail", [b"{", b'{"decision_id": "dec-forged"}\n', b"\x00" * 4096, b"\n\n"])
+def test_an_uncommitted_tail_in_an_output_file_is_cut_off(tail: bytes, whole: Picture, tmp_path: Path) -> None:
+    out = route_parts(cut([300]), tmp_path)
+    for name in OUTPUT_FILES:
+        with (out / name).open("ab") as f:
+            f.write(tail)
+    run_embedded(tmp_path / "part-1.jsonl", RULES, out, RECIPIENTS, deliver=False)
+    assert_same(picture(out), whole)
+
+
+@pytest.mark.parametrize("name", OUTPUT_FILES)
+def test_an_output_file_shortened_or_removed_outside_signalbox_is_named(name: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    target = out / name
+    if target.stat().st_size > 1 and name != "dead-letters.jsonl":
+        target.write_bytes(target.read_bytes()[:-1])
+    else:
+        target.unlink()
+    result = runner.invoke(app, ["route", str(INPUT), "--out", str(out), "--no-deliver",
+                                 "--recipients", str(RECIPIENTS)])  # fmt: skip
+    assert result.exit_code != 0
+    assert f"{target}" in result.output and "changed outside signalbox" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_two_routes_into_the_same_folder_at_once_are_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / LOCK_NAME).open("a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UsageError, match="Another signalbox route is writing to"):
+            run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    assert not (out / "learning.jsonl").exists()
+    run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)  # the lock is free again

@@ -421,16 +421,28 @@ def worker_command(
 @app.command("publish")
 def publish_command(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of v1 events.")],
-    topic: Annotated[str, typer.Option(help="Topic to publish to.")] = "audit.results.v1",
+    topic: Annotated[str, typer.Option(help="Topic to publish to (must exist).")] = "audit.results.v1",
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for the broker (metadata, each acknowledgement).")
+    ] = 60.0,
 ) -> None:
-    """Publish events to Kafka with an idempotent producer, keyed {audit}/{release_id} as the contract says."""
+    """Publish events to Kafka with an idempotent producer, keyed {audit}/{release_id} as the contract says.
+
+    Every record's delivery is checked: the command says how many the broker acknowledged and exits 1, naming
+    the reason (authorisation, unknown topic, timeout, message too large), when any was not.
+    """
     from services.settings import Settings
-    from services.streaming.clients import publish_lines, read_file_lines
+    from services.streaming.clients import publish, read_file_lines
 
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
-    sent = publish_lines(Settings.from_env(), read_file_lines(file), topic)
-    err.print(f"published {sent} events to {topic}")
+    try:
+        report = publish(Settings.from_env(), read_file_lines(file), topic, timeout_s=timeout)
+    except (ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    if not report.ok:
+        raise fail(f"{file}: {report.sentence()}", code=1)
+    err.print(f"published {report.acknowledged} events to {topic} (every one acknowledged by the broker)")
 
 
 @app.command("tail")

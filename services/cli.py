@@ -392,7 +392,9 @@ class SpaceOpt(StrEnum):
 @app.command("worker")
 def worker_command(
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
-    datadir: Annotated[Path, typer.Option(help="This worker's own data folder (never shared).")] = Path(".local/faust"),
+    datadir: Annotated[
+        Path, typer.Option(help="This worker's own data folder (never shared); created if missing.")
+    ] = Path(".local/faust"),
     store: Annotated[
         str | None,
         typer.Option(
@@ -408,13 +410,17 @@ def worker_command(
     (eval "$(deploy/local/up)" sets them). Start more workers with other --datadir to scale out.
     """
     import faust
+    from kafka.errors import KafkaError
 
-    from services.app import TopicMissing, create_app
+    from services.app import DataDirError, TopicMissing, create_app
 
     try:
         faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store)
-    except (RuleSetError, TopicMissing) as exc:
+    except (RuleSetError, TopicMissing, DataDirError) as exc:
         raise fail(str(exc)) from None
+    except KafkaError as exc:
+        raise fail(f"Kafka refused or did not answer ({type(exc).__name__}: {exc}); check SIGNALBOX_KAFKA and "
+                   "SIGNALBOX_KAFKA_USER/PASSWORD (eval \"$(deploy/local/up)\").") from None  # fmt: skip
     faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
 
 

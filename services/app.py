@@ -225,9 +225,10 @@ def prepare_datadir(datadir: Path) -> Path:
         probe = path / f".write-test-{os.getpid()}"
         probe.touch()
         probe.unlink()
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise DataDirError(
-            f"The worker's data folder {path} cannot be used ({exc.strerror or exc}); pass --datadir a folder "
+            f"The worker's data folder {str(path)!r} cannot be used ({reason}); pass --datadir a folder "
             "this user can write."
         ) from None
     return path
@@ -253,8 +254,8 @@ def create_app(
 ) -> faust.App:
     settings = settings or Settings.from_env()
     rules = load_rules(rules_dir)
-    partitions = partitions or input_partitions(settings)
     datadir = prepare_datadir(datadir or DEFAULT_DATADIR)
+    partitions = partitions or input_partitions(settings)
     app_id = app_id or app_id_from_env()
     store = store or (
         settings.postgres_url.get_secret_value() if settings.postgres_url else str(datadir / "signalbox.sqlite")

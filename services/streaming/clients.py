@@ -111,10 +111,13 @@ def describe_failure(exc: BaseException, topic: str, user: str | None, timeout_s
         return f"{topic} is not a valid topic name ({name})"
     if isinstance(exc, errors.MessageSizeTooLargeError) or "too large" in text.lower():
         return f"message too large for the broker or the producer's limit ({name}: {text})"
-    if isinstance(exc, (errors.SaslAuthenticationFailedError, errors.AuthenticationFailedError)):
+    if isinstance(exc, errors.SaslAuthenticationFailedError):
         return f"authentication failed for {who}: check SIGNALBOX_KAFKA_USER and SIGNALBOX_KAFKA_PASSWORD ({name})"
-    if isinstance(exc, errors.NoBrokersAvailable):
-        return f"no broker reachable: is Kafka running at the SIGNALBOX_KAFKA address? ({name})"
+    if "Unable to bootstrap" in text:
+        return (
+            f"no broker answered, or it refused {who}'s credentials: check SIGNALBOX_KAFKA and "
+            f"SIGNALBOX_KAFKA_USER/PASSWORD ({name}: {text})"
+        )
     if isinstance(exc, (errors.KafkaTimeoutError, errors.RequestTimedOutError, errors.KafkaConnectionError)):
         return (
             f"timeout: no acknowledgement within {timeout_s:g} s; is the broker running and reachable? ({name}: {text})"
@@ -132,7 +135,8 @@ def _check_topic(settings: Settings, topic: str, timeout_s: float) -> None:
     An admin client asks without auto-creation, so a typo in ``--topic`` can never create a topic."""
     from kafka import KafkaAdminClient, errors
 
-    admin = KafkaAdminClient(**kafka_python_config(settings), request_timeout_ms=int(timeout_s * 1000))
+    ms = int(timeout_s * 1000)
+    admin = KafkaAdminClient(**kafka_python_config(settings), request_timeout_ms=ms, bootstrap_timeout_ms=ms)
     try:
         described = admin.describe_topics([topic])
     finally:

@@ -167,21 +167,28 @@ def publish(
     from kafka.errors import KafkaError
 
     report = PublishReport(topic)
-    lock = threading.Lock()
+    lock = threading.Condition()
     failed = threading.Event()
+    pending = 0  # sent, neither acknowledged nor failed yet
     timeout_ms = int(timeout_s * 1000)
 
     def why(exc: BaseException) -> str:
         return describe_failure(exc, topic, settings.kafka_user, timeout_s)
 
     def on_error(line_no: int, exc: BaseException) -> None:
+        nonlocal pending
         with lock:
             report.record_failure(why(exc), line_no)
+            pending -= 1
+            lock.notify_all()
         failed.set()
 
     def on_ack(_metadata: Any) -> None:
+        nonlocal pending
         with lock:
             report.acknowledged += 1
+            pending -= 1
+            lock.notify_all()
 
     remaining = iter(lines)
     try:
@@ -211,6 +218,8 @@ def publish(
                 report.not_sent += 1
                 continue
             report.sent += 1
+            with lock:
+                pending += 1
             try:
                 future = producer.send(topic, key=contract_key(line), value=line)
             except KafkaError as exc:  # refused before it was queued: too large, metadata timeout, ...
@@ -218,10 +227,13 @@ def publish(
                 continue
             future.add_callback(on_ack)
             future.add_errback(partial(on_error, line_no))
-        with contextlib.suppress(KafkaError):  # what is still unconfirmed is counted below
+        with contextlib.suppress(KafkaError):  # flush can give up early (a split batch); the wait below decides
             producer.flush(timeout=timeout_s + 5)
+        with lock:  # every record's own outcome, not flush's word
+            lock.wait_for(lambda: pending <= 0, timeout=timeout_s + 5)
     finally:
-        producer.close(timeout=5)
+        with contextlib.suppress(KafkaError):  # what is still unconfirmed is counted below
+            producer.close(timeout=5)
     with lock:
         unconfirmed = report.sent - report.acknowledged - sum(f.records for f in report.failures.values())
         if unconfirmed > 0:

@@ -145,8 +145,14 @@ class StreamRouter:
 
     async def _send(self, record: OutputRecord) -> Any:
         """Send one record and wait for the broker's acknowledgement (acks=all)."""
-        future = await self.topic(record.topic).send(key=record.key, value=record.value, headers=record.headers)
-        return await future
+        topic = self.topic(record.topic)
+        message = topic.as_future_message(key=record.key, value=record.value, headers=record.headers)
+        try:
+            future = await topic.publish_message(message)
+            return await future
+        finally:  # a failure is reported once, by ProduceFailed, not again as "exception never retrieved"
+            if message.done() and not message.cancelled():
+                message.exception()
 
     async def until_done(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt`` until it succeeds. A batch whose outputs or commit failed is never acknowledged (its

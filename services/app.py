@@ -134,25 +134,30 @@ class StreamRouter:
         await self.produced.seeded.wait()  # never decide "unseen" before the output topics' tails are read
         fresh = await self.produced.unseen([r.record_id for r in records])
         todo = [r for r, f in zip(records, fresh, strict=True) if f]
-        results = await asyncio.gather(*(self._send(r) for r in todo), return_exceptions=True)
-        acked = [r for r, res in zip(todo, results, strict=True) if not isinstance(res, BaseException)]
-        await self.produced.mark([r.record_id for r in acked])  # only what the broker acknowledged
-        failed = [(r, res) for r, res in zip(todo, results, strict=True) if isinstance(res, BaseException)]
+        # Enqueue one by one (each waits for its topic's metadata, as a new learning topic is auto-created), then
+        # wait for every acknowledgement; a record refused at either step is a failure of the batch.
+        queued: list[tuple[OutputRecord, Any, Any]] = []
+        failed: list[tuple[OutputRecord, BaseException]] = []
+        for record in todo:
+            topic = self.topic(record.topic)
+            message = topic.as_future_message(key=record.key, value=record.value, headers=record.headers)
+            try:
+                queued.append((record, message, await topic.publish_message(message)))
+            except Exception as exc:
+                failed.append((record, exc))
+        results = await asyncio.gather(*(future for _, _, future in queued), return_exceptions=True)
+        await asyncio.sleep(0)  # let Faust's done-callbacks settle each FutureMessage
+        for (record, message, _), result in zip(queued, results, strict=True):
+            if message.done() and not message.cancelled():
+                message.exception()  # reported once, by ProduceFailed, not again as "exception never retrieved"
+            if isinstance(result, BaseException):
+                failed.append((record, result))
+        lost = {id(r) for r, _ in failed}
+        await self.produced.mark([r.record_id for r in todo if id(r) not in lost])  # only what was acknowledged
         if failed:
             raise ProduceFailed(failed)
         if len(todo) < len(records):
             log.info("suppressed %d outputs already produced", len(records) - len(todo))
-
-    async def _send(self, record: OutputRecord) -> Any:
-        """Send one record and wait for the broker's acknowledgement (acks=all)."""
-        topic = self.topic(record.topic)
-        message = topic.as_future_message(key=record.key, value=record.value, headers=record.headers)
-        try:
-            future = await topic.publish_message(message)
-            return await future
-        finally:  # a failure is reported once, by ProduceFailed, not again as "exception never retrieved"
-            if message.done() and not message.cancelled():
-                message.exception()
 
     async def until_done(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt`` until it succeeds. A batch whose outputs or commit failed is never acknowledged (its

@@ -29,10 +29,11 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from pydantic import ValidationError
@@ -51,6 +52,7 @@ from services.settings import Settings, faust_broker_credentials, faust_broker_u
 from services.streaming.outputs import (
     OutputRecord,
     ProducedSet,
+    bounded,
     dead_letter_record,
     decision_record,
     recent_output_ids,
@@ -66,6 +68,8 @@ APP_ID = "signalbox"
 APP_ID_ENV = "SIGNALBOX_APP_ID"
 BATCH_SIZE = 2000
 BATCH_WITHIN_S = 0.1
+RETRY_MAX_S = 30.0
+T = TypeVar("T")
 
 
 class StreamRouter:
@@ -115,6 +119,10 @@ class StreamRouter:
             self.recorder.record(out)
 
     async def publish(self, out: Outputs, notices: Sequence[FormalNotice] = ()) -> None:
+        """Produce every output not already on the output topics and wait for each acknowledgement.
+
+        Raises ``ProduceFailed`` when any record was not acknowledged; the ones that were are marked first, so
+        a retry produces only the rest."""
         records: list[OutputRecord] = [decision_record(d) for d in out.decisions]
         records += [summary_record(r.summary) for r in out.releases]
         records += [report_record(r) for r in out.reports]
@@ -122,15 +130,67 @@ class StreamRouter:
         records += [regulator_record(n) for n in notices if n.reaches_regulator]
         if not records:
             return
+        records = [bounded(r) for r in records]
         await self.produced.seeded.wait()  # never decide "unseen" before the output topics' tails are read
         fresh = await self.produced.unseen([r.record_id for r in records])
         todo = [r for r, f in zip(records, fresh, strict=True) if f]
-        futures = [await self.topic(r.topic).send(key=r.key, value=r.value, headers=r.headers) for r in todo]
-        if futures:
-            await asyncio.gather(*futures)  # acknowledged by the broker before anything is marked or acked
-        await self.produced.mark([r.record_id for r in todo])
+        # Enqueue one by one (each waits for its topic's metadata, as a new learning topic is auto-created), then
+        # wait for every acknowledgement; a record refused at either step is a failure of the batch.
+        queued: list[tuple[OutputRecord, Any, Any]] = []
+        failed: list[tuple[OutputRecord, BaseException]] = []
+        for record in todo:
+            topic = self.topic(record.topic)
+            message = topic.as_future_message(key=record.key, value=record.value, headers=record.headers)
+            try:
+                queued.append((record, message, await topic.publish_message(message)))
+            except Exception as exc:
+                failed.append((record, exc))
+        results = await asyncio.gather(*(future for _, _, future in queued), return_exceptions=True)
+        await asyncio.sleep(0)  # let Faust's done-callbacks settle each FutureMessage
+        for (record, message, _), result in zip(queued, results, strict=True):
+            if message.done() and not message.cancelled():
+                message.exception()  # reported once, by ProduceFailed, not again as "exception never retrieved"
+            if isinstance(result, BaseException):
+                failed.append((record, result))
+        lost = {id(r) for r, _ in failed}
+        await self.produced.mark([r.record_id for r in todo if id(r) not in lost])  # only what was acknowledged
+        if failed:
+            raise ProduceFailed(failed)
         if len(todo) < len(records):
             log.info("suppressed %d outputs already produced", len(records) - len(todo))
+
+    async def until_done(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it succeeds. A batch whose outputs or commit failed is never acknowledged (its
+        offsets must not be committed), so it is retried in place, with a growing pause and an error in the
+        log each time; the partition waits rather than losing the batch."""
+        delay = 1.0
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                log.error("%s failed; retrying in %.0f s, offsets not committed: %s", what, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+
+class ProduceFailed(RuntimeError):
+    """Some output records were not acknowledged by the broker."""
+
+    def __init__(self, failed: Sequence[tuple[OutputRecord, BaseException]]) -> None:
+        reasons = sorted({f"{type(exc).__name__}: {exc}" for _, exc in failed})
+        topics = sorted({r.topic for r, _ in failed})
+        super().__init__(
+            f"{len(failed)} output records not acknowledged (topics {', '.join(topics)}): {'; '.join(reasons)}"
+        )
+        self.failed = list(failed)
+
+
+def unackable(events: Sequence[Any]) -> None:
+    """Mark a batch's messages as acknowledged *without* telling the consumer, so the ``take_events`` buffer,
+    which acks its events in a ``finally`` even when the loop body was cancelled, cannot let the offsets of a
+    batch whose outputs are unconfirmed be committed: they stay a gap and are redelivered."""
+    for event in events:
+        event.message.acked = True
 
 
 class TopicMissing(RuntimeError):
@@ -160,6 +220,31 @@ def app_id_from_env() -> str:
     return value
 
 
+class DataDirError(RuntimeError):
+    """The worker's data folder cannot be created or written."""
+
+
+DEFAULT_DATADIR = Path(".local/faust")
+
+
+def prepare_datadir(datadir: Path) -> Path:
+    """The worker's data folder as an absolute path, created with its parents (Faust creates only the last
+    level, so a relative default failed from any directory but the repository root)."""
+    path = datadir.expanduser().absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DataDirError(
+            f"The worker's data folder {str(path)!r} cannot be used ({reason}); pass --datadir a folder "
+            "this user can write."
+        ) from None
+    return path
+
+
 def worker_id(datadir: Path) -> str:
     """A stable id per worker: its data folder (never shared between workers) names it."""
     configured = os.environ.get("SIGNALBOX_WORKER_ID", "").strip()
@@ -180,8 +265,8 @@ def create_app(
 ) -> faust.App:
     settings = settings or Settings.from_env()
     rules = load_rules(rules_dir)
+    datadir = prepare_datadir(datadir or DEFAULT_DATADIR)
     partitions = partitions or input_partitions(settings)
-    datadir = datadir or Path(".local/faust")
     app_id = app_id or app_id_from_env()
     store = store or (
         settings.postgres_url.get_secret_value() if settings.postgres_url else str(datadir / "signalbox.sqlite")
@@ -233,7 +318,11 @@ def create_app(
     @app.agent(results, concurrency=1)
     async def route_results(stream: Any) -> None:
         async for events in stream.take_events(batch_size, within=batch_within):
-            out = await router.handle(events)
+            try:
+                out = await router.until_done(f"batch of {len(events)}", partial(router.handle, events))
+            except BaseException:  # cancelled (rebalance, shutdown) before its outputs were confirmed
+                unackable(events)
+                raise
             decide, produce, commit = router.timings
             log.info(
                 "batch of %d: %d releases assessed, %d decisions, %d dead letters, %d redeliveries "
@@ -254,9 +343,10 @@ def create_app(
             outcome = await asyncio.to_thread(_apply_case_command, side, bytes(event.value))
             await asyncio.to_thread(_checkpoint, side)
             if isinstance(outcome, str):
-                await router.publish(Outputs(dead_letters=[dead_letter(bytes(event.value), source, outcome)]))
+                outputs, notices = Outputs(dead_letters=[dead_letter(bytes(event.value), source, outcome)]), []
             else:
-                await router.publish(Outputs(), outcome.notices)
+                outputs, notices = Outputs(), list(outcome.notices)
+            await router.until_done(f"case command {source}", partial(router.publish, outputs, notices))
 
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def case_deadlines() -> None:
@@ -269,7 +359,7 @@ def create_app(
             side.db.close()
         if outcome.transitions:
             log.info("case deadlines: %d transitions, %d letters", len(outcome.transitions), len(outcome.notices))
-            await router.publish(Outputs(), outcome.notices)
+            await router.until_done("case deadline notices", partial(router.publish, Outputs(), outcome.notices))
 
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def letters() -> None:

@@ -429,7 +429,9 @@ class SpaceOpt(StrEnum):
 @app.command("worker")
 def worker_command(
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
-    datadir: Annotated[Path, typer.Option(help="This worker's own data folder (never shared).")] = Path(".local/faust"),
+    datadir: Annotated[
+        Path, typer.Option(help="This worker's own data folder (never shared); created if missing.")
+    ] = Path(".local/faust"),
     store: Annotated[
         str | None,
         typer.Option(
@@ -445,29 +447,45 @@ def worker_command(
     (eval "$(deploy/local/up)" sets them). Start more workers with other --datadir to scale out.
     """
     import faust
+    from kafka.errors import KafkaError
 
-    from services.app import TopicMissing, create_app
+    from services.app import DataDirError, TopicMissing, create_app
 
     try:
         faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store)
-    except (RuleSetError, TopicMissing) as exc:
+    except (RuleSetError, TopicMissing, DataDirError) as exc:
         raise fail(str(exc)) from None
+    except KafkaError as exc:
+        raise fail(f"Kafka refused or did not answer ({type(exc).__name__}: {exc}); check SIGNALBOX_KAFKA and "
+                   "SIGNALBOX_KAFKA_USER/PASSWORD (eval \"$(deploy/local/up)\").") from None  # fmt: skip
     faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
 
 
 @app.command("publish")
 def publish_command(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of v1 events.")],
-    topic: Annotated[str, typer.Option(help="Topic to publish to.")] = "audit.results.v1",
+    topic: Annotated[str, typer.Option(help="Topic to publish to (must exist).")] = "audit.results.v1",
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for the broker (metadata, each acknowledgement).")
+    ] = 60.0,
 ) -> None:
-    """Publish events to Kafka with an idempotent producer, keyed {audit}/{release_id} as the contract says."""
+    """Publish events to Kafka with an idempotent producer, keyed {audit}/{release_id} as the contract says.
+
+    Every record's delivery is checked: the command says how many the broker acknowledged and exits 1, naming
+    the reason (authorisation, unknown topic, timeout, message too large), when any was not.
+    """
     from services.settings import Settings
-    from services.streaming.clients import publish_lines, read_file_lines
+    from services.streaming.clients import publish, read_file_lines
 
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
-    sent = publish_lines(Settings.from_env(), read_file_lines(file), topic)
-    err.print(f"published {sent} events to {topic}")
+    try:
+        report = publish(Settings.from_env(), read_file_lines(file), topic, timeout_s=timeout)
+    except (ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    if not report.ok:
+        raise fail(f"{file}: {report.sentence()}", code=1)
+    err.print(f"published {report.acknowledged} events to {topic} (every one acknowledged by the broker)")
 
 
 @app.command("tail")

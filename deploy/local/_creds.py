@@ -9,15 +9,25 @@ Format (JSON, mode 600, generated once; new principals are added without touchin
      "postgres": {"signalbox": "..."}}
 
 Usage: _creds.py ensure PATH [--safety-lead ODS ...] | _creds.py get PATH SECTION USER
+       _creds.py url PATH SCHEME SECTION USER HOST:PORT/DB | _creds.py cluster-id
+
+Every value that reaches a command line, a config file or a URL is made safe here, not by luck: passwords are
+``token_urlsafe`` and any stored one must stay in that alphabet (it is written into JAAS strings, redis.conf and
+URLs), URLs percent-encode user and password, and a generated cluster id never starts with ``-`` (one random
+base64url id in 64 does, and ``kafka-storage format -t -…`` read it as an option).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import secrets
 import sys
 import tempfile
+import uuid
+from urllib.parse import quote
 
 DEFAULT_SAFETY_LEADS = ("RXF", "RJ1")
 PRINCIPALS: dict[str, tuple[str, ...]] = {
@@ -25,6 +35,11 @@ PRINCIPALS: dict[str, tuple[str, ...]] = {
     "redis": ("admin", "signalbox", "formal-notifier", "learning-notifier"),
     "postgres": ("signalbox",),
 }
+
+# token_urlsafe's alphabet; at least 16 characters. Anything else could break a JAAS string ("), a properties
+# file (\\), redis.conf (space, #) or a command line (a leading "-" is allowed: no password is ever an argument).
+SAFE_SECRET = re.compile(r"[A-Za-z0-9_-]{16,}")
+CLUSTER_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}")
 
 
 def _load(path: str) -> dict[str, object]:
@@ -76,7 +91,27 @@ def get(path: str, section: str, user: str) -> str:
     sec = data.get(section)
     if not isinstance(sec, dict) or not isinstance(sec.get(user), str):
         raise SystemExit(f"{path}: no {section}/{user} credential")
-    return str(sec[user])
+    value = str(sec[user])
+    if not SAFE_SECRET.fullmatch(value):
+        raise SystemExit(
+            f"{path}: the {section}/{user} password must be 16 or more of A-Z a-z 0-9 _ - (it is written into "
+            "config files and URLs); delete the entry and run deploy/local/up to generate a new one"
+        )
+    return value
+
+
+def url(path: str, scheme: str, section: str, user: str, location: str) -> str:
+    """``scheme://user:password@location`` with user and password percent-encoded."""
+    return f"{scheme}://{quote(user, safe='')}:{quote(get(path, section, user), safe='')}@{location}"
+
+
+def cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in unpadded base64url (Kafka's own form) that never starts with
+    ``-``, like Kafka's ``Uuid.randomUuid``."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if CLUSTER_ID.fullmatch(value):
+            return value
 
 
 def main(argv: list[str]) -> None:
@@ -87,6 +122,10 @@ def main(argv: list[str]) -> None:
         ensure(argv[1], leads)
     elif len(argv) == 4 and argv[0] == "get":
         print(get(argv[1], argv[2], argv[3]))
+    elif len(argv) == 6 and argv[0] == "url":
+        print(url(argv[1], argv[2], argv[3], argv[4], argv[5]))
+    elif argv == ["cluster-id"]:
+        print(cluster_id())
     else:
         raise SystemExit(__doc__)
 

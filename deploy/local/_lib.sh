@@ -7,7 +7,9 @@ STATE="${SIGNALBOX_LOCAL_STATE:-$REPO/.local}"
 CREDENTIALS="$STATE/credentials.json"
 DEPLOY="$REPO/deploy/local"
 
-if [[ -x "$REPO/.venv/bin/python" ]]; then
+if [[ -n "${SIGNALBOX_PYTHON:-}" ]]; then
+  PY="$SIGNALBOX_PYTHON"
+elif [[ -x "$REPO/.venv/bin/python" ]]; then
   PY="$REPO/.venv/bin/python"
 else
   PY="$(command -v python3)"

@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -116,14 +117,43 @@ def regulator_record(notice: FormalNotice) -> OutputRecord:
                         notice.template)  # fmt: skip
 
 
+# The largest record value signalbox produces. Kafka's defaults (message.max.bytes, max.request.size) are 1 MiB;
+# a hostile 1 MiB input line grows when it is escaped into a dead letter (a control character becomes six
+# bytes, invalid UTF-8 is base64-encoded), and a record the broker refuses would stall its partition forever.
+MAX_RECORD_BYTES = 512 * 1024
+# JSON escapes one character into at most six bytes; a multiple of 4 keeps base64 raw input decodable.
+_KEEP_CHARS = (MAX_RECORD_BYTES - 16 * 1024) // 6 // 4 * 4
+
+
 def dead_letter_record(dead: DeadLetter) -> OutputRecord:
-    return OutputRecord(
-        SPACE_TOPICS["dead_letters"],
-        dead.source.encode(),
-        _json(dead),
-        stable_id("dlq", dead.source, dead.reason),
-        "dead_letter",
+    """The dead letter on its topic; its raw input cut to fit ``MAX_RECORD_BYTES`` (the reason says so, and
+    the whole input stays at ``source``, its topic/partition/offset)."""
+    rid = stable_id("dlq", dead.source, dead.reason)
+    value = _json(dead)
+    if len(value) > MAX_RECORD_BYTES:
+        note = (
+            f" [raw input cut to its first {_KEEP_CHARS} of {len(dead.raw)} characters; the whole input is at "
+            f"{dead.source}]"
+        )
+        dead = dead.model_copy(update={"raw": dead.raw[:_KEEP_CHARS], "reason": dead.reason[:4096] + note})
+        value = _json(dead)
+    return OutputRecord(SPACE_TOPICS["dead_letters"], dead.source.encode()[:1024], value, rid, "dead_letter")
+
+
+def bounded(record: OutputRecord) -> OutputRecord:
+    """``record``, or, when its value is above ``MAX_RECORD_BYTES``, a dead letter that names it without its
+    content (the dead-letter topic must not carry a learning-space or formal record): the broker would refuse
+    the record on every retry. The decision itself is in the store's trail."""
+    if len(record.value) <= MAX_RECORD_BYTES and len(record.key) <= 1024:
+        return record
+    source = f"output/{record.record_id}"
+    reason = (
+        f"output record {record.record_id} is {len(record.value)} bytes, above the {MAX_RECORD_BYTES}-byte record "
+        "limit: not produced; the decision is in the store's trail"
     )
+    dead = DeadLetter(source=source, reason=reason, raw="", received_at=datetime.now(UTC))
+    return OutputRecord(SPACE_TOPICS["dead_letters"], source.encode(), _json(dead), stable_id("oversize", source),
+                        "dead_letter")  # fmt: skip
 
 
 def summary_record(summary: ReleaseSummary) -> OutputRecord:

@@ -192,7 +192,18 @@ def publish(ns: Namespace, lines: Iterable[bytes]) -> int:
 class Worker:
     """``signalbox worker --datadir <tmp>`` in its own process group, its log in a file."""
 
-    def __init__(self, ns: Namespace, app_id: str, datadir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        ns: Namespace,
+        app_id: str,
+        datadir: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        cwd: Path = ROOT,
+        pass_datadir: bool = True,
+    ) -> None:
+        self.cwd = cwd
+        self.pass_datadir = pass_datadir  # False: the worker's own default (relative to ``cwd``)
         self.ns = ns
         self.app_id = app_id
         self.datadir = datadir
@@ -211,9 +222,10 @@ class Worker:
         env = self.ns.env(self.app_id)
         env.update(self.extra_env)
         t0 = time.monotonic()
+        datadir = ["--datadir", str(self.datadir / "faust")] if self.pass_datadir else []
         self.proc = subprocess.Popen(
-            [str(SIGNALBOX), "worker", "--datadir", str(self.datadir / "faust"), "--loglevel", "info"],
-            cwd=ROOT,
+            [str(SIGNALBOX), "worker", *datadir, "--loglevel", "info"],
+            cwd=self.cwd,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -18,8 +18,8 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
-from services.assessment import FunnelSpec, assess_many
-from services.assessment.funnel import Measure, Method
+from rules.stats import FunnelSpec, assess_many
+from rules.stats.funnel import Measure, Method
 
 Columns = dict[str, npt.NDArray[np.float64]]
 

@@ -12,7 +12,7 @@ f-strings from numpy arrays (no pydantic), so generation is not what is measured
 Then ``.venv/bin/signalbox route FILE --out DIR`` runs as a subprocess and is timed end to end (start-up,
 parsing, validation, assessment, writing every output). Peak memory is the child's maximum resident set
 size (``getrusage(RUSAGE_CHILDREN).ru_maxrss``). If the ``signalbox`` command is not installed, the
-subprocess calls ``services.runner.run_file`` with ``rules.engine.load_rules()`` instead. Target: at least
+subprocess calls ``services.embedded.run_file`` with ``rules.book.load_rules()`` instead. Target: at least
 100,000 events/s on a 2-core machine.
 """
 
@@ -34,12 +34,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from examples.generate import DEFAULT_SEED, MODELS, SimulatedRelease, simulate_releases  # noqa: E402
-from services.organisations import Organisation, organisations  # noqa: E402
+from services.core.organisations import Organisation, organisations  # noqa: E402
 
 ORGS_PER_RELEASE = 200
 IN_PROCESS = (
-    "import sys; from pathlib import Path; from rules.engine import load_rules; "
-    "from services.runner import run_file; run_file(Path(sys.argv[1]), load_rules(), Path(sys.argv[2]))"
+    "import sys; from pathlib import Path; from rules.book import load_rules; "
+    "from services.embedded import run_file; run_file(Path(sys.argv[1]), load_rules(), Path(sys.argv[2]))"
 )
 
 

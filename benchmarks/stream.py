@@ -11,7 +11,7 @@
 3. The worker's peak RSS (VmHWM) and, when a target is missed (or ``--profile always``), one more worker run
    of the throughput workload under ``python -m cProfile``: the top 15 cumulative entries.
 
-Everything runs in a private output namespace and app id (``tests.integration.stream_support``) and is
+Everything runs in a private output namespace and app id (``tests.support.stream``) and is
 deleted at the end (namespace topics, consumer groups, the namespace's Redis dedup keys). Needs the local
 services: ``eval "$(deploy/local/up)"``.
 
@@ -41,13 +41,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from rules.engine import load_rules
-from services.runner import run_file
+from rules.book import load_rules
+from services.embedded import run_file
+from services.kafka.acl import INPUT_TOPIC, Credentials
+from services.kafka.clients import contract_key
 from services.settings import Settings, aiokafka_config
-from services.streaming.clients import contract_key
-from services.streaming.security import INPUT_TOPIC, Credentials
-from tests.builders import open_english_trusts, shifting_release
-from tests.integration.stream_support import (
+from tests.support.builders import open_english_trusts, shifting_release
+from tests.support.stream import (
     READY,
     ROOT,
     SEEDED,
@@ -301,7 +301,7 @@ def cleanup_redis(settings: Settings, namespace: str) -> int:
         return 0
     import redis
 
-    prefix = f"signalbox:dedup:{namespace}:"  # services.streaming.outputs.REDIS_PREFIX in the worker
+    prefix = f"signalbox:dedup:{namespace}:"  # services.kafka.outputs.REDIS_PREFIX in the worker
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     deleted = 0
     try:

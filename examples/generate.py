@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from services.organisations import Organisation, organisations  # noqa: E402
+from services.core.organisations import Organisation, organisations  # noqa: E402
 
 DEFAULT_SEED = 20261127
 EXAMPLES_DIR = Path(__file__).resolve().parent
@@ -479,8 +479,8 @@ def check(releases: Sequence[SimulatedRelease]) -> tuple[list[Flag], dict[str, f
 
     Returns every flagged organisation and every planted one (whatever its band), and φ per indicator.
     """
-    from rules.engine import load_rules
-    from services.assessment import assess
+    from rules.book import load_rules
+    from rules.stats import assess
 
     rules = load_rules()
     flags: list[Flag] = []
@@ -558,7 +558,7 @@ python examples/generate.py --seed 7   # another draw (the planted outliers stay
 The generator (`generate.py`) simulates each national release with a random-effects model (lognormal trust
 size shared across audits, case mix, and a random trust effect on the log-rate, log-odds or log-mean: SD 0.25
 for NELA and NBOCA, 0.15 for SSNAP, 0.30 for Epilepsy12, 0.08 for NHFD), sets a few planted outliers exactly,
-and checks every planted outlier with the statistics core (`services.assessment.assess` with the shipped rule
+and checks every planted outlier with the statistics core (`rules.stats.assess` with the shipped rule
 sets). Its module docstring documents how the acute trusts are chosen from the ODS list (there is no "acute"
 flag).
 

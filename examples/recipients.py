@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from rules.engine import load_rules
-from services.organisations import display_name
+from rules.book import load_rules
+from services.core.organisations import display_name
 
 HERE = Path(__file__).resolve().parent
 ROLES = {

@@ -48,8 +48,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.config_files import ConfigFileError, load_yaml
 from schemas.signals import AuditRole, FormalRole, RegulatorRole, TrustRole
-from services.config_files import ConfigFileError, load_yaml
 
 TRUST_ROLES: frozenset[str] = frozenset(get_args(TrustRole))
 NATIONAL_ROLES: frozenset[str] = frozenset(get_args(RegulatorRole))

@@ -68,7 +68,7 @@ class RenderedMessage:
 
 
 def plot_audience(notice: AnyNotice) -> Literal["trust", "regulator"]:
-    """Whose funnel plot a notice's letter embeds (see ``services.assessment.plot``).
+    """Whose funnel plot a notice's letter embeds (see ``notifications.plot``).
 
     A notice any regulator receives gets the regulator's plot (the addressee's point and the limits only);
     every other letter goes to the trust itself or the audit, and shows the others neutrally.

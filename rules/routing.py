@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from rules.engine import IndicatorRule
+from rules.book import IndicatorRule
 from schemas.signals import (
     Assessment,
     FormalDecision,

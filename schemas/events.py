@@ -3,7 +3,7 @@
 These models are the public interface of signalbox (exported as JSON Schema to ``schemas/json/``). They check
 what an event can say about itself: shape, types, counts, periods. Checks that need context (is the ODS code
 real, is there a rule set for the indicator, was this ``event_id`` seen before with other content, is the value
-plausible for the indicator) belong to the ingest stage, ``services/ingest.py``.
+plausible for the indicator) belong to the ingest stage, ``services/core/ingest.py``.
 
 The contract is strict (pydantic strict mode): ``true`` is not one death, ``"41"`` is not a count and ``0`` is not
 a date. Counts and means are bounded so that no number in an event can overflow the statistics (an integer too

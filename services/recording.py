@@ -25,27 +25,27 @@ from typing import Any
 
 import numpy as np
 
-from notifications import outbox
-from notifications.delivery.base import Transport
-from notifications.delivery.eml import EmlTransport
-from notifications.delivery.relay import DeliveryReport, deliver_due
-from notifications.delivery.smtp import SmtpSettings, SmtpTransport
-from notifications.delivery.webhook import WebhookTransport
+from notifications.channels.base import Transport
+from notifications.channels.eml import EmlTransport
+from notifications.channels.smtp import SmtpSettings, SmtpTransport
+from notifications.channels.webhook import WebhookTransport
+from notifications.plot import funnel_view, render_funnel_svg
 from notifications.recipients import Directory
 from notifications.render import plot_audience, renderer_for
-from rules.engine import RuleBook, load_rules
+from rules.book import RuleBook, load_rules
+from rules.stats import FunnelResult, FunnelSpec
+from schemas.canonical import Canonical, canonical_text
 from schemas.cases import CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
 from schemas.signals import Assessment, FormalDecision, GoodPracticeDecision, LearningDecision, stable_id
-from services.assess import AssessedRelease
-from services.assessment import FunnelResult, FunnelSpec
-from services.assessment.plot import funnel_view, render_funnel_svg
 from services.cases.calendar import add_working_days
 from services.cases.machine import CaseError
 from services.cases.service import CaseService
+from services.core.assess import AssessedRelease
+from services.core.pipeline import Outputs
 from services.db import Database, is_postgres_url
-from services.pipeline import Outputs
-from services.trail.canonical import Canonical, canonical_text
+from services.letters import outbox
+from services.letters.relay import DeliveryReport, deliver_due
 from services.trail.checkpoint import CheckpointError, service_checkpointer
 from services.trail.store import NewEntry, Trail, table_for
 
@@ -252,7 +252,7 @@ class Recorder:
         """The release's funnel plot as the notice's readers may see it, redrawn from the trail.
 
         Only the addressee's own band is shown: other organisations are neutral in a trust's letter and absent
-        from a regulator's (``services.assessment.plot.funnel_view``, ``notifications.render.plot_audience``).
+        from a regulator's (``notifications.plot.funnel_view``, ``notifications.render.plot_audience``).
         """
         a: Assessment = notice.assessment
         key = (a.audit, a.release_id, a.indicator_id)

@@ -13,8 +13,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 
 from schemas.events import AuditResult
+from services.core.releases import ReleaseState
 from services.db import Database
-from services.releases import ReleaseState
 
 # A release's results are rows of their own, written once each; the state row holds the rest (the close,
 # the digests of accepted events, whether it was assessed). So a batch writes what it added, not the whole

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.kafka.acl import Credentials
 from services.settings import Settings
-from services.streaming.security import Credentials
 
 _HOW_TO_START = 'start the local services with: eval "$(deploy/local/up)"'
 

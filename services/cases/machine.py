@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, get_args
 
-from rules.engine import Deadlines
+from rules.book import Deadlines
 from schemas.cases import (
     ActionKind,
     ActorRole,

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rules.engine import Deadlines
+from rules.book import Deadlines
 from schemas.cases import Case, CaseAction, CaseEvent, CaseTransition
 from schemas.signals import FormalDecision
 from services.cases import machine

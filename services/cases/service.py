@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from rules.engine import Deadlines
+from rules.book import Deadlines
 from schemas.cases import Case, CaseAction, CaseOutcome
 from schemas.signals import FormalDecision
 from services.cases import machine

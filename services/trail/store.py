@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any, Literal, get_args
 
+from schemas.canonical import Canonical, canonical_text, entry_bytes, new_salts
 from services.db import Database
-from services.trail.canonical import Canonical, canonical_text, entry_bytes, new_salts
 from services.trail.merkle import CompactRange
 
 Audience = Literal["learning", "formal"]

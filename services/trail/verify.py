@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from schemas.canonical import CanonicalizationError, canonical_text, entry_bytes
 from services.cases.replay import check_cases
 from services.db import Database
-from services.trail.canonical import CanonicalizationError, canonical_text, entry_bytes
 from services.trail.checkpoint import (
     ORIGINS,
     Checkpoint,

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from notifications.delivery.eml import eml_name
-from services.cli import app
+from notifications.channels.eml import eml_name
+from services.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-CLI = "import sys; from services.cli import main; sys.argv[0] = 'signalbox'; main()"
+CLI = "import sys; from services.cli.app import main; sys.argv[0] = 'signalbox'; main()"
 runner = CliRunner()
 
 

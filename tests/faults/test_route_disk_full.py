@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
+from services.cli.app import app
 from services.db import Database
 from services.recording import open_recorder
 from tests.unit.test_route_resume import Picture, assert_same, picture
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-CLI = "import sys; from services.cli import main; sys.argv[0] = 'signalbox'; main()"
+CLI = "import sys; from services.cli.app import main; sys.argv[0] = 'signalbox'; main()"
 runner = CliRunner()
 
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from rules.engine import load_rules
-from services.runner import run_file
+from rules.book import load_rules
+from services.embedded import run_file
+from services.kafka.acl import Credentials
 from services.settings import Settings
-from services.streaming.security import Credentials
-from tests.builders import open_english_trusts, shifting_release
-from tests.integration.stream_support import (
+from tests.support.builders import open_english_trusts, shifting_release
+from tests.support.stream import (
     Background,
     Collector,
     Namespace,

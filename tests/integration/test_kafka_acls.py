@@ -35,8 +35,7 @@ from kafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from services.settings import Settings, aiokafka_config, kafka_python_config
-from services.streaming.security import (
+from services.kafka.acl import (
     ADMIN,
     AUDIT_PLATFORM,
     FIXED_TOPICS,
@@ -55,6 +54,7 @@ from services.streaming.security import (
     learning_topic,
     safety_lead_principal,
 )
+from services.settings import Settings, aiokafka_config, kafka_python_config
 
 pytestmark = pytest.mark.kafka
 

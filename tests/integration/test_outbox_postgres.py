@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from notifications import outbox
-from notifications.delivery.eml import EmlTransport
-from notifications.delivery.relay import deliver_due
+from notifications.channels.eml import EmlTransport
 from notifications.recipients import Directory
 from notifications.render import message_id_for, renderer_for
-from notifications.samples import SAMPLE_SVG, sample_assessment, sample_notice
 from services.db import Database
+from services.letters import outbox
+from services.letters.relay import deliver_due
+from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
 
 pytestmark = pytest.mark.postgres
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from services.kafka.acl import ADMIN, INPUT_TOPIC, REGULATOR, Credentials, admin_config, ensure_topics
+from services.kafka.clients import publish
 from services.settings import Settings, kafka_python_config
-from services.streaming.clients import publish
-from services.streaming.security import ADMIN, INPUT_TOPIC, REGULATOR, Credentials, admin_config, ensure_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -40,7 +40,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     run_env = dict(os.environ if env is None else env)
     run_env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-c", "from services.cli import main; main()", *args],
+        [sys.executable, "-c", "from services.cli.app import main; main()", *args],
         capture_output=True,
         text=True,
         env=run_env,

@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.retry import Retry
 
-from services.streaming.security import Credentials
+from services.kafka.acl import Credentials
 
 pytestmark = pytest.mark.redis
 

@@ -17,10 +17,10 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
+from services.kafka.acl import Credentials
 from services.settings import Settings
-from services.streaming.security import Credentials
-from tests.builders import nela_release, open_english_trusts, result
-from tests.integration.stream_support import (
+from tests.support.builders import nela_release, open_english_trusts, result
+from tests.support.stream import (
     ROOT,
     SIGNALBOX,
     Collector,
@@ -263,8 +263,8 @@ def test_case_commands_reach_the_regulators_only_after_confirmation(ns: Namespac
     from kafka import KafkaProducer
 
     from schemas.cases import CaseAction, CaseCommand
+    from services.kafka.acl import CASE_COMMANDS_TOPIC, REGULATOR_TOPIC
     from services.settings import kafka_python_config
-    from services.streaming.security import CASE_COMMANDS_TOPIC, REGULATOR_TOPIC
 
     rid = f"NELA-Y11-{run_id()}"
     trusts = open_english_trusts(40)

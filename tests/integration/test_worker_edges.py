@@ -24,10 +24,10 @@ from kafka.admin import (
     ResourceType,
 )
 
+from services.kafka.acl import FORMAL_TOPIC, SERVICE, Credentials, ensure_acls
 from services.settings import Settings
-from services.streaming.security import FORMAL_TOPIC, SERVICE, Credentials, ensure_acls
-from tests.builders import nela_release, open_english_trusts
-from tests.integration.stream_support import (
+from tests.support.builders import nela_release, open_english_trusts
+from tests.support.stream import (
     Collector,
     Namespace,
     Worker,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cases import cli
 from services.cases.service import CaseService
+from services.cli import cases as cli
 from services.db import Database
-from tests.unit.test_cases_support import DEFAULTS, at, decision
+from tests.support.cases import DEFAULTS, at, decision
 
 runner = CliRunner()
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cases import cli as cases_cli
 from services.cases.calendar import CLOCK_SKEW, UK_TIME, parse_moment
-from services.cli import app
+from services.cli.app import app
+from services.cli import cases as cases_cli
 from services.db import Database
 from services.trail.checkpoint import generate_signing_key, parse_checkpoint
 from services.trail.store import Trail
@@ -128,7 +128,7 @@ def test_with_an_unusable_signing_key_the_action_is_recorded_and_the_gap_is_said
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from services.cases.service import CaseService
-    from tests.unit.test_cases_support import DEFAULTS, at, decision
+    from tests.support.cases import DEFAULTS, at, decision
 
     garbled = tmp_path / "keys" / "trail.pem"
     garbled.parent.mkdir()
@@ -148,7 +148,7 @@ def test_with_an_unusable_signing_key_the_action_is_recorded_and_the_gap_is_said
 
 def test_the_configured_signing_key_signs_after_an_action(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from services.cases.service import CaseService
-    from tests.unit.test_cases_support import DEFAULTS, at, decision
+    from tests.support.cases import DEFAULTS, at, decision
 
     key = tmp_path / "keys" / "trail.pem"
     generate_signing_key(key)

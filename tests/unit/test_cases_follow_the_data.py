@@ -19,19 +19,19 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from rules.engine import Deadlines
+from rules.book import Deadlines
 from schemas.cases import CaseOutcome, CaseStage
-from services.cases import cli as cases_cli
 from services.cases import machine
 from services.cases.machine import CaseError
 from services.cases.replay import check_cases
 from services.cases.service import CaseService
-from services.cli import app
+from services.cli.app import app
+from services.cli import cases as cases_cli
 from services.db import Database
 from services.trail.store import Trail
 from services.trail.verify import verify
-from tests.builders import jsonl, nela_release, open_english_trusts
-from tests.unit.test_cases_support import DEFAULTS, action, at, decision
+from tests.support.builders import jsonl, nela_release, open_english_trusts
+from tests.support.cases import DEFAULTS, action, at, decision
 
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.engine import Deadlines
+from rules.book import Deadlines
 from schemas.cases import Case, CaseOutcome
 from services.cases.machine import ALLOWED, CaseError
 from services.cases.replay import check_cases, replay_case
@@ -25,7 +25,7 @@ from services.cases.service import CaseService, CaseTampered
 from services.cases.store import CaseStore, row_for
 from services.db import Database
 from services.trail.verify import verify
-from tests.unit.test_cases_support import DEFAULTS, action, at, decision
+from tests.support.cases import DEFAULTS, action, at, decision
 
 
 class Clock:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from schemas.cases import Case
 from schemas.notices import notice_id_for
 from services.cases.machine import CaseError, _regulators, apply, due, open_case
-from tests.unit.test_cases_support import DEFAULTS, action, at, decision
+from tests.support.cases import DEFAULTS, action, at, decision
 
 
 def opened(country: str = "ENG") -> Case:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from schemas.cases import OUTCOMES_BY_KIND, ActionKind, ActorRole, CaseAction
 from schemas.notices import FormalNotice, LearningTemplate
 from services.cases.machine import ALLOWED, REGULATOR_TEMPLATES, CaseError, apply, due, open_case
-from tests.unit.test_cases_support import DEFAULTS, at, decision
+from tests.support.cases import DEFAULTS, at, decision
 
 KINDS: tuple[ActionKind, ...] = get_args(ActionKind)
 ROLES: tuple[ActorRole, ...] = get_args(ActorRole)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from rules.engine import Deadlines
+from rules.book import Deadlines
 from schemas.cases import ActionKind, ActorRole, CaseOutcome, Outcome
 from services.cases import machine
 from services.cases.machine import CaseError
 from services.cases.service import CaseNotFound, CaseService
 from services.cases.store import CaseConflict, CaseStore
 from services.db import Database
-from tests.unit.test_cases_support import DEFAULTS, action, at, decision
+from tests.support.cases import DEFAULTS, action, at, decision
 
 
 class Clock:

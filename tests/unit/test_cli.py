@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
-from tests.builders import jsonl, nela_release, open_english_trusts
+from services.cli.app import app
+from tests.support.builders import jsonl, nela_release, open_english_trusts
 
 runner = CliRunner()
 

@@ -16,12 +16,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.engine import RuleBook, RuleSetError, load_rules, parse_rule_set
+from rules.book import RuleBook, RuleSetError, load_rules, parse_rule_set
 from schemas.events import MAX_COUNT, MAX_MEAN
-from services.ingest import BOM, Accepted, Redelivered, Rejected, ingest, parse, parse_many
-from services.pipeline import Pipeline
-from services.releases import ReleaseLedger
-from tests.builders import closed, result
+from services.core.ingest import BOM, Accepted, Redelivered, Rejected, ingest, parse, parse_many
+from services.core.pipeline import Pipeline
+from services.core.releases import ReleaseLedger
+from tests.support.builders import closed, result
 
 ROOT = Path(__file__).resolve().parents[2]
 NHFD_PERIOD = {"start": "2025-01-01", "end": "2025-12-31", "label": "2025"}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from services.assessment.cusum import (
+from rules.stats.cusum import (
     bernoulli_llr,
     calibrate_normal_h,
     calibrate_poisson_cusum_h,
@@ -22,7 +22,7 @@ from services.assessment.cusum import (
     simulate_arl,
     vlad,
 )
-from tests.reference import column, load
+from tests.support.reference import column, load
 
 SEQUENCE = load("racusum_example_sequence.csv")
 RISK, OUTCOME = column(SEQUENCE, "predicted_risk"), column(SEQUENCE, "outcome")

@@ -22,16 +22,16 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 
-from notifications import outbox
-from notifications.delivery.base import OutgoingMessage, Transport, build_email
-from notifications.delivery.eml import EmlTransport, eml_name
-from notifications.delivery.relay import DeliveryReport, default_transports, deliver_due
-from notifications.delivery.smtp import SmtpSettings, SmtpTransport
-from notifications.delivery.webhook import WebhookTransport
+from notifications.channels.base import OutgoingMessage, Transport, build_email
+from notifications.channels.eml import EmlTransport, eml_name
+from notifications.channels.smtp import SmtpSettings, SmtpTransport
+from notifications.channels.webhook import WebhookTransport
 from notifications.recipients import Directory
 from notifications.render import renderer_for
-from notifications.samples import SAMPLE_SVG, sample_assessment, sample_notice
 from services.db import Database
+from services.letters import outbox
+from services.letters.relay import DeliveryReport, default_transports, deliver_due
+from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 START = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)

@@ -20,14 +20,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from notifications import outbox
-from notifications.delivery.eml import EmlTransport
-from notifications.delivery.relay import deliver_due
+from notifications.channels.eml import EmlTransport
 from notifications.recipients import Directory, DirectoryError, _DirectoryFile
 from notifications.render import message_id_for, renderer_for
-from notifications.samples import SAMPLE_SVG, sample_assessment, sample_notice
 from schemas.signals import FormalRecipient
 from services.db import Database
+from services.letters import outbox
+from services.letters.relay import deliver_due
+from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 NOW = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
@@ -265,7 +265,7 @@ def test_a_byte_order_mark_is_not_part_of_the_directory(tmp_path: Path) -> None:
 def test_a_non_utf8_directory_ends_route_and_deliver_with_one_sentence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from services.cli import app, main
+    from services.cli.app import app, main
 
     bad = tmp_path / "recipients.yaml"
     bad.write_bytes(DATA.read_bytes().replace(b"Sam Safety", "Sám Safety".encode("latin-1")))

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from schemas.events import EVENT_ADAPTER, AuditResult, ReleaseClosed, describe_validation_error, release_topic_key
 from schemas.export import render, schemas
-from services.cli import SCHEMA_DIR
-from tests.builders import closed, result
+from services.cli.app import SCHEMA_DIR
+from tests.support.builders import closed, result
 
 
 def reason(event: dict[str, object]) -> str:

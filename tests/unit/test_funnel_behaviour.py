@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.assessment import (
+from rules.stats import (
     FunnelSpec,
     assess,
     assess_many,

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.assessment import FunnelSpec, assess, assess_many, funnel_curve
+from rules.stats import FunnelSpec, assess, assess_many, funnel_curve
 
 RATIO_METHODS = ["poisson-ci", "exact", "log", "shmi", "sqrt", "cqc", "normal"]
 PROPORTION_METHODS = ["normal", "exact", "arcsine"]

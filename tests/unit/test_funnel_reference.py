@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.assessment import (
+from rules.stats import (
     FunnelSpec,
     assess_proportions,
     assess_ratios,
@@ -18,7 +18,7 @@ from services.assessment import (
     ratio_ci_significance,
     wilson_ci,
 )
-from tests.reference import column, load
+from tests.support.reference import column, load
 
 # T1 ------------------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ def test_ratio_ci_significance_reproduces_phe_labels() -> None:
 
 
 def test_count_ci_over_expected_matches_phe_ratio_cis() -> None:
-    from services.assessment import count_ci
+    from rules.stats import count_ci
 
     rows = load("phe_ratio_significance_cases.csv")
     observed, expected = column(rows, "observed"), column(rows, "expected")

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from rules.engine import RuleBook, load_rules
-from services.ingest import Accepted, Redelivered, Rejected, ingest
-from services.releases import ReleaseLedger
-from tests.builders import result
+from rules.book import RuleBook, load_rules
+from services.core.ingest import Accepted, Redelivered, Rejected, ingest
+from services.core.releases import ReleaseLedger
+from tests.support.builders import result
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cases import calendar
-from services.cli import app
+from services.cli.app import app
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

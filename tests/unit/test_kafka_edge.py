@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from kafka import errors
 
 from schemas.signals import DeadLetter
-from services.app import DataDirError, prepare_datadir
-from services.ingest import dead_letter
-from services.streaming.clients import PublishReport, UnknownTopic, describe_failure
-from services.streaming.outputs import MAX_RECORD_BYTES, OutputRecord, bounded, dead_letter_record
+from services.core.ingest import dead_letter
+from services.kafka.clients import PublishReport, UnknownTopic, describe_failure
+from services.kafka.outputs import MAX_RECORD_BYTES, OutputRecord, bounded, dead_letter_record
+from services.kafka.worker import DataDirError, prepare_datadir
 
 T = "audit.results.v1"
 
@@ -167,7 +167,7 @@ def test_worker_cli_reports_an_unusable_datadir_without_a_traceback(tmp_path: Pa
     """No Kafka needed: the data folder is checked before the broker is asked anything."""
     from typer.testing import CliRunner
 
-    from services.cli import app
+    from services.cli.app import app
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -20,14 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifications import outbox
-from notifications.recipients import Contact, ResolvedRecipient
-from notifications.render import plot_audience, renderer_for
-from notifications.samples import sample_notice
-from rules.engine import load_rules
-from schemas.signals import Assessment
-from services.assessment import FunnelResult, FunnelSpec, assess_ratios
-from services.assessment.plot import (
+from notifications.plot import (
     BAND_COLOURS,
     FAVOURABLE_COLOURS,
     NEUTRAL_COLOUR,
@@ -36,11 +29,18 @@ from services.assessment.plot import (
     funnel_view,
     render_funnel_svg,
 )
+from notifications.recipients import Contact, ResolvedRecipient
+from notifications.render import plot_audience, renderer_for
+from rules.book import load_rules
+from rules.stats import FunnelResult, FunnelSpec, assess_ratios
+from schemas.signals import Assessment
+from services.core.organisations import display_name
+from services.core.pipeline import Pipeline
 from services.db import Database
-from services.organisations import display_name
-from services.pipeline import Pipeline
+from services.letters import outbox
 from services.recording import Recorder
-from tests.builders import closed, jsonl, open_english_trusts, result
+from tests.support.builders import closed, jsonl, open_english_trusts, result
+from tests.support.samples import sample_notice
 
 ROOT = Path(__file__).parents[2]
 NOW = datetime(2025, 10, 10, 9, 0, tzinfo=UTC)

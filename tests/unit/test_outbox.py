@@ -15,12 +15,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifications import outbox
 from notifications.recipients import Directory
 from notifications.render import message_id_for
-from notifications.samples import ALL_TEMPLATES, sample_notice
 from schemas.signals import REGULATOR_ROLES
 from services.db import Database
+from services.letters import outbox
+from tests.support.samples import ALL_TEMPLATES, sample_notice
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 DIRECTORY = Directory.load(DATA)
@@ -37,7 +37,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 def _ryj_notice() -> Any:
     """A learning notice for RYJ, whose directory entry has no lead clinician."""
-    from notifications.samples import sample_assessment
+    from tests.support.samples import sample_assessment
 
     return sample_notice("learning_alert", sample_assessment(ods_code="RYJ", organisation_name="Imperial"))
 
@@ -214,7 +214,7 @@ def test_naive_timestamps_are_refused(db: Database) -> None:
 def test_every_recipient_gets_exactly_one_row_and_learning_rows_never_reach_a_regulator(
     template: str, ods: str, repeats: int
 ) -> None:
-    from notifications.samples import sample_assessment
+    from tests.support.samples import sample_assessment
 
     country = "WLS" if ods == "7A1" else "ENG"
     band = "alert" if template in ("learning_alert", "cusum_signal", "favourable_notice") else "alarm"

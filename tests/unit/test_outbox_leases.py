@@ -20,12 +20,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifications import outbox
-from notifications.delivery.relay import deliver_due
 from notifications.recipients import Directory
 from notifications.render import renderer_for
-from notifications.samples import SAMPLE_SVG, sample_notice
 from services.db import Database
+from services.letters import outbox
+from services.letters.relay import deliver_due
+from tests.support.samples import SAMPLE_SVG, sample_notice
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 DIRECTORY = Directory.load(DATA)
@@ -175,7 +175,7 @@ def test_every_end_of_an_attempt_ends_its_lease(end: str, db: Database) -> None:
 
 
 async def test_the_relay_reclaims_before_it_sends_and_says_so(db: Database, tmp_path: Path) -> None:
-    from notifications.delivery.eml import EmlTransport
+    from notifications.channels.eml import EmlTransport
 
     message_id = claimed(db, dead_owner())
     report = await deliver_due(

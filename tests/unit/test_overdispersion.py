@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.assessment import FunnelSpec, assess_proportions, assess_ratios, chisq_overdispersion_test
-from services.assessment.overdispersion import average_ranks, grouped_overdispersion, type7_quantile
-from tests.reference import column, load
+from rules.stats import FunnelSpec, assess_proportions, assess_ratios, chisq_overdispersion_test
+from rules.stats.overdispersion import average_ranks, grouped_overdispersion, type7_quantile
+from tests.support.reference import column, load
 
 TOY6 = load("funnelplotr_toy6_overdispersion.csv")
 TOY_O, TOY_E = column(TOY6, "numerator"), column(TOY6, "denominator")

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from services.assessment import FunnelSpec, assess_ratios
-from services.assessment.plot import funnel_view, render_funnel_svg
+from notifications.plot import funnel_view, render_funnel_svg
+from rules.stats import FunnelSpec, assess_ratios
 
 OBSERVED = np.array([100.0, 150, 180, 80, 120, 225, 3, 0, 40, 61, 12])
 EXPECTED = np.array([108.0, 112, 165, 95, 100, 220, 2.5, 0.6, 35.2, 60, 20.3])
@@ -61,6 +61,6 @@ def test_labels_must_match_the_organisations() -> None:
 
 
 def test_importing_the_statistics_core_does_not_import_matplotlib() -> None:
-    code = "import sys, services.assessment; print('matplotlib' in sys.modules)"
+    code = "import sys, rules.stats; print('matplotlib' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "False"

@@ -21,12 +21,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.engine import DEFAULT_RULES_DIR, RuleBook, load_rules, parse_rule_set
+from rules.book import DEFAULT_RULES_DIR, RuleBook, load_rules, parse_rule_set
+from rules.stats.overdispersion import grouped_overdispersion
 from schemas.events import MAX_COUNT, MAX_MEAN, AuditResult, ProportionMeasure
-from services.assessment.overdispersion import grouped_overdispersion
-from services.pipeline import Outputs, Pipeline
-from services.releases import ReleaseState
-from tests.builders import closed, open_english_trusts, result
+from services.core.pipeline import Outputs, Pipeline
+from services.core.releases import ReleaseState
+from tests.support.builders import closed, open_english_trusts, result
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = (ROOT / "examples" / "results.jsonl").read_bytes().splitlines()

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rules.engine import RuleBook, load_rules
-from services.pipeline import Outputs, Pipeline
-from tests.builders import closed, nela_release, open_english_trusts, result
+from rules.book import RuleBook, load_rules
+from services.core.pipeline import Outputs, Pipeline
+from tests.support.builders import closed, nela_release, open_english_trusts, result
 
 
 @pytest.fixture(scope="module")

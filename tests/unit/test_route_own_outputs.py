@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
-from services.runner import OTHER_OUTPUTS, OUTPUT_FILES
+from services.cli.app import app
+from services.embedded import OTHER_OUTPUTS, OUTPUT_FILES
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INPUT = EXAMPLES / "results.jsonl"

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from rules.engine import load_rules
-from services.cli import app
-from services.runner import LOCK_NAME, OUTPUT_FILES, SPACE_FILES, UsageError, run_embedded
+from rules.book import load_rules
+from services.cli.app import app
+from services.embedded import LOCK_NAME, OUTPUT_FILES, SPACE_FILES, UsageError, run_embedded
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INPUT = EXAMPLES / "results.jsonl"
@@ -183,10 +183,10 @@ def test_a_run_that_dies_after_writing_a_batch_but_before_committing_it_leaves_n
 ) -> None:
     """The files are written before the batch commits: a run that dies in between leaves a tail the store never
     recorded, which the next run cuts off before it routes the same lines again."""
+    import services.embedded
     import services.recording
-    import services.runner
 
-    monkeypatch.setattr(services.runner, "CHUNK_LINES", 50)
+    monkeypatch.setattr(services.embedded, "CHUNK_LINES", 50)
     real = services.recording.Recorder.record
     calls = {"n": 0}
 

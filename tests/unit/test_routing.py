@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from rules.engine import IndicatorRule, load_rules
+from rules.book import IndicatorRule, load_rules
 from rules.routing import route
 from schemas.events import Period
 from schemas.notices import LearningNotice

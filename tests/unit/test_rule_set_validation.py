@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from scipy.stats import norm
 from typer.testing import CliRunner
 
-from rules.engine import MIN_LIMIT_GAP_SD, Limits, RuleSetError, load_rule_set, load_rules
-from services.cli import app
+from rules.book import MIN_LIMIT_GAP_SD, Limits, RuleSetError, load_rule_set, load_rules
+from services.cli.app import app
 
 NELA = Path(__file__).parents[2] / "rules" / "sets" / "nela.yaml"
 

@@ -11,7 +11,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.trail.canonical import (
+from schemas.canonical import (
     CanonicalizationError,
     canonical_json,
     entry_bytes,

@@ -17,7 +17,7 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.trail.canonical import (
+from schemas.canonical import (
     CanonicalizationError,
     canonical_text,
     encode_prepared,
@@ -122,7 +122,7 @@ def test_canonical_text_equals_the_reference_on_any_text(value: Any) -> None:
 
 
 def _assessment_row(release_id: str, event_id: str, label: str, numbers: list[float]) -> dict[str, Any]:
-    """The shape ``services.assess`` builds, with input text where the input puts it."""
+    """The shape ``services.core.assess`` builds, with input text where the input puts it."""
     return {
         "assessment_id": "asm-0123",
         "audit": "NELA",

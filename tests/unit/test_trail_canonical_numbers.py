@@ -6,7 +6,7 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.trail.canonical import canonical_text, es_number
+from schemas.canonical import canonical_text, es_number
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from services.cli.trail import app
 from services.db import Database
 from services.trail.checkpoint import (
     Checkpointer,
@@ -34,7 +35,6 @@ from services.trail.checkpoint import (
     signing_key_for_store,
     write_public_key,
 )
-from services.trail.cli import app
 from services.trail.merkle import root_of
 from services.trail.store import AUDIENCES, NewEntry, Trail
 from services.trail.verify import verify

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from services.cli.trail import app
 from services.db import Database
 from services.trail.checkpoint import public_key_path, signing_key_path
-from services.trail.cli import app
 from services.trail.store import NewEntry, Trail
 
 runner = CliRunner()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.canonical import entry_bytes
 from services.db import Database
-from services.trail.canonical import entry_bytes
 from services.trail.merkle import leaf_hash, root_of
 from services.trail.store import GENESIS_CHAIN, NewEntry, Trail, chain_next
 

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from scipy import special
 from scipy.stats import binom, chi2, norm, poisson
 
-from services.assessment.overdispersion import MIN_S, GroupedOverdispersion, grouped_overdispersion
+from rules.stats.overdispersion import MIN_S, GroupedOverdispersion, grouped_overdispersion
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]

@@ -18,10 +18,10 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from services.organisations import organisations
+from services.core.organisations import organisations
+from services.kafka.acl import FIXED_TOPICS, admin_config, ensure_topics, learning_topic
+from services.kafka.outputs import LEARNING_PATTERN, SPACE_TOPICS
 from services.settings import Settings, kafka_python_config
-from services.streaming.outputs import LEARNING_PATTERN, SPACE_TOPICS
-from services.streaming.security import FIXED_TOPICS, admin_config, ensure_topics, learning_topic
 
 Space = Literal["learning", "formal", "regulator", "good-practice", "dead-letters"]
 

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from notifications import outbox
-from notifications.delivery.base import DeliveryError, OutgoingMessage, Transport
-from notifications.delivery.eml import EmlTransport
-from notifications.delivery.smtp import SmtpSettings, SmtpTransport
-from notifications.delivery.webhook import WebhookTransport
+from notifications.channels.base import DeliveryError, OutgoingMessage, Transport
+from notifications.channels.eml import EmlTransport
+from notifications.channels.smtp import SmtpSettings, SmtpTransport
+from notifications.channels.webhook import WebhookTransport
 from notifications.recipients import Directory, MissingRecipient, ResolvedRecipient
 from notifications.render import AnyNotice, Renderer, RenderError
 from services.db import Database
+from services.letters import outbox
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ both idempotent). Principals:
 * ``safety-lead-<ODS>``: READ on ``signalbox.learning.v1.<ODS>`` and groups prefixed
   ``safety-lead-<ODS>`` only.
 
-Run ``python -m services.streaming.security provision --help`` (used by ``deploy/local/kafka start``).
+Run ``python -m services.kafka.acl provision --help`` (used by ``deploy/local/kafka start``).
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def provision(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.streaming.security")
+    parser = argparse.ArgumentParser(prog="python -m services.kafka.acl")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("provision", help="wait for the broker, then create users, ACLs and fixed topics")
     p.add_argument("--bootstrap", required=True)

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter
 
-from rules.engine import IndicatorRule
+from rules.book import IndicatorRule
+from rules.stats import FunnelResult, FunnelSpec, assess, assess_many
+from schemas.canonical import Canonical, encode_prepared, jcs_number
 from schemas.events import AuditResult
 from schemas.signals import Assessment, ReleaseSummary, stable_id
-from services.assessment import FunnelResult, FunnelSpec, assess, assess_many
-from services.organisations import display_name
-from services.trail.canonical import Canonical, encode_prepared, jcs_number
+from services.core.organisations import display_name
 
 INSUFFICIENT_REASON = "below the indicator's minimum volume"
 ASSESSMENTS: TypeAdapter[list[Assessment]] = TypeAdapter(list[Assessment])

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from services.assessment.funnel import FunnelResult, FunnelSpec, funnel_curve
+from rules.stats.funnel import FunnelResult, FunnelSpec, funnel_curve
 
 BAND_COLOURS = {
     "within": "#7f7f7f",

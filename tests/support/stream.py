@@ -34,10 +34,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from services.settings import Settings, kafka_python_config
-from services.streaming.clients import publish_lines
-from services.streaming.outputs import ID_HEADER, KIND_HEADER, namespaced
-from services.streaming.security import (
+from services.kafka.acl import (
     ADMIN,
     AUDIT_PLATFORM,
     DEAD_LETTER_TOPIC,
@@ -51,6 +48,9 @@ from services.streaming.security import (
     admin_config,
     ensure_topics,
 )
+from services.kafka.clients import publish_lines
+from services.kafka.outputs import ID_HEADER, KIND_HEADER, namespaced
+from services.settings import Settings, kafka_python_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGNALBOX = Path(sys.executable).parent / "signalbox"

@@ -33,8 +33,7 @@ from pydantic import BaseModel
 from rules.routing import RoutedDecision
 from schemas.notices import FormalNotice
 from schemas.signals import DeadLetter, ReleaseReport, ReleaseSummary, stable_id
-from services.settings import Settings, kafka_python_config
-from services.streaming.security import (
+from services.kafka.acl import (
     DEAD_LETTER_TOPIC,
     FORMAL_TOPIC,
     GOOD_PRACTICE_TOPIC,
@@ -44,6 +43,7 @@ from services.streaming.security import (
     SERVICE_PREFIX,
     validate_ods,
 )
+from services.settings import Settings, kafka_python_config
 
 log = logging.getLogger(__name__)
 

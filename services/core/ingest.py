@@ -21,10 +21,10 @@ from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
-from rules.engine import IndicatorRule, RuleBook
+from rules.book import IndicatorRule, RuleBook
 from schemas.events import EVENT_ADAPTER, AuditResult, ReleaseClosed, describe_validation_error
 from schemas.signals import DeadLetter
-from services.organisations import check_ods_code
+from services.core.organisations import check_ods_code
 
 Event = AuditResult | ReleaseClosed
 Seen = Literal["new", "duplicate", "conflict"]
@@ -33,7 +33,7 @@ Seen = Literal["new", "duplicate", "conflict"]
 class EventLedger(Protocol):
     """Remembers which event ids were accepted, with a digest of their content.
 
-    The implementation used everywhere is ``services.releases.ReleaseLedger``, which keeps the digests in the
+    The implementation used everywhere is ``services.core.releases.ReleaseLedger``, which keeps the digests in the
     release's own state, so they persist wherever that state does (a dict, or a changelogged Faust table).
     """
 

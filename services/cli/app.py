@@ -23,16 +23,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rules.engine import RuleSetError, load_rules
-from services.assessment import FunnelResult, FunnelSpec, assess
-from services.assessment.plot import funnel_view, render_funnel_svg
+from notifications.plot import funnel_view, render_funnel_svg
+from rules.book import RuleSetError, load_rules
+from rules.stats import FunnelResult, FunnelSpec, assess
+from schemas.config_files import ConfigFileError
 from services.cases.calendar import parse_moment
-from services.cases.cli import app as cases_app
-from services.config_files import ConfigFileError
+from services.cli.cases import app as cases_app
+from services.cli.trail import app as trail_app
 from services.db import Database, is_postgres_url
+from services.embedded import RunSummary, UsageError, file_size, run_embedded
 from services.recording import DEFAULT_RECIPIENTS, open_recorder
-from services.runner import RunSummary, UsageError, file_size, run_embedded
-from services.trail.cli import app as trail_app
 
 app = typer.Typer(
     name="signalbox",
@@ -246,7 +246,7 @@ def assess_command(
 
 
 def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 20) -> None:
-    from services.organisations import display_name
+    from services.core.organisations import display_name
 
     out.print(
         f"[bold]{summary.lines}[/] lines: {summary.accepted} accepted, {summary.redeliveries} redeliveries, "
@@ -380,7 +380,7 @@ def print_in_flight(in_flight: list[Any], reclaimed: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- schemas, rules
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "json"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "json"
 
 
 @schemas_app.command("export")
@@ -449,7 +449,7 @@ def worker_command(
     import faust
     from kafka.errors import KafkaError
 
-    from services.app import DataDirError, TopicMissing, create_app
+    from services.kafka.worker import DataDirError, TopicMissing, create_app
 
     try:
         faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store)
@@ -474,8 +474,8 @@ def publish_command(
     Every record's delivery is checked: the command says how many the broker acknowledged and exits 1, naming
     the reason (authorisation, unknown topic, timeout, message too large), when any was not.
     """
+    from services.kafka.clients import publish, read_file_lines
     from services.settings import Settings
-    from services.streaming.clients import publish, read_file_lines
 
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
@@ -496,8 +496,8 @@ def tail_command(
     ] = None,
 ) -> None:
     """Print a space's records from Kafka as JSON Lines (the records `route --out` writes)."""
+    from services.kafka.clients import tail
     from services.settings import Settings
-    from services.streaming.clients import tail
 
     count = tail(Settings.from_env(), space.value, max_wait)
     err.print(f"{count} records")
@@ -512,8 +512,8 @@ def topics_ensure(
     retention_days: Annotated[float | None, typer.Option(help="Retention; default: the broker's.")] = None,
 ) -> None:
     """Create every topic signalbox uses, learning-space topics separate per trust."""
+    from services.kafka.clients import ensure_all_topics
     from services.settings import Settings
-    from services.streaming.clients import ensure_all_topics
 
     created = ensure_all_topics(
         Settings.from_env(), partitions=partitions, replication=replication, retention_days=retention_days
@@ -534,7 +534,7 @@ def deliver_command(
 
     Letters whose recipient is missing stay held with the reason; re-run after fixing the directory.
     """
-    from notifications import outbox
+    from services.letters import outbox
 
     if not is_postgres_url(store) and not Path(store).is_file():
         raise fail(f"There is no store at {store}; run `signalbox route` first or pass --store.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 
-from notifications.delivery.base import DeliveryError, OutgoingMessage
+from notifications.channels.base import DeliveryError, OutgoingMessage
 
 _RETRYABLE_4XX = frozenset({408, 425, 429})
 

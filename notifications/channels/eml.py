@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from notifications.delivery.base import LETTER_POLICY, DeliveryError, OutgoingMessage, build_email
+from notifications.channels.base import LETTER_POLICY, DeliveryError, OutgoingMessage, build_email
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from notifications.delivery.base import LETTER_POLICY, DeliveryError, OutgoingMessage, build_email
+from notifications.channels.base import LETTER_POLICY, DeliveryError, OutgoingMessage, build_email
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

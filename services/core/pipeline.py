@@ -1,7 +1,7 @@
 """The decision core as one straight line: ingest → accumulate → assess → route.
 
-``Pipeline`` knows nothing about transports. The embedded runner (``services/runner.py``) feeds it lines of a
-file; the Faust worker (``services/app.py``) feeds it batches of Kafka records. Both get the same ``Outputs``
+``Pipeline`` knows nothing about transports. The embedded runner (``services/embedded.py``) feeds it lines of a
+file; the Faust worker (``services/kafka/worker.py``) feeds it batches of Kafka records. Both get the same ``Outputs``
 back and only differ in where they put them.
 """
 
@@ -11,13 +11,13 @@ from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from rules.engine import IndicatorRule, RuleBook
+from rules.book import IndicatorRule, RuleBook
 from rules.routing import RoutedDecision, route
 from schemas.events import AuditResult
 from schemas.signals import DeadLetter, ReleaseReport
-from services.assess import AssessedRelease, assess_releases
-from services.ingest import Accepted, Event, Rejected, dead_letter, ingest, parse_many
-from services.releases import (
+from services.core.assess import AssessedRelease, assess_releases
+from services.core.ingest import Accepted, Event, Rejected, dead_letter, ingest, parse_many
+from services.core.releases import (
     ReleaseLedger,
     ReleaseState,
     add_result,

@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rules.stats import FunnelSpec, critical_z
+from schemas.config_files import ConfigFileError, load_yaml
 from schemas.events import MeasureType
 from schemas.signals import LearningRole, RuleRef, TrustRole
-from services.assessment import FunnelSpec, critical_z
-from services.config_files import ConfigFileError, load_yaml
 
 DEFAULT_RULES_DIR = Path(__file__).parent / "sets"
 

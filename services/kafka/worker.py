@@ -39,17 +39,15 @@ import faust
 from pydantic import ValidationError
 
 from notifications.recipients import Directory
-from rules.engine import RuleBook, load_rules
+from rules.book import RuleBook, load_rules
 from schemas.cases import CaseCommand, CaseOutcome
 from schemas.notices import FormalNotice
 from services.cases.machine import CaseError
+from services.core.ingest import dead_letter, parse_many
+from services.core.pipeline import Outputs, Pipeline
 from services.db import Database
-from services.ingest import dead_letter, parse_many
-from services.pipeline import Outputs, Pipeline
-from services.recording import Recorder, open_recorder, recipients_for
-from services.release_store import ReleaseStore, StagedStates, StateCache
-from services.settings import Settings, faust_broker_credentials, faust_broker_url, kafka_python_config
-from services.streaming.outputs import (
+from services.kafka.acl import CASE_COMMANDS_TOPIC, INPUT_TOPIC, SERVICE_PREFIX
+from services.kafka.outputs import (
     OutputRecord,
     ProducedSet,
     bounded,
@@ -60,7 +58,9 @@ from services.streaming.outputs import (
     report_record,
     summary_record,
 )
-from services.streaming.security import CASE_COMMANDS_TOPIC, INPUT_TOPIC, SERVICE_PREFIX
+from services.recording import Recorder, open_recorder, recipients_for
+from services.release_store import ReleaseStore, StagedStates, StateCache
+from services.settings import Settings, faust_broker_credentials, faust_broker_url, kafka_python_config
 
 log = logging.getLogger("signalbox.worker")
 

@@ -1,7 +1,7 @@
 """The transactional outbox: letters are written to the database with the decision that asks for them.
 
 ``enqueue`` joins the caller's transaction, so a decision, its trail entry and its letters commit together or
-not at all. A relay (``notifications.delivery.relay``) later sends what is due. Delivery is at least once:
+not at all. A relay (``services.letters.relay``) later sends what is due. Delivery is at least once:
 a crash between a transport accepting a letter and ``mark_sent`` sends it once more, with the same
 Message-ID, and recipients can drop the copy.
 

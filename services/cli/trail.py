@@ -1,5 +1,5 @@
 """``signalbox trail …``: verify a trail, prove an entry is in it, check such a proof, show a case's history, sign
-checkpoints. Mounted into the main CLI as a sub-app; runs alone with ``python -m services.trail.cli``.
+checkpoints. Mounted into the main CLI as a sub-app; runs alone with ``python -m services.cli.trail``.
 
 Exit codes: 0 success, 1 verification failed, 2 bad input (missing store, unknown entry, no checkpoint…).
 """

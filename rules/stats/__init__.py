@@ -3,7 +3,7 @@
 Pure numpy/scipy functions with no I/O; the plotting helper imports matplotlib only when called.
 """
 
-from services.assessment.funnel import (
+from rules.stats.funnel import (
     BAND_LABELS,
     Band,
     FunnelBatch,
@@ -25,7 +25,7 @@ from services.assessment.funnel import (
     ratio_ci_significance,
     wilson_ci,
 )
-from services.assessment.overdispersion import chisq_overdispersion_test
+from rules.stats.overdispersion import chisq_overdispersion_test
 
 __all__ = [
     "BAND_LABELS",
@@ -54,7 +54,7 @@ __all__ = [
 
 
 def render_funnel_svg(*args: object, **kwargs: object) -> str:
-    """Funnel plot of a ``FunnelView`` as an SVG string; see `services.assessment.plot` (who may see what)."""
-    from services.assessment.plot import render_funnel_svg as _render
+    """Funnel plot of a ``FunnelView`` as an SVG string; see `notifications.plot` (who may see what)."""
+    from notifications.plot import render_funnel_svg as _render
 
     return _render(*args, **kwargs)  # type: ignore[arg-type]

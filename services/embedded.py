@@ -36,16 +36,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from rules.engine import RuleBook
+from rules.book import RuleBook
 from rules.routing import RoutedDecision
 from schemas.signals import Assessment, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from services.core.pipeline import Outputs, Pipeline
+from services.core.releases import unfinished_reports
 from services.db import Database
-from services.pipeline import Outputs, Pipeline
 from services.release_store import ReleaseStore, StagedStates, StateCache
-from services.releases import unfinished_reports
 
 if TYPE_CHECKING:
-    from notifications.outbox import InFlight
+    from services.letters.outbox import InFlight
     from services.recording import Recorder
 
 SPACE_FILES = {"learning": "learning.jsonl", "formal": "formal.jsonl", "good_practice": "good-practice.jsonl"}
@@ -414,8 +414,8 @@ def _run_embedded(
 ) -> tuple[RunSummary, RecordReport]:
     import shutil
 
-    from notifications import outbox
     from notifications.recipients import Directory, DirectoryError
+    from services.letters import outbox
     from services.recording import Recorder
     from services.trail.checkpoint import Checkpointer, CheckpointError, signing_key_for_store, write_public_key
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
-from rules.engine import Deadlines
+from rules.book import Deadlines
 from schemas.cases import ActionKind, ActorRole, CaseAction, Outcome
 from schemas.events import Period
 from schemas.signals import Assessment, FormalDecision, Limits, RuleRef, TrustRecipient, case_id_for

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from services.organisations import organisations
+from services.core.organisations import organisations
 
 NELA_PERIOD = {"start": "2023-12-01", "end": "2024-11-30", "label": "Year 11"}
 

@@ -45,6 +45,7 @@ from services.db import Database
 from services.release_store import ReleaseStore, StagedStates, StateCache
 
 if TYPE_CHECKING:
+    from notifications.channels.smtp import SmtpSettings
     from services.letters.outbox import InFlight
     from services.recording import Recorder
 
@@ -389,13 +390,14 @@ def run_embedded(
     directory_path: Path,
     *,
     deliver: bool = True,
+    smtp: SmtpSettings | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[RunSummary, RecordReport]:
     """``signalbox route``: the JSON Lines outputs, plus the trail, alarm cases and letters in
-    ``out_dir/trail.sqlite``, signed checkpoints, and the letters as ``.eml`` files (or SMTP when configured).
+    ``out_dir/trail.sqlite``, signed checkpoints, and the letters as ``.eml`` files (or by ``smtp`` when given).
     Resumable: see the module's docstring. A disk that refuses a write ends in a ``UsageError`` sentence."""
     try:
-        return _run_embedded(input_path, rules, out_dir, directory_path, deliver=deliver, on_bytes=on_bytes)
+        return _run_embedded(input_path, rules, out_dir, directory_path, deliver=deliver, smtp=smtp, on_bytes=on_bytes)
     except (OSError, sqlite3.Error) as exc:
         failure = storage_failure(exc, out_dir)
         if failure is None:
@@ -410,12 +412,16 @@ def _run_embedded(
     directory_path: Path,
     *,
     deliver: bool,
+    smtp: SmtpSettings | None,
     on_bytes: Callable[[int], None] | None,
 ) -> tuple[RunSummary, RecordReport]:
     import shutil
 
     from notifications.recipients import Directory, DirectoryError
     from services.letters import outbox
+    from services.letters.delivery import default_transports
+    from services.letters.delivery import deliver as send
+    from services.letters.plot import LetterPlots
     from services.recording import Recorder
     from services.trail.checkpoint import Checkpointer, CheckpointError, signing_key_for_store, write_public_key
 
@@ -446,7 +452,12 @@ def _run_embedded(
         try:
             checkpointer.checkpoint_all()  # the decisions are signed before any letter goes
             mail_dir = out_dir / "mail" if deliver else None
-            delivery = recorder.deliver(mail_dir) if mail_dir is not None else None
+            delivery = None
+            if mail_dir is not None:
+                delivery = send(
+                    db, directory, default_transports(mail_dir, smtp),
+                    funnel_for=LetterPlots(recorder.trail, rules).funnel_for, clock=recorder.clock,
+                )  # fmt: skip
             checkpointer.checkpoint_all()  # and what delivery added
         except CheckpointError as exc:
             raise UsageError(f"The trail was not signed: {exc}") from None

@@ -1,9 +1,12 @@
-"""Recording what was decided: the audit trail, alarm cases and letters, in one transaction per batch.
+"""Recording what was decided: one batch's trail entries, cases and outbox rows, in one transaction.
 
-The pipeline decides; this module makes it durable. For each batch of ``Outputs`` it appends to the trail
-(one log per audience), opens alarm cases for potential alarms, turns decisions and case steps into notices
-and puts their letters in the outbox — all in one database transaction, so a decision, its trail entry and its
-letters exist together or not at all. Delivery is separate (``deliver``): the relay sends what the outbox holds.
+The pipeline decides; this module makes it durable, and does nothing else. For each batch of ``Outputs`` it
+appends to the trail (one log per audience), opens alarm cases for potential alarms, puts the letters of the
+decisions' notices (``services/core/notices.py`` decides which) in the outbox — all in one database transaction,
+so a decision, its trail entry and its letters exist together or not at all. The case service's outcomes come
+back through ``record_case_outcome``, inside the case change's own transaction. Sending the letters is
+``services/letters/delivery.py``; drawing their plots ``services/letters/plot.py``; signing the trail
+``services/trail/checkpoint.py``.
 
 What goes in which log. The *learning* log is never shown to a regulator, so everything that reveals an
 alert lives there: the assessment of every release (it holds every organisation's band), learning-space and
@@ -13,75 +16,34 @@ potential alarms, case transitions and events, formal letters. Its size says not
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from notifications.channels.base import Transport
-from notifications.channels.eml import EmlTransport
-from notifications.channels.smtp import SmtpSettings, SmtpTransport
-from notifications.channels.webhook import WebhookTransport
-from notifications.plot import funnel_view, render_funnel_svg
 from notifications.recipients import Directory
-from notifications.render import plot_audience, renderer_for
-from rules.book import RuleBook, load_rules
-from rules.stats import FunnelResult, FunnelSpec
+from rules.book import RuleBook
 from schemas.canonical import Canonical, canonical_text
 from schemas.cases import CaseOutcome
-from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
-from schemas.signals import Assessment, FormalDecision, GoodPracticeDecision, LearningDecision, stable_id
-from services.cases.calendar import add_working_days
+from schemas.notices import GoodPracticeNotice, LearningNotice
+from schemas.signals import FormalDecision
 from services.cases.machine import CaseError
 from services.cases.service import CaseService
 from services.core.assess import AssessedRelease
+from services.core.notices import notice_for
 from services.core.pipeline import Outputs
-from services.db import Database, is_postgres_url
+from services.db import Database
 from services.letters import outbox
-from services.letters.relay import DeliveryReport, deliver_due
-from services.trail.checkpoint import CheckpointError, service_checkpointer
+from services.letters.plot import release_ref
 from services.trail.store import NewEntry, Trail, table_for
 
-# A learning-space notice suggests when the trust might have looked into it: a date for its own planning,
-# not a deadline anybody enforces (the learning space carries no sanction).
-LEARNING_REVIEW_WORKING_DAYS = 25
 log = logging.getLogger(__name__)
-EMPTY_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
-
-
-def release_ref(audit: str, release_id: str, indicator_id: str) -> str:
-    """The trail reference of a release's assessment, used to redraw its funnel plot for letters."""
-    return stable_id("rel", audit, release_id, indicator_id)
 
 
 def _entry(kind: str, record: Any, *, case_id: str | None = None, decision_id: str | None = None) -> NewEntry:
     data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record  # Canonical passes as is
     return NewEntry(kind=kind, record=data, case_id=case_id, decision_id=decision_id)
-
-
-DEFAULT_RECIPIENTS = Path(__file__).resolve().parent.parent / "notifications" / "recipients.example.yaml"
-
-
-def recipients_for(store: str) -> Path:
-    """The recipient directory for a store: SIGNALBOX_RECIPIENTS, else the copy `route` left beside it."""
-    configured = os.environ.get("SIGNALBOX_RECIPIENTS", "").strip()
-    if configured:
-        return Path(configured)
-    beside = Path(store).parent / "recipients.yaml"
-    return beside if not is_postgres_url(store) and beside.is_file() else DEFAULT_RECIPIENTS
-
-
-def open_recorder(db: Database, now: datetime | None = None) -> Recorder:
-    """A recorder for a store opened by a command (``cases act``, ``cases tick``, ``deliver``)."""
-    clock = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
-    return Recorder(db, load_rules(), Directory.load(recipients_for(db.target)), clock=clock)
 
 
 class Recorder:
@@ -101,8 +63,6 @@ class Recorder:
         self.trail = Trail(db, clock=clock)
         outbox.ensure_schema(db)
         self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome, trail=self.trail)
-        self._funnels: dict[tuple[str, str, str], tuple[FunnelResult, list[str]]] = {}
-        self._svgs: dict[tuple[str, str, str, str, str], str] = {}
 
     def _deadlines(self, audit: str, indicator_id: str) -> Any:
         rule = self.rules.get(audit, indicator_id)
@@ -149,7 +109,7 @@ class Recorder:
                     formal_decisions.append(decision)
                     continue
                 learning.append(_entry(f"{decision.space}_decision", decision, decision_id=decision.decision_id))
-                notices.append(self.notice_for(decision, now))  # learning or good practice
+                notices.append(notice_for(decision, now))  # learning or good practice
             learning += [_entry("release_report", r) for r in out.reports]
             learning += [_entry("dead_letter", d) for d in out.dead_letters]
             for notice in notices:
@@ -207,122 +167,3 @@ class Recorder:
             entries.append(_entry("notice", notice, case_id=notice.case_id, decision_id=notice.decision_id))
         if entries:
             self.trail.append_many("formal", entries)
-
-    def notice_for(
-        self, decision: LearningDecision | GoodPracticeDecision, now: datetime
-    ) -> LearningNotice | GoodPracticeNotice:
-        a = decision.assessment
-        if isinstance(decision, LearningDecision):
-            return LearningNotice(
-                notice_id=notice_id_for(decision.decision_id, "learning_alert"),
-                ods_code=a.ods_code,
-                assessment=a,
-                decision_id=decision.decision_id,
-                created_at=now,
-                respond_by=add_working_days(now.date(), LEARNING_REVIEW_WORKING_DAYS, a.country),
-                template="learning_alert",
-                recipients=decision.recipients,
-            )
-        assert isinstance(decision, GoodPracticeDecision)
-        return GoodPracticeNotice(
-            notice_id=notice_id_for(decision.decision_id, "favourable_notice"),
-            ods_code=a.ods_code,
-            assessment=a,
-            decision_id=decision.decision_id,
-            created_at=now,
-            template="favourable_notice",
-            recipients=decision.recipients,
-        )
-
-    def checkpoint(self) -> str | None:
-        """Sign a checkpoint of both logs as they are now, and refresh the exported copies beside a file store.
-
-        Called after every case action, timer tick and delivery batch, so nothing the formal log records waits
-        unprotected for the next `route`. Returns None when done, or the sentence saying why it could not be.
-        """
-        try:
-            service_checkpointer(self.trail, self.db.target).checkpoint_all()
-        except (OSError, CheckpointError) as exc:
-            return f"the trail was not checkpointed: {exc}"
-        return None
-
-    # ------------------------------------------------------------------------------------------ delivery
-
-    def funnel_for(self, notice: Any) -> str:
-        """The release's funnel plot as the notice's readers may see it, redrawn from the trail.
-
-        Only the addressee's own band is shown: other organisations are neutral in a trust's letter and absent
-        from a regulator's (``notifications.plot.funnel_view``, ``notifications.render.plot_audience``).
-        """
-        a: Assessment = notice.assessment
-        key = (a.audit, a.release_id, a.indicator_id)
-        if key not in self._funnels:
-            found = self.trail.find(release_ref(*key), "learning")
-            rule = self.rules.get(a.audit, a.indicator_id)
-            if not found or rule is None:
-                return EMPTY_SVG
-            stored = found[-1].data()["assessments"]
-            self._funnels[key] = funnel_result([Assessment.model_validate(x) for x in stored], rule.spec)
-        audience = plot_audience(notice)
-        svg_key = (*key, a.ods_code, audience)
-        if svg_key not in self._svgs:
-            result, labels = self._funnels[key]
-            if a.ods_code not in labels:
-                return EMPTY_SVG
-            title = f"{a.audit} {a.indicator_id}, {a.release_id}"
-            view = funnel_view(result, labels, audience=audience, addressee=a.ods_code)
-            svg = render_funnel_svg(view, title=title)
-            self._svgs[svg_key] = svg[svg.find("<svg") :]  # inline in a letter: no XML prolog or DOCTYPE
-        return self._svgs[svg_key]
-
-    def deliver(self, mail_dir: Path, transports: dict[str, Transport] | None = None) -> DeliveryReport:
-        """Send every letter that is due: SMTP when configured (SIGNALBOX_SMTP_*), else ``.eml`` files."""
-        if transports is None:
-            smtp = SmtpSettings.from_env()
-            transports = {
-                "email": SmtpTransport(smtp) if smtp else EmlTransport(mail_dir),
-                "webhook": WebhookTransport(),
-            }
-        total = DeliveryReport()
-
-        async def run() -> None:
-            while True:
-                report = await deliver_due(
-                    self.db, self.directory, renderer_for, transports, funnel_for=self.funnel_for,
-                    clock=self.clock, rng=random.Random(), limit=500,
-                )  # fmt: skip
-                total.add(report)
-                if report.sent + report.failed + report.dead + report.held == 0:
-                    return
-
-        asyncio.run(run())
-        return total
-
-
-def _nan(x: float | None) -> float:
-    """A release statistic recorded as null (no eligible unit, or not finite) is NaN in a ``FunnelResult``."""
-    return float("nan") if x is None else x
-
-
-def funnel_result(assessments: Iterable[Assessment], spec: FunnelSpec) -> tuple[FunnelResult, list[str]]:
-    """Rebuild a release's ``FunnelResult`` from its stored assessments, to redraw its funnel plot."""
-    rows = list(assessments)
-
-    def col(get: Callable[[Assessment], float | None]) -> np.ndarray:
-        return np.array([np.nan if (v := get(a)) is None else v for a in rows], dtype=float)
-
-    first = rows[0]
-    result = FunnelResult(
-        value=col(lambda a: a.value), volume=col(lambda a: a.volume), z=col(lambda a: a.z),
-        z_adjusted=col(lambda a: a.z_adjusted),
-        ll_alert=col(lambda a: a.limits.alert_lower), ul_alert=col(lambda a: a.limits.alert_upper),
-        ll_alarm=col(lambda a: a.limits.alarm_lower), ul_alarm=col(lambda a: a.limits.alarm_upper),
-        ll_alert_unadjusted=col(lambda a: a.limits_unadjusted.alert_lower),
-        ul_alert_unadjusted=col(lambda a: a.limits_unadjusted.alert_upper),
-        ll_alarm_unadjusted=col(lambda a: a.limits_unadjusted.alarm_lower),
-        ul_alarm_unadjusted=col(lambda a: a.limits_unadjusted.alarm_upper),
-        band=np.array([a.band for a in rows]), side=np.array([a.side or "favourable" for a in rows]),
-        target=_nan(first.target), phi=_nan(first.phi), tau2=_nan(first.tau2), n_kept=first.n_kept, n_units=len(rows),
-        od_applied=first.od_applied, od_method=first.od_method, chisq_p=None, spec=spec,
-    )  # fmt: skip
-    return result, [a.ods_code for a in rows]

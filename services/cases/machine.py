@@ -33,7 +33,7 @@ from schemas.cases import (
 from schemas.events import Country
 from schemas.notices import FormalNotice, FormalTemplate, notice_id_for
 from schemas.signals import REGULATOR_ROLES, FormalDecision, FormalRecipient, FormalRole, TrustRole, stable_id
-from services.cases.calendar import add_working_days, uk_date
+from services.core.calendar import add_working_days, uk_date
 
 AUDIT: tuple[ActorRole, ...] = ("audit_supplier", "audit_clinical_lead")
 

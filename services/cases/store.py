@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from schemas.cases import Case, CaseStatus, CaseTransition
-from services.cases.calendar import UK_TIME, uk_date
+from services.core.calendar import UK_TIME, uk_date
 from services.db import Database
 
 _TABLES = """

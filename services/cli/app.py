@@ -6,6 +6,11 @@ signalbox schemas export        write the v1 contract and outputs as JSON Schema
 signalbox rules check [DIR]     validate rule sets
 signalbox trail …  cases …      the audit trail and the alarm case process
 signalbox worker | publish | tail | topics   the streaming deployment on Kafka
+
+Exit codes, the same for every command (services/cli/common.py): 0 done; 1 the command ran and found a problem or
+was refused (a trail that does not verify, a case action the process does not allow, an event the broker did not
+acknowledge); 2 the command could not run as asked (a bad option, a missing file or store, a rule set or
+recipient directory that does not load).
 """
 
 from __future__ import annotations
@@ -23,20 +28,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from notifications.channels.smtp import SmtpSettings
 from notifications.plot import funnel_view, render_funnel_svg
 from rules.book import RuleSetError, load_rules
 from rules.stats import FunnelResult, FunnelSpec, assess
 from schemas.config_files import ConfigFileError
-from services.cases.calendar import parse_moment
 from services.cli.cases import app as cases_app
+from services.cli.common import FAILED, USAGE, AtOption, StoreOption, at_option, err, fail, open_recorder, open_store
 from services.cli.trail import app as trail_app
-from services.db import Database, is_postgres_url
 from services.embedded import RunSummary, UsageError, file_size, run_embedded
-from services.recording import DEFAULT_RECIPIENTS, open_recorder
+from services.letters.recipients import DEFAULT_RECIPIENTS
 
 app = typer.Typer(
     name="signalbox",
-    help="Route clinical-audit outlier signals: alerts to a protected learning space, alarms to the formal space.",
+    help="Route clinical-audit outlier signals: alerts to a protected learning space, alarms to the formal space. "
+    "Exit codes: 0 done, 1 a check failed or an action was refused, 2 the command could not run as asked.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -50,12 +56,6 @@ app.add_typer(cases_app, name="cases")
 
 # Wide enough for the tables when the output goes to a file or a pipe rather than a terminal.
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 # ---------------------------------------------------------------------------------------------- assess
@@ -320,6 +320,10 @@ def route_command(
         raise fail(str(exc)) from None
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
+    try:
+        smtp = SmtpSettings.from_env() if deliver else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     size = file_size(file)
     try:
         if progress and size > 5_000_000:
@@ -331,10 +335,16 @@ def route_command(
             ) as bar:  # fmt: skip
                 task = bar.add_task(f"routing {file.name}", total=size)
                 summary, report = run_embedded(
-                    file, rules, out_dir, recipients, deliver=deliver, on_bytes=lambda n: bar.advance(task, n)
+                    file,
+                    rules,
+                    out_dir,
+                    recipients,
+                    deliver=deliver,
+                    smtp=smtp,
+                    on_bytes=lambda n: bar.advance(task, n),
                 )
         else:
-            summary, report = run_embedded(file, rules, out_dir, recipients, deliver=deliver)
+            summary, report = run_embedded(file, rules, out_dir, recipients, deliver=deliver, smtp=smtp)
     except UsageError as exc:
         raise fail(str(exc)) from None
     print_route_summary(summary, out_dir)
@@ -484,7 +494,7 @@ def publish_command(
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
     if not report.ok:
-        raise fail(f"{file}: {report.sentence()}", code=1)
+        raise fail(f"{file}: {report.sentence()}", FAILED)
     err.print(f"published {report.acknowledged} events to {topic} (every one acknowledged by the broker)")
 
 
@@ -526,30 +536,35 @@ def topics_ensure(
 
 @app.command("deliver")
 def deliver_command(
-    store: Annotated[str, typer.Option("--store", help="SQLite file or postgresql:// URL.")] = "out/trail.sqlite",
+    store: StoreOption = "out/trail.sqlite",
     mail: Annotated[Path | None, typer.Option(help="Folder for .eml files (when no SMTP).")] = None,
-    at: Annotated[str | None, typer.Option(help="Act as if it were this time (ISO 8601; UK time if naive).")] = None,
+    at: AtOption = None,
 ) -> None:
     """Send every letter that is due from the outbox: SMTP when SIGNALBOX_SMTP_HOST is set, else .eml files.
 
     Letters whose recipient is missing stay held with the reason; re-run after fixing the directory.
     """
     from services.letters import outbox
+    from services.letters.delivery import default_transports, deliver
+    from services.letters.plot import LetterPlots
+    from services.trail.checkpoint import checkpoint_now
 
-    if not is_postgres_url(store) and not Path(store).is_file():
-        raise fail(f"There is no store at {store}; run `signalbox route` first or pass --store.")
-    mail_dir = mail or (Path(store).parent / "mail")
+    now = at_option(at)
     try:
-        now = parse_moment(at)
+        smtp = SmtpSettings.from_env()
     except ValueError as exc:
         raise fail(str(exc)) from None
-    with Database(store) as db:
+    with open_store(store) as db:
+        mail_dir = mail or (Path(store).parent / "mail")
         recorder = open_recorder(db, now)
         released = outbox.release_held(db, recorder.directory, now)
-        report = recorder.deliver(mail_dir)
+        report = deliver(
+            db, recorder.directory, default_transports(mail_dir, smtp),
+            funnel_for=LetterPlots(recorder.trail, recorder.rules).funnel_for, clock=recorder.clock,
+        )  # fmt: skip
         counts = outbox.counts(db)
-        if (problem := recorder.checkpoint()) is not None:  # the delivery batch is signed at once
-            out.print(f"warning: {problem}", highlight=False)
+        if (problem := checkpoint_now(recorder.trail)) is not None:  # the delivery batch is signed at once
+            out.print(f"warning: {problem}", highlight=False, markup=False)
         in_flight = outbox.in_flight(db)
     out.print(
         f"released {released} held, sent {report.sent}, failed {report.failed}, dead {report.dead}; outbox: "
@@ -563,5 +578,5 @@ def main() -> None:
     try:
         app()
     except ConfigFileError as exc:  # a rule set or the recipient directory, whichever command loaded it
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise SystemExit(2) from None
+        fail(str(exc))
+        raise SystemExit(USAGE) from None

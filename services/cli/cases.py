@@ -1,15 +1,14 @@
 """``signalbox cases``: list alarm cases, show one with its history, and record what people did.
 
-Mounted by the main CLI (``app.add_typer(cases.cli.app)``). Each action, and each deadline ``tick`` fires,
-writes its trail entries and its letters to the outbox in the case change's own transaction
-(``services.recording.Recorder``); ``signalbox deliver`` sends the letters.
+Mounted by the main CLI (``services/cli/app.py``). Each action, and each deadline ``tick`` fires, writes its
+trail entries and its letters to the outbox in the case change's own transaction (the case service, with the
+recorder's ``record_case_outcome``); ``signalbox deliver`` sends the letters. Exit codes: ``services/cli/common.py``
+(0 done, 1 refused by the case process, 2 the command could not run as asked).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
@@ -18,38 +17,33 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStatus, Outcome
-from services.cases.calendar import parse_moment, system_now, uk_date
 from services.cases.machine import CaseError
 from services.cases.store import CaseStore
-from services.db import Database, is_postgres_url
-from services.recording import Recorder, open_recorder
-
-DEFAULT_STORE = "out/trail.sqlite"
+from services.cli.common import (
+    DEFAULT_STORE,
+    FAILED,
+    AtOption,
+    StoreOption,
+    at_option,
+    fail,
+    open_recorder,
+    open_store,
+    system_now,
+    warn,
+)
+from services.core.calendar import uk_date
+from services.trail.checkpoint import checkpoint_now
+from services.trail.store import Trail
 
 app = typer.Typer(name="cases", help="Alarm cases in the formal accountability space.", no_args_is_help=True)
-console = Console()
+console = Console(markup=False, highlight=False)  # people type notes and names: never parsed as markup
 
-StoreOption = Annotated[
-    str,
-    typer.Option("--store", help="SQLite file or postgresql:// URL holding the cases.", show_default=True),
-]
 FormatOption = Annotated[str, typer.Option("--format", help="table (for people) or json (for tools).")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def _open(store: str) -> Database:
-    if not is_postgres_url(store) and not Path(store.removeprefix("sqlite:///")).exists():
-        raise _fail(f"there is no case store at {store}; run the pipeline first or pass --store")
-    return Database(store)
 
 
 def _check_format(fmt: str) -> None:
     if fmt not in ("table", "json"):
-        raise _fail(f"--format must be table or json, not {fmt!r}")
+        raise fail(f"--format must be table or json, not {fmt!r}")
 
 
 @app.command("list")
@@ -62,14 +56,14 @@ def list_cases(
     """List alarm cases, oldest first.  Example: signalbox cases list --status confirmed"""
     _check_format(fmt)
     if status is not None and status not in get_args(CaseStatus):
-        raise _fail(f"--status must be one of {', '.join(get_args(CaseStatus))}, not {status!r}")
-    with _open(store) as db:
+        raise fail(f"--status must be one of {', '.join(get_args(CaseStatus))}, not {status!r}")
+    with open_store(store) as db:
         cases = CaseStore(db).list(status=status, ods=ods)  # type: ignore[arg-type]
     if fmt == "json":
         typer.echo(json.dumps([c.model_dump(mode="json") for c in cases], indent=2))
         return
     table = Table("case", "organisation", "stage", "status", "deadline", title=f"{len(cases)} alarm case(s)")
-    today = uk_date(datetime.now(UTC))
+    today = uk_date(system_now())
     for case in cases:
         table.add_row(case.case_id, case.ods_code, case.stage, case.status, _deadline(case, today))
     console.print(table)
@@ -79,11 +73,11 @@ def list_cases(
 def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOption = "table") -> None:
     """Show one case and every transition it went through."""
     _check_format(fmt)
-    with _open(store) as db:
+    with open_store(store) as db:
         cases = CaseStore(db)
         case = cases.get(case_id)
         if case is None:
-            raise _fail(f"there is no case {case_id!r}")
+            raise fail(f"there is no case {case_id!r} in {store}")
         transitions = cases.transitions(case_id)
     if fmt == "json":
         body = {
@@ -92,8 +86,8 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
         }
         typer.echo(json.dumps(body, indent=2))
         return
-    today = uk_date(datetime.now(UTC))
-    console.print(f"[bold]{case.case_id}[/bold]  {case.assessment.organisation_name} ({case.ods_code}, {case.country})")
+    today = uk_date(system_now())
+    console.print(f"{case.case_id}  {case.assessment.organisation_name} ({case.ods_code}, {case.country})")
     console.print(f"stage {case.stage}, status {case.status}, deadline {_deadline(case, today)}")
     console.print(f"policy {case.policy_version}; opened {case.opened_at.isoformat()}")
     if case.reason:
@@ -123,17 +117,14 @@ def act(
     outcome: Annotated[str | None, typer.Option(help="For data_check and review.")] = None,
     document: Annotated[list[str] | None, typer.Option(help="A document reference (repeatable).")] = None,
     corrected_data: Annotated[bool, typer.Option(help="provider_response: corrected data were sent.")] = False,
-    at: Annotated[str | None, typer.Option(help="When it happened (ISO 8601; default now, UK time if naive).")] = None,
+    at: AtOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Record what someone did on a case.  Example:
     signalbox cases act CASE data_check --outcome case_to_answer --role audit_supplier --actor "A Analyst"
     """
-    now = system_now()
-    try:
-        when = parse_moment(at, now)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    now = at_option(None)  # the clock, read once
+    when = at_option(at, now)  # when it happened
     _one_of("action", action, get_args(ActionKind))
     _one_of("--role", role, get_args(ActorRole))
     if outcome is not None:
@@ -152,14 +143,14 @@ def act(
             }
         )
     except ValidationError as exc:
-        raise _fail(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
-    with _open(store) as db:
+        raise fail(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
+    with open_store(store) as db:
         recorder = open_recorder(db, now)
         try:
             result = recorder.cases.act(case_id, recorded)
         except CaseError as exc:
-            raise _fail(str(exc)) from None
-        _checkpoint(recorder)
+            raise fail(str(exc), FAILED) from None
+        _checkpoint(recorder.trail)
     case = result.cases[0]
     typer.echo(f"{case.case_id}: now at stage {case.stage}, status {case.status}; deadline {case.deadline or '—'}")
     for notice in result.notices:
@@ -168,7 +159,7 @@ def act(
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise _fail(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        raise fail(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
 
 
 def _deadline(case: Case, today: object) -> str:
@@ -181,33 +172,30 @@ def _deadline(case: Case, today: object) -> str:
 @app.command("tick")
 def tick(
     store: StoreOption = DEFAULT_STORE,
-    at: Annotated[str | None, typer.Option(help="Act as if it were this time (ISO 8601; UK time if naive).")] = None,
+    at: AtOption = None,
 ) -> None:
     """Fire every case deadline that has passed, once: reminders, and escalation at stages 6–7.
 
     Run it from cron or a timer; a second run at the same time does nothing.
     """
-    try:
-        now = parse_moment(at)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    with _open(store) as db:
+    now = at_option(at)
+    with open_store(store) as db:
         recorder = open_recorder(db, now)
         outcome = recorder.cases.tick()
-        _checkpoint(recorder)
+        _checkpoint(recorder.trail)
     for event in outcome.events:
         typer.echo(f"{event.case_id}: {event.kind}: {event.detail}")
     for notice in outcome.notices:
         typer.echo(f"{notice.case_id}: letter {notice.template} to {', '.join(r.role for r in notice.recipients)}")
     typer.echo(f"{len(outcome.transitions)} transitions, {len(outcome.notices)} letters queued")
-    for refused in outcome.refused:
-        typer.echo(f"error: {refused}", err=True)
+    for refused in outcome.refused[:-1]:
+        fail(refused, FAILED)
     if outcome.refused:
-        raise typer.Exit(1)
+        raise fail(outcome.refused[-1], FAILED)
 
 
-def _checkpoint(recorder: Recorder) -> None:
+def _checkpoint(trail: Trail) -> None:
     """Sign the trail after the change, so the formal log's newest entries are protected at once."""
-    problem = recorder.checkpoint()
+    problem = checkpoint_now(trail)
     if problem is not None:
-        typer.echo(f"warning: {problem}", err=True)
+        warn(problem)

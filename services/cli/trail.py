@@ -1,7 +1,8 @@
 """``signalbox trail …``: verify a trail, prove an entry is in it, check such a proof, show a case's history, sign
 checkpoints. Mounted into the main CLI as a sub-app; runs alone with ``python -m services.cli.trail``.
 
-Exit codes: 0 success, 1 verification failed, 2 bad input (missing store, unknown entry, no checkpoint…).
+Exit codes (``services/cli/common.py``): 0 success, 1 verification failed or signing refused, 2 the command could
+not run as asked (missing store, unknown entry, no checkpoint…).
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.db import Database, is_postgres_url
+from services.cli.common import FAILED, StoreOption, beside_store, fail, open_store
+from services.integrity import verify as verify_all
 from services.trail.checkpoint import (
     DEFAULT_KEY_NAME,
     KEY_ENV,
@@ -26,6 +26,7 @@ from services.trail.checkpoint import (
     Checkpointer,
     CheckpointError,
     TrustedKey,
+    export_checkpoints,
     exported_folder,
     load_trusted_key,
     parse_checkpoint,
@@ -36,62 +37,20 @@ from services.trail.checkpoint import (
 )
 from services.trail.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
 from services.trail.store import AUDIENCES, Audience, Entry, Trail
-from services.trail.verify import verify as verify_trail
 
 PROOF_FORMAT = "signalbox-trail-inclusion-proof/1"
 PUBLIC_KEY_FILE = "trail.pub"
 
 app = typer.Typer(name="trail", help="Verify and inspect the tamper-evident trail.", no_args_is_help=True)
-_out = Console()
-_err = Console(stderr=True)
-
-StoreOption = Annotated[str, typer.Option("--store", help="SQLite file (e.g. out/trail.sqlite) or postgresql:// URL.")]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _open(store: str) -> Database:
-    """The store, opened without creating anything: a missing file, a folder, a file that is not a database or a
-    database without trail tables is one sentence (exit 2), never a traceback, and is never written to."""
-    postgres = is_postgres_url(store)
-    path = Path(store.removeprefix("sqlite:///"))
-    if not postgres and not path.is_file():
-        raise _fail(f"no trail store at {store}")
-    database: Database | None = None
-    try:
-        if postgres:
-            database = Database(store)
-            holds_trail = bool(database.query("SELECT to_regclass('trail_formal') IS NOT NULL")[0][0])
-        else:  # looked at read-only first: opening it as a store would switch any SQLite file to WAL
-            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as peek:
-                probe = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trail_formal'"
-                holds_trail = peek.execute(probe).fetchone() is not None
-    except Exception as exc:  # the driver's own errors: not a database, unreachable, refused
-        if database is not None:
-            database.close()
-        raise _fail(f"cannot open the trail store {store}: {exc}") from None
-    if not holds_trail:
-        if database is not None:
-            database.close()
-        raise _fail(f"{store} holds no trail (no trail tables); pass the trail.sqlite that `signalbox route` wrote")
-    return database if database is not None else Database(store)
-
-
-def _beside(store: str, name: str) -> Path | None:
-    if is_postgres_url(store):
-        return None
-    candidate = Path(store.removeprefix("sqlite:///")).parent / name
-    return candidate if candidate.exists() else None
+_out = Console(markup=False, highlight=False)  # entries hold what the input said: never parsed as markup
+_err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 def _audiences(values: list[str] | None) -> list[Audience]:
     chosen: list[Audience] = []
     for value in values or AUDIENCES:
         if value not in AUDIENCES:
-            raise _fail(f"--audience must be one of {', '.join(AUDIENCES)}, not {value!r}")
+            raise fail(f"--audience must be one of {', '.join(AUDIENCES)}, not {value!r}")
         chosen.append(value)
     return chosen
 
@@ -104,7 +63,7 @@ def _trusted(paths: list[Path]) -> list[TrustedKey]:
     try:
         return [load_trusted_key(path) for path in paths]
     except (OSError, ValueError) as exc:
-        raise _fail(f"cannot load public key: {exc}") from exc
+        raise fail(f"cannot load public key: {exc}") from exc
 
 
 def _default_keys(store: str) -> list[Path]:
@@ -113,7 +72,7 @@ def _default_keys(store: str) -> list[Path]:
     own = public_key_path(signing_key_path())
     if own.is_file():
         return [own]
-    beside = _beside(store, PUBLIC_KEY_FILE)
+    beside = beside_store(store, PUBLIC_KEY_FILE)
     if beside is not None:
         _err.print(
             f"using {beside} found beside the store: whoever can change the store can replace it;"
@@ -153,10 +112,10 @@ def verify_command(
     Prints one line per log. Exits 1 naming the log and its first bad index if anything was altered, or if the
     exported checkpoints disagree with the store or have vanished.
     """
-    _open(store).close()  # a missing store is said first
+    open_store(store).close()  # a missing store is said first
     keys = list(public_key or []) or _default_keys(store)
     if not keys:
-        raise _fail(
+        raise fail(
             f"no public key to check the checkpoints' signatures: pass --public-key (none at {signing_key_path()}"
             f" nor {PUBLIC_KEY_FILE} beside the store)"
         )
@@ -165,28 +124,28 @@ def verify_command(
         try:
             external.append((str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
-            raise _fail(f"cannot read checkpoint {path}: {exc}") from exc
+            raise fail(f"cannot read checkpoint {path}: {exc}") from exc
     exported = checkpoints if checkpoints is not None else exported_folder(store)
     if exported is None:
         _err.print("no exported checkpoints compared: pass --checkpoints DIR for a PostgreSQL store", highlight=False)
-    with _open(store) as db:
-        report = verify_trail(db, _trusted(keys), external=external, exported=exported, require_checkpoint=True)
+    with open_store(store) as db:
+        report = verify_all(db, _trusted(keys), external=external, exported=exported, require_checkpoint=True)
     for line in report.summary_lines():
         _out.print(line, highlight=False)
     if not report.ok:
         for log in report.logs.values():
             for problem in log.problems[1:]:
                 _err.print(f"{log.audience}: also {problem}", highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
 
 
 def _pick(trail: Trail, ref: str, audience: Audience | None) -> Entry:
     found = trail.find(ref, audience)
     if not found:
-        raise _fail(f"no trail entry for {ref!r}" + (f" in the {audience} log" if audience else ""))
+        raise fail(f"no trail entry for {ref!r}" + (f" in the {audience} log" if audience else ""))
     logs = {entry.audience for entry in found}
     if len(logs) > 1:
-        raise _fail(f"{ref!r} is in both logs; pass --audience")
+        raise fail(f"{ref!r} is in both logs; pass --audience")
     return found[0]
 
 
@@ -198,12 +157,12 @@ def prove_command(
 ) -> None:
     """Print a JSON inclusion proof of an entry against the latest checkpoint that covers it."""
     only = _audiences([audience])[0] if audience is not None else None
-    with _open(store) as db:
+    with open_store(store) as db:
         trail = Trail(db)
         entry = _pick(trail, ref, only)
         covering = [c for c in trail.checkpoints(entry.audience) if c.size > entry.seq]
         if not covering:
-            raise _fail(f"no checkpoint covers {entry.ref} yet; run `signalbox trail checkpoint` first")
+            raise fail(f"no checkpoint covers {entry.ref} yet; run `signalbox trail checkpoint` first")
         anchor = covering[-1]
         tree = MerkleTree(trail.leaf_hashes(entry.audience, 0, anchor.size))
         path = tree.inclusion_proof(entry.seq)
@@ -211,7 +170,7 @@ def prove_command(
         try:
             verify_inclusion(leaf, entry.seq, anchor.size, path, anchor.root)
         except ProofError as exc:
-            raise _fail(f"the stored log does not match its checkpoint ({exc}); run `trail verify`", 1) from exc
+            raise fail(f"the stored log does not match its checkpoint ({exc}); run `trail verify`", FAILED) from exc
         proof: dict[str, Any] = {
             "format": PROOF_FORMAT,
             "log": entry.audience,
@@ -289,23 +248,23 @@ def check_proof_command(
     (exit 2) unless --no-signature-check asks for an inclusion-only check.
     """
     if not public_key and not no_signature_check:
-        raise _fail(
+        raise fail(
             "pass --public-key (the signer's published public key, e.g. trail.pub) to check who signed the"
             " checkpoint, or --no-signature-check to check inclusion only"
         )
     if public_key and no_signature_check:
-        raise _fail("--public-key and --no-signature-check contradict each other; pass one")
+        raise fail("--public-key and --no-signature-check contradict each other; pass one")
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise _fail(f"cannot read proof {file}: {exc}") from exc
+        raise fail(f"cannot read proof {file}: {exc}") from exc
     if not isinstance(document, dict):
-        raise _fail("a proof is a JSON object", 1)
+        raise fail("a proof is a JSON object", FAILED)
     keys = _trusted(list(public_key)) if public_key else None
     try:
         message = check_proof(document, keys)
     except ProofError as exc:
-        raise _fail(f"proof does not verify: {exc}", 1) from exc
+        raise fail(f"proof does not verify: {exc}", FAILED) from exc
     _out.print(message, highlight=False)
 
 
@@ -321,8 +280,8 @@ def show_command(
     """A case's history from the trail, oldest first."""
     chosen = _audiences(audience)
     if output not in ("table", "json"):
-        raise _fail("--format must be table or json")
-    with _open(store) as db:
+        raise fail("--format must be table or json")
+    with open_store(store) as db:
         history = Trail(db).history(case, chosen)
     if output == "json":
         rows = [
@@ -369,21 +328,21 @@ def checkpoint_command(
     """Sign and store a checkpoint of each log, export it beside a SQLite store (checkpoints/), print the notes."""
     chosen = _audiences(audience)
     if key is not None and not key.is_file():
-        raise _fail(f"no signing key at {key}")
-    with _open(store) as db:
+        raise fail(f"no signing key at {key}")
+    with open_store(store) as db:
         try:
             signing_key = signing_key_for_store(store, key)
         except (OSError, ValueError) as exc:
-            raise _fail(f"cannot use the signing key {key or signing_key_path()}: {exc}") from exc
+            raise fail(f"cannot use the signing key {key or signing_key_path()}: {exc}") from exc
         signer = Checkpointer(Trail(db), signing_key, key_name, export_to=exported_folder(store))
         for name in chosen:
             try:
                 note = signer.checkpoint(name)
             except CheckpointError as exc:
-                raise _fail(str(exc), 1) from None
+                raise fail(str(exc), FAILED) from None
             _out.print(note, end="", highlight=False)
         if export is not None:
-            for path in signer.export_checkpoints(export, chosen):
+            for path in export_checkpoints(signer.trail, export, chosen):
                 _err.print(f"wrote {path}")
 
 

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import faust
 from pydantic import ValidationError
 
+from notifications.channels.smtp import SmtpSettings
 from notifications.recipients import Directory
 from rules.book import RuleBook, load_rules
 from schemas.cases import CaseCommand, CaseOutcome
@@ -58,14 +59,19 @@ from services.kafka.outputs import (
     report_record,
     summary_record,
 )
-from services.recording import Recorder, open_recorder, recipients_for
+from services.letters.delivery import default_transports, deliver
+from services.letters.plot import LetterPlots
+from services.letters.recipients import recipients_for
+from services.recording import Recorder
 from services.release_store import ReleaseStore, StagedStates, StateCache
 from services.settings import Settings, faust_broker_credentials, faust_broker_url, kafka_python_config
+from services.trail.checkpoint import checkpoint_now
 
 log = logging.getLogger("signalbox.worker")
 
 APP_ID = "signalbox"
 APP_ID_ENV = "SIGNALBOX_APP_ID"
+RECIPIENTS_ENV = "SIGNALBOX_RECIPIENTS"
 BATCH_SIZE = 2000
 BATCH_WITHIN_S = 0.1
 RETRY_MAX_S = 30.0
@@ -272,7 +278,7 @@ def create_app(
         settings.postgres_url.get_secret_value() if settings.postgres_url else str(datadir / "signalbox.sqlite")
     )
     db = Database(store)
-    recorder = Recorder(db, rules, Directory.load(recipients_for(store)))
+    recorder = Recorder(db, rules, Directory.load(recipients_for(store, os.environ.get(RECIPIENTS_ENV))))
     app = faust.App(
         app_id,
         broker=faust_broker_url(settings),
@@ -336,7 +342,7 @@ def create_app(
     @app.agent(commands, concurrency=1)
     async def case_commands(stream: Any) -> None:
         """People's actions on alarm cases, in streaming mode: the same CaseService as `signalbox cases act`."""
-        side = open_recorder(Database(store))
+        side = _side_recorder(store)
         async for event in stream.events():
             message = event.message
             source = f"{message.topic}/{message.partition}/{message.offset}"
@@ -351,7 +357,7 @@ def create_app(
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def case_deadlines() -> None:
         """Fire passed case deadlines once (the store decides, so several workers never fire one twice)."""
-        side = open_recorder(Database(store))
+        side = _side_recorder(store)
         try:
             outcome = await asyncio.to_thread(side.cases.tick)
             await asyncio.to_thread(_checkpoint, side)
@@ -364,9 +370,9 @@ def create_app(
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def letters() -> None:
         """Send the letters that are due (SMTP when configured, else .eml files in the data folder)."""
-        side = open_recorder(Database(store))
+        side = _side_recorder(store)
         try:
-            await asyncio.to_thread(side.deliver, datadir / "mail")
+            await asyncio.to_thread(_send_letters, side, datadir / "mail")
             await asyncio.to_thread(_checkpoint, side)
         finally:
             side.db.close()
@@ -375,9 +381,23 @@ def create_app(
     return app
 
 
+def _side_recorder(store: str) -> Recorder:
+    """A recorder on its own connection for the case agent and the timers, as `signalbox cases` opens one: the
+    shipped rule sets, and the recipient directory read again each time (a fixed contact is used at once)."""
+    directory = Directory.load(recipients_for(store, os.environ.get(RECIPIENTS_ENV)))
+    return Recorder(Database(store), load_rules(), directory)
+
+
+def _send_letters(recorder: Recorder, mail_dir: Path) -> None:
+    """Send the letters that are due: SMTP when configured, else .eml files in ``mail_dir``."""
+    transports = default_transports(mail_dir, SmtpSettings.from_env())
+    plots = LetterPlots(recorder.trail, recorder.rules)
+    deliver(recorder.db, recorder.directory, transports, funnel_for=plots.funnel_for, clock=recorder.clock)
+
+
 def _checkpoint(recorder: Recorder) -> None:
     """Sign the trail after a case action, a timer tick or a delivery batch (nothing waits unprotected)."""
-    problem = recorder.checkpoint()
+    problem = checkpoint_now(recorder.trail)
     if problem is not None:
         log.warning("%s", problem)
 

@@ -19,12 +19,8 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from notifications.channels.base import DeliveryError, OutgoingMessage, Transport
-from notifications.channels.eml import EmlTransport
-from notifications.channels.smtp import SmtpSettings, SmtpTransport
-from notifications.channels.webhook import WebhookTransport
 from notifications.recipients import Directory, MissingRecipient, ResolvedRecipient
 from notifications.render import AnyNotice, Renderer, RenderError
 from services.db import Database
@@ -47,13 +43,6 @@ class DeliveryReport:
         self.held += other.held
         self.dead += other.dead
         self.skipped += other.skipped
-
-
-def default_transports(eml_directory: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Transport]:
-    """SMTP when ``SIGNALBOX_SMTP_HOST`` is set, else .eml files under ``eml_directory``; webhooks always."""
-    settings = SmtpSettings.from_env(env)
-    email: Transport = SmtpTransport(settings) if settings is not None else EmlTransport(eml_directory)
-    return {"email": email, "webhook": WebhookTransport()}
 
 
 def _metadata(notice: AnyNotice, row: outbox.OutboxRow) -> dict[str, object]:

@@ -383,10 +383,6 @@ class Checkpointer:
     def checkpoint_all(self) -> dict[Audience, str]:
         return {audience: self.checkpoint(audience) for audience in AUDIENCES}
 
-    def export_checkpoints(self, directory: str | Path, audiences: Iterable[Audience] = AUDIENCES) -> list[Path]:
-        """See :func:`export_checkpoints`."""
-        return export_checkpoints(self.trail, directory, audiences)
-
 
 def checkpoint_filename(audience: Audience) -> str:
     return f"{audience}.checkpoint"
@@ -418,3 +414,16 @@ def service_checkpointer(trail: Trail, store: str | Path, key_path: str | Path |
     committed checkpoint exported to ``checkpoints/`` beside it, where ``trail verify`` compares them.
     Raises CheckpointError when the key cannot be used (one sentence)."""
     return Checkpointer(trail, signing_key_for_store(store, key_path), export_to=exported_folder(store))
+
+
+def checkpoint_now(trail: Trail) -> str | None:
+    """Sign a checkpoint of both logs of ``trail``'s store as they are now, with the service's own signer.
+
+    Called after every case action, timer tick and delivery batch, so nothing the formal log records waits
+    unprotected for the next `route`. Returns None when done, or the sentence saying why it could not be.
+    """
+    try:
+        service_checkpointer(trail, trail.db.target).checkpoint_all()
+    except (OSError, CheckpointError) as exc:
+        return f"the trail was not checkpointed: {exc}"
+    return None

@@ -30,6 +30,9 @@ its size, and the RFC 6962 consistency proof from it to the whole tree), so the 
 not matter and a checkpoint signed after one was published is no false alarm.
 
 Signatures are checked only against the public keys given; with none, the report says they were not checked.
+
+What the entries mean is not this module's business: replaying the alarm cases the formal log vouches for is
+composed one level up, in ``services/integrity.py``, which ``trail verify`` runs.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from schemas.canonical import CanonicalizationError, canonical_text, entry_bytes
-from services.cases.replay import check_cases
 from services.db import Database
 from services.trail.checkpoint import (
     ORIGINS,
@@ -361,8 +363,6 @@ def verify(
                     )
                 )
             logs[audience] = report
-        # Case state is vouched for by the formal log: replay every case (services/cases/replay.py).
-        logs["formal"].problems += [Problem(None, problem) for problem in check_cases(trail)]
         return Report(logs)
     finally:
         if database is not db:

@@ -22,8 +22,10 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cli.app import app
+from services.cli.common import open_recorder
 from services.db import Database
-from services.recording import open_recorder
+from services.letters.delivery import default_transports, deliver
+from services.letters.plot import LetterPlots
 from tests.unit.test_route_resume import Picture, assert_same, picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +72,10 @@ def assert_completes(out: Path, whole: Picture) -> None:
     verified = runner.invoke(app, ["trail", "verify", "--store", str(out / "trail.sqlite")])
     assert verified.exit_code == 0, verified.output
     with Database(out / "trail.sqlite") as db:  # letters that failed on the full disk wait for their retry
-        open_recorder(db, datetime.now(UTC) + timedelta(days=2)).deliver(out / "mail")
+        recorder = open_recorder(db, datetime.now(UTC) + timedelta(days=2))
+        plots = LetterPlots(recorder.trail, recorder.rules)
+        transports = default_transports(out / "mail", None)
+        deliver(db, recorder.directory, transports, funnel_for=plots.funnel_for, clock=recorder.clock)
     with sqlite3.connect(out / "trail.sqlite") as db:
         assert dict(db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()) == {"sent": 99}
 

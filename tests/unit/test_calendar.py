@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from services.cases.calendar import (
+from services.core.calendar import (
     CalendarError,
     add_working_days,
     bank_holidays,

@@ -1,4 +1,5 @@
-"""``signalbox cases``: list, show and act, with one-sentence errors and a non-zero exit on refusal."""
+"""``signalbox cases``: list, show and act, with one-sentence errors; exit 1 when the case process refuses, 2 when the
+command cannot run as asked (``services/cli/common.py``)."""
 
 from __future__ import annotations
 
@@ -46,15 +47,15 @@ def test_list_filters_by_status(store: str) -> None:
 
 def test_list_refuses_an_unknown_status_in_one_sentence(store: str) -> None:
     result = runner.invoke(cli.app, ["list", "--store", store, "--status", "shut"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # usage
     assert "--status must be one of open, closed_no_case" in result.stderr
 
 
 def test_a_missing_store_is_an_error_not_a_new_empty_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.sqlite"
     result = runner.invoke(cli.app, ["list", "--store", str(missing)])
-    assert result.exit_code == 1
-    assert "there is no case store" in result.stderr
+    assert result.exit_code == 2  # usage
+    assert "there is no store at" in result.stderr
     assert not missing.exists()
 
 
@@ -96,7 +97,7 @@ def test_act_needs_a_reason_to_close(store: str) -> None:
     result = runner.invoke(
         cli.app, act(store, "data_check", "--outcome", "no_case_to_answer", "--role", "audit_supplier", "--actor", "X")
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an incomplete action: usage
     assert "needs a reason in the note" in result.stderr
 
 
@@ -116,12 +117,12 @@ def test_act_puts_its_letters_in_the_outbox_and_the_trail(store: str) -> None:
 
 def test_act_refuses_an_unknown_action_name(store: str) -> None:
     result = runner.invoke(cli.app, act(store, "escalate", "--role", "audit_supplier", "--actor", "X"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # usage
     assert "action must be one of data_check" in result.stderr
 
 
 def test_act_refuses_a_date_that_is_not_iso(store: str) -> None:
     args = act(store, "data_check", "--outcome", "case_to_answer", "--role", "audit_supplier", "--actor", "X")
     result = runner.invoke(cli.app, [*args, "--at", "next tuesday"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # usage
     assert "is not an ISO 8601 date-time" in result.stderr

@@ -25,11 +25,11 @@ from services.cases import machine
 from services.cases.machine import CaseError
 from services.cases.replay import check_cases
 from services.cases.service import CaseService
-from services.cli.app import app
 from services.cli import cases as cases_cli
+from services.cli.app import app
 from services.db import Database
+from services.integrity import verify
 from services.trail.store import Trail
-from services.trail.verify import verify
 from tests.support.builders import jsonl, nela_release, open_english_trusts
 from tests.support.cases import DEFAULTS, action, at, decision
 
@@ -287,7 +287,7 @@ def test_a_corrected_release_without_the_alarm_blocks_confirmation_end_to_end(tm
     assert refused.exit_code == 1 and "no longer shows an alarm" in refused.output
     assert "Traceback" not in refused.output
     override = ["act", case_id, "supersession_override", "--role", "audit_clinical_lead", "--actor", "Dr Lead"]
-    assert runner.invoke(cases_cli.app, [*override, "--store", store]).exit_code == 1  # no reason given
+    assert runner.invoke(cases_cli.app, [*override, "--store", store]).exit_code == 2  # no reason given: usage
     done = runner.invoke(cases_cli.app, [*override, "--note", "corrected data reviewed", "--store", store])
     assert done.exit_code == 0, done.output
     confirmed = runner.invoke(

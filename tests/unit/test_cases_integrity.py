@@ -24,7 +24,7 @@ from services.cases.replay import check_cases, replay_case
 from services.cases.service import CaseService, CaseTampered
 from services.cases.store import CaseStore, row_for
 from services.db import Database
-from services.trail.verify import verify
+from services.integrity import verify
 from tests.support.cases import DEFAULTS, action, at, decision
 
 

@@ -30,7 +30,8 @@ from notifications.recipients import Directory
 from notifications.render import renderer_for
 from services.db import Database
 from services.letters import outbox
-from services.letters.relay import DeliveryReport, default_transports, deliver_due
+from services.letters.delivery import default_transports
+from services.letters.relay import DeliveryReport, deliver_due
 from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
@@ -401,8 +402,8 @@ def test_smtp_settings_come_from_the_environment() -> None:
 
 
 def test_the_embedded_runner_writes_eml_files_unless_smtp_is_configured(tmp_path: Path) -> None:
-    fallback = default_transports(tmp_path, env={})
+    fallback = default_transports(tmp_path, SmtpSettings.from_env({}))
     assert isinstance(fallback["email"], EmlTransport) and isinstance(fallback["webhook"], WebhookTransport)
-    configured = default_transports(tmp_path, env={"SIGNALBOX_SMTP_HOST": "smtp.example.nhs.uk"})
+    configured = default_transports(tmp_path, SmtpSettings.from_env({"SIGNALBOX_SMTP_HOST": "smtp.example.nhs.uk"}))
     assert isinstance(configured["email"], SmtpTransport)
     assert configured["email"].settings.port == 587 and configured["email"].settings.starttls

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cases import calendar
+from services.cli import common
 from services.cli.app import app
 
 runner = CliRunner()
@@ -96,11 +96,11 @@ def test_an_alarm_case_runs_from_data_check_to_non_compliance(out: Path, monkeyp
 
     # Weeks pass: the machine's clock moves on (an --at in the future is refused).
     later = datetime.now(UTC) + timedelta(days=40)
-    monkeypatch.setattr(calendar, "system_now", lambda: later)
+    monkeypatch.setattr(common, "system_now", lambda: later)
     invoke("cases", "tick", "--store", store)
-    monkeypatch.setattr(calendar, "system_now", lambda: later + timedelta(days=40))
+    monkeypatch.setattr(common, "system_now", lambda: later + timedelta(days=40))
     invoke("cases", "tick", "--store", store)
-    monkeypatch.setattr(calendar, "system_now", lambda: later + timedelta(days=41))
+    monkeypatch.setattr(common, "system_now", lambda: later + timedelta(days=41))
     invoke("deliver", "--store", store)
     templates = [m["X-Signalbox-Template"] for m in letters(out)]
     assert "reminder" in templates and "non_compliance" in templates

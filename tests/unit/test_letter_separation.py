@@ -38,6 +38,7 @@ from services.core.organisations import display_name
 from services.core.pipeline import Pipeline
 from services.db import Database
 from services.letters import outbox
+from services.letters.plot import LetterPlots
 from services.recording import Recorder
 from tests.support.builders import closed, jsonl, open_english_trusts, result
 from tests.support.samples import sample_notice
@@ -111,10 +112,11 @@ def _fills(points: list[dict[str, str]]) -> list[str]:
 
 def test_every_letter_type_shows_no_other_trusts_band(recorded: tuple[Recorder, list[Assessment]]) -> None:
     recorder, flagged = recorded
+    plots = LetterPlots(recorder.trail, recorder.rules)
     others_by_letter = 0
     for notice in _notices(flagged):
         a = notice.assessment
-        svg = recorder.funnel_for(notice)
+        svg = plots.funnel_for(notice)
         assert svg.startswith("<svg"), notice.template
         audience = plot_audience(notice)
         assert audience == ("regulator" if notice.template in ("regulator_notice", "non_compliance") else "trust")
@@ -156,9 +158,10 @@ def test_a_queued_learning_letter_is_drawn_for_its_trust(recorded: tuple[Recorde
     recorder, _ = recorded
     stored = recorder.db.query("SELECT notice FROM outbox WHERE space = 'learning'")
     assert stored
+    plots = LetterPlots(recorder.trail, recorder.rules)
     for (text,) in stored:
         notice = outbox.NOTICE_ADAPTER.validate_json(text)
-        fills = _fills(_points(recorder.funnel_for(notice)))
+        fills = _fills(_points(plots.funnel_for(notice)))
         assert [f for f in fills if f != NEUTRAL_COLOUR] == [BAND_COLOURS["alert"]]
 
 

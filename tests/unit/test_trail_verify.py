@@ -20,6 +20,7 @@ from services.trail.checkpoint import (
     Checkpointer,
     TrustedKey,
     checkpoint_body,
+    export_checkpoints,
     parse_checkpoint,
     sign_note,
     verify_checkpoint,
@@ -153,7 +154,7 @@ def test_truncation_with_deleted_checkpoints_is_caught_by_a_published_one(db: Da
     trail = _fill(db)
     signer = Checkpointer(trail, KEY)
     signer.checkpoint("formal")
-    published = signer.export_checkpoints(tmp_path / "public", ["formal"])
+    published = export_checkpoints(trail, tmp_path / "public", ["formal"])
     assert [p.name for p in published] == ["formal.checkpoint"]
     _drop_guards(db)
     db.execute("DELETE FROM trail_formal WHERE seq >= 9")

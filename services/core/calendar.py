@@ -5,11 +5,15 @@ calendar (the package's ``ENG`` subdivision); Scotland (``SCT``) and Northern Ir
 own.
 Deadlines count from the working day *after* the triggering event (outlier-process.md §3), so an event on a
 Friday before a bank-holiday Monday starts counting on the Tuesday.
+
+Pure date arithmetic, no clock: the decision core uses it for a learning notice's review date, the case process
+for its deadlines. Reading the clock and parsing a command's ``--at`` belong to the command line
+(``services/cli/common.py``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -70,37 +74,6 @@ def working_days_between(start: date, end: date, country: Country | str) -> int:
         if is_working_day(day, country):
             count += 1
     return count
-
-
-def system_now() -> datetime:
-    """This machine's clock: the one place commands read it (tests move it to let weeks pass)."""
-    return datetime.now(UTC)
-
-
-# How far ahead of this machine's clock an ``--at`` may be: clock skew between hosts, not a date in the future.
-CLOCK_SKEW = timedelta(minutes=5)
-
-
-def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
-    """A command's ``--at``: an ISO 8601 date-time, UK local time when it has no offset; ``now`` when absent.
-
-    A time in the future is refused (beyond ``CLOCK_SKEW``): acting "as if" it were next year would fire every
-    deadline at once and escalate cases while the people who owe the actions could no longer record them.
-    """
-    current = now or system_now()
-    if text is None:
-        return current
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"--at {text!r} is not an ISO 8601 date-time") from None
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UK_TIME)
-    if moment - current > CLOCK_SKEW:
-        raise ValueError(
-            f"--at {text!r} is in the future (it is now {current.astimezone(UK_TIME).isoformat(timespec='minutes')}"
-            " UK time); only the present or the past can be recorded"
-        )
-    return moment
 
 
 def uk_date(moment: datetime) -> date:

@@ -1,0 +1,162 @@
+"""What every ``signalbox`` command shares: one way to fail, one exit code per condition, one way to open a store,
+one ``--at`` parser and the one place a command reads the clock.
+
+Exit codes, the same for every command:
+
+* ``0`` (``OK``): done;
+* ``1`` (``FAILED``): the command ran and found a problem or was refused: a trail or proof that does not verify,
+  a case action the process does not allow, a deadline the timer could not fire, an event the broker did not
+  acknowledge;
+* ``2`` (``USAGE``): the command could not run as asked: a bad option value, a missing or unreadable file or
+  store, a rule set or recipient directory that does not load (click's own usage errors are 2 as well).
+
+Every error is one sentence on stderr after ``error:``, printed as plain text (never parsed as Rich markup, so a
+value holding ``[/]`` or ``[bold]`` is shown as typed and cannot crash the command).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from notifications.recipients import Directory
+from rules.book import load_rules
+from services.core.calendar import UK_TIME
+from services.db import Database, is_postgres_url
+from services.letters.recipients import recipients_for
+from services.recording import Recorder
+
+OK = 0
+FAILED = 1
+USAGE = 2
+
+DEFAULT_STORE = "out/trail.sqlite"
+
+err = Console(stderr=True, soft_wrap=True)
+
+StoreOption = Annotated[str, typer.Option("--store", help="SQLite file (e.g. out/trail.sqlite) or postgresql:// URL.")]
+AtOption = Annotated[
+    str | None,
+    typer.Option("--at", help="The moment to act at (ISO 8601; UK time if naive; default now; never the future)."),
+]
+
+
+def fail(message: str, code: int = USAGE) -> typer.Exit:
+    """Print ``error: <message>`` on stderr and return the exit to raise: ``raise fail("…")``."""
+    err.print(Text.assemble(("error:", "bold red"), " ", message))
+    return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err.print(Text.assemble(("warning:", "yellow"), " ", message))
+
+
+def _path(store: str) -> Path:
+    return Path(store.removeprefix("sqlite:///"))
+
+
+def open_store(store: str) -> Database:
+    """A store ``signalbox route`` or the worker wrote, opened without creating anything.
+
+    A missing file, a folder, a file that is not a database, or a database without the trail's tables is one
+    sentence (exit 2), never a traceback, and is never written to: a SQLite file is looked at read-only first,
+    because opening it as a store would switch it to WAL and create tables.
+    """
+    postgres = is_postgres_url(store)
+    path = _path(store)
+    if not postgres and not path.is_file():
+        raise fail(f"there is no store at {store}; run `signalbox route` first or pass --store")
+    database: Database | None = None
+    try:
+        if postgres:
+            database = Database(store)
+            holds_trail = bool(database.query("SELECT to_regclass('trail_formal') IS NOT NULL")[0][0])
+        else:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as peek:
+                probe = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trail_formal'"
+                holds_trail = peek.execute(probe).fetchone() is not None
+    except Exception as exc:  # the driver's own errors: not a database, unreadable, unreachable, refused
+        if database is not None:
+            database.close()
+        raise fail(f"cannot open the store {store}: {exc}") from None
+    if not holds_trail:
+        if database is not None:
+            database.close()
+        raise fail(f"{store} holds no trail (no trail tables); pass the trail.sqlite that `signalbox route` wrote")
+    return database if database is not None else Database(store)
+
+
+def beside_store(store: str, name: str) -> Path | None:
+    """The file ``name`` in a SQLite store's folder, if it exists (a PostgreSQL store has no folder)."""
+    if is_postgres_url(store):
+        return None
+    candidate = _path(store).parent / name
+    return candidate if candidate.exists() else None
+
+
+def configured_recipients() -> str | None:
+    """``SIGNALBOX_RECIPIENTS``: the recipient directory every command on a store uses, when set."""
+    return os.environ.get("SIGNALBOX_RECIPIENTS")
+
+
+def open_recorder(db: Database, now: datetime | None) -> Recorder:
+    """A recorder for a store a command opened (``cases act``, ``cases tick``, ``deliver``): the shipped rule
+    sets, and the recipient directory configured or left beside the store (``letters.recipients``)."""
+    clock = (lambda: now) if now is not None else (lambda: system_now())
+    directory = Directory.load(recipients_for(db.target, configured_recipients()))
+    return Recorder(db, load_rules(), directory, clock=clock)
+
+
+# ---------------------------------------------------------------------------------------------- time
+
+
+def system_now() -> datetime:
+    """This machine's clock: the one place commands read it (tests move it to let weeks pass)."""
+    return datetime.now(UTC)
+
+
+# How far ahead of this machine's clock an ``--at`` may be: clock skew between hosts, not a date in the future.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
+    """A command's ``--at``: an ISO 8601 date-time, UK local time when it has no offset; ``now`` when absent.
+
+    A time in the future is refused (beyond ``CLOCK_SKEW``): acting "as if" it were next year would fire every
+    deadline at once and escalate cases while the people who owe the actions could no longer record them. Any
+    text that is not such a moment is a ``ValueError`` naming it, never another exception.
+    """
+    current = now or system_now()
+    if text is None:
+        return current
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"--at {text!r} is not an ISO 8601 date-time") from None
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UK_TIME)
+    try:
+        ahead = moment - current
+    except OverflowError:  # e.g. 0001-01-01T00:00+14:00 is before the first representable UTC moment
+        raise ValueError(f"--at {text!r} is outside the range of dates that can be recorded") from None
+    if ahead > CLOCK_SKEW:
+        raise ValueError(
+            f"--at {text!r} is in the future (it is now {current.astimezone(UK_TIME).isoformat(timespec='minutes')}"
+            " UK time); only the present or the past can be recorded"
+        )
+    return moment
+
+
+def at_option(text: str | None, now: datetime | None = None) -> datetime:
+    """``parse_moment`` for a command: a bad ``--at`` ends the command in one sentence (exit 2)."""
+    try:
+        return parse_moment(text, now)
+    except ValueError as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,44 @@
+"""Which notice a learning-space or good-practice decision makes: a domain decision, pure.
+
+No I/O, no clock: the caller passes ``now`` (the moment the batch is recorded). A formal decision makes no
+notice here; its letters come from the case process (``services/cases/machine.py``), stage by stage.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
+from schemas.signals import GoodPracticeDecision, LearningDecision
+from services.core.calendar import add_working_days
+
+# A learning-space notice suggests when the trust might have looked into it: a date for its own planning,
+# not a deadline anybody enforces (the learning space carries no sanction).
+LEARNING_REVIEW_WORKING_DAYS = 25
+
+
+def notice_for(decision: LearningDecision | GoodPracticeDecision, now: datetime) -> LearningNotice | GoodPracticeNotice:
+    """The one notice a learning-space alert or a good-practice signal sends to its trust."""
+    a = decision.assessment
+    if isinstance(decision, LearningDecision):
+        return LearningNotice(
+            notice_id=notice_id_for(decision.decision_id, "learning_alert"),
+            ods_code=a.ods_code,
+            assessment=a,
+            decision_id=decision.decision_id,
+            created_at=now,
+            respond_by=add_working_days(now.date(), LEARNING_REVIEW_WORKING_DAYS, a.country),
+            template="learning_alert",
+            recipients=decision.recipients,
+        )
+    if not isinstance(decision, GoodPracticeDecision):  # a formal decision must never leave as a trust's notice
+        raise TypeError(f"no learning or good-practice notice for a {type(decision).__name__}")
+    return GoodPracticeNotice(
+        notice_id=notice_id_for(decision.decision_id, "favourable_notice"),
+        ods_code=a.ods_code,
+        assessment=a,
+        decision_id=decision.decision_id,
+        created_at=now,
+        template="favourable_notice",
+        recipients=decision.recipients,
+    )

@@ -1,0 +1,100 @@
+"""A letter's funnel plot, redrawn from the trail.
+
+``signalbox route`` records each release's assessments in the learning log under ``release_ref``; a letter sent
+later (by ``deliver``, a worker's timer, another process) redraws its release's plot from that entry, so the
+plot is the one the decision was made on. Only the addressee's own band is shown: other organisations are
+neutral in a trust's letter and absent from a regulator's (``notifications.plot.funnel_view``,
+``notifications.render.plot_audience``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from notifications.plot import funnel_view, render_funnel_svg
+from notifications.render import AnyNotice, plot_audience
+from rules.book import RuleBook
+from rules.stats import FunnelResult, FunnelSpec
+from schemas.signals import Assessment, stable_id
+from services.trail.store import Trail
+
+log = logging.getLogger(__name__)
+EMPTY_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+
+
+def release_ref(audit: str, release_id: str, indicator_id: str) -> str:
+    """The trail reference of a release's assessment, used to redraw its funnel plot for letters."""
+    return stable_id("rel", audit, release_id, indicator_id)
+
+
+class LetterPlots:
+    """The plots of the letters one process sends, each release read from the trail once and each view drawn
+    once. A release the trail does not hold, or a rule set no longer loaded, gives an empty drawing (the letter
+    still goes; its text carries the figures)."""
+
+    def __init__(self, trail: Trail, rules: RuleBook) -> None:
+        self.trail = trail
+        self.rules = rules
+        self._funnels: dict[tuple[str, str, str], tuple[FunnelResult, list[str]]] = {}
+        self._svgs: dict[tuple[str, str, str, str, str], str] = {}
+
+    def funnel_for(self, notice: AnyNotice) -> str:
+        """The release's funnel plot as the notice's readers may see it."""
+        a: Assessment = notice.assessment
+        key = (a.audit, a.release_id, a.indicator_id)
+        if key not in self._funnels:
+            found = self.trail.find(release_ref(*key), "learning")
+            rule = self.rules.get(a.audit, a.indicator_id)
+            if not found or rule is None:
+                return EMPTY_SVG
+            try:
+                stored = found[-1].data()["assessments"]
+                self._funnels[key] = funnel_result([Assessment.model_validate(x) for x in stored], rule.spec)
+            except (KeyError, TypeError, ValueError) as exc:  # an altered entry: `trail verify` names it
+                log.error("the trail's release %s cannot be redrawn (%s); its letters go without a plot", key, exc)
+                return EMPTY_SVG
+        audience = plot_audience(notice)
+        svg_key = (*key, a.ods_code, audience)
+        if svg_key not in self._svgs:
+            result, labels = self._funnels[key]
+            if a.ods_code not in labels:
+                return EMPTY_SVG
+            title = f"{a.audit} {a.indicator_id}, {a.release_id}"
+            view = funnel_view(result, labels, audience=audience, addressee=a.ods_code)
+            svg = render_funnel_svg(view, title=title)
+            self._svgs[svg_key] = svg[svg.find("<svg") :]  # inline in a letter: no XML prolog or DOCTYPE
+        return self._svgs[svg_key]
+
+
+def _nan(x: float | None) -> float:
+    """A release statistic recorded as null (no eligible unit, or not finite) is NaN in a ``FunnelResult``."""
+    return float("nan") if x is None else x
+
+
+def funnel_result(assessments: Iterable[Assessment], spec: FunnelSpec) -> tuple[FunnelResult, list[str]]:
+    """Rebuild a release's ``FunnelResult`` from its stored assessments, to redraw its funnel plot."""
+    rows = list(assessments)
+    if not rows:
+        raise ValueError("a release without assessments has no funnel plot")
+
+    def col(get: Callable[[Assessment], float | None]) -> np.ndarray:
+        return np.array([np.nan if (v := get(a)) is None else v for a in rows], dtype=float)
+
+    first = rows[0]
+    result = FunnelResult(
+        value=col(lambda a: a.value), volume=col(lambda a: a.volume), z=col(lambda a: a.z),
+        z_adjusted=col(lambda a: a.z_adjusted),
+        ll_alert=col(lambda a: a.limits.alert_lower), ul_alert=col(lambda a: a.limits.alert_upper),
+        ll_alarm=col(lambda a: a.limits.alarm_lower), ul_alarm=col(lambda a: a.limits.alarm_upper),
+        ll_alert_unadjusted=col(lambda a: a.limits_unadjusted.alert_lower),
+        ul_alert_unadjusted=col(lambda a: a.limits_unadjusted.alert_upper),
+        ll_alarm_unadjusted=col(lambda a: a.limits_unadjusted.alarm_lower),
+        ul_alarm_unadjusted=col(lambda a: a.limits_unadjusted.alarm_upper),
+        band=np.array([a.band for a in rows]), side=np.array([a.side or "favourable" for a in rows]),
+        target=_nan(first.target), phi=_nan(first.phi), tau2=_nan(first.tau2), n_kept=first.n_kept, n_units=len(rows),
+        od_applied=first.od_applied, od_method=first.od_method, chisq_p=None, spec=spec,
+    )  # fmt: skip
+    return result, [a.ods_code for a in rows]

@@ -71,7 +71,3 @@ def route(assessment: Assessment, rule: IndicatorRule, now: datetime) -> RoutedD
         decided_at=now,
         recipients=tuple(LearningRecipient(role=r, ods_code=ods) for r in rule.recipients.learning),
     )
-
-
-def route_all(assessments: list[Assessment], rule: IndicatorRule, now: datetime) -> list[RoutedDecision]:
-    return [d for a in assessments if (d := route(a, rule, now)) is not None]

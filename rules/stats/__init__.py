@@ -1,6 +1,6 @@
 """Statistics core of signalbox: funnel-plot limits and bands, overdispersion, CUSUM monitoring.
 
-Pure numpy/scipy functions with no I/O; the plotting helper imports matplotlib only when called.
+Pure numpy/scipy functions with no I/O; the funnel plot is drawn by `notifications/plot.py`.
 """
 
 from rules.stats.funnel import (
@@ -48,13 +48,5 @@ __all__ = [
     "exact_poisson_ci",
     "funnel_curve",
     "ratio_ci_significance",
-    "render_funnel_svg",
     "wilson_ci",
 ]
-
-
-def render_funnel_svg(*args: object, **kwargs: object) -> str:
-    """Funnel plot of a ``FunnelView`` as an SVG string; see `notifications.plot` (who may see what)."""
-    from notifications.plot import render_funnel_svg as _render
-
-    return _render(*args, **kwargs)  # type: ignore[arg-type]

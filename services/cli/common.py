@@ -125,14 +125,18 @@ def system_now() -> datetime:
 
 # How far ahead of this machine's clock an ``--at`` may be: clock skew between hosts, not a date in the future.
 CLOCK_SKEW = timedelta(minutes=5)
+# The earliest an ``--at`` may be: nothing signalbox records is older, and far-past moments overflow date arithmetic
+# (a deadline counted back, a lease, UK local time of 0001-01-01).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
     """A command's ``--at``: an ISO 8601 date-time, UK local time when it has no offset; ``now`` when absent.
 
     A time in the future is refused (beyond ``CLOCK_SKEW``): acting "as if" it were next year would fire every
-    deadline at once and escalate cases while the people who owe the actions could no longer record them. Any
-    text that is not such a moment is a ``ValueError`` naming it, never another exception.
+    deadline at once and escalate cases while the people who owe the actions could no longer record them. A time
+    before ``EARLIEST`` is refused too. Any text that is not such a moment is a ``ValueError`` naming it, never
+    another exception.
     """
     current = now or system_now()
     if text is None:
@@ -142,11 +146,13 @@ def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
     except ValueError:
         raise ValueError(f"--at {text!r} is not an ISO 8601 date-time") from None
     moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UK_TIME)
-    try:
-        ahead = moment - current
-    except OverflowError:  # e.g. 0001-01-01T00:00+14:00 is before the first representable UTC moment
-        raise ValueError(f"--at {text!r} is outside the range of dates that can be recorded") from None
-    if ahead > CLOCK_SKEW:
+    try:  # e.g. 0001-01-01T00:00+14:00 is before the first representable UTC moment
+        too_early = moment.astimezone(UTC) < EARLIEST or moment.astimezone(UK_TIME) < EARLIEST
+    except OverflowError:
+        too_early = True
+    if too_early:
+        raise ValueError(f"--at {text!r} is before {EARLIEST.date().isoformat()}; no record can be that old")
+    if moment - current > CLOCK_SKEW:
         raise ValueError(
             f"--at {text!r} is in the future (it is now {current.astimezone(UK_TIME).isoformat(timespec='minutes')}"
             " UK time); only the present or the past can be recorded"

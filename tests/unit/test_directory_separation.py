@@ -275,8 +275,11 @@ def test_a_non_utf8_directory_ends_route_and_deliver_with_one_sentence(
     assert (result.exit_code != 0 and result.exception is None) or isinstance(result.exception, SystemExit)
     assert "is not UTF-8 text" in result.output and "Traceback" not in result.output
 
+    from services.trail.store import Trail
+
     store = tmp_path / "trail.sqlite"
-    Database(store).close()
+    with Database(store) as db:
+        Trail(db)  # a store as `route` leaves it: `deliver` opens only a store holding a trail
     monkeypatch.setenv("SIGNALBOX_RECIPIENTS", str(bad))
     monkeypatch.setattr("sys.argv", ["signalbox", "deliver", "--store", str(store)])
     with pytest.raises(SystemExit) as exited:

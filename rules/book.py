@@ -67,7 +67,7 @@ class Limits(Strict):
 
 
 class Deadlines(Strict):
-    """Working days allowed at each stage of the alarm case process (outlier-process.md §3 defaults)."""
+    """Working days allowed at each stage of the alarm case process (docs/outlier-process.md §3 defaults)."""
 
     data_check: Days = 10
     provider_told: Days = 5

@@ -1,4 +1,4 @@
-"""Alarm cases: the formal accountability process an adverse alarm opens (outlier-process.md §3).
+"""Alarm cases: the formal accountability process an adverse alarm opens (docs/outlier-process.md §3).
 
 A ``Case`` is the current state of one alarm case, keyed by audit × indicator × period × organisation.
 People move it on with a ``CaseAction``; every change, by a person or by a deadline passing, is a

@@ -219,5 +219,5 @@ def stable_id(prefix: str, *parts: str) -> str:
 
 
 def case_id_for(audit: str, indicator_id: str, period: Period, ods_code: str) -> str:
-    """Alarm cases are keyed by audit × indicator × period × organisation (outlier-process.md §3)."""
+    """Alarm cases are keyed by audit × indicator × period × organisation (docs/outlier-process.md §3)."""
     return f"{audit}:{indicator_id}:{period.start.isoformat()}..{period.end.isoformat()}:{ods_code}"

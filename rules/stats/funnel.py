@@ -6,7 +6,7 @@ inflates the limits to target ± z_p·sqrt(s² + τ²) when the policy says so, 
 limits to the indicator's own scale, and classifies on the (adjusted) z-score: |z| > z_alarm is
 alarm, |z| > z_alert is alert, equality counts as inside.
 
-Methods (statistics.md §1):
+Methods (docs/statistics.md §1):
   proportion          normal (PHE score limits), exact (binomial, Spiegelhalter interpolation), arcsine
   standardised_ratio  poisson-ci (χ² CI-style limits), exact (Poisson prediction limits, interpolated),
                       log / shmi, sqrt / cqc (limits squared back), normal
@@ -803,7 +803,7 @@ def ratio_ci_significance(
     """PHE-style significance of O/E against the target: does the count CI for O exclude target·E?
 
     Returns (band, direction) where band is alarm (the alarm-level CI excludes it), alert, or within,
-    and direction is "high" or "low" ("" when within).  This is the CI convention (statistics.md
+    and direction is "high" or "low" ("" when within).  This is the CI convention (docs/statistics.md
     §1.3c), kept for comparison with Fingertips; signalbox classifies with prediction limits.
     """
     spec = spec or FunnelSpec.preset("standardised_ratio", "poisson-ci")

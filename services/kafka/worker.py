@@ -211,7 +211,7 @@ def input_partitions(settings: Settings) -> int:
 
 
 def app_id_from_env() -> str:
-    """The Faust app id: consumer group and internal topics (``<id>-releases-changelog``). ``SIGNALBOX_APP_ID``
+    """The Faust app id: consumer group and Faust's internal topics. ``SIGNALBOX_APP_ID``
     gives a test or benchmark worker its own group and state on a shared broker; it must start with
     ``signalbox``, the service principal's ACL prefix."""
     value = os.environ.get(APP_ID_ENV, "").strip() or APP_ID

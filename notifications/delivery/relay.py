@@ -2,6 +2,9 @@
 
 One pass of ``deliver_due`` takes the rows that are due, and for each:
 
+0. checks the trail vouches for it (``services.vouch``: its notice is the trail's ``notice`` entry, unchanged, and
+   its columns agree with it; one trail query per batch); a row that fails is dead at once, never sent, and is
+   named in the report's ``refusals``. What is rendered is the trail's notice, not the row's copy;
 1. claims it (``sending``, with a lease, so a second relay skips it and a dead relay's row comes back);
 2. checks the directory still gives the address the letter was queued for (if not, it is held: a person
    decides, rather than a letter going silently to somebody else);
@@ -14,9 +17,10 @@ with the same Message-ID: at most one duplicate, which recipients can recognise.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -27,7 +31,10 @@ from notifications.delivery.smtp import SmtpSettings, SmtpTransport
 from notifications.delivery.webhook import WebhookTransport
 from notifications.recipients import Directory, MissingRecipient, ResolvedRecipient
 from notifications.render import AnyNotice, Renderer, RenderError
+from services import vouch
 from services.db import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -37,8 +44,12 @@ class DeliveryReport:
     held: int = 0
     dead: int = 0
     skipped: int = 0
+    refused: int = 0  # not vouched for by the trail; also counted in ``dead``
+    refusals: list[str] = field(default_factory=list)
 
     def add(self, other: DeliveryReport) -> None:
+        self.refused += other.refused
+        self.refusals += other.refusals
         self.sent += other.sent
         self.failed += other.failed
         self.held += other.held
@@ -86,17 +97,31 @@ async def deliver_due(
 ) -> DeliveryReport:
     """Send what is due now. ``transports`` maps a channel (``email``, ``webhook``) to its transport."""
     report = DeliveryReport()
-    for row in outbox.due(db, clock(), limit):
+    rows = outbox.due(db, clock(), limit)
+    vouchers = vouch.lookup(db, rows)  # one trail query for the batch
+    for row in rows:
         if not outbox.claim(db, row.message_id, clock(), policy):
             report.skipped += 1
             continue
-        await _deliver_one(db, row, directory, renderer_lookup, transports, funnel_for, clock, rng, policy, report)
+        verdict = vouch.check(row, vouchers)
+        if verdict.notice is None:
+            refusal = verdict.refusal or "not vouched for by the trail"
+            outbox.mark_failed(db, row.message_id, refusal, clock(), rng=rng, policy=policy, permanent=True)
+            log.error("%s; it was not sent", refusal)
+            report.dead += 1
+            report.refused += 1
+            report.refusals.append(refusal)
+            continue
+        await _deliver_one(
+            db, row, verdict.notice, directory, renderer_lookup, transports, funnel_for, clock, rng, policy, report
+        )
     return report
 
 
 async def _deliver_one(
     db: Database,
     row: outbox.OutboxRow,
+    notice: AnyNotice,
     directory: Directory,
     renderer_lookup: Callable[[str], Renderer],
     transports: Mapping[str, Transport],
@@ -114,11 +139,6 @@ async def _deliver_one(
         outbox.hold(db, row.message_id, error)
         report.held += 1
 
-    try:
-        notice = row.notice()
-    except ValueError as exc:  # a row this version cannot read: retrying will not help
-        dead(f"the stored notice does not parse: {exc}")
-        return
     ods = next((r.ods_code for r in notice.recipients if r.role == row.recipient_role), None)
     try:
         contact = directory.resolve(ods, row.recipient_role, audit=notice.assessment.audit)

@@ -12,9 +12,9 @@ hash-chained and checkpointed. So before anything leaves (``notifications.delive
 * every column that steers the letter agrees with that notice: ``notice_id``, ``space``, ``template``,
   ``ods_code``, and ``recipient_role`` is one of the notice's recipients;
 * the address is bound to the row: the Message-ID is the one derived from the notice id and the address (or,
-  for a row with no address yet, the held placeholder). At send time the relay also requires the address to
-  be the one the current directory gives for that recipient, and renders from the trail's notice, never from
-  the row's copy.
+  for a row with no address yet, the held placeholder), and the channel is the address's kind. At send time
+  the relay also requires the address to be the one the current directory gives for that recipient, and
+  renders from the trail's notice, never from the row's copy.
 
 A row the trail does not vouch for is never sent: the relay marks it ``dead`` with the reason, ``deliver``
 names it, and ``trail verify`` fails naming it. Lookups are batched: one query per batch of rows, by the
@@ -175,6 +175,9 @@ def check(row: OutboxRow, vouchers: Vouchers) -> Verdict:
     if row.address is not None:
         if row.message_id != message_id_for(notice.notice_id, row.address):
             return _refused(row, f"the row's address {row.address!r} is not the one its Message-ID was made for")
+        channel = "webhook" if "://" in row.address else "email"
+        if row.channel != channel:
+            return _refused(row, f"the row's channel {row.channel!r} does not fit its address (one for {channel})")
     elif row.channel is not None or row.message_id != outbox.held_message_id(notice.notice_id, row.recipient_role):
         return _refused(row, "a row without an address carries a channel or another row's Message-ID")
     return Verdict(notice, None)

@@ -12,12 +12,14 @@ from collections.abc import Iterator
 import pytest
 
 from notifications import outbox
+from notifications.samples import ALL_TEMPLATES, sample_notice
 from services import vouch
 from services.db import Database
 from services.trail.store import Trail
+from services.trail.verify import verify
 from tests.integration.test_outbox_postgres import _url
 from tests.unit import test_vouch as on_sqlite
-from tests.vouched import TAMPERINGS
+from tests.vouched import TAMPERINGS, enqueue_vouched
 
 pytestmark = pytest.mark.postgres
 
@@ -43,12 +45,12 @@ def db() -> Iterator[Database]:
         admin.close()
 
 
-@pytest.mark.parametrize("template", on_sqlite.ALL_TEMPLATES)
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
 def test_a_forged_letter_of_each_kind_is_refused_on_postgres(db: Database, template: str) -> None:
     on_sqlite.test_a_forged_letter_of_each_kind_is_refused_at_send_and_named_by_verify(db, template)
 
 
-@pytest.mark.parametrize("template", on_sqlite.ALL_TEMPLATES)
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
 def test_a_notice_in_the_other_log_vouches_for_nothing_on_postgres(db: Database, template: str) -> None:
     on_sqlite.test_a_notice_recorded_only_in_the_other_log_vouches_for_nothing(db, template)
 
@@ -64,10 +66,8 @@ def test_a_refused_letter_put_back_in_the_queue_is_refused_again_on_postgres(db:
 
 
 def test_genuine_letters_of_every_kind_go_and_verify_clean_on_postgres(db: Database) -> None:
-    for i, template in enumerate(on_sqlite.ALL_TEMPLATES * 3):
-        on_sqlite.enqueue_vouched(
-            db, on_sqlite.sample_notice(template, decision_id=f"dec-{i}"), on_sqlite.DIRECTORY, now=on_sqlite.NOW
-        )
+    for i, template in enumerate(ALL_TEMPLATES * 3):
+        enqueue_vouched(db, sample_notice(template, decision_id=f"dec-{i}"), on_sqlite.DIRECTORY, now=on_sqlite.NOW)
     report, transport = on_sqlite.deliver(db)
     assert report.refused == 0 and report.sent == len(transport.sent) == 48
-    assert vouch.check_outbox(db) == [] and on_sqlite.verify(db).ok
+    assert vouch.check_outbox(db) == [] and verify(db).ok

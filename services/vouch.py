@@ -9,6 +9,9 @@ hash-chained and checkpointed. So before anything leaves (``notifications.delive
 * its notice is a ``notice`` entry with the same id in the log of the notice's space, and the row's notice is
   byte for byte the trail's (RFC 8785 canonical form, compared by SHA-256) — else "not in the trail" or
   "differs from the trail";
+* a formal notice was sent by a recorded step of its case: a ``case_transition`` entry of the notice's case in
+  the formal log lists the notice's id (the case machine lists every notice a step sends, and ``trail verify``
+  replays every case's transitions through the machine), so a regulator notice needs its case's confirmation;
 * every column that steers the letter agrees with that notice: ``notice_id``, ``space``, ``template``,
   ``ods_code``, and ``recipient_role`` is one of the notice's recipients;
 * the address is bound to the row: the Message-ID is the one derived from the notice id and the address (or,
@@ -40,7 +43,8 @@ from services.trail.store import AUDIENCES, Audience, table_for
 # Which log holds the ``notice`` entry of each space's notices (services/recording.py).
 LOG_FOR_SPACE: dict[str, Audience] = {"learning": "learning", "good_practice": "learning", "formal": "formal"}
 NOTICE_KIND = "notice"
-_CHUNK = 400  # decision ids per query (two placeholders each across the two logs)
+STEP_KIND = "case_transition"
+_CHUNK = 200  # rows per query: at most 200 decision ids twice and 200 case ids, well under any driver's limit
 _PAGE = 500  # outbox rows per verification batch
 
 
@@ -77,37 +81,62 @@ def _digest(value: Any) -> str | None:
 
 @dataclass
 class Vouchers:
-    """The trail's ``notice`` entries for a batch of rows: (log, notice id) -> {sha256 of the record: record}."""
+    """The trail's ``notice`` entries for a batch of rows: (log, notice id) -> {sha256 of the record: record};
+    and for the formal notices' cases, which notices each case's recorded transitions sent."""
 
     found: dict[tuple[Audience, str], dict[str, str]] = field(default_factory=dict)
+    stepped: dict[str, set[str]] = field(default_factory=dict)  # case id -> the notices its transitions sent
+
+
+def _ids(rows: Sequence[OutboxRow]) -> tuple[list[str], list[str]]:
+    """The decision ids the rows' notices name, and the case ids their formal notices name."""
+    decisions: set[str] = set()
+    cases: set[str] = set()
+    for row in rows:
+        payload = _payload(row.notice_json)
+        if not isinstance(payload, dict):
+            continue
+        if isinstance(payload.get("decision_id"), str):
+            decisions.add(payload["decision_id"])
+        if payload.get("space") == "formal" and isinstance(payload.get("case_id"), str):
+            cases.add(payload["case_id"])
+    return sorted(decisions), sorted(cases)
 
 
 def lookup(db: Database, rows: Sequence[OutboxRow]) -> Vouchers:
-    """The trail's notice entries for ``rows``: one query (both logs) per batch of up to 400 decision ids."""
-    ids: set[str] = set()
-    for row in rows:
-        payload = _payload(row.notice_json)
-        if isinstance(payload, dict) and isinstance(payload.get("decision_id"), str):
-            ids.add(payload["decision_id"])
+    """The trail's notice entries for ``rows``, and the case steps of their formal notices: one query (both
+    logs) per batch of up to 200 rows."""
     vouchers = Vouchers()
-    ordered = sorted(ids)
-    logs = [audience for audience in AUDIENCES if ordered and _exists(db, table_for(audience))]
-    for start in range(0, len(ordered) if logs else 0, _CHUNK):
-        chunk = ordered[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        query = " UNION ALL ".join(
-            f"SELECT '{audience}', record FROM {table_for(audience)} WHERE kind = ? AND decision_id IN ({marks})"
-            for audience in logs
-        )
-        params = [value for _ in logs for value in (NOTICE_KIND, *chunk)]
-        for audience, record in db.query(query, params):
+    logs = [audience for audience in AUDIENCES if rows and _exists(db, table_for(audience))]
+    for start in range(0, len(rows) if logs else 0, _CHUNK):
+        decisions, cases = _ids(rows[start : start + _CHUNK])
+        parts: list[str] = []
+        params: list[str] = []
+        for audience in logs if decisions else ():
+            marks = ",".join("?" * len(decisions))
+            parts.append(
+                f"SELECT '{audience}', kind, record FROM {table_for(audience)} "
+                f"WHERE kind = ? AND decision_id IN ({marks})"
+            )
+            params += [NOTICE_KIND, *decisions]
+        if cases and "formal" in logs:
+            marks = ",".join("?" * len(cases))
+            parts.append(f"SELECT 'formal', kind, record FROM trail_formal WHERE kind = ? AND case_id IN ({marks})")
+            params += [STEP_KIND, *cases]
+        for audience, kind, record in db.query(" UNION ALL ".join(parts), params) if parts else ():
             try:
-                notice_id = json.loads(record).get("notice_id")
-            except (ValueError, AttributeError):
-                continue  # not a notice record: `trail verify` reports a malformed entry on its own
-            if isinstance(notice_id, str):
+                data = json.loads(record)
+            except ValueError:
+                continue  # not JSON: `trail verify` reports a malformed entry on its own
+            if not isinstance(data, dict):
+                continue
+            if kind == STEP_KIND:
+                sent = data.get("notice_ids")
+                if isinstance(data.get("case_id"), str) and isinstance(sent, list):
+                    vouchers.stepped.setdefault(data["case_id"], set()).update(n for n in sent if isinstance(n, str))
+            elif isinstance(data.get("notice_id"), str):
                 digest = hashlib.sha256(record.encode("utf-8")).hexdigest()
-                vouchers.found.setdefault((audience, notice_id), {})[digest] = record
+                vouchers.found.setdefault((audience, data["notice_id"]), {})[digest] = record
     return vouchers
 
 
@@ -165,6 +194,12 @@ def check(row: OutboxRow, vouchers: Vouchers) -> Verdict:
         stored = getattr(row, column)
         if stored != expected:
             return _refused(row, f"the row's {column} {stored!r} differs from the trail's notice ({expected!r})")
+    if notice.space == "formal" and notice.notice_id not in vouchers.stepped.get(notice.case_id or "", set()):
+        return _refused(
+            row,
+            f"no transition of case {notice.case_id} in the formal log sent notice {notice.notice_id} (a formal letter"
+            " is sent only by a recorded step of its case)",
+        )
     roles = [r.role for r in notice.recipients]
     if row.recipient_role not in roles:
         return _refused(

@@ -15,12 +15,19 @@ from notifications import outbox
 from notifications.outbox import AnyNotice, OutboxRow
 from notifications.recipients import Directory
 from notifications.render import message_id_for
+from rules.engine import Deadlines, load_rules
+from schemas.cases import ActionKind, ActorRole, Outcome
 from services.db import Database
+from services.recording import Recorder
 from services.trail.store import Trail
 from services.vouch import LOG_FOR_SPACE
+from tests.unit.test_cases_support import action, at, decision
 
 
 def enqueue_vouched(db: Database, notice: AnyNotice, directory: Directory, *, now: datetime) -> list[OutboxRow]:
+    """The notice's rows and its trail entry; a formal notice also gets the case step that sends it (a stand-in
+    ``case_transition`` listing it, without a case row: ``trail verify``'s case replay would flag it, so tests
+    that verify a whole store use :func:`run_a_case` for formal letters)."""
     trail = Trail(db)
     with db.transaction():
         rows = outbox.enqueue(db, notice, directory, now=now)
@@ -31,7 +38,44 @@ def enqueue_vouched(db: Database, notice: AnyNotice, directory: Directory, *, no
             case_id=notice.case_id,
             decision_id=notice.decision_id,
         )
+        if notice.space == "formal":
+            step = {"case_id": notice.case_id, "notice_ids": [notice.notice_id], "note": "test stand-in"}
+            trail.append("formal", "case_transition", step, case_id=notice.case_id)
     return rows
+
+
+class _Recorder(Recorder):
+    def _deadlines(self, audit: str, indicator_id: str) -> Deadlines:
+        return Deadlines()
+
+
+def run_a_case(db: Database, directory: Directory) -> None:
+    """A real alarm case from detection to non-compliance (services.recording.Recorder and the case service):
+    every formal letter, each with its trail entries and the transition that sent it, as the service makes them.
+    Its letters are due by ``CASE_DONE``."""
+    clock = [at(2025, 11, 3)]
+    recorder = _Recorder(db, load_rules(), directory, clock=lambda: clock[0])
+    case = recorder.cases.open_from_decision(decision()).cases[0]
+
+    def act(when: datetime, kind: ActionKind, role: ActorRole, outcome: Outcome | None = None) -> None:
+        clock[0] = when
+        recorder.cases.act(case.case_id, action(kind, role, when, outcome))
+
+    def tick(when: datetime) -> None:
+        clock[0] = when
+        recorder.cases.tick()
+
+    act(at(2025, 11, 14), "data_check", "audit_supplier", "case_to_answer")
+    act(at(2025, 11, 20), "provider_told", "audit_clinical_lead")  # potential_alarm
+    tick(at(2025, 12, 30, 8))  # reminder to the lead clinician
+    act(at(2025, 12, 31), "provider_response", "lead_clinician")
+    act(at(2026, 2, 11), "review", "audit_supplier", "confirmed")
+    act(at(2026, 2, 17), "confirmation_sent", "audit_clinical_lead")  # alarm_confirmation, regulator_notice
+    tick(at(2026, 3, 4, 9))  # reminder to the chief executive
+    tick(at(2026, 3, 19, 9))  # non_compliance
+
+
+CASE_DONE = at(2026, 6, 1)
 
 
 # ---------------------------------------------------------------------------------------------- hostile edits

@@ -34,7 +34,7 @@ from services.cli import app
 from services.db import Database
 from services.trail.store import Audience, Trail
 from services.trail.verify import verify
-from tests.vouched import ATTACKER, HELD_ONLY, TAMPERINGS, enqueue_vouched
+from tests.vouched import ATTACKER, CASE_DONE, HELD_ONLY, TAMPERINGS, enqueue_vouched, run_a_case
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 DIRECTORY = Directory.load(DATA)
@@ -57,7 +57,7 @@ def deliver(db: Database) -> tuple[DeliveryReport, Recording]:
     report = asyncio.run(
         deliver_due(
             db, DIRECTORY, renderer_for, {"email": transport, "webhook": transport},
-            funnel_for=lambda notice: SAMPLE_SVG, clock=lambda: NOW, rng=random.Random(1), limit=1000,
+            funnel_for=lambda notice: SAMPLE_SVG, clock=lambda: CASE_DONE, rng=random.Random(1), limit=1000,
         )
     )  # fmt: skip
     return report, transport
@@ -82,17 +82,32 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
+FORMAL_TEMPLATES = ("potential_alarm", "alarm_confirmation", "regulator_notice", "reminder", "non_compliance")
+
+
 def partner(template: str) -> str:
-    return "potential_alarm" if template != "potential_alarm" else "learning_alert"
+    """A letter of another notice and another decision, to swap with."""
+    return "learning_alert" if template in FORMAL_TEMPLATES else "potential_alarm"
+
+
+def genuine_store(db: Database) -> dict[str, list[OutboxRow]]:
+    """Every kind of letter as the service makes it: a real alarm case run to non-compliance (every formal
+    letter), and a learning alert, a CUSUM signal and a favourable notice recorded as the recorder does."""
+    run_a_case(db, DIRECTORY)
+    for template in ("learning_alert", "cusum_signal", "favourable_notice"):
+        enqueue_vouched(db, sample_notice(template, decision_id=f"dec-{template}"), DIRECTORY, now=NOW)
+    by_template: dict[str, list[OutboxRow]] = {}
+    for row in all_rows(db).values():
+        if row.state == "pending":
+            by_template.setdefault(row.template, []).append(row)
+    assert set(by_template) == set(ALL_TEMPLATES)
+    return by_template
 
 
 def genuine_pair(db: Database, template: str) -> tuple[OutboxRow, OutboxRow]:
-    """A genuine letter of ``template`` and one of another notice, both recorded in the trail."""
-    rows = enqueue_vouched(db, sample_notice(template), DIRECTORY, now=NOW)
-    others = enqueue_vouched(db, sample_notice(partner(template), decision_id="dec-other"), DIRECTORY, now=NOW)
-    target = next(r for r in rows if r.state == "pending")
-    other = next(r for r in others if r.state == "pending")
-    return target, other
+    """A genuine letter of ``template`` and one of another notice (another decision), in a genuine store."""
+    rows = genuine_store(db)
+    return rows[template][0], rows[partner(template)][0]
 
 
 # ------------------------------------------------------------------------------------------- forged rows
@@ -172,6 +187,34 @@ def test_every_edit_of_a_genuine_letter_is_refused_at_send_and_named_by_verify(
         assert named(db, message_id)
     if edited is None or not changed:
         assert verify(db).ok
+
+
+def test_a_real_case_sends_every_formal_letter_and_verifies_clean(db: Database) -> None:
+    rows = genuine_store(db)
+    report, transport = deliver(db)
+    assert report.refused == 0, report.refusals
+    assert {m.message_id for m in transport.sent} == {r.message_id for kind in rows.values() for r in kind}
+    assert verify(db).ok, verify(db).summary_lines()
+
+
+@pytest.mark.parametrize("template", FORMAL_TEMPLATES)
+def test_a_formal_notice_in_the_trail_that_no_case_step_sent_is_refused(db: Database, template: str) -> None:
+    """An insider who can append to the formal log writes a well-formed notice entry (leaves need no key) for a
+    real case, and its letter: the notice is in the trail, but no transition of the case sent it."""
+    genuine_store(db)
+    [case_id] = {r.notice().case_id for r in all_rows(db).values() if r.space == "formal"}
+    forged = sample_notice(template, decision_id="dec-forged", case_id=case_id)
+    with db.transaction():
+        rows = outbox.enqueue(db, forged, DIRECTORY, now=NOW)
+        Trail(db).append("formal", "notice", forged.model_dump(mode="json"), case_id=case_id,
+                         decision_id=forged.decision_id)  # fmt: skip
+    report, transport = deliver(db)
+    assert not {m.message_id for m in transport.sent} & {r.message_id for r in rows}
+    assert report.refused == len(rows)
+    for row in rows:
+        after = outbox.get(db, row.message_id)
+        assert after is not None and after.state == "dead" and "no transition of case" in (after.last_error or "")
+        assert named(db, row.message_id)
 
 
 def test_a_refused_letter_put_back_in_the_queue_is_refused_again(db: Database) -> None:

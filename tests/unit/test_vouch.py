@@ -217,6 +217,26 @@ def test_a_formal_notice_in_the_trail_that_no_case_step_sent_is_refused(db: Data
         assert named(db, row.message_id)
 
 
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
+def test_a_letter_whose_notice_entry_was_deleted_is_refused_and_the_trail_fails(db: Database, template: str) -> None:
+    """The trail refuses DELETE; an insider who drops the trigger first removes a letter's voucher. The letter is
+    then refused (a denial, not a forgery) and `verify` fails on the trail and names the row."""
+    target, _ = genuine_pair(db, template)
+    log = vouch.LOG_FOR_SPACE[target.space]
+    notice_id = target.notice_id
+    with pytest.raises(Exception, match="append-only"):
+        db.execute(f"DELETE FROM trail_{log} WHERE kind = 'notice'")
+    [seq] = [e.seq for e in Trail(db).entries(log) if e.kind == "notice" and e.data()["notice_id"] == notice_id]
+    db.execute(f"DROP TRIGGER trail_{log}_no_delete")  # (opening a Trail would put it back)
+    db.execute(f"DELETE FROM trail_{log} WHERE seq = ?", (seq,))
+    report, transport = deliver(db)
+    assert target.message_id not in {m.message_id for m in transport.sent}
+    assert any(target.message_id in refusal and "not in the trail" in refusal for refusal in report.refusals)
+    # A gap in the middle is the trail's own finding; a deleted newest entry (no checkpoint here) only the outbox
+    # check sees: either way `verify` fails and names the row.
+    assert named(db, target.message_id) and not verify(db).logs[log].ok
+
+
 def test_a_refused_letter_put_back_in_the_queue_is_refused_again(db: Database) -> None:
     target, other = genuine_pair(db, "regulator_notice")
     TAMPERINGS["payload assessment.band"](db, target, other)

@@ -2,10 +2,11 @@
 
 One pass of ``deliver_due`` takes the rows that are due, and for each:
 
-0. checks the trail vouches for it (``services.vouch``: its notice is the trail's ``notice`` entry, unchanged, and
-   its columns agree with it; one trail query per batch); a row that fails is dead at once, never sent, and is
-   named in the report's ``refusals``. What is rendered is the trail's notice, not the row's copy;
-1. claims it (``sending``, with a lease, so a second relay skips it and a dead relay's row comes back);
+1. claims it (``sending``, with a lease, so a second relay skips it and a dead relay's row comes back), and
+   checks the trail vouches for it (``services.vouch``: its notice is the trail's ``notice`` entry, unchanged, a
+   formal one sent by a recorded step of its case, and its columns agree with it; one trail query for the
+   batch); a row that fails is dead at once, never sent, and named in the report's ``refusals``. What is
+   rendered from here on is the trail's notice, not the row's copy;
 2. checks the directory still gives the address the letter was queued for (if not, it is held: a person
    decides, rather than a letter going silently to somebody else);
 3. renders it with the renderer of the row's own space and checks the Message-ID matches the row;

@@ -23,6 +23,7 @@ from notifications.recipients import Directory
 from notifications.render import message_id_for, renderer_for
 from notifications.samples import SAMPLE_SVG, sample_assessment, sample_notice
 from services.db import Database
+from tests.vouched import enqueue_vouched
 
 pytestmark = pytest.mark.postgres
 
@@ -140,7 +141,7 @@ def test_the_table_refuses_a_regulator_on_a_learning_row(db: Database) -> None:
 
 
 async def test_the_relay_delivers_from_postgres(db: Database, tmp_path: Path) -> None:
-    rows = outbox.enqueue(db, sample_notice("potential_alarm"), DIRECTORY, now=NOW)
+    rows = enqueue_vouched(db, sample_notice("potential_alarm"), DIRECTORY, now=NOW)
     report = await deliver_due(
         db,
         DIRECTORY,

@@ -183,15 +183,21 @@ class Recorder:
         ]
         if not candidates:
             return
-        units: dict[tuple[str, str, str], bool] = {}
+        # A release for the case's period that no longer shows the alarm supersedes it, whether the trust's
+        # result there is no alarm or is absent (withdrawn, or excluded by the platform): either way the data
+        # the alarm rests on no longer say so. A release for another period says nothing about the case.
+        periods: set[tuple[str, str]] = set()
+        alarms: set[tuple[str, str, str]] = set()
         for line in release.lines:
             a = json.loads(line)
-            key = (a["ods_code"], a["period"]["start"], a["period"]["end"])
-            units[key] = a["band"] == "alarm" and a["side"] == "adverse"
+            period = (a["period"]["start"], a["period"]["end"])
+            periods.add(period)
+            if a["band"] == "alarm" and a["side"] == "adverse":
+                alarms.add((a["ods_code"], *period))
         for case in candidates:
-            still_alarm = units.get((case.ods_code, case.period.start.isoformat(), case.period.end.isoformat()))
-            if still_alarm is None or still_alarm:
-                continue  # not in this release (another period), or still an alarm
+            period = (case.period.start.isoformat(), case.period.end.isoformat())
+            if period not in periods or (case.ods_code, *period) in alarms:
+                continue
             try:
                 self.cases.supersede(case.case_id, release_id)
             except CaseError as exc:  # a tampered case: `trail verify` names it; the release is still recorded

@@ -42,6 +42,7 @@ from services.assessment import FunnelResult, FunnelSpec
 from services.assessment.plot import funnel_view, render_funnel_svg
 from services.cases.calendar import add_working_days
 from services.cases.machine import CaseError
+from services.cases.replay import open_in_trail, replay_case
 from services.cases.service import CaseService
 from services.db import Database, is_postgres_url
 from services.pipeline import Outputs
@@ -176,10 +177,18 @@ class Recorder:
 
     def _supersede(self, release: AssessedRelease) -> None:
         audit, release_id, indicator_id = release.summary_key
+        # The key's open cases as the trail has them: a row closed (or garbled) by SQL does not hide its case
+        # from a later release; superseding a tampered case is refused below and logged.
+        ids = {c.case_id for c in self.cases.store.open_cases(audit)} | set(open_in_trail(self.trail))
+        opened = [replay_case(self.trail, case_id).case for case_id in sorted(ids)]
         candidates = [
             c
-            for c in self.cases.store.open_cases(audit)
-            if c.indicator_id == indicator_id and c.assessment.release_id != release_id
+            for c in opened
+            if c is not None
+            and not c.is_closed
+            and c.audit == audit
+            and c.indicator_id == indicator_id
+            and c.assessment.release_id != release_id
         ]
         if not candidates:
             return

@@ -275,6 +275,17 @@ class _AuditEntry(BaseModel):
     audit_supplier: Contact | None = None
 
 
+def _one_key_per_audit(value: dict[str, Any]) -> dict[str, Any]:
+    """Audit names match whatever their case, so ``nela`` and ``NELA`` in one mapping are the same key twice:
+    a reviewer reading one entry would be misled about where the other sends letters."""
+    seen: dict[str, str] = {}
+    for key in value:
+        earlier = seen.setdefault(key.casefold(), key)
+        if earlier != key:
+            raise ValueError(f"the audit {key!r} is listed twice (also as {earlier!r}); audit names ignore case")
+    return value
+
+
 class _OrganisationEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -284,6 +295,8 @@ class _OrganisationEntry(BaseModel):
     medical_director: Contact | None = None
     chief_executive: Contact | None = None
     audits: dict[str, dict[TrustRole, Contact]] = Field(default_factory=dict)
+
+    _audits = field_validator("audits")(_one_key_per_audit)
 
 
 class _National(BaseModel):
@@ -316,6 +329,8 @@ class _DirectoryFile(BaseModel):
     @classmethod
     def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(canonical_host(d) for d in value)
+
+    _audits = field_validator("audits")(_one_key_per_audit)
 
     @field_validator("organisations")
     @classmethod
@@ -472,7 +487,7 @@ class Directory:
 
     def reply_contact(self, audit: str) -> Contact:
         """Who a reader should write back to about ``audit``: its team, else its clinical lead, else the sender."""
-        entry = self._data.audits.get(audit)
+        entry: _AuditEntry | None = _by_audit(self._data.audits, audit)
         if entry is not None:
             for contact in (entry.audit_supplier, entry.audit_clinical_lead):
                 if contact is not None:

@@ -151,3 +151,31 @@ def test_any_spelling_the_resolver_reads_compares_as_the_address_it_reaches(
     if not mapped:
         assert socket.inet_aton(spelling) == address.packed  # the spelling really reaches the address
     assert canonical_host(spelling) == str(address)
+
+
+# -- the same audit listed twice under another spelling -----------------------------------------------------------
+
+AUDIT_SPELLINGS = ["NELA", "Nela", "nelA", "NeLa"]
+
+
+@pytest.mark.parametrize("spelling", AUDIT_SPELLINGS)
+@pytest.mark.parametrize("where", ["audits", "organisations.RXF.audits"])
+def test_an_audit_listed_twice_in_another_letter_case_is_refused(where: str, spelling: str) -> None:
+    """Audit names match whatever their case, so a second spelling is the same key twice: whichever came first
+    got the letters, and a reviewer reading the other entry was misled."""
+    raw = _raw()
+    node = raw
+    for key in where.split("."):
+        node = node[key]
+    contact = {"name": "Someone else", "email": "else@example.nhs.uk"}
+    node[spelling] = {"name": "x", "audit_clinical_lead": contact} if where == "audits" else {"lead_clinician": contact}
+    with pytest.raises(DirectoryError) as caught:
+        Directory.from_mapping(raw, source="dir.yaml")
+    assert f"{where}: the audit {spelling!r} is listed twice (also as 'nela')" in str(caught.value)
+
+
+def test_replies_go_to_the_audit_team_whatever_the_case_of_the_audit_name() -> None:
+    directory = Directory.load(DATA)
+    team = directory.reply_contact("nela")
+    assert team.email == "nela@example.nhs.uk"
+    assert directory.reply_contact("NELA") == team  # the rule sets spell it NELA

@@ -175,7 +175,10 @@ def _trusted_svg(svg: str) -> Markup:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """A subject: one line of printable text. Input text (a period label, a release id) can carry control and
+    invisible formatting characters (a right-to-left override that reorders what the reader sees, ESC, NUL);
+    they become spaces, as in the plot's title (``notifications.plot.printable``)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 class Renderer:

@@ -94,13 +94,38 @@ def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"--at {text!r} is not an ISO 8601 date-time") from None
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UK_TIME)
+    if moment.tzinfo is None:
+        moment = _uk_local(moment, text)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"--at {text!r} is outside the dates signalbox can record") from None
     if moment - current > CLOCK_SKEW:
         raise ValueError(
             f"--at {text!r} is in the future (it is now {current.astimezone(UK_TIME).isoformat(timespec='minutes')}"
             " UK time); only the present or the past can be recorded"
         )
     return moment
+
+
+def _uk_local(naive: datetime, text: str) -> datetime:
+    """A wall-clock time in the UK, refused when the clocks' change makes it name no moment, or two."""
+    try:
+        early, late = (naive.replace(tzinfo=UK_TIME, fold=fold) for fold in (0, 1))
+        exists = [m for m in (early, late) if m.astimezone(UTC).astimezone(UK_TIME).replace(tzinfo=None) == naive]
+    except OverflowError:
+        raise ValueError(f"--at {text!r} is outside the dates signalbox can record") from None
+    if not exists:
+        raise ValueError(
+            f"--at {text!r} does not exist in UK time (the clocks went forward over it); give the moment with"
+            " its offset, e.g. +00:00"
+        )
+    if early.utcoffset() != late.utcoffset() and len(exists) == 2:
+        raise ValueError(
+            f"--at {text!r} happened twice in UK time (the clocks went back over it); add the offset: +01:00 for"
+            " the first, +00:00 for the second"
+        )
+    return exists[0]
 
 
 def uk_date(moment: datetime) -> date:

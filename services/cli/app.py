@@ -551,12 +551,17 @@ def deliver_command(
         if (problem := recorder.checkpoint()) is not None:  # the delivery batch is signed at once
             out.print(f"warning: {problem}", highlight=False)
         in_flight = outbox.in_flight(db)
+    refused = f" ({report.refused} refused: not vouched for by the trail)" if report.refused else ""
     out.print(
-        f"released {released} held, sent {report.sent}, failed {report.failed}, dead {report.dead}; outbox: "
+        f"released {released} held, sent {report.sent}, failed {report.failed}, dead {report.dead}{refused}; outbox: "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
         highlight=False,
     )
     print_in_flight(in_flight, report.reclaimed)
+    if report.refusals:  # a letter the trail does not vouch for was edited or forged in the store: say which
+        for refusal in report.refusals:
+            err.print(f"refused: {refusal}", highlight=False)
+        raise SystemExit(1)
 
 
 def main() -> None:

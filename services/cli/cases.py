@@ -20,9 +20,11 @@ from rich.table import Table
 from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStatus, Outcome
 from services.cases.calendar import parse_moment, system_now, uk_date
 from services.cases.machine import CaseError
+from services.cases.replay import disagreement, replay_case
 from services.cases.store import CaseStore
 from services.db import Database, is_postgres_url
 from services.recording import Recorder, open_recorder
+from services.trail.store import Trail
 
 DEFAULT_STORE = "out/trail.sqlite"
 
@@ -65,14 +67,20 @@ def list_cases(
         raise _fail(f"--status must be one of {', '.join(get_args(CaseStatus))}, not {status!r}")
     with _open(store) as db:
         cases = CaseStore(db).list(status=status, ods=ods)  # type: ignore[arg-type]
+        unreadable = CaseStore(db).unreadable()
     if fmt == "json":
         typer.echo(json.dumps([c.model_dump(mode="json") for c in cases], indent=2))
-        return
-    table = Table("case", "organisation", "stage", "status", "deadline", title=f"{len(cases)} alarm case(s)")
-    today = uk_date(datetime.now(UTC))
-    for case in cases:
-        table.add_row(case.case_id, case.ods_code, case.stage, case.status, _deadline(case, today))
-    console.print(table)
+    else:
+        table = Table("case", "organisation", "stage", "status", "deadline", title=f"{len(cases)} alarm case(s)")
+        today = uk_date(datetime.now(UTC))
+        for case in cases:
+            table.add_row(case.case_id, case.ods_code, case.stage, case.status, _deadline(case, today))
+        console.print(table)
+    if unreadable:  # never silently left out of the list
+        raise _fail(
+            f"{len(unreadable)} case row(s) are not readable case records and are not listed:"
+            f" {', '.join(unreadable)}; run `signalbox trail verify`"
+        )
 
 
 @app.command("show")
@@ -80,11 +88,18 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
     """Show one case and every transition it went through."""
     _check_format(fmt)
     with _open(store) as db:
-        cases = CaseStore(db)
-        case = cases.get(case_id)
+        try:
+            case = CaseStore(db).get(case_id)
+        except CaseError as exc:
+            raise _fail(str(exc)) from None
         if case is None:
             raise _fail(f"there is no case {case_id!r}")
-        transitions = cases.transitions(case_id)
+        # What is shown is what the trail vouches for: a row changed by SQL is named, never shown as the case.
+        replayed = replay_case(Trail(db), case_id)
+        problem = disagreement(case, replayed)
+        if problem is not None:
+            raise _fail(f"{problem} (run `signalbox trail verify`)")
+        transitions = replayed.transitions
     if fmt == "json":
         body = {
             "case": case.model_dump(mode="json"),

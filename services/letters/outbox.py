@@ -240,6 +240,12 @@ def get(db: Database, message_id: str) -> OutboxRow | None:
     return _row(found[0]) if found else None
 
 
+def page(db: Database, after: str, limit: int) -> list[OutboxRow]:
+    """Every row, ``limit`` at a time in Message-ID order, starting after ``after`` (``""`` for the first page)."""
+    found = db.query(f"SELECT {_COLUMNS} FROM outbox WHERE message_id > ? ORDER BY message_id LIMIT ?", (after, limit))
+    return [_row(r) for r in found]
+
+
 def due(db: Database, now: datetime, limit: int = 100) -> list[OutboxRow]:
     """Rows to try now: pending ones whose time has come, and sending ones whose relay's lease ran out."""
     found = db.query(

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,7 @@ def signing_key_for_store(store: str | Path, path: str | Path | None = None) -> 
         raise CheckpointError(f"the signing key {target} must not be named *.pub: its public half is written there")
     folder = store_folder(store)
     if folder is not None:
-        if target.resolve().parent == folder:
+        if target.resolve().is_relative_to(folder):  # beside the store, or in a folder under it (checkpoints/)
             raise CheckpointError(
                 f"the signing key {target} is in the store's folder, where anyone who can change the trail could"
                 f" re-sign it: set {KEY_ENV} to a path outside {folder}"
@@ -405,10 +406,15 @@ def export_checkpoints(trail: Trail, directory: str | Path, audiences: Iterable[
         if latest is None:
             continue
         path = target / checkpoint_filename(audience)
-        # Write then rename: a crash mid-write never leaves a half file that verify would call garbled.
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(latest.note, encoding="utf-8")
-        os.replace(partial, path)
+        # Write a file of our own, then rename it over the export: a crash mid-write never leaves a half file
+        # that verify would call garbled, and two processes exporting at once (a worker's tick and `cases act`)
+        # never write into, or rename away, the same temporary file.
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=target, prefix=f".{path.name}.", suffix=".partial", delete=False
+        ) as partial:
+            partial.write(latest.note)
+        os.chmod(partial.name, 0o644)  # a checkpoint is for publication, as before: not the owner's alone
+        os.replace(partial.name, path)
         written.append(path)
     return written
 

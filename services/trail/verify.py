@@ -54,6 +54,7 @@ from services.trail.checkpoint import (
 )
 from services.trail.merkle import MerkleTree, ProofError, leaf_hash, verify_consistency
 from services.trail.store import AUDIENCES, GENESIS_CHAIN, Audience, Trail, chain_next
+from services.vouch import check_outbox
 
 _ROW = "seq, kind, record, salt, leaf_hash, chain_hash, case_id, decision_id, recorded_at"
 _PAGE = 50_000
@@ -363,6 +364,9 @@ def verify(
             logs[audience] = report
         # Case state is vouched for by the formal log: replay every case (services/cases/replay.py).
         logs["formal"].problems += [Problem(None, problem) for problem in check_cases(trail)]
+        # Every letter in the outbox is vouched for by its log's notice entry (services/vouch.py).
+        for audience, problem in check_outbox(database):
+            logs[audience].problems.append(Problem(None, problem))
         return Report(logs)
     finally:
         if database is not db:

@@ -32,6 +32,7 @@ from services.db import Database
 from services.letters import outbox
 from services.letters.relay import DeliveryReport, default_transports, deliver_due
 from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.vouched import enqueue_vouched
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 START = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
@@ -168,7 +169,7 @@ async def _until_quiet(
 
 
 def _ceo_reminder_row(db: Database, directory: Directory) -> outbox.OutboxRow:
-    [row] = outbox.enqueue(db, sample_notice("reminder"), directory, now=START)
+    [row] = enqueue_vouched(db, sample_notice("reminder"), directory, now=START)
     return row
 
 
@@ -177,7 +178,7 @@ async def test_a_letter_arrives_by_smtp_with_text_html_plot_and_its_message_id(
 ) -> None:
     recorder, settings = smtp
     directory = _directory()
-    rows = outbox.enqueue(db, sample_notice("learning_alert"), directory, now=START)
+    rows = enqueue_vouched(db, sample_notice("learning_alert"), directory, now=START)
     report = await _pass(db, directory, {"email": SmtpTransport(settings)}, Clock(), random.Random(1))
     assert (report.sent, report.failed, report.held, report.dead) == (2, 0, 0, 0)
     assert {m["Message-ID"] for m in recorder.accepted} == {r.message_id for r in rows}
@@ -284,7 +285,7 @@ async def test_webhook_500_then_200_is_delivered_once_with_an_idempotency_key(
     webhook.script = [500, 200]
     directory = _directory(webhook.url)
     notice = sample_notice("learning_alert", sample_assessment(ods_code="RYJ", organisation_name="Imperial"))
-    rows = {r.recipient_role: r for r in outbox.enqueue(db, notice, directory, now=START)}
+    rows = {r.recipient_role: r for r in enqueue_vouched(db, notice, directory, now=START)}
     assert rows["lead_clinician"].state == "held"  # RYJ has no lead clinician: kept, not dropped
     row = rows["patient_safety_lead"]
     assert row.channel == "webhook"
@@ -308,7 +309,7 @@ async def test_only_2xx_counts_as_delivered_and_client_errors_are_permanent(
     webhook.script = [status]
     directory = _directory(webhook.url)
     notice = sample_notice("learning_alert", sample_assessment(ods_code="RYJ", organisation_name="Imperial"))
-    row = next(r for r in outbox.enqueue(db, notice, directory, now=START) if r.state == "pending")
+    row = next(r for r in enqueue_vouched(db, notice, directory, now=START) if r.state == "pending")
     report = await _pass(db, directory, {"webhook": WebhookTransport()}, Clock(), random.Random(2))
     assert report.sent == 0
     after = outbox.get(db, row.message_id)
@@ -317,7 +318,7 @@ async def test_only_2xx_counts_as_delivered_and_client_errors_are_permanent(
 
 async def test_eml_files_are_named_by_message_id_and_a_rerun_rewrites_them(db: Database, tmp_path: Path) -> None:
     directory = _directory()
-    rows = outbox.enqueue(db, sample_notice("potential_alarm"), directory, now=START)
+    rows = enqueue_vouched(db, sample_notice("potential_alarm"), directory, now=START)
     out = tmp_path / "letters"
     report = await _pass(db, directory, {"email": EmlTransport(out)}, Clock(), random.Random(1))
     assert report.sent == 2
@@ -375,7 +376,7 @@ async def test_a_changed_address_holds_the_letter_until_it_is_released(
 async def test_a_channel_without_a_transport_is_held_not_lost(db: Database, webhook: WebhookServer) -> None:
     directory = _directory(webhook.url)
     notice = sample_notice("learning_alert", sample_assessment(ods_code="RYJ", organisation_name="Imperial"))
-    outbox.enqueue(db, notice, directory, now=START)
+    enqueue_vouched(db, notice, directory, now=START)
     report = await _pass(db, directory, {"email": EmlTransport("/nonexistent")}, Clock(), random.Random(1))
     assert report.held == 1
     assert outbox.counts(db)["held"] == 2 and webhook.requests == []

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cases.calendar import CLOCK_SKEW, UK_TIME, parse_moment
-from services.cli.app import app
 from services.cli import cases as cases_cli
+from services.cli.app import app
 from services.db import Database
 from services.trail.checkpoint import generate_signing_key, parse_checkpoint
 from services.trail.store import Trail

@@ -25,8 +25,8 @@ from services.cases import machine
 from services.cases.machine import CaseError
 from services.cases.replay import check_cases
 from services.cases.service import CaseService
-from services.cli.app import app
 from services.cli import cases as cases_cli
+from services.cli.app import app
 from services.db import Database
 from services.trail.store import Trail
 from services.trail.verify import verify

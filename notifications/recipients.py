@@ -47,10 +47,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from schemas.config_files import ConfigFileError, load_yaml
 from schemas.signals import AuditRole, FormalRole, RegulatorRole, TrustRole
+from schemas.vocabulary import Record, is_ods_code
 
 TRUST_ROLES: frozenset[str] = frozenset(get_args(TrustRole))
 NATIONAL_ROLES: frozenset[str] = frozenset(get_args(RegulatorRole))
@@ -62,7 +63,6 @@ _ATOM = r"[A-Za-z0-9_%+'-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")  # used with fullmatch: no trailing newline
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_ODS = re.compile(r"[A-Z0-9]{3,9}")
 
 # Regulators' own domains: always regulators', whatever a directory says.
 REGULATOR_DOMAINS: tuple[str, ...] = ("cqc.org.uk", "england.nhs.uk")
@@ -95,10 +95,8 @@ class MissingRecipient(LookupError):
     """No contact is listed for a role a notice is addressed to."""
 
 
-class Contact(BaseModel):
+class Contact(Record):
     """A person or mailbox: a name and at least one way to reach them."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(None, max_length=254)
@@ -267,9 +265,7 @@ class ResolvedRecipient:
         return ROLE_LABELS.get(self.role, self.role)
 
 
-class _AuditEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _AuditEntry(Record):
     name: str = Field(min_length=1)
     audit_clinical_lead: Contact | None = None
     audit_supplier: Contact | None = None
@@ -286,9 +282,7 @@ def _one_key_per_audit(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-class _OrganisationEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _OrganisationEntry(Record):
     name: str | None = None
     patient_safety_lead: Contact | None = None
     lead_clinician: Contact | None = None
@@ -299,18 +293,14 @@ class _OrganisationEntry(BaseModel):
     _audits = field_validator("audits")(_one_key_per_audit)
 
 
-class _National(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _National(Record):
     nhs_england: Contact | None = None
     cqc: Contact | None = None
     welsh_government: Contact | None = None
     hiw: Contact | None = None
 
 
-class _DirectoryFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _DirectoryFile(Record):
     version: Literal[1]
     sender: Contact
     national: _National = Field(default_factory=_National)
@@ -336,7 +326,7 @@ class _DirectoryFile(BaseModel):
     @classmethod
     def _ods_keys(cls, value: dict[str, _OrganisationEntry]) -> dict[str, _OrganisationEntry]:
         for code in value:
-            if not _ODS.fullmatch(code):
+            if not is_ods_code(code):
                 raise ValueError(f"{code!r} is not an ODS code (3–9 capital letters or digits)")
         return value
 

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from rules.book import RuleBook
-from rules.routing import RoutedDecision
-from schemas.signals import Assessment, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from schemas.signals import AnyDecision, Assessment, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from schemas.vocabulary import Space, Stream
 from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import unfinished_reports
 from services.db import Database
@@ -48,8 +48,9 @@ if TYPE_CHECKING:
     from services.letters.outbox import InFlight
     from services.recording import Recorder
 
-SPACE_FILES = {"learning": "learning.jsonl", "formal": "formal.jsonl", "good_practice": "good-practice.jsonl"}
-OUTPUT_FILES = (*SPACE_FILES.values(), "assessments.jsonl", "releases.jsonl", "dead-letters.jsonl")
+SPACE_FILES = {space.value: f"{space.slug}.jsonl" for space in Space}
+DEAD_LETTER_FILE = f"{Stream.DEAD_LETTERS}.jsonl"
+OUTPUT_FILES = (*SPACE_FILES.values(), "assessments.jsonl", "releases.jsonl", DEAD_LETTER_FILE)
 STORE_NAME = "trail.sqlite"
 LOCK_NAME = ".signalbox-route.lock"
 PROBE_NAME = ".signalbox-write-test"
@@ -124,7 +125,7 @@ class JsonlOutputs:
         for report in outputs.reports:
             self._write("releases.jsonl", report.model_dump_json().encode() + b"\n")
         for dead in outputs.dead_letters:
-            self._write("dead-letters.jsonl", dead.model_dump_json().encode() + b"\n")
+            self._write(DEAD_LETTER_FILE, dead.model_dump_json().encode() + b"\n")
 
     def sync(self) -> dict[str, int]:
         """Flush every file to the disk and return their lengths: what the store may now record as written."""
@@ -250,7 +251,7 @@ def _account(summary: RunSummary, outputs: Outputs) -> None:
     summary.dead_letters += len(outputs.dead_letters)
     summary.reports += len(outputs.reports)
     summary.releases += [ReleaseLine(r.summary, r.flagged) for r in outputs.releases]
-    d: RoutedDecision
+    d: AnyDecision
     for d in outputs.decisions:
         summary.decisions[d.space] += 1
 
@@ -418,6 +419,7 @@ def _run_embedded(
     from services.letters import outbox
     from services.recording import Recorder
     from services.trail.checkpoint import Checkpointer, CheckpointError, signing_key_for_store, write_public_key
+    from services.trail.store import AUDIENCES
 
     check_paths(input_path, out_dir)
     try:  # before anything is recorded: a run never ends with a trail it could not sign
@@ -453,7 +455,7 @@ def _run_embedded(
         checkpoints = sorted((out_dir / "checkpoints").glob("*.checkpoint"))
         report = RecordReport(
             store=store,
-            trail_sizes={a: recorder.trail.size(a) for a in ("learning", "formal")},
+            trail_sizes={a: recorder.trail.size(a) for a in AUDIENCES},
             checkpoints=checkpoints,
             cases_open=len(recorder.cases.store.list()),
             letters=outbox.counts(db),

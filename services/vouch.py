@@ -35,9 +35,10 @@ from typing import Any
 
 from notifications.render import message_id_for
 from schemas.canonical import CanonicalizationError, canonical_json
+from schemas.notices import AnyNotice
 from services.db import Database
 from services.letters import outbox
-from services.letters.outbox import NOTICE_ADAPTER, AnyNotice, OutboxRow
+from services.letters.outbox import NOTICE_ADAPTER, OutboxRow
 from services.trail.store import AUDIENCES, Audience, table_for
 
 # Which log holds the ``notice`` entry of each space's notices (services/recording.py).

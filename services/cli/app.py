@@ -25,8 +25,11 @@ from rich.table import Table
 
 from notifications.plot import funnel_view, render_funnel_svg
 from rules.book import RuleSetError, load_rules
+from rules.routing import space_for
 from rules.stats import FunnelResult, FunnelSpec, assess
+from rules.stats.funnel import COLUMNS_BY_MEASURE
 from schemas.config_files import ConfigFileError
+from schemas.vocabulary import Adverse, Band, Measure, Method, Side, Space, Stream, count_key
 from services.cases.calendar import parse_moment
 from services.cli.cases import app as cases_app
 from services.cli.trail import app as trail_app
@@ -61,36 +64,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 # ---------------------------------------------------------------------------------------------- assess
 
 
-class MeasureOpt(StrEnum):
-    proportion = "proportion"
-    standardised_ratio = "standardised_ratio"
-    mean = "mean"
-
-
-class MethodOpt(StrEnum):
-    shmi = "shmi"
-    cqc = "cqc"
-    poisson_ci = "poisson-ci"
-    exact = "exact"
-    normal = "normal"
-    arcsine = "arcsine"
-
-
-class Adverse(StrEnum):
-    high = "high"
-    low = "low"
-
-
 class Format(StrEnum):
     table = "table"
     json = "json"
 
 
-CSV_COLUMNS = {
-    "proportion": ("numerator", "denominator"),
-    "standardised_ratio": ("observed", "expected"),
-    "mean": ("mean", "sd", "n"),
-}
+CSV_COLUMNS = COLUMNS_BY_MEASURE
 
 
 def read_release_csv(path: Path, measure: str) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -160,7 +139,7 @@ def assessment_rows(orgs: list[str], result: FunnelResult) -> list[dict[str, Any
 def summary_row(result: FunnelResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for r in rows:
-        key = r["band"] if r["band"] in ("within", "insufficient_data") else f"{r['band']}_{r['side']}"
+        key = count_key(r["band"], r["side"])
         counts[key] = counts.get(key, 0) + 1
     return {
         "summary": True,
@@ -184,10 +163,10 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 @app.command("assess")
 def assess_command(
     file: Annotated[Path, typer.Argument(help="CSV: org plus numerator,denominator | observed,expected | mean,sd,n")],
-    measure: Annotated[MeasureOpt, typer.Option(help="What the CSV holds.")],
-    method: Annotated[MethodOpt, typer.Option(help="shmi, cqc, poisson-ci, exact, normal or arcsine.")],
+    measure: Annotated[Measure, typer.Option(help="What the CSV holds.")],
+    method: Annotated[Method, typer.Option(help="How the limits are drawn (which apply depends on the measure).")],
     no_overdispersion: Annotated[bool, typer.Option("--no-overdispersion", help="Unadjusted limits.")] = False,
-    adverse: Annotated[Adverse, typer.Option(help="Which direction is worse.")] = Adverse.high,
+    adverse: Annotated[Adverse, typer.Option(help="Which direction is worse.")] = Adverse.HIGH,
     min_volume: Annotated[float, typer.Option(help="Below this volume: insufficient data.")] = 0.0,
     output_format: Annotated[Format, typer.Option("--format", help="table for people, json for programs.")] = (
         Format.table
@@ -203,7 +182,7 @@ def assess_command(
         overrides: dict[str, Any] = {"adverse": adverse.value, "min_volume": min_volume}
         if no_overdispersion:
             overrides["overdispersion"] = "none"
-        spec = FunnelSpec.preset(measure.value, method.value, **overrides)
+        spec = FunnelSpec.preset(measure, method, **overrides)
         result = assess(spec, **cols)
     except (UsageError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -245,6 +224,9 @@ def assess_command(
 # ---------------------------------------------------------------------------------------------- route
 
 
+SPACE_STYLES: dict[str, str] = {Space.FORMAL: "bold red", Space.LEARNING: "yellow", Space.GOOD_PRACTICE: "green"}
+
+
 def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 20) -> None:
     from services.core.organisations import display_name
 
@@ -259,7 +241,8 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
         highlight=False,
     )
     table = Table(title="Releases")
-    for col in ("release", "indicator", "method", "φ", "τ²", "alarm", "alert", "favourable", "within", "insufficient"):
+    bands = (Band.ALARM, Band.ALERT, Side.FAVOURABLE, Band.WITHIN, "insufficient")
+    for col in ("release", "indicator", "method", "φ", "τ²", *bands):
         table.add_column(col)
     for rel in summary.releases[:max_releases]:
         s, c = rel.summary, rel.summary.counts
@@ -279,12 +262,11 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
         for col in ("space", "ODS", "organisation", "indicator", "value", "z adj", "band"):
             ft.add_column(col)
         order = {"alarm": 0, "alert": 1}
-        for a in sorted(flagged, key=lambda a: (a.side != "adverse", order[a.band], a.indicator_id, a.ods_code)):
-            space = "good practice" if a.side == "favourable" else ("formal" if a.band == "alarm" else "learning")
+        for a in sorted(flagged, key=lambda a: (a.side != Side.ADVERSE, order[a.band], a.indicator_id, a.ods_code)):
+            space = space_for(a.band, a.side)  # the routing rule itself, never restated here
             ft.add_row(
-                space, a.ods_code, display_name(a.ods_code), a.indicator_id, _fmt(a.value),
-                _fmt(a.z_adjusted, 2), f"{a.band} ({a.side})",
-                style="bold red" if space == "formal" else ("yellow" if space == "learning" else "green"),
+                (space or "recorded only").replace("_", " "), a.ods_code, display_name(a.ods_code), a.indicator_id,
+                _fmt(a.value), _fmt(a.z_adjusted, 2), f"{a.band} ({a.side})", style=SPACE_STYLES.get(space or "", ""),
             )  # fmt: skip
         out.print(ft)
     d = summary.decisions
@@ -418,14 +400,6 @@ topics_app = typer.Typer(
 app.add_typer(topics_app, name="topics")
 
 
-class SpaceOpt(StrEnum):
-    learning = "learning"
-    formal = "formal"
-    regulator = "regulator"
-    good_practice = "good-practice"
-    dead_letters = "dead-letters"
-
-
 @app.command("worker")
 def worker_command(
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
@@ -490,7 +464,7 @@ def publish_command(
 
 @app.command("tail")
 def tail_command(
-    space: Annotated[SpaceOpt, typer.Option(help="learning, formal, regulator, good-practice or dead-letters.")],
+    space: Annotated[Stream, typer.Option(help="Which output stream to read.")],
     max_wait: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a new record (default: never).")
     ] = None,
@@ -499,7 +473,7 @@ def tail_command(
     from services.kafka.clients import tail
     from services.settings import Settings
 
-    count = tail(Settings.from_env(), space.value, max_wait)
+    count = tail(Settings.from_env(), space, max_wait)
     err.print(f"{count} records")
 
 

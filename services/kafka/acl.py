@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +40,8 @@ from kafka.admin import (
     UserScramCredentialUpsertion,
 )
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas.vocabulary import is_ods_code
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,12 @@ AUDIT_PLATFORM = "audit-platform"
 REGULATOR = "regulator"
 SAFETY_LEAD_PREFIX = "safety-lead-"
 
-_ODS_RE = re.compile(r"^[A-Z0-9]{3,6}$")
-
 AdminConf = dict[str, Any]
 
 
 def validate_ods(ods_code: str) -> str:
-    """Return the ODS code if it is a plausible organisation code (upper-case alphanumerics, 3-6 chars)."""
-    if not _ODS_RE.fullmatch(ods_code):
+    """Return the ODS code if it has an ODS code's shape (``schemas.vocabulary.OdsCode``)."""
+    if not is_ods_code(ods_code):
         raise ValueError(f"not an ODS organisation code: {ods_code!r}")
     return ods_code
 

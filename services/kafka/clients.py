@@ -16,14 +16,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
+from schemas.vocabulary import Stream
 from services.core.organisations import organisations
 from services.kafka.acl import FIXED_TOPICS, admin_config, ensure_topics, learning_topic
 from services.kafka.outputs import LEARNING_PATTERN, SPACE_TOPICS
 from services.settings import Settings, kafka_python_config
-
-Space = Literal["learning", "formal", "regulator", "good-practice", "dead-letters"]
 
 
 def contract_key(line: bytes) -> bytes | None:
@@ -254,7 +253,7 @@ def read_file_lines(path: Path) -> Iterator[bytes]:
         yield from f
 
 
-def tail(settings: Settings, space: Space, max_wait: float | None, out: IO[str] = sys.stdout) -> int:
+def tail(settings: Settings, space: Stream, max_wait: float | None, out: IO[str] = sys.stdout) -> int:
     """Print every record of ``space`` from the beginning; stop after ``max_wait`` seconds without one."""
     from kafka import KafkaConsumer
 

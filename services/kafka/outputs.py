@@ -30,9 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rules.routing import RoutedDecision
 from schemas.notices import FormalNotice
-from schemas.signals import DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from schemas.signals import AnyDecision, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
 from services.kafka.acl import (
     DEAD_LETTER_TOPIC,
     FORMAL_TOPIC,
@@ -103,7 +102,7 @@ def _json(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
 
-def decision_record(decision: RoutedDecision) -> OutputRecord:
+def decision_record(decision: AnyDecision) -> OutputRecord:
     """Learning-space decisions go to their trust's own topic; nothing else shares those topics."""
     topic = learning_output_topic(decision.ods_code) if decision.space == "learning" else SPACE_TOPICS[decision.space]
     return OutputRecord(topic, decision.ods_code.encode(), _json(decision), decision.decision_id, decision.space)

@@ -31,7 +31,8 @@ from notifications.channels.eml import EmlTransport
 from notifications.channels.smtp import SmtpSettings, SmtpTransport
 from notifications.channels.webhook import WebhookTransport
 from notifications.recipients import Directory, MissingRecipient, ResolvedRecipient
-from notifications.render import AnyNotice, Renderer, RenderError
+from notifications.render import Renderer, RenderError
+from schemas.notices import AnyNotice
 from services import vouch
 from services.db import Database
 from services.letters import outbox

@@ -15,9 +15,10 @@ from notifications.recipients import Directory
 from notifications.render import message_id_for
 from rules.book import Deadlines, load_rules
 from schemas.cases import ActionKind, ActorRole, Outcome
+from schemas.notices import AnyNotice
 from services.db import Database
 from services.letters import outbox
-from services.letters.outbox import AnyNotice, OutboxRow
+from services.letters.outbox import OutboxRow
 from services.recording import Recorder
 from services.trail.store import Trail
 from services.vouch import LOG_FOR_SPACE

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from notifications.channels.base import OutgoingMessage
 from notifications.recipients import Directory
 from notifications.render import message_id_for, renderer_for
+from schemas.vocabulary import utc_text
 from services import vouch
 from services.cli.app import app
 from services.db import Database
@@ -244,7 +245,7 @@ def test_a_refused_letter_put_back_in_the_queue_is_refused_again(db: Database) -
     db.execute(
         "UPDATE outbox SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = ? "
         "WHERE message_id = ?",
-        (outbox.ts(NOW), target.message_id),
+        (utc_text(NOW), target.message_id),
     )
     report, transport = deliver(db)
     assert report.refused == 1 and transport.sent == []

@@ -298,17 +298,17 @@ def provision(
 ) -> None:
     """Wait for the broker, then create users, ACLs and the fixed topics (idempotent). ``passwords`` maps each
     Kafka principal (``admin`` included) to its password; every ``safety-lead-<ODS>`` in it is provisioned."""
-    if ADMIN not in passwords:
-        raise ProvisioningError(f"the passwords lack the {ADMIN!r} principal, which provisions the others")
+    # Everything is checked before the broker is asked anything.
+    wanted = {safety_lead_principal(o) for o in [*safety_leads, *safety_leads_in(passwords)]}
+    lacking = sorted({ADMIN, SERVICE, AUDIT_PLATFORM, REGULATOR, *wanted} - set(passwords))
+    if lacking:
+        raise ProvisioningError(f"the passwords lack the Kafka principals {lacking}")
+    leads = sorted(p[len(SAFETY_LEAD_PREFIX) :] for p in wanted)
     conf = kafka_python_config(Settings(kafka_bootstrap=bootstrap).as_user(ADMIN, passwords[ADMIN]))
     wait_until_ready(conf, timeout_s)
     ensure_principals(conf, passwords)
-    leads = sorted({validate_ods(o) for o in safety_leads} | set(safety_leads_in(passwords)))
     for ods in leads:
-        password = passwords.get(safety_lead_principal(ods))
-        if password is None:
-            raise ProvisioningError(f"the passwords lack the principal {safety_lead_principal(ods)}")
-        ensure_safety_lead(conf, ods, password)
+        ensure_safety_lead(conf, ods, passwords[safety_lead_principal(ods)])
     created = ensure_topics(conf, [*FIXED_TOPICS, *(learning_topic(o) for o in leads)], partitions)
     log.info("provisioned %s principals + %d safety leads; created topics %s", 3, len(leads), created)
 

@@ -43,6 +43,7 @@ from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import unfinished_reports
 from services.db import Database
 from services.release_store import ReleaseStore, StagedStates, StateCache
+from services.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from services.letters.outbox import InFlight
@@ -391,12 +392,17 @@ def run_embedded(
     *,
     deliver: bool = True,
     on_bytes: Callable[[int], None] | None = None,
+    settings: Settings | None = None,
 ) -> tuple[RunSummary, RecordReport]:
     """``signalbox route``: the JSON Lines outputs, plus the trail, alarm cases and letters in
     ``out_dir/trail.sqlite``, signed checkpoints, and the letters as ``.eml`` files (or SMTP when configured).
-    Resumable: see the module's docstring. A disk that refuses a write ends in a ``UsageError`` sentence."""
+    Resumable: see the module's docstring. A disk that refuses a write ends in a ``UsageError`` sentence.
+    ``settings`` (the signing key's path, SMTP) are read from the environment when not given."""
+    settings = settings or get_settings()
     try:
-        return _run_embedded(input_path, rules, out_dir, directory_path, deliver=deliver, on_bytes=on_bytes)
+        return _run_embedded(
+            input_path, rules, out_dir, directory_path, deliver=deliver, on_bytes=on_bytes, settings=settings
+        )
     except (OSError, sqlite3.Error) as exc:
         failure = storage_failure(exc, out_dir)
         if failure is None:
@@ -412,6 +418,7 @@ def _run_embedded(
     *,
     deliver: bool,
     on_bytes: Callable[[int], None] | None,
+    settings: Settings,
 ) -> tuple[RunSummary, RecordReport]:
     import shutil
 
@@ -423,7 +430,7 @@ def _run_embedded(
 
     check_paths(input_path, out_dir)
     try:  # before anything is recorded: a run never ends with a trail it could not sign
-        key = signing_key_for_store(out_dir / STORE_NAME)
+        key = signing_key_for_store(out_dir / STORE_NAME, settings.trail_key_path)
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError, as is a garbled PEM
         raise UsageError(f"The trail's signing key cannot be used: {exc}") from None
     try:
@@ -441,14 +448,14 @@ def _run_embedded(
     with ExitStack() as stack:
         lock_out_dir(out_dir, stack)
         db = stack.enter_context(Database(store))
-        recorder = Recorder(db, rules, directory)
+        recorder = Recorder(db, rules, directory, key_path=settings.trail_key_path)
         summary = route_resumably(input_path, rules, out_dir, recorder, stack, on_bytes=on_bytes)
         write_public_key(key, out_dir / "trail.pub")  # published beside the checkpoints; the key is elsewhere
         checkpointer = Checkpointer(recorder.trail, key, export_to=out_dir / "checkpoints")
         try:
             checkpointer.checkpoint_all()  # the decisions are signed before any letter goes
             mail_dir = out_dir / "mail" if deliver else None
-            delivery = recorder.deliver(mail_dir) if mail_dir is not None else None
+            delivery = recorder.deliver(mail_dir, smtp=settings.smtp) if mail_dir is not None else None
             checkpointer.checkpoint_all()  # and what delivery added
         except CheckpointError as exc:
             raise UsageError(f"The trail was not signed: {exc}") from None

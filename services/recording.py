@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ from services.core.pipeline import Outputs
 from services.db import Database, is_postgres_url
 from services.letters import outbox
 from services.letters.relay import DeliveryReport, deliver_due
+from services.settings import Settings
 from services.trail.checkpoint import CheckpointError, service_checkpointer
 from services.trail.store import NewEntry, Trail, table_for
 
@@ -70,19 +70,20 @@ def _entry(kind: str, record: Any, *, case_id: str | None = None, decision_id: s
 DEFAULT_RECIPIENTS = Path(__file__).resolve().parent.parent / "notifications" / "recipients.example.yaml"
 
 
-def recipients_for(store: str) -> Path:
-    """The recipient directory for a store: SIGNALBOX_RECIPIENTS, else the copy `route` left beside it."""
-    configured = os.environ.get("SIGNALBOX_RECIPIENTS", "").strip()
-    if configured:
-        return Path(configured)
+def recipients_for(store: str, configured: Path | None) -> Path:
+    """The recipient directory for a store: the configured one (``SIGNALBOX_RECIPIENTS``), else the copy `route`
+    left beside it, else the example directory."""
+    if configured is not None:
+        return configured
     beside = Path(store).parent / "recipients.yaml"
     return beside if not is_postgres_url(store) and beside.is_file() else DEFAULT_RECIPIENTS
 
 
-def open_recorder(db: Database, now: datetime | None = None) -> Recorder:
+def open_recorder(db: Database, now: datetime | None = None, *, settings: Settings) -> Recorder:
     """A recorder for a store opened by a command (``cases act``, ``cases tick``, ``deliver``)."""
     clock = (lambda: now) if now is not None else (lambda: datetime.now(UTC))
-    return Recorder(db, load_rules(), Directory.load(recipients_for(db.target)), clock=clock)
+    directory = Directory.load(recipients_for(db.target, settings.recipients))
+    return Recorder(db, load_rules(), directory, clock=clock, key_path=settings.trail_key_path)
 
 
 class Recorder:
@@ -94,8 +95,11 @@ class Recorder:
         rules: RuleBook,
         directory: Directory,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        key_path: Path | None = None,
     ) -> None:
         self.db = db
+        self.key_path = key_path  # the trail's signing key (Settings.trail_key_path), for ``checkpoint``
         self.rules = rules
         self.directory = directory
         self.clock = clock
@@ -255,8 +259,10 @@ class Recorder:
         Called after every case action, timer tick and delivery batch, so nothing the formal log records waits
         unprotected for the next `route`. Returns None when done, or the sentence saying why it could not be.
         """
+        if self.key_path is None:
+            return "the trail was not checkpointed: this recorder was given no signing key"
         try:
-            service_checkpointer(self.trail, self.db.target).checkpoint_all()
+            service_checkpointer(self.trail, self.db.target, self.key_path).checkpoint_all()
         except (OSError, CheckpointError) as exc:
             return f"the trail was not checkpointed: {exc}"
         return None
@@ -290,10 +296,11 @@ class Recorder:
             self._svgs[svg_key] = svg[svg.find("<svg") :]  # inline in a letter: no XML prolog or DOCTYPE
         return self._svgs[svg_key]
 
-    def deliver(self, mail_dir: Path, transports: dict[str, Transport] | None = None) -> DeliveryReport:
-        """Send every letter that is due: SMTP when configured (SIGNALBOX_SMTP_*), else ``.eml`` files."""
+    def deliver(
+        self, mail_dir: Path, transports: dict[str, Transport] | None = None, *, smtp: SmtpSettings | None
+    ) -> DeliveryReport:
+        """Send every letter that is due: by SMTP when ``smtp`` is given (``Settings.smtp``), else ``.eml`` files."""
         if transports is None:
-            smtp = SmtpSettings.from_env()
             transports = {
                 "email": SmtpTransport(smtp) if smtp else EmlTransport(mail_dir),
                 "webhook": WebhookTransport(),

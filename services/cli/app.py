@@ -35,7 +35,9 @@ from services.cli.cases import app as cases_app
 from services.cli.trail import app as trail_app
 from services.db import Database, is_postgres_url
 from services.embedded import RunSummary, UsageError, file_size, run_embedded
+from services.kafka.topics import INPUT_TOPIC
 from services.recording import DEFAULT_RECIPIENTS, open_recorder
+from services.settings import SettingsError, get_settings
 
 app = typer.Typer(
     name="signalbox",
@@ -438,7 +440,7 @@ def worker_command(
 @app.command("publish")
 def publish_command(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of v1 events.")],
-    topic: Annotated[str, typer.Option(help="Topic to publish to (must exist).")] = "audit.results.v1",
+    topic: Annotated[str, typer.Option(help="Topic to publish to (must exist).")] = INPUT_TOPIC,
     timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for the broker (metadata, each acknowledgement).")
     ] = 60.0,
@@ -449,12 +451,11 @@ def publish_command(
     the reason (authorisation, unknown topic, timeout, message too large), when any was not.
     """
     from services.kafka.clients import publish, read_file_lines
-    from services.settings import Settings
 
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
     try:
-        report = publish(Settings.from_env(), read_file_lines(file), topic, timeout_s=timeout)
+        report = publish(get_settings(), read_file_lines(file), topic, timeout_s=timeout)
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
     if not report.ok:
@@ -471,9 +472,8 @@ def tail_command(
 ) -> None:
     """Print a space's records from Kafka as JSON Lines (the records `route --out` writes)."""
     from services.kafka.clients import tail
-    from services.settings import Settings
 
-    count = tail(Settings.from_env(), space, max_wait)
+    count = tail(get_settings(), space, max_wait)
     err.print(f"{count} records")
 
 
@@ -487,10 +487,9 @@ def topics_ensure(
 ) -> None:
     """Create every topic signalbox uses, learning-space topics separate per trust."""
     from services.kafka.clients import ensure_all_topics
-    from services.settings import Settings
 
     created = ensure_all_topics(
-        Settings.from_env(), partitions=partitions, replication=replication, retention_days=retention_days
+        get_settings(), partitions=partitions, replication=replication, retention_days=retention_days
     )
     out.print(f"{len(created)} topics created")
 
@@ -513,14 +512,15 @@ def deliver_command(
     if not is_postgres_url(store) and not Path(store).is_file():
         raise fail(f"There is no store at {store}; run `signalbox route` first or pass --store.")
     mail_dir = mail or (Path(store).parent / "mail")
+    settings = get_settings()
     try:
         now = parse_moment(at)
     except ValueError as exc:
         raise fail(str(exc)) from None
     with Database(store) as db:
-        recorder = open_recorder(db, now)
+        recorder = open_recorder(db, now, settings=settings)
         released = outbox.release_held(db, recorder.directory, now)
-        report = recorder.deliver(mail_dir)
+        report = recorder.deliver(mail_dir, smtp=settings.smtp)
         counts = outbox.counts(db)
         if (problem := recorder.checkpoint()) is not None:  # the delivery batch is signed at once
             out.print(f"warning: {problem}", highlight=False)
@@ -541,6 +541,6 @@ def deliver_command(
 def main() -> None:
     try:
         app()
-    except ConfigFileError as exc:  # a rule set or the recipient directory, whichever command loaded it
+    except (ConfigFileError, SettingsError) as exc:  # a rule set, the recipient directory, or a setting
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(2) from None

@@ -24,6 +24,7 @@ from services.cases.replay import disagreement, replay_case
 from services.cases.store import CaseStore
 from services.db import Database, is_postgres_url
 from services.recording import Recorder, open_recorder
+from services.settings import get_settings
 from services.trail.store import Trail
 
 DEFAULT_STORE = "out/trail.sqlite"
@@ -169,7 +170,7 @@ def act(
     except ValidationError as exc:
         raise _fail(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
     with _open(store) as db:
-        recorder = open_recorder(db, now)
+        recorder = open_recorder(db, now, settings=get_settings())
         try:
             result = recorder.cases.act(case_id, recorded)
         except CaseError as exc:
@@ -207,7 +208,7 @@ def tick(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     with _open(store) as db:
-        recorder = open_recorder(db, now)
+        recorder = open_recorder(db, now, settings=get_settings())
         outcome = recorder.cases.tick()
         _checkpoint(recorder)
     for event in outcome.events:

@@ -14,7 +14,7 @@ So outputs are durable before state or offsets move: a worker killed anywhere re
 records, rebuilds the same decisions with the same ids, and ``ProducedSet`` suppresses what was already
 produced. At-least-once consumption, effectively-once outputs; no Kafka transactions (faust #323/#517).
 
-Release state lives in the database (PostgreSQL in production, ``SIGNALBOX_POSTGRES``; a SQLite file in the
+Release state lives in the database (PostgreSQL in production, ``Settings.postgres_url``; a SQLite file in the
 worker's data folder otherwise), not in a Faust table: changelog recovery after a killed worker is the most
 reported faust failure (#155, #176, #432) and hung here in the kill test. The database is also where the
 trail and the outbox must commit with it. Workers restart fast: static group membership
@@ -46,26 +46,25 @@ from services.cases.machine import CaseError
 from services.core.ingest import dead_letter, parse_many
 from services.core.pipeline import Outputs, Pipeline
 from services.db import Database
-from services.kafka.acl import CASE_COMMANDS_TOPIC, INPUT_TOPIC, SERVICE_PREFIX
 from services.kafka.outputs import (
     OutputRecord,
     ProducedSet,
     bounded,
     dead_letter_record,
     decision_record,
+    dedup_prefix,
     recent_output_ids,
     regulator_record,
     report_record,
     summary_record,
 )
+from services.kafka.topics import CASE_COMMANDS_TOPIC, CONTRACT_TOPICS, INPUT_TOPIC, OutputTopics
 from services.recording import Recorder, open_recorder, recipients_for
 from services.release_store import ReleaseStore, StagedStates, StateCache
-from services.settings import Settings, faust_broker_credentials, faust_broker_url, kafka_python_config
+from services.settings import Settings, faust_broker_credentials, faust_broker_url, get_settings, kafka_python_config
 
 log = logging.getLogger("signalbox.worker")
 
-APP_ID = "signalbox"
-APP_ID_ENV = "SIGNALBOX_APP_ID"
 BATCH_SIZE = 2000
 BATCH_WITHIN_S = 0.1
 RETRY_MAX_S = 30.0
@@ -75,8 +74,16 @@ T = TypeVar("T")
 class StreamRouter:
     """The transport glue around the decision core. Everything that decides lives in ``Pipeline``."""
 
-    def __init__(self, app: faust.App, rules: RuleBook, recorder: Recorder, produced: ProducedSet) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        rules: RuleBook,
+        recorder: Recorder,
+        produced: ProducedSet,
+        topics: OutputTopics = CONTRACT_TOPICS,
+    ) -> None:
         self.app = app
+        self.output_topics = topics
         self.rules = rules
         self.recorder = recorder
         self.releases = ReleaseStore(recorder.db, app.conf.id)
@@ -123,14 +130,15 @@ class StreamRouter:
 
         Raises ``ProduceFailed`` when any record was not acknowledged; the ones that were are marked first, so
         a retry produces only the rest."""
-        records: list[OutputRecord] = [decision_record(d) for d in out.decisions]
-        records += [summary_record(r.summary) for r in out.releases]
-        records += [report_record(r) for r in out.reports]
-        records += [dead_letter_record(d) for d in out.dead_letters]
-        records += [regulator_record(n) for n in notices if n.reaches_regulator]
+        topics = self.output_topics
+        records: list[OutputRecord] = [decision_record(d, topics) for d in out.decisions]
+        records += [summary_record(r.summary, topics) for r in out.releases]
+        records += [report_record(r, topics) for r in out.reports]
+        records += [dead_letter_record(d, topics) for d in out.dead_letters]
+        records += [regulator_record(n, topics) for n in notices if n.reaches_regulator]
         if not records:
             return
-        records = [bounded(r) for r in records]
+        records = [bounded(r, topics) for r in records]
         await self.produced.seeded.wait()  # never decide "unseen" before the output topics' tails are read
         fresh = await self.produced.unseen([r.record_id for r in records])
         todo = [r for r, f in zip(records, fresh, strict=True) if f]
@@ -210,16 +218,6 @@ def input_partitions(settings: Settings) -> int:
     return len(found)
 
 
-def app_id_from_env() -> str:
-    """The Faust app id: consumer group and Faust's internal topics. ``SIGNALBOX_APP_ID``
-    gives a test or benchmark worker its own group and state on a shared broker; it must start with
-    ``signalbox``, the service principal's ACL prefix."""
-    value = os.environ.get(APP_ID_ENV, "").strip() or APP_ID
-    if not value.startswith(SERVICE_PREFIX):
-        raise ValueError(f"{APP_ID_ENV} must start with {SERVICE_PREFIX!r}: {value!r}")
-    return value
-
-
 class DataDirError(RuntimeError):
     """The worker's data folder cannot be created or written."""
 
@@ -245,9 +243,9 @@ def prepare_datadir(datadir: Path) -> Path:
     return path
 
 
-def worker_id(datadir: Path) -> str:
-    """A stable id per worker: its data folder (never shared between workers) names it."""
-    configured = os.environ.get("SIGNALBOX_WORKER_ID", "").strip()
+def worker_id(datadir: Path, configured: str | None = None) -> str:
+    """A stable id per worker: the configured one (``SIGNALBOX_WORKER_ID``), else its data folder (never shared
+    between workers) names it."""
     return configured or hashlib.blake2b(str(datadir.resolve()).encode(), digest_size=6).hexdigest()
 
 
@@ -263,16 +261,17 @@ def create_app(
     batch_size: int = BATCH_SIZE,
     batch_within: float = BATCH_WITHIN_S,
 ) -> faust.App:
-    settings = settings or Settings.from_env()
+    settings = settings or get_settings()
     rules = load_rules(rules_dir)
     datadir = prepare_datadir(datadir or DEFAULT_DATADIR)
     partitions = partitions or input_partitions(settings)
-    app_id = app_id or app_id_from_env()
+    app_id = app_id or settings.app_id
     store = store or (
         settings.postgres_url.get_secret_value() if settings.postgres_url else str(datadir / "signalbox.sqlite")
     )
     db = Database(store)
-    recorder = Recorder(db, rules, Directory.load(recipients_for(store)))
+    directory = Directory.load(recipients_for(store, settings.recipients))
+    recorder = Recorder(db, rules, directory, key_path=settings.trail_key_path)
     app = faust.App(
         app_id,
         broker=faust_broker_url(settings),
@@ -291,7 +290,7 @@ def create_app(
         web_host="127.0.0.1",
         table_standby_replicas=0,
         # Static membership: a restarted worker with the same id takes its partitions straight back.
-        consumer_group_instance_id=f"{app_id}-{worker_id(datadir)}",
+        consumer_group_instance_id=f"{app_id}-{worker_id(datadir, settings.worker_id)}",
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
     )
@@ -302,14 +301,15 @@ def create_app(
         import redis.asyncio as aioredis
 
         redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    produced = ProducedSet(redis)
-    router = StreamRouter(app, rules, recorder, produced)
+    topics = settings.output_topics
+    produced = ProducedSet(redis, prefix=dedup_prefix(topics))
+    router = StreamRouter(app, rules, recorder, produced, topics)
 
     async def seed_produced(sender: Any, *args: Any, **kwargs: Any) -> None:
         """The output topics are the authority on what was produced: read their tails on every assignment."""
         produced.seeding()
         router.cache.clear()  # partitions moved: another worker may have changed what this one cached
-        ids = await asyncio.to_thread(recent_output_ids, settings)
+        ids = await asyncio.to_thread(recent_output_ids, settings, topics)
         produced.seed(ids)
         log.info("seeded %d recent output ids from the output topics", len(ids))
 
@@ -336,7 +336,7 @@ def create_app(
     @app.agent(commands, concurrency=1)
     async def case_commands(stream: Any) -> None:
         """People's actions on alarm cases, in streaming mode: the same CaseService as `signalbox cases act`."""
-        side = open_recorder(Database(store))
+        side = open_recorder(Database(store), settings=settings)
         async for event in stream.events():
             message = event.message
             source = f"{message.topic}/{message.partition}/{message.offset}"
@@ -351,7 +351,7 @@ def create_app(
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def case_deadlines() -> None:
         """Fire passed case deadlines once (the store decides, so several workers never fire one twice)."""
-        side = open_recorder(Database(store))
+        side = open_recorder(Database(store), settings=settings)
         try:
             outcome = await asyncio.to_thread(side.cases.tick)
             await asyncio.to_thread(_checkpoint, side)
@@ -364,9 +364,9 @@ def create_app(
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def letters() -> None:
         """Send the letters that are due (SMTP when configured, else .eml files in the data folder)."""
-        side = open_recorder(Database(store))
+        side = open_recorder(Database(store), settings=settings)
         try:
-            await asyncio.to_thread(side.deliver, datadir / "mail")
+            await asyncio.to_thread(partial(side.deliver, datadir / "mail", smtp=settings.smtp))
             await asyncio.to_thread(_checkpoint, side)
         finally:
             side.db.close()

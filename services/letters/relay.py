@@ -62,10 +62,9 @@ class DeliveryReport:
         self.skipped += other.skipped
 
 
-def default_transports(eml_directory: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Transport]:
-    """SMTP when ``SIGNALBOX_SMTP_HOST`` is set, else .eml files under ``eml_directory``; webhooks always."""
-    settings = SmtpSettings.from_env(env)
-    email: Transport = SmtpTransport(settings) if settings is not None else EmlTransport(eml_directory)
+def default_transports(eml_directory: str | Path, smtp: SmtpSettings | None) -> dict[str, Transport]:
+    """SMTP when ``smtp`` is given (``Settings.smtp``), else .eml files under ``eml_directory``; webhooks always."""
+    email: Transport = SmtpTransport(smtp) if smtp is not None else EmlTransport(eml_directory)
     return {"email": email, "webhook": WebhookTransport()}
 
 

@@ -21,7 +21,7 @@ What it detects, and the index it names as the first bad one:
 * a history rewritten consistently (records, leaves and chain all recomputed): the root no longer matches a
   signed checkpoint; the first bad index is then only known to lie after the previous matching checkpoint,
   and that checkpoint's size is named. Re-signing it needs the signing key, which is kept outside the store's
-  folder (``checkpoint.signing_key_path``);
+  folder (``Settings.trail_key_path``);
 * a fork (one size, two roots) among any of the checkpoints, and a stored checkpoint smaller than one signed
   before it.
 

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from services.cli.app import app
 from services.db import Database
 from services.recording import open_recorder
+from services.settings import get_settings
 from tests.unit.test_route_resume import Picture, assert_same, picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +71,9 @@ def assert_completes(out: Path, whole: Picture) -> None:
     verified = runner.invoke(app, ["trail", "verify", "--store", str(out / "trail.sqlite")])
     assert verified.exit_code == 0, verified.output
     with Database(out / "trail.sqlite") as db:  # letters that failed on the full disk wait for their retry
-        open_recorder(db, datetime.now(UTC) + timedelta(days=2)).deliver(out / "mail")
+        open_recorder(db, datetime.now(UTC) + timedelta(days=2), settings=get_settings()).deliver(
+            out / "mail", smtp=None
+        )
     with sqlite3.connect(out / "trail.sqlite") as db:
         assert dict(db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()) == {"sent": 99}
 

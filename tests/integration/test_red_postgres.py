@@ -78,7 +78,7 @@ def test_trail_verify_on_a_postgres_url(url: str, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(tmp_path / "key.pem"))
     with Database(url) as db:
         _opened(db)
-        Checkpointer(Trail(db), signing_key_for_store(url)).checkpoint_all()
+        Checkpointer(Trail(db), signing_key_for_store(url, tmp_path / "key.pem")).checkpoint_all()
     done = runner.invoke(app, ["verify", "--store", url])
     assert done.exit_code == 0, done.output
     with Database(url) as db:

@@ -31,6 +31,7 @@ from notifications.render import renderer_for
 from services.db import Database
 from services.letters import outbox
 from services.letters.relay import DeliveryReport, default_transports, deliver_due
+from services.settings import Settings
 from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
 from tests.support.vouched import enqueue_vouched
 
@@ -382,28 +383,9 @@ async def test_a_channel_without_a_transport_is_held_not_lost(db: Database, webh
     assert outbox.counts(db)["held"] == 2 and webhook.requests == []
 
 
-def test_smtp_settings_come_from_the_environment() -> None:
-    assert SmtpSettings.from_env({}) is None
-    settings = SmtpSettings.from_env(
-        {
-            "SIGNALBOX_SMTP_HOST": "smtp.example.nhs.uk",
-            "SIGNALBOX_SMTP_PORT": "2525",
-            "SIGNALBOX_SMTP_STARTTLS": "false",
-            "SIGNALBOX_SMTP_USER": "signalbox",
-            "SIGNALBOX_SMTP_PASSWORD": "s3cret",
-        }
-    )
-    assert settings == SmtpSettings("smtp.example.nhs.uk", 2525, False, "signalbox", "s3cret")
-    assert "s3cret" not in repr(settings)
-    with pytest.raises(ValueError, match="STARTTLS"):
-        SmtpSettings.from_env({"SIGNALBOX_SMTP_HOST": "h", "SIGNALBOX_SMTP_STARTTLS": "maybe"})
-    with pytest.raises(ValueError, match="both"):
-        SmtpSettings.from_env({"SIGNALBOX_SMTP_HOST": "h", "SIGNALBOX_SMTP_USER": "u"})
-
-
 def test_the_embedded_runner_writes_eml_files_unless_smtp_is_configured(tmp_path: Path) -> None:
-    fallback = default_transports(tmp_path, env={})
+    fallback = default_transports(tmp_path, Settings().smtp)
     assert isinstance(fallback["email"], EmlTransport) and isinstance(fallback["webhook"], WebhookTransport)
-    configured = default_transports(tmp_path, env={"SIGNALBOX_SMTP_HOST": "smtp.example.nhs.uk"})
+    configured = default_transports(tmp_path, Settings(smtp_host="smtp.example.nhs.uk").smtp)
     assert isinstance(configured["email"], SmtpTransport)
     assert configured["email"].settings.port == 587 and configured["email"].settings.starttls

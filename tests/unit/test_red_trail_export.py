@@ -79,9 +79,8 @@ def test_a_key_in_a_folder_under_the_store_is_refused(
 ) -> None:
     store = tmp_path / "out" / "trail.sqlite"
     key = store.parent / where
-    monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(key))
     with pytest.raises(CheckpointError, match="store's folder"):
-        signing_key_for_store(store)
+        signing_key_for_store(store, key)
     assert not key.exists()
 
 
@@ -91,14 +90,12 @@ def test_a_key_reached_through_a_symlink_into_the_store_folder_is_refused(
     store = tmp_path / "out" / "trail.sqlite"
     (store.parent / "keys").mkdir(parents=True)
     (tmp_path / "elsewhere").symlink_to(store.parent / "keys")
-    monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(tmp_path / "elsewhere" / "trail-key.pem"))
     with pytest.raises(CheckpointError, match="store's folder"):
-        signing_key_for_store(store)
+        signing_key_for_store(store, tmp_path / "elsewhere" / "trail-key.pem")
 
 
 def test_a_key_in_a_sibling_folder_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "out" / "trail.sqlite"
     key = tmp_path / "out-keys" / "trail-key.pem"  # shares a prefix with the store's folder, not the folder
-    monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(key))
-    signing_key_for_store(store)
+    signing_key_for_store(store, key)
     assert key.exists()

@@ -44,7 +44,7 @@ from schemas.vocabulary import (
     utc_text,
 )
 from services.cli.app import app
-from services.kafka.acl import validate_ods
+from services.kafka.topics import validate_ods
 from tests.support.samples import sample_assessment
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,19 +19,19 @@ import numpy as np
 import numpy.typing as npt
 
 from rules.stats import FunnelSpec, assess_many
-from rules.stats.funnel import Measure, Method
+from schemas.vocabulary import Measure, Method
 
 Columns = dict[str, npt.NDArray[np.float64]]
 
 CASES: list[tuple[str, Measure, Method, dict[str, object]]] = [
-    ("proportion / normal", "proportion", "normal", {}),
-    ("proportion / arcsine", "proportion", "arcsine", {}),
-    ("ratio / shmi (log, truncate)", "standardised_ratio", "shmi", {}),
-    ("ratio / cqc (sqrt, winsorise)", "standardised_ratio", "cqc", {}),
-    ("ratio / log", "standardised_ratio", "log", {}),
-    ("ratio / normal", "standardised_ratio", "normal", {}),
-    ("ratio / cqc multiplicative", "standardised_ratio", "cqc", {"overdispersion": "multiplicative"}),
-    ("mean / normal", "mean", "normal", {}),
+    ("proportion / normal", Measure.PROPORTION, Method.NORMAL, {}),
+    ("proportion / arcsine", Measure.PROPORTION, Method.ARCSINE, {}),
+    ("ratio / shmi (log, truncate)", Measure.STANDARDISED_RATIO, Method.SHMI, {}),
+    ("ratio / cqc (sqrt, winsorise)", Measure.STANDARDISED_RATIO, Method.CQC, {}),
+    ("ratio / log", Measure.STANDARDISED_RATIO, Method.LOG, {}),
+    ("ratio / normal", Measure.STANDARDISED_RATIO, Method.NORMAL, {}),
+    ("ratio / cqc multiplicative", Measure.STANDARDISED_RATIO, Method.CQC, {"overdispersion": "multiplicative"}),
+    ("mean / normal", Measure.MEAN, Method.NORMAL, {}),
 ]
 
 

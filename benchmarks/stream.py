@@ -43,10 +43,12 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from rules.book import load_rules
 from services.embedded import run_file
-from services.kafka.acl import INPUT_TOPIC, Credentials
 from services.kafka.clients import contract_key
-from services.settings import Settings, aiokafka_config
+from services.kafka.outputs import dedup_prefix
+from services.kafka.topics import INPUT_TOPIC, OutputTopics
+from services.settings import Settings, aiokafka_config, get_settings
 from tests.support.builders import open_english_trusts, shifting_release
+from tests.support.credentials import Credentials
 from tests.support.stream import (
     READY,
     ROOT,
@@ -301,7 +303,7 @@ def cleanup_redis(settings: Settings, namespace: str) -> int:
         return 0
     import redis
 
-    prefix = f"signalbox:dedup:{namespace}:"  # services.kafka.outputs.REDIS_PREFIX in the worker
+    prefix = dedup_prefix(OutputTopics(namespace))  # what the worker of that namespace marks
     client = redis.Redis.from_url(settings.redis_url.get_secret_value())
     deleted = 0
     try:
@@ -336,7 +338,7 @@ def main() -> int:
     if args.store not in ("sqlite", "postgres"):
         parser.error("--store is 'sqlite' or 'postgres'")
 
-    settings = Settings.from_env()
+    settings = get_settings()
     if not settings.kafka_bootstrap.startswith(("127.0.0.1:", "localhost:")):
         parser.error(f"loopback broker only (SIGNALBOX_KAFKA={settings.kafka_bootstrap})")
     if not settings.credentials_path:

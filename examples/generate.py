@@ -25,7 +25,7 @@ adverse alerts, one favourable) are set deterministically from the expected valu
 ``README.md`` with the band the statistics core gives them (``--check`` runs that check).
 
 Results from all releases are shuffled together; each ``release_closed`` comes after its last result with the
-right ``result_count``. Twelve invalid lines (one of each kind in ``events.md`` "What is invalid") and one
+right ``result_count``. Twelve invalid lines (one of each kind in ``docs/events.md`` "What is invalid") and one
 exact redelivery are mixed in.
 
 Which organisations take part
@@ -364,7 +364,7 @@ def generate_releases(
 
 
 def invalid_lines(rng: np.random.Generator, valid: list[Event]) -> list[tuple[str, str, int | None]]:
-    """One line of each invalid kind in events.md: (line, what is wrong, index of an event it must follow).
+    """One line of each invalid kind in docs/events.md: (line, what is wrong, index of an event it must follow).
 
     Except for the conflicting duplicate, each is a copy of a valid result with a new ``event_id`` for an
     organisation outside the release (so the release's ``result_count`` is unaffected).
@@ -547,7 +547,7 @@ def readme(
     nl = "\n"
     return f"""# Example releases
 
-`results.jsonl` is a realistic file of v1 events (`/work/shared/reference/events.md`) for
+`results.jsonl` is a realistic file of v1 events (`docs/events.md`) for
 `signalbox route examples/results.jsonl --out out/`. It is generated, never edited by hand:
 
 ```sh

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,10 +47,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from schemas.config_files import ConfigFileError, load_yaml
 from schemas.signals import AuditRole, FormalRole, RegulatorRole, TrustRole
+from schemas.vocabulary import Record, is_ods_code
 
 TRUST_ROLES: frozenset[str] = frozenset(get_args(TrustRole))
 NATIONAL_ROLES: frozenset[str] = frozenset(get_args(RegulatorRole))
@@ -61,7 +63,6 @@ _ATOM = r"[A-Za-z0-9_%+'-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")  # used with fullmatch: no trailing newline
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_ODS = re.compile(r"[A-Z0-9]{3,9}")
 
 # Regulators' own domains: always regulators', whatever a directory says.
 REGULATOR_DOMAINS: tuple[str, ...] = ("cqc.org.uk", "england.nhs.uk")
@@ -94,10 +95,8 @@ class MissingRecipient(LookupError):
     """No contact is listed for a role a notice is addressed to."""
 
 
-class Contact(BaseModel):
+class Contact(Record):
     """A person or mailbox: a name and at least one way to reach them."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(None, max_length=254)
@@ -152,13 +151,39 @@ def _unsafe_characters(text: str) -> str:
     return ", ".join(f"U+{ord(c):04X}" if not c.isprintable() else repr(c) for c in found)
 
 
-def canonical_host(host: str) -> str:
-    """A host name as DNS sees it: IDNA-encoded (full-width dots and all), lower case, no trailing dot."""
+def _ip_address(host: str) -> str | None:
+    """The address a numeric host connects to, in one spelling, or None for a DNS name.
+
+    The resolver reads more than dotted quads (``inet_aton``: ``3405803781``, ``0xcb.0.0x71.5``, ``203.0.113.005``,
+    ``203.113.5``), and ``::ffff:203.0.113.5`` is an IPv4 address too: every spelling must compare equal to the
+    regulator's, or a trust's webhook could name a regulator's server in another form. A host whose last label is
+    a number is an address (no top-level domain is numeric) and is refused unless it reads as one.
+    """
     try:
-        ascii_host = host.encode("idna").decode("ascii")
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        last = host.rpartition(".")[2]
+        if not re.fullmatch(r"[0-9]+|0x[0-9a-f]*", last):
+            return None
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            raise ValueError(f"{host!r} is neither a host name nor an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = ip.ipv4_mapped or ip.sixtofour or ip
+    return str(ip)
+
+
+def canonical_host(host: str) -> str:
+    """A host as the network reads it: IDNA-encoded (full-width dots and digits too), lower case, no trailing dot;
+    an IP address in its one spelling."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower().removesuffix(".")
     except UnicodeError:
         raise ValueError(f"{host!r} is not a valid host name") from None
-    ascii_host = ascii_host.lower().removesuffix(".")
+    address = _ip_address(ascii_host)
+    if address is not None:
+        return address
     if not _HOST.fullmatch(ascii_host):
         raise ValueError(f"{host!r} is not a valid host name")
     return ascii_host
@@ -177,11 +202,7 @@ def webhook_host(url: str) -> str:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
         raise ValueError(f"{url!r} has an invalid port") from None
-    host = parts.hostname or ""
-    try:
-        return str(ipaddress.ip_address(host))  # an IP literal: no domain to compare
-    except ValueError:
-        return canonical_host(host)
+    return canonical_host(parts.hostname or "")
 
 
 def mailbox(email: str) -> str:
@@ -244,17 +265,24 @@ class ResolvedRecipient:
         return ROLE_LABELS.get(self.role, self.role)
 
 
-class _AuditEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _AuditEntry(Record):
     name: str = Field(min_length=1)
     audit_clinical_lead: Contact | None = None
     audit_supplier: Contact | None = None
 
 
-class _OrganisationEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _one_key_per_audit(value: dict[str, Any]) -> dict[str, Any]:
+    """Audit names match whatever their case, so ``nela`` and ``NELA`` in one mapping are the same key twice:
+    a reviewer reading one entry would be misled about where the other sends letters."""
+    seen: dict[str, str] = {}
+    for key in value:
+        earlier = seen.setdefault(key.casefold(), key)
+        if earlier != key:
+            raise ValueError(f"the audit {key!r} is listed twice (also as {earlier!r}); audit names ignore case")
+    return value
 
+
+class _OrganisationEntry(Record):
     name: str | None = None
     patient_safety_lead: Contact | None = None
     lead_clinician: Contact | None = None
@@ -262,19 +290,17 @@ class _OrganisationEntry(BaseModel):
     chief_executive: Contact | None = None
     audits: dict[str, dict[TrustRole, Contact]] = Field(default_factory=dict)
 
+    _audits = field_validator("audits")(_one_key_per_audit)
 
-class _National(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
+class _National(Record):
     nhs_england: Contact | None = None
     cqc: Contact | None = None
     welsh_government: Contact | None = None
     hiw: Contact | None = None
 
 
-class _DirectoryFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _DirectoryFile(Record):
     version: Literal[1]
     sender: Contact
     national: _National = Field(default_factory=_National)
@@ -294,11 +320,13 @@ class _DirectoryFile(BaseModel):
     def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(canonical_host(d) for d in value)
 
+    _audits = field_validator("audits")(_one_key_per_audit)
+
     @field_validator("organisations")
     @classmethod
     def _ods_keys(cls, value: dict[str, _OrganisationEntry]) -> dict[str, _OrganisationEntry]:
         for code in value:
-            if not _ODS.fullmatch(code):
+            if not is_ods_code(code):
                 raise ValueError(f"{code!r} is not an ODS code (3–9 capital letters or digits)")
         return value
 
@@ -449,7 +477,7 @@ class Directory:
 
     def reply_contact(self, audit: str) -> Contact:
         """Who a reader should write back to about ``audit``: its team, else its clinical lead, else the sender."""
-        entry = self._data.audits.get(audit)
+        entry: _AuditEntry | None = _by_audit(self._data.audits, audit)
         if entry is not None:
             for contact in (entry.audit_supplier, entry.audit_clinical_lead):
                 if contact is not None:

@@ -24,13 +24,12 @@ import jinja2
 from markupsafe import Markup
 
 from notifications.recipients import ROLE_LABELS, Contact, ResolvedRecipient
-from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice
-from schemas.signals import REGULATOR_ROLES, Assessment, Space
-
-AnyNotice = LearningNotice | GoodPracticeNotice | FormalNotice
+from schemas.notices import AnyNotice
+from schemas.signals import REGULATOR_ROLES, Assessment
+from schemas.vocabulary import Space
 
 TEMPLATE_ROOT = Path(__file__).parent / "templates"
-SPACES: tuple[Space, ...] = ("learning", "good_practice", "formal")
+SPACES: tuple[Space, ...] = tuple(Space)
 MESSAGE_ID_DOMAIN = "signalbox.local"
 
 # Facts a template states that the notice's own fields do not carry. Checked before rendering so the
@@ -175,7 +174,10 @@ def _trusted_svg(svg: str) -> Markup:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """A subject: one line of printable text. Input text (a period label, a release id) can carry control and
+    invisible formatting characters (a right-to-left override that reorders what the reader sees, ESC, NUL);
+    they become spaces, as in the plot's title (``notifications.plot.printable``)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 class Renderer:

@@ -11,27 +11,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rules.stats import FunnelSpec, critical_z
 from schemas.config_files import ConfigFileError, load_yaml
-from schemas.events import MeasureType
 from schemas.signals import LearningRole, RuleRef, TrustRole
+from schemas.vocabulary import Adverse, Measure, Method, OdMethod, OdPolicy, Record, Trim
 
 DEFAULT_RULES_DIR = Path(__file__).parent / "sets"
-
-Method = Literal["shmi", "cqc", "poisson-ci", "exact", "normal", "arcsine", "log", "sqrt"]
 
 
 class RuleSetError(ConfigFileError):
     """A rule set that cannot be used, with the file and field that are wrong."""
 
 
-class Strict(BaseModel):
+class Strict(Record):
     # Numbers must be written as numbers: `alert: "0.95"` or `data_check: true` is a typo, not a value.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -67,7 +65,7 @@ class Limits(Strict):
 
 
 class Deadlines(Strict):
-    """Working days allowed at each stage of the alarm case process (outlier-process.md §3 defaults)."""
+    """Working days allowed at each stage of the alarm case process (docs/outlier-process.md §3 defaults)."""
 
     data_check: Days = 10
     provider_told: Days = 5
@@ -108,10 +106,10 @@ class Recipients(Strict):
 
 
 class Overdispersion(Strict):
-    method: Literal["none", "additive", "multiplicative"] | None = None
-    trim: Literal["winsorise", "truncate"] | None = None
+    method: OdMethod | None = None
+    trim: Trim | None = None
     trim_fraction: Number | None = Field(None, ge=0, lt=0.5)
-    policy: Literal["phi", "chisq", "always"] = "phi"
+    policy: OdPolicy = OdPolicy.PHI
 
 
 class Plausible(Strict):
@@ -132,8 +130,8 @@ class Plausible(Strict):
 
 class Indicator(Strict):
     name: str = Field(min_length=3)
-    measure: MeasureType
-    adverse: Literal["high", "low"]
+    measure: Measure
+    adverse: Adverse
     method: Method
     unit: str = ""
     min_volume: Number = Field(0, ge=0)

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from rules.book import IndicatorRule
 from schemas.signals import (
+    AnyDecision,
     Assessment,
     FormalDecision,
     GoodPracticeDecision,
@@ -26,8 +27,16 @@ from schemas.signals import (
     case_id_for,
     stable_id,
 )
+from schemas.vocabulary import Band, Side, Space
 
-RoutedDecision = LearningDecision | FormalDecision | GoodPracticeDecision
+
+def space_for(band: str, side: str | None) -> Space | None:
+    """The routing rule itself: which space a result in ``band`` on ``side`` goes to, or None (recorded only)."""
+    if band in (Band.WITHIN, Band.INSUFFICIENT_DATA):
+        return None
+    if side == Side.FAVOURABLE:
+        return Space.GOOD_PRACTICE
+    return Space.FORMAL if band == Band.ALARM else Space.LEARNING
 
 
 def decision_id(assessment: Assessment, space: str) -> str:
@@ -45,28 +54,29 @@ def decision_id(assessment: Assessment, space: str) -> str:
     )
 
 
-def route(assessment: Assessment, rule: IndicatorRule, now: datetime) -> RoutedDecision | None:
+def route(assessment: Assessment, rule: IndicatorRule, now: datetime) -> AnyDecision | None:
     a = assessment
-    if a.band in ("within", "insufficient_data"):
+    space = space_for(a.band, a.side)
+    if space is None:
         return None
     ods = a.ods_code
-    if a.side == "favourable":
+    if space is Space.GOOD_PRACTICE:
         return GoodPracticeDecision(
-            decision_id=decision_id(a, "good_practice"),
+            decision_id=decision_id(a, space),
             assessment=a,
             decided_at=now,
             recipients=tuple(TrustRecipient(role=r, ods_code=ods) for r in rule.recipients.good_practice),
         )
-    if a.band == "alarm":
+    if space is Space.FORMAL:
         return FormalDecision(
-            decision_id=decision_id(a, "formal"),
+            decision_id=decision_id(a, space),
             assessment=a,
             decided_at=now,
             case_id=case_id_for(a.audit, a.indicator_id, a.period, ods),
             recipients=tuple(TrustRecipient(role=r, ods_code=ods) for r in rule.recipients.formal),
         )
     return LearningDecision(
-        decision_id=decision_id(a, "learning"),
+        decision_id=decision_id(a, space),
         assessment=a,
         decided_at=now,
         recipients=tuple(LearningRecipient(role=r, ods_code=ods) for r in rule.recipients.learning),

@@ -1,4 +1,4 @@
-"""Alarm cases: the formal accountability process an adverse alarm opens (outlier-process.md §3).
+"""Alarm cases: the formal accountability process an adverse alarm opens (docs/outlier-process.md §3).
 
 A ``Case`` is the current state of one alarm case, keyed by audit × indicator × period × organisation.
 People move it on with a ``CaseAction``; every change, by a person or by a deadline passing, is a
@@ -12,11 +12,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from schemas.events import Country, Period
 from schemas.notices import FormalNotice
 from schemas.signals import Assessment, AuditRole, TrustRole
+from schemas.vocabulary import Record
 
 CaseStage = Literal[
     "data_check",
@@ -79,11 +80,7 @@ OUTCOMES_NEEDING_REASON = frozenset({"no_case_to_answer", "downgrade_to_alert"})
 KINDS_NEEDING_REASON = frozenset({"supersession_override"})
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Case(_Frozen):
+class Case(Record):
     """The current state of one alarm case."""
 
     case_id: str
@@ -136,7 +133,7 @@ class Case(_Frozen):
         return self.stage == "closed"
 
 
-class CaseAction(_Frozen):
+class CaseAction(Record):
     """Something a person did on a case, as recorded by them (or by the CLI on their behalf)."""
 
     kind: ActionKind
@@ -164,7 +161,7 @@ class CaseAction(_Frozen):
         return self
 
 
-class CaseTransition(_Frozen):
+class CaseTransition(Record):
     """One recorded change of a case: append-only, in the audit trail."""
 
     transition_id: str
@@ -193,7 +190,7 @@ class CaseTransition(_Frozen):
     release_id: str | None = None
 
 
-class CaseEvent(_Frozen):
+class CaseEvent(Record):
     """Something operators should see: a missed deadline, an escalation, a case closed or downgraded."""
 
     kind: EventKind
@@ -205,7 +202,7 @@ class CaseEvent(_Frozen):
     detail: str
 
 
-class CaseOutcome(_Frozen):
+class CaseOutcome(Record):
     """What one call to the case service changed, for the caller to persist to the trail and the outbox."""
 
     cases: tuple[Case, ...] = ()
@@ -224,7 +221,7 @@ class CaseOutcome(_Frozen):
         )
 
 
-class CaseCommand(_Frozen):
+class CaseCommand(Record):
     """An action on a case sent to the stream workers on ``signalbox.case-commands.v1`` (key: the case id)."""
 
     kind: Literal["case_command"] = "case_command"

@@ -14,12 +14,13 @@ other results are never assessed against it.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from schemas.vocabulary import Measure, OdsCode, Record
 
 Country = Literal["ENG", "WLS", "SCO", "NIR"]
-MeasureType = Literal["proportion", "standardised_ratio", "mean"]
 
 
 #: The largest count (numerator, denominator, observed events, patients) one organisation can report for one
@@ -32,8 +33,10 @@ MAX_MEAN = 1e9
 MAX_RESULTS = 100_000
 
 
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+class Frozen(Record):
+    """The contract is strict: see the module's docstring."""
+
+    model_config = ConfigDict(strict=True)
 
 
 def _iso_date(value: Any) -> Any:
@@ -73,7 +76,7 @@ class Period(Frozen):
 
 
 class Organisation(Frozen):
-    ods_code: str = Field(min_length=3, max_length=9, pattern=r"^[A-Z0-9]+$")
+    ods_code: OdsCode
     country: Country = "ENG"
 
 
@@ -108,7 +111,7 @@ class MeanMeasure(Frozen):
     n: int = Field(ge=1, le=MAX_COUNT)
 
 
-Measure = Annotated[ProportionMeasure | StandardisedRatioMeasure | MeanMeasure, Field(discriminator="type")]
+AnyMeasure = Annotated[ProportionMeasure | StandardisedRatioMeasure | MeanMeasure, Field(discriminator="type")]
 
 
 class AuditResult(Frozen):
@@ -122,7 +125,7 @@ class AuditResult(Frozen):
     indicator_id: str = Field(min_length=1, max_length=80)
     period: Period
     organisation: Organisation
-    measure: Measure
+    measure: AnyMeasure
     published_at: datetime
 
     @property
@@ -155,7 +158,7 @@ def release_topic_key(event: AuditResult | ReleaseClosed) -> str:
     return f"{event.audit}/{event.release_id}"
 
 
-_TAGS = frozenset({"audit_result", "release_closed", *get_args(MeasureType)})
+_TAGS = frozenset({"audit_result", "release_closed", *Measure})
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from schemas.signals import (
     REGULATOR_ROLES,
@@ -21,6 +21,7 @@ from schemas.signals import (
     TrustRecipient,
     stable_id,
 )
+from schemas.vocabulary import Record, Space
 
 LearningTemplate = Literal["learning_alert", "cusum_signal"]
 GoodPracticeTemplate = Literal["favourable_notice"]
@@ -33,9 +34,7 @@ FormalTemplate = Literal[
 ]
 
 
-class _Notice(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _Notice(Record):
     notice_id: str
     ods_code: str
     assessment: Assessment
@@ -47,7 +46,7 @@ class _Notice(BaseModel):
 
 
 class LearningNotice(_Notice):
-    space: Literal["learning"] = "learning"
+    space: Literal[Space.LEARNING] = Space.LEARNING
     template: LearningTemplate
     recipients: tuple[LearningRecipient, ...] = Field(min_length=1)
 
@@ -60,13 +59,13 @@ class LearningNotice(_Notice):
 
 
 class GoodPracticeNotice(_Notice):
-    space: Literal["good_practice"] = "good_practice"
+    space: Literal[Space.GOOD_PRACTICE] = Space.GOOD_PRACTICE
     template: GoodPracticeTemplate
     recipients: tuple[TrustRecipient, ...] = Field(min_length=1)
 
 
 class FormalNotice(_Notice):
-    space: Literal["formal"] = "formal"
+    space: Literal[Space.FORMAL] = Space.FORMAL
     template: FormalTemplate
     recipients: tuple[FormalRecipient, ...] = Field(min_length=1)
 
@@ -75,7 +74,8 @@ class FormalNotice(_Notice):
         return any(r.role in REGULATOR_ROLES for r in self.recipients)
 
 
-Notice = Annotated[LearningNotice | GoodPracticeNotice | FormalNotice, Field(discriminator="space")]
+AnyNotice = LearningNotice | GoodPracticeNotice | FormalNotice
+Notice = Annotated[AnyNotice, Field(discriminator="space")]
 
 
 def notice_id_for(decision_id: str, template: str, step: str = "") -> str:

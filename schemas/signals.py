@@ -14,13 +14,10 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from schemas.events import MeasureType, Period
-
-Band = Literal["alarm", "alert", "within", "insufficient_data"]
-Side = Literal["adverse", "favourable"]
-Space = Literal["learning", "formal", "good_practice"]
+from schemas.events import Period
+from schemas.vocabulary import Band, Measure, Record, Side, Space
 
 LearningRole = Literal["patient_safety_lead", "lead_clinician"]
 TrustRole = Literal["patient_safety_lead", "lead_clinician", "medical_director", "chief_executive"]
@@ -28,10 +25,6 @@ RegulatorRole = Literal["nhs_england", "cqc", "welsh_government", "hiw"]
 AuditRole = Literal["audit_clinical_lead", "audit_supplier"]
 FormalRole = Literal[TrustRole, RegulatorRole, AuditRole]
 REGULATOR_ROLES: frozenset[str] = frozenset(get_args(RegulatorRole))
-
-
-class Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Limits(Record):
@@ -64,7 +57,7 @@ class Assessment(Record):
     organisation_name: str
     country: str
     event_id: str
-    measure: MeasureType
+    measure: Measure
     method: str
     value: float | None
     volume: float
@@ -92,7 +85,7 @@ class ReleaseSummary(Record):
     indicator_id: str
     indicator_name: str
     period: Period
-    measure: MeasureType
+    measure: Measure
     method: str
     target: float | None
     phi: float | None
@@ -136,12 +129,12 @@ class _Decision(Record):
 class LearningDecision(_Decision):
     """An adverse alert: protected learning space, for local inquiry, no external sanction."""
 
-    space: Literal["learning"] = "learning"
+    space: Literal[Space.LEARNING] = Space.LEARNING
     recipients: tuple[LearningRecipient, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _only_the_flagged_trust(self) -> LearningDecision:
-        if self.assessment.band != "alert" or self.assessment.side != "adverse":
+        if self.assessment.band != Band.ALERT or self.assessment.side != Side.ADVERSE:
             raise ValueError("a learning-space decision is made only for an adverse alert")
         for recipient in self.recipients:
             if recipient.ods_code != self.assessment.ods_code:
@@ -159,13 +152,13 @@ class FormalDecision(_Decision):
     regulators are told only by the case process, after confirmation.
     """
 
-    space: Literal["formal"] = "formal"
+    space: Literal[Space.FORMAL] = Space.FORMAL
     case_id: str
     recipients: tuple[TrustRecipient, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _alarm_only(self) -> FormalDecision:
-        if self.assessment.band != "alarm" or self.assessment.side != "adverse":
+        if self.assessment.band != Band.ALARM or self.assessment.side != Side.ADVERSE:
             raise ValueError("a formal-space decision is made only for an adverse alarm")
         return self
 
@@ -173,17 +166,18 @@ class FormalDecision(_Decision):
 class GoodPracticeDecision(_Decision):
     """A favourable result beyond a limit: the trust is told, and the audit may share the learning."""
 
-    space: Literal["good_practice"] = "good_practice"
+    space: Literal[Space.GOOD_PRACTICE] = Space.GOOD_PRACTICE
     recipients: tuple[TrustRecipient, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _favourable_only(self) -> GoodPracticeDecision:
-        if self.assessment.band not in ("alert", "alarm") or self.assessment.side != "favourable":
+        if self.assessment.band not in (Band.ALERT, Band.ALARM) or self.assessment.side != Side.FAVOURABLE:
             raise ValueError("a good-practice decision is made only for a favourable result beyond a limit")
         return self
 
 
-Decision = Annotated[LearningDecision | FormalDecision | GoodPracticeDecision, Field(discriminator="space")]
+AnyDecision = LearningDecision | FormalDecision | GoodPracticeDecision
+Decision = Annotated[AnyDecision, Field(discriminator="space")]
 
 
 class DeadLetter(Record):
@@ -219,5 +213,5 @@ def stable_id(prefix: str, *parts: str) -> str:
 
 
 def case_id_for(audit: str, indicator_id: str, period: Period, ods_code: str) -> str:
-    """Alarm cases are keyed by audit × indicator × period × organisation (outlier-process.md §3)."""
+    """Alarm cases are keyed by audit × indicator × period × organisation (docs/outlier-process.md §3)."""
     return f"{audit}:{indicator_id}:{period.start.isoformat()}..{period.end.isoformat()}:{ods_code}"

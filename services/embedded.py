@@ -37,20 +37,21 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from rules.book import RuleBook
-from rules.routing import RoutedDecision
-from schemas.signals import Assessment, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from schemas.signals import AnyDecision, Assessment, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from schemas.vocabulary import Space, Stream
 from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import unfinished_reports
 from services.db import Database
 from services.release_store import ReleaseStore, StagedStates, StateCache
+from services.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from notifications.channels.smtp import SmtpSettings
     from services.letters.outbox import InFlight
     from services.recording import Recorder
 
-SPACE_FILES = {"learning": "learning.jsonl", "formal": "formal.jsonl", "good_practice": "good-practice.jsonl"}
-OUTPUT_FILES = (*SPACE_FILES.values(), "assessments.jsonl", "releases.jsonl", "dead-letters.jsonl")
+SPACE_FILES = {space.value: f"{space.slug}.jsonl" for space in Space}
+DEAD_LETTER_FILE = f"{Stream.DEAD_LETTERS}.jsonl"
+OUTPUT_FILES = (*SPACE_FILES.values(), "assessments.jsonl", "releases.jsonl", DEAD_LETTER_FILE)
 STORE_NAME = "trail.sqlite"
 LOCK_NAME = ".signalbox-route.lock"
 PROBE_NAME = ".signalbox-write-test"
@@ -125,7 +126,7 @@ class JsonlOutputs:
         for report in outputs.reports:
             self._write("releases.jsonl", report.model_dump_json().encode() + b"\n")
         for dead in outputs.dead_letters:
-            self._write("dead-letters.jsonl", dead.model_dump_json().encode() + b"\n")
+            self._write(DEAD_LETTER_FILE, dead.model_dump_json().encode() + b"\n")
 
     def sync(self) -> dict[str, int]:
         """Flush every file to the disk and return their lengths: what the store may now record as written."""
@@ -251,7 +252,7 @@ def _account(summary: RunSummary, outputs: Outputs) -> None:
     summary.dead_letters += len(outputs.dead_letters)
     summary.reports += len(outputs.reports)
     summary.releases += [ReleaseLine(r.summary, r.flagged) for r in outputs.releases]
-    d: RoutedDecision
+    d: AnyDecision
     for d in outputs.decisions:
         summary.decisions[d.space] += 1
 
@@ -390,14 +391,18 @@ def run_embedded(
     directory_path: Path,
     *,
     deliver: bool = True,
-    smtp: SmtpSettings | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    settings: Settings | None = None,
 ) -> tuple[RunSummary, RecordReport]:
     """``signalbox route``: the JSON Lines outputs, plus the trail, alarm cases and letters in
-    ``out_dir/trail.sqlite``, signed checkpoints, and the letters as ``.eml`` files (or by ``smtp`` when given).
-    Resumable: see the module's docstring. A disk that refuses a write ends in a ``UsageError`` sentence."""
+    ``out_dir/trail.sqlite``, signed checkpoints, and the letters as ``.eml`` files (or SMTP when configured).
+    Resumable: see the module's docstring. A disk that refuses a write ends in a ``UsageError`` sentence.
+    ``settings`` (the signing key's path, SMTP) are read from the environment when not given."""
+    settings = settings or get_settings()
     try:
-        return _run_embedded(input_path, rules, out_dir, directory_path, deliver=deliver, smtp=smtp, on_bytes=on_bytes)
+        return _run_embedded(
+            input_path, rules, out_dir, directory_path, deliver=deliver, on_bytes=on_bytes, settings=settings
+        )
     except (OSError, sqlite3.Error) as exc:
         failure = storage_failure(exc, out_dir)
         if failure is None:
@@ -412,8 +417,8 @@ def _run_embedded(
     directory_path: Path,
     *,
     deliver: bool,
-    smtp: SmtpSettings | None,
     on_bytes: Callable[[int], None] | None,
+    settings: Settings,
 ) -> tuple[RunSummary, RecordReport]:
     import shutil
 
@@ -424,10 +429,11 @@ def _run_embedded(
     from services.letters.plot import LetterPlots
     from services.recording import Recorder
     from services.trail.checkpoint import Checkpointer, CheckpointError, signing_key_for_store, write_public_key
+    from services.trail.store import AUDIENCES
 
     check_paths(input_path, out_dir)
     try:  # before anything is recorded: a run never ends with a trail it could not sign
-        key = signing_key_for_store(out_dir / STORE_NAME)
+        key = signing_key_for_store(out_dir / STORE_NAME, settings.trail_key_path)
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError, as is a garbled PEM
         raise UsageError(f"The trail's signing key cannot be used: {exc}") from None
     try:
@@ -445,7 +451,7 @@ def _run_embedded(
     with ExitStack() as stack:
         lock_out_dir(out_dir, stack)
         db = stack.enter_context(Database(store))
-        recorder = Recorder(db, rules, directory)
+        recorder = Recorder(db, rules, directory, key_path=settings.trail_key_path)
         summary = route_resumably(input_path, rules, out_dir, recorder, stack, on_bytes=on_bytes)
         write_public_key(key, out_dir / "trail.pub")  # published beside the checkpoints; the key is elsewhere
         checkpointer = Checkpointer(recorder.trail, key, export_to=out_dir / "checkpoints")
@@ -455,7 +461,7 @@ def _run_embedded(
             delivery = None
             if mail_dir is not None:
                 delivery = send(
-                    db, directory, default_transports(mail_dir, smtp),
+                    db, directory, default_transports(mail_dir, settings.smtp),
                     funnel_for=LetterPlots(recorder.trail, rules).funnel_for, clock=recorder.clock,
                 )  # fmt: skip
             checkpointer.checkpoint_all()  # and what delivery added
@@ -464,7 +470,7 @@ def _run_embedded(
         checkpoints = sorted((out_dir / "checkpoints").glob("*.checkpoint"))
         report = RecordReport(
             store=store,
-            trail_sizes={a: recorder.trail.size(a) for a in ("learning", "formal")},
+            trail_sizes={a: recorder.trail.size(a) for a in AUDIENCES},
             checkpoints=checkpoints,
             cases_open=len(recorder.cases.store.list()),
             letters=outbox.counts(db),

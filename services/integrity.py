@@ -1,8 +1,10 @@
 """``trail verify`` in full: the trail's own checks, then every record that the trail vouches for.
 
 The trail package knows logs, leaves and checkpoints, not what the entries mean (it imports neither cases nor
-letters). What the formal log vouches for is composed here, one level up: every alarm case is replayed from
-its transitions (``services/cases/replay.py::check_cases``) and any disagreement is a problem of the formal log.
+letters). What the logs vouch for is composed here, one level up: every alarm case is replayed from its
+transitions (``services/cases/replay.py::check_cases``) and any disagreement is a problem of the formal log;
+every letter in the outbox is checked against its log's notice entry (``services/letters/vouch.py::check_outbox``)
+and any row that is not vouched for is a problem of the log of its space.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from services.cases.replay import check_cases
 from services.db import Database
+from services.letters.vouch import check_outbox
 from services.trail.checkpoint import TrustedKey
 from services.trail.store import Trail
 from services.trail.verify import Problem, Report
@@ -26,8 +29,8 @@ def verify(
     exported: Path | None = None,
     require_checkpoint: bool = False,
 ) -> Report:
-    """Verify both logs of a store (``services.trail.verify.verify``, same arguments) and replay every case
-    against the formal log."""
+    """Verify both logs of a store (``services.trail.verify.verify``, same arguments), replay every case against
+    the formal log and check every outbox letter against its log's notice entry."""
     database = db if isinstance(db, Database) else Database(db)
     try:
         report = verify_trail(
@@ -35,6 +38,9 @@ def verify(
         )
         # Case state is vouched for by the formal log: replay every case.
         report.logs["formal"].problems += [Problem(None, problem) for problem in check_cases(Trail(database))]
+        # Every letter in the outbox is vouched for by its log's notice entry.
+        for audience, problem in check_outbox(database):
+            report.logs[audience].problems.append(Problem(None, problem))
         return report
     finally:
         if database is not db:

@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from notifications.recipients import Directory
@@ -29,6 +30,7 @@ from schemas.cases import CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice
 from schemas.signals import FormalDecision
 from services.cases.machine import CaseError
+from services.cases.replay import open_in_trail, replay_case
 from services.cases.service import CaseService
 from services.core.assess import AssessedRelease
 from services.core.notices import notice_for
@@ -55,8 +57,11 @@ class Recorder:
         rules: RuleBook,
         directory: Directory,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        key_path: Path | None = None,
     ) -> None:
         self.db = db
+        self.key_path = key_path  # the trail's signing key (Settings.trail_key_path), for ``checkpoint_now``
         self.rules = rules
         self.directory = directory
         self.clock = clock
@@ -136,22 +141,36 @@ class Recorder:
 
     def _supersede(self, release: AssessedRelease) -> None:
         audit, release_id, indicator_id = release.summary_key
+        # The key's open cases as the trail has them: a row closed (or garbled) by SQL does not hide its case
+        # from a later release; superseding a tampered case is refused below and logged.
+        ids = {c.case_id for c in self.cases.store.open_cases(audit)} | set(open_in_trail(self.trail))
+        opened = [replay_case(self.trail, case_id).case for case_id in sorted(ids)]
         candidates = [
             c
-            for c in self.cases.store.open_cases(audit)
-            if c.indicator_id == indicator_id and c.assessment.release_id != release_id
+            for c in opened
+            if c is not None
+            and not c.is_closed
+            and c.audit == audit
+            and c.indicator_id == indicator_id
+            and c.assessment.release_id != release_id
         ]
         if not candidates:
             return
-        units: dict[tuple[str, str, str], bool] = {}
+        # A release for the case's period that no longer shows the alarm supersedes it, whether the trust's
+        # result there is no alarm or is absent (withdrawn, or excluded by the platform): either way the data
+        # the alarm rests on no longer say so. A release for another period says nothing about the case.
+        periods: set[tuple[str, str]] = set()
+        alarms: set[tuple[str, str, str]] = set()
         for line in release.lines:
             a = json.loads(line)
-            key = (a["ods_code"], a["period"]["start"], a["period"]["end"])
-            units[key] = a["band"] == "alarm" and a["side"] == "adverse"
+            period = (a["period"]["start"], a["period"]["end"])
+            periods.add(period)
+            if a["band"] == "alarm" and a["side"] == "adverse":
+                alarms.add((a["ods_code"], *period))
         for case in candidates:
-            still_alarm = units.get((case.ods_code, case.period.start.isoformat(), case.period.end.isoformat()))
-            if still_alarm is None or still_alarm:
-                continue  # not in this release (another period), or still an alarm
+            period = (case.period.start.isoformat(), case.period.end.isoformat())
+            if period not in periods or (case.ods_code, *period) in alarms:
+                continue
             try:
                 self.cases.supersede(case.case_id, release_id)
             except CaseError as exc:  # a tampered case: `trail verify` names it; the release is still recorded

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.kafka.acl import Credentials
-from services.settings import Settings
+from services.settings import Settings, get_settings
+from tests.support.credentials import Credentials
 
 _HOW_TO_START = 'start the local services with: eval "$(deploy/local/up)"'
 
@@ -39,7 +39,7 @@ def _require(*names: str) -> None:
 def kafka_settings() -> Settings:
     """The service principal's connection settings (SIGNALBOX_KAFKA, _USER, _PASSWORD)."""
     _require("SIGNALBOX_KAFKA", "SIGNALBOX_KAFKA_USER", "SIGNALBOX_KAFKA_PASSWORD")
-    return Settings.from_env()
+    return get_settings()
 
 
 @pytest.fixture(scope="session")

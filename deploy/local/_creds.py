@@ -9,7 +9,10 @@ Format (JSON, mode 600, generated once; new principals are added without touchin
      "postgres": {"signalbox": "..."}}
 
 Usage: _creds.py ensure PATH [--safety-lead ODS ...] | _creds.py get PATH SECTION USER
-       _creds.py url PATH SCHEME SECTION USER HOST:PORT/DB | _creds.py cluster-id
+       _creds.py section PATH SECTION | _creds.py url PATH SCHEME SECTION USER HOST:PORT/DB | _creds.py cluster-id
+
+``section`` prints one section as a JSON object (user -> password) for ``python -m services.kafka.acl provision
+--passwords -``: the product never reads this file's format.
 
 Every value that reaches a command line, a config file or a URL is made safe here, not by luck: passwords are
 ``token_urlsafe`` and any stored one must stay in that alphabet (it is written into JAAS strings, redis.conf and
@@ -100,6 +103,15 @@ def get(path: str, section: str, user: str) -> str:
     return value
 
 
+def section(path: str, name: str) -> str:
+    """The section ``name`` as a JSON object, every password checked as ``get`` checks it."""
+    data = _load(path)
+    sec = data.get(name)
+    if not isinstance(sec, dict):
+        raise SystemExit(f"{path}: no {name} section")
+    return json.dumps({str(user): get(path, name, str(user)) for user in sec}, sort_keys=True)
+
+
 def url(path: str, scheme: str, section: str, user: str, location: str) -> str:
     """``scheme://user:password@location`` with user and password percent-encoded."""
     return f"{scheme}://{quote(user, safe='')}:{quote(get(path, section, user), safe='')}@{location}"
@@ -122,6 +134,8 @@ def main(argv: list[str]) -> None:
         ensure(argv[1], leads)
     elif len(argv) == 4 and argv[0] == "get":
         print(get(argv[1], argv[2], argv[3]))
+    elif len(argv) == 3 and argv[0] == "section":
+        print(section(argv[1], argv[2]))
     elif len(argv) == 6 and argv[0] == "url":
         print(url(argv[1], argv[2], argv[3], argv[4], argv[5]))
     elif argv == ["cluster-id"]:

@@ -1,31 +1,18 @@
 """Send letters by SMTP (NHSmail or a local relay) with aiosmtplib.
 
-Settings come from the environment:
-
-=============================  =========================================  =========
-``SIGNALBOX_SMTP_HOST``        server name; unset means "no SMTP"         (none)
-``SIGNALBOX_SMTP_PORT``        port                                       587
-``SIGNALBOX_SMTP_STARTTLS``    upgrade with STARTTLS (true/false)         true
-``SIGNALBOX_SMTP_USER``        login name, if the server wants one        (none)
-``SIGNALBOX_SMTP_PASSWORD``    password for ``SIGNALBOX_SMTP_USER``       (none)
-``SIGNALBOX_SMTP_TIMEOUT``     seconds per SMTP operation                 30
-=============================  =========================================  =========
+The settings are a value (``SmtpSettings``) the caller gives: notifications read no environment (the service
+builds them from ``SIGNALBOX_SMTP_*`` in ``services.settings``).
 
 A 4xx reply or a broken connection is worth retrying; a 5xx reply is permanent.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiosmtplib
 
 from notifications.channels.base import LETTER_POLICY, DeliveryError, OutgoingMessage, build_email
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,32 +23,6 @@ class SmtpSettings:
     user: str | None = None
     password: str | None = None
     timeout: float = 30.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SmtpSettings | None:
-        """The settings in ``SIGNALBOX_SMTP_*``, or None when no host is set."""
-        env = os.environ if env is None else env
-        host = env.get("SIGNALBOX_SMTP_HOST", "").strip()
-        if not host:
-            return None
-        starttls_text = env.get("SIGNALBOX_SMTP_STARTTLS", "true").strip().lower()
-        if starttls_text not in _TRUE | _FALSE:
-            raise ValueError(f"SIGNALBOX_SMTP_STARTTLS must be true or false, not {starttls_text!r}")
-        port_text = env.get("SIGNALBOX_SMTP_PORT", "587").strip()
-        if not port_text.isdigit():
-            raise ValueError(f"SIGNALBOX_SMTP_PORT must be a port number, not {port_text!r}")
-        user = env.get("SIGNALBOX_SMTP_USER") or None
-        password = env.get("SIGNALBOX_SMTP_PASSWORD") or None
-        if (user is None) != (password is None):
-            raise ValueError("set both SIGNALBOX_SMTP_USER and SIGNALBOX_SMTP_PASSWORD, or neither")
-        return cls(
-            host=host,
-            port=int(port_text),
-            starttls=starttls_text in _TRUE,
-            user=user,
-            password=password,
-            timeout=float(env.get("SIGNALBOX_SMTP_TIMEOUT", "30")),
-        )
 
     def __repr__(self) -> str:  # never print the password
         return (

@@ -5,12 +5,9 @@ Pure numpy/scipy functions with no I/O; the funnel plot is drawn by `notificatio
 
 from rules.stats.funnel import (
     BAND_LABELS,
-    Band,
     FunnelBatch,
     FunnelResult,
     FunnelSpec,
-    Measure,
-    Method,
     assess,
     assess_many,
     assess_means,
@@ -29,12 +26,9 @@ from rules.stats.overdispersion import chisq_overdispersion_test
 
 __all__ = [
     "BAND_LABELS",
-    "Band",
     "FunnelBatch",
     "FunnelResult",
     "FunnelSpec",
-    "Measure",
-    "Method",
     "assess",
     "assess_many",
     "assess_means",

@@ -6,7 +6,7 @@ inflates the limits to target ± z_p·sqrt(s² + τ²) when the policy says so, 
 limits to the indicator's own scale, and classifies on the (adjusted) z-score: |z| > z_alarm is
 alarm, |z| > z_alert is alert, equality counts as inside.
 
-Methods (statistics.md §1):
+Methods (docs/statistics.md §1):
   proportion          normal (PHE score limits), exact (binomial, Spiegelhalter interpolation), arcsine
   standardised_ratio  poisson-ci (χ² CI-style limits), exact (Poisson prediction limits, interpolated),
                       log / shmi, sqrt / cqc (limits squared back), normal
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,22 +33,16 @@ from scipy import special
 from scipy.stats import binom, chi2, norm, poisson
 
 from rules.stats.overdispersion import MIN_S, GroupedOverdispersion, grouped_overdispersion
+from schemas.vocabulary import Adverse, Band, Measure, Method, OdMethod, OdPolicy, Side, Trim
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
 
-Measure = Literal["proportion", "standardised_ratio", "mean"]
-Method = Literal["shmi", "cqc", "poisson-ci", "exact", "normal", "arcsine", "log", "sqrt"]
-Band = Literal["alarm", "alert", "within", "insufficient_data"]
-Side = Literal["adverse", "favourable"]
-Overdispersion = Literal["none", "additive", "multiplicative"]
-OdPolicy = Literal["phi", "chisq", "always"]
-
 #: Band codes used by `FunnelBatch.band_code`; `band_labels` decodes them.
 BAND_WITHIN, BAND_ALERT, BAND_ALARM, BAND_INSUFFICIENT = 0, 1, 2, 3
-BAND_LABELS: npt.NDArray[np.str_] = np.array(["within", "alert", "alarm", "insufficient_data"])
-SIDE_LABELS: npt.NDArray[np.str_] = np.array(["favourable", "adverse"])
+BAND_LABELS: npt.NDArray[np.str_] = np.array([Band.WITHIN, Band.ALERT, Band.ALARM, Band.INSUFFICIENT_DATA], dtype=str)
+SIDE_LABELS: npt.NDArray[np.str_] = np.array([Side.FAVOURABLE, Side.ADVERSE], dtype=str)
 
 #: |z| given to a unit whose exact tail probability is 0 (e.g. O = 0 against a χ² CI-style
 #: limit, or O = n against an interpolated binomial limit): such a unit is outside every limit.
@@ -57,15 +52,17 @@ Z_CAP = 40.0
 LOG_ZERO_EVENTS = 0.5
 
 METHODS_BY_MEASURE: dict[str, tuple[str, ...]] = {
-    "proportion": ("normal", "exact", "arcsine"),
-    "standardised_ratio": ("poisson-ci", "exact", "log", "shmi", "sqrt", "cqc", "normal"),
-    "mean": ("normal",),
-}
-EXACT_METHODS = ("exact", "poisson-ci")
+    Measure.PROPORTION: (Method.NORMAL, Method.EXACT, Method.ARCSINE),
+    Measure.STANDARDISED_RATIO: (
+        Method.POISSON_CI, Method.EXACT, Method.LOG, Method.SHMI, Method.SQRT, Method.CQC, Method.NORMAL,
+    ),
+    Measure.MEAN: (Method.NORMAL,),
+}  # fmt: skip
+EXACT_METHODS = (Method.EXACT, Method.POISSON_CI)
 COLUMNS_BY_MEASURE: dict[str, tuple[str, ...]] = {
-    "proportion": ("numerator", "denominator"),
-    "standardised_ratio": ("observed", "expected"),
-    "mean": ("mean", "sd", "n"),
+    Measure.PROPORTION: ("numerator", "denominator"),
+    Measure.STANDARDISED_RATIO: ("observed", "expected"),
+    Measure.MEAN: ("mean", "sd", "n"),
 }
 
 
@@ -80,27 +77,36 @@ def critical_z(level: float) -> float:
     return float(norm.ppf(0.5 + level / 2.0))
 
 
+_WORD_FIELDS = ("measure", "method", "adverse", "overdispersion", "trim", "od_policy")
+
+
 @dataclass(frozen=True)
 class FunnelSpec:
     """What to compute for one indicator; every field is recorded with each result."""
 
     measure: Measure
     method: Method
-    adverse: Literal["high", "low"] = "high"
+    adverse: Adverse = Adverse.HIGH
     alert_level: float = 0.95
     alarm_level: float = 0.998
-    overdispersion: Overdispersion = "additive"
-    trim: Literal["winsorise", "truncate"] = "winsorise"
+    overdispersion: OdMethod = OdMethod.ADDITIVE
+    trim: Trim = Trim.WINSORISE
     trim_fraction: float = 0.10
-    od_policy: OdPolicy = "phi"
+    od_policy: OdPolicy = OdPolicy.PHI
     chisq_alpha: float = 0.05
     round_expected: int | None = None
     target: float | None = None
     min_volume: float = 0.0
 
     def __post_init__(self) -> None:
+        # A word is kept as its plain text, as records keep it (schemas/vocabulary.py): what the spec reports
+        # and what the results record is the same text whether a caller passed ``Method.SHMI`` or ``"shmi"``.
+        for name in _WORD_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, StrEnum):
+                object.__setattr__(self, name, value.value)
         if self.measure not in METHODS_BY_MEASURE:
-            raise ValueError(f"Unknown measure {self.measure!r}; expected one of {sorted(METHODS_BY_MEASURE)}.")
+            raise ValueError(f"Unknown measure {self.measure!r}; expected one of {sorted(m.value for m in Measure)}.")
         allowed = METHODS_BY_MEASURE[self.measure]
         if self.method not in allowed:
             raise ValueError(
@@ -112,13 +118,13 @@ class FunnelSpec:
                 f"(got {self.overdispersion!r}); φ and τ² are still reported. Use a transformed method "
                 "(arcsine, log/shmi, sqrt/cqc, normal) for overdispersion-adjusted limits."
             )
-        if self.overdispersion not in get_args(Overdispersion):
+        if self.overdispersion not in tuple(OdMethod):
             raise ValueError(f"Unknown overdispersion {self.overdispersion!r}.")
-        if self.od_policy not in get_args(OdPolicy):
+        if self.od_policy not in tuple(OdPolicy):
             raise ValueError(f"Unknown od_policy {self.od_policy!r}.")
-        if self.trim not in ("winsorise", "truncate"):
+        if self.trim not in tuple(Trim):
             raise ValueError(f"Unknown trim {self.trim!r}; expected 'winsorise' or 'truncate'.")
-        if self.adverse not in ("high", "low"):
+        if self.adverse not in tuple(Adverse):
             raise ValueError(f"adverse must be 'high' or 'low', not {self.adverse!r}.")
         if not 0.0 < self.alert_level < self.alarm_level < 1.0:
             raise ValueError(
@@ -803,10 +809,10 @@ def ratio_ci_significance(
     """PHE-style significance of O/E against the target: does the count CI for O exclude target·E?
 
     Returns (band, direction) where band is alarm (the alarm-level CI excludes it), alert, or within,
-    and direction is "high" or "low" ("" when within).  This is the CI convention (statistics.md
+    and direction is "high" or "low" ("" when within).  This is the CI convention (docs/statistics.md
     §1.3c), kept for comparison with Fingertips; signalbox classifies with prediction limits.
     """
-    spec = spec or FunnelSpec.preset("standardised_ratio", "poisson-ci")
+    spec = spec or FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.POISSON_CI)
     o = np.asarray(observed, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64) * (1.0 if spec.target is None else spec.target)
     band = np.full(o.shape, "within", dtype="<U17")
@@ -822,12 +828,9 @@ def ratio_ci_significance(
 
 __all__ = [
     "BAND_LABELS",
-    "Band",
     "FunnelBatch",
     "FunnelResult",
     "FunnelSpec",
-    "Measure",
-    "Method",
     "assess",
     "assess_many",
     "assess_means",

@@ -14,17 +14,17 @@ of groups.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import chi2
 
+from schemas.vocabulary import Trim
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
 
-Trim = Literal["winsorise", "truncate"]
 
 #: Units outside these bounds are numerically degenerate (an SD of 1e-300 gives s ≈ 0 and z ≈ 1e300): their
 #: z² or weight 1/s² would overflow the sums and make φ infinite and τ² undefined, switching the adjustment off

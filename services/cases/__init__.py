@@ -1,4 +1,4 @@
-"""Alarm cases: the HQIP outlier process an adverse alarm follows (outlier-process.md §3).
+"""Alarm cases: the HQIP outlier process an adverse alarm follows (docs/outlier-process.md §3).
 
 * ``calendar``: working days per country from the ``holidays`` package;
 * ``machine``: the pure state machine (open, apply an action, fire a passed deadline);

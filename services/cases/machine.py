@@ -1,4 +1,4 @@
-"""The alarm case state machine (outlier-process.md §3): pure functions from a case and what happened to the
+"""The alarm case state machine (docs/outlier-process.md §3): pure functions from a case and what happened to the
 next case, the transitions to record, the letters to send and the events to show.
 
 Nothing here reads a clock, a database or the network: ``now`` is an argument, deadlines come from the rule

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 
 from rules.book import Deadlines
 from schemas.cases import Case, CaseAction, CaseOutcome
 from schemas.signals import FormalDecision
 from services.cases import machine
 from services.cases.machine import CaseError
-from services.cases.replay import check_case, replay_case
-from services.cases.store import CaseConflict, CaseStore
+from services.cases.replay import check_case, disagreement, open_in_trail, replay_case
+from services.cases.store import CaseConflict, CaseStore, UnreadableCase
+from services.core.calendar import uk_date
 from services.db import Database
 from services.trail.store import NewEntry, Trail
 
@@ -65,21 +66,18 @@ class CaseService:
         """
         now = self.clock()
         with self.db.transaction():
-            cases = self._cases_of_key(decision.case_id)
+            cases, case_id = self._cases_of_key(decision.case_id)
             recorded = [e for e in self.trail.find(decision.decision_id, "formal") if e.kind == "formal_decision"]
             joined = recorded[0].case_id if recorded else None
             for existing in cases:
                 if decision.decision_id == existing.decision_id or existing.case_id == joined:
                     return CaseOutcome(cases=(existing,))
             latest = cases[-1] if cases else None
-            if latest is not None:
-                latest = replay_case(self.trail, latest.case_id).case or latest
-                if not latest.is_closed:
-                    # A new alarm for the key's open case: recorded against it; the case goes on.
-                    self.trail.append_many("formal", [self._decision_entry(decision, latest.case_id)])
-                    return CaseOutcome(cases=(latest,))
+            if latest is not None and not latest.is_closed:
+                # A new alarm for the key's open case: recorded against it; the case goes on.
+                self.trail.append_many("formal", [self._decision_entry(decision, latest.case_id)])
+                return CaseOutcome(cases=(latest,))
             deadlines = self.rules_lookup(decision.assessment.audit, decision.assessment.indicator_id)
-            case_id = decision.case_id if not cases else f"{decision.case_id}#{len(cases) + 1}"
             previous = latest.case_id if latest is not None else None
             case, transitions, notices = machine.open_case(
                 decision, deadlines, now, case_id=case_id, previous_case_id=previous
@@ -103,12 +101,23 @@ class CaseService:
             "formal_decision", decision.model_dump(mode="json"), case_id=case_id, decision_id=decision.decision_id
         )
 
-    def _cases_of_key(self, key: str) -> list[Case]:
-        """The cases of one key, oldest first: ``key``, ``key#2``, ``key#3`` …"""
+    def _cases_of_key(self, key: str) -> tuple[list[Case], str]:
+        """The cases of one key as its trail makes them, oldest first (``key``, ``key#2`` …), and the id a new
+        case of the key takes: the first one neither the table nor the trail has used.
+
+        A row the trail does not vouch for (inserted by SQL, or unreadable) is no case: a new alarm never joins
+        it nor is taken for its redelivery, so it cannot swallow the alarm; ``trail verify`` names the row.
+        """
         found: list[Case] = []
-        while (case := self.store.get(key if not found else f"{key}#{len(found) + 1}")) is not None:
-            found.append(case)
-        return found
+        taken = 0
+        while True:
+            case_id = key if taken == 0 else f"{key}#{taken + 1}"
+            replayed = replay_case(self.trail, case_id)
+            if replayed.case is not None:
+                found.append(replayed.case)
+            elif not replayed.transitions and not self.db.query("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)):
+                return found, case_id
+            taken += 1
 
     def act(self, case_id: str, action: CaseAction) -> CaseOutcome:
         """Record a person's action, or raise CaseError (writing nothing) if the process does not allow it."""
@@ -140,16 +149,32 @@ class CaseService:
             )
 
     def tick(self) -> CaseOutcome:
-        """Fire every deadline that has passed, once: each case in its own transaction."""
+        """Fire every deadline that has passed, once: each case in its own transaction.
+
+        Which deadlines have passed is asked of each open case's trail as well as of the table: a row whose
+        deadline was postponed, or that was marked closed, by SQL would otherwise never escalate (the
+        non-response notice to the regulators silently never sent). A case whose row disagrees with its trail,
+        or is unreadable, is not fired and is named in ``refused``.
+        """
         now = self.clock()
+        today = uk_date(now)
         total = CaseOutcome()
-        for stale in self.store.due(now):
+        candidates = sorted({c.case_id for c in self.store.due(now)} | set(open_in_trail(self.trail)))
+        for case_id in candidates:
             try:
                 with self.db.transaction():
-                    case = self.store.get(stale.case_id)
-                    if case is None:
+                    replayed = replay_case(self.trail, case_id)
+                    trail_timer = replayed.case.next_timer if replayed.case is not None else None
+                    try:
+                        case = self.store.get(case_id)
+                    except UnreadableCase as exc:
+                        if _passed(trail_timer, today):
+                            total += CaseOutcome(refused=(f"{exc}; its timer was not fired",))
+                            log.error("refused to fire a timer: %s", exc)
                         continue
-                    problem = check_case(self.trail, case)
+                    if case is None or not (_passed(case.next_timer, today) or _passed(trail_timer, today)):
+                        continue
+                    problem = disagreement(case, replayed)
                     if problem is not None:
                         total += CaseOutcome(refused=(f"{problem}; its timer was not fired",))
                         log.error("refused to fire a timer: %s", problem)
@@ -196,6 +221,10 @@ class CaseService:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome
+
+
+def _passed(deadline: date | None, today: date) -> bool:
+    return deadline is not None and deadline < today
 
 
 def _pinned(case: Case) -> Deadlines:

@@ -10,12 +10,18 @@ the same timer cannot both succeed. The same SQL runs on SQLite and PostgreSQL t
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from schemas.cases import Case, CaseStatus, CaseTransition
+from services.cases.machine import CaseError
 from services.core.calendar import UK_TIME, uk_date
 from services.db import Database
+
+log = logging.getLogger(__name__)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -64,7 +70,39 @@ DROP TRIGGER IF EXISTS case_transitions_append_only ON case_transitions
 ;;
 CREATE TRIGGER case_transitions_append_only BEFORE UPDATE OR DELETE ON case_transitions
 FOR EACH ROW EXECUTE FUNCTION case_transitions_append_only()
+;;
+DROP TRIGGER IF EXISTS case_transitions_no_truncate ON case_transitions
+;;
+CREATE TRIGGER case_transitions_no_truncate BEFORE TRUNCATE ON case_transitions
+FOR EACH STATEMENT EXECUTE FUNCTION case_transitions_append_only()
 """
+
+
+class UnreadableCase(CaseError):
+    """A case row whose body is not a case record: it was written outside the case process."""
+
+
+def parse_case(case_id: object, body: object) -> Case:
+    """The case a row's body holds, or UnreadableCase saying so in one sentence naming the case."""
+    try:
+        return Case.model_validate_json(str(body))
+    except ValidationError:
+        raise UnreadableCase(
+            f"case {case_id}: the stored case is not a readable case record; it was changed outside the case"
+            " process (run `signalbox trail verify`)"
+        ) from None
+
+
+def _readable(rows: Sequence[Sequence[object]]) -> builtins.list[Case]:
+    """The cases of ``(case_id, body)`` rows; an unreadable row is logged and left out, never fatal to the others
+    (``get`` refuses it by name, ``trail verify`` names it)."""
+    cases: builtins.list[Case] = []
+    for case_id, body in rows:
+        try:
+            cases.append(parse_case(case_id, body))
+        except UnreadableCase as exc:
+            log.error("%s", exc)
+    return cases
 
 
 class CaseConflict(RuntimeError):
@@ -100,7 +138,7 @@ class CaseStore:
 
     def get(self, case_id: str) -> Case | None:
         rows = self.db.query("SELECT body FROM cases WHERE case_id = ?", (case_id,))
-        return Case.model_validate_json(rows[0][0]) if rows else None
+        return parse_case(case_id, rows[0][0]) if rows else None
 
     def list(self, status: CaseStatus | None = None, ods: str | None = None) -> builtins.list[Case]:
         clauses: builtins.list[str] = []
@@ -112,8 +150,18 @@ class CaseStore:
             clauses.append("ods_code = ?")
             params.append(ods)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.db.query(f"SELECT body FROM cases{where} ORDER BY opened_at, case_id", params)
-        return [Case.model_validate_json(row[0]) for row in rows]
+        rows = self.db.query(f"SELECT case_id, body FROM cases{where} ORDER BY opened_at, case_id", params)
+        return _readable(rows)
+
+    def unreadable(self) -> builtins.list[str]:
+        """The ids of rows whose body is not a case record (what ``list`` leaves out)."""
+        found: builtins.list[str] = []
+        for case_id, body in self.db.query("SELECT case_id, body FROM cases ORDER BY case_id"):
+            try:
+                parse_case(case_id, body)
+            except UnreadableCase:
+                found.append(str(case_id))
+        return found
 
     def raw_rows(self) -> builtins.list[tuple[object, ...]]:
         """Every row as stored, columns in ``row_for`` order: what ``trail verify`` checks against the trail."""
@@ -125,9 +173,10 @@ class CaseStore:
     def open_cases(self, audit: str) -> builtins.list[Case]:
         """The cases of an audit that are not closed (a later release may supersede their data)."""
         rows = self.db.query(
-            "SELECT body FROM cases WHERE audit = ? AND stage <> 'closed' ORDER BY opened_at, case_id", (audit,)
+            "SELECT case_id, body FROM cases WHERE audit = ? AND stage <> 'closed' ORDER BY opened_at, case_id",
+            (audit,),
         )
-        return [Case.model_validate_json(row[0]) for row in rows]
+        return _readable(rows)
 
     def transitions(self, case_id: str) -> builtins.list[CaseTransition]:
         rows = self.db.query("SELECT body FROM case_transitions WHERE case_id = ? ORDER BY seq", (case_id,))
@@ -152,13 +201,14 @@ class CaseStore:
             self._append(transitions)
 
     def due(self, now: datetime) -> builtins.list[Case]:
-        """Cases whose armed deadline has passed: the UK date is after it."""
+        """Cases whose row says their armed deadline has passed: the UK date is after it. The timer also asks
+        the trail (``replay.open_in_trail``), since a row's deadline can be edited to postpone it."""
         rows = self.db.query(
-            "SELECT body FROM cases WHERE next_deadline IS NOT NULL AND next_deadline < ?"
+            "SELECT case_id, body FROM cases WHERE next_deadline IS NOT NULL AND next_deadline < ?"
             " ORDER BY next_deadline, case_id",
             (uk_date(now).isoformat(),),
         )
-        return [Case.model_validate_json(row[0]) for row in rows]
+        return _readable(rows)
 
     def _append(self, transitions: Sequence[CaseTransition]) -> None:
         self.db.executemany(

@@ -28,16 +28,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from notifications.channels.smtp import SmtpSettings
 from notifications.plot import funnel_view, render_funnel_svg
 from rules.book import RuleSetError, load_rules
+from rules.routing import space_for
 from rules.stats import FunnelResult, FunnelSpec, assess
+from rules.stats.funnel import COLUMNS_BY_MEASURE
 from schemas.config_files import ConfigFileError
+from schemas.vocabulary import Adverse, Band, Measure, Method, Side, Space, Stream, count_key
 from services.cli.cases import app as cases_app
 from services.cli.common import FAILED, USAGE, AtOption, StoreOption, at_option, err, fail, open_recorder, open_store
 from services.cli.trail import app as trail_app
 from services.embedded import RunSummary, UsageError, file_size, run_embedded
+from services.kafka.topics import INPUT_TOPIC
 from services.letters.recipients import DEFAULT_RECIPIENTS
+from services.settings import SettingsError, get_settings
 
 app = typer.Typer(
     name="signalbox",
@@ -61,36 +65,12 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 # ---------------------------------------------------------------------------------------------- assess
 
 
-class MeasureOpt(StrEnum):
-    proportion = "proportion"
-    standardised_ratio = "standardised_ratio"
-    mean = "mean"
-
-
-class MethodOpt(StrEnum):
-    shmi = "shmi"
-    cqc = "cqc"
-    poisson_ci = "poisson-ci"
-    exact = "exact"
-    normal = "normal"
-    arcsine = "arcsine"
-
-
-class Adverse(StrEnum):
-    high = "high"
-    low = "low"
-
-
 class Format(StrEnum):
     table = "table"
     json = "json"
 
 
-CSV_COLUMNS = {
-    "proportion": ("numerator", "denominator"),
-    "standardised_ratio": ("observed", "expected"),
-    "mean": ("mean", "sd", "n"),
-}
+CSV_COLUMNS = COLUMNS_BY_MEASURE
 
 
 def read_release_csv(path: Path, measure: str) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -160,7 +140,7 @@ def assessment_rows(orgs: list[str], result: FunnelResult) -> list[dict[str, Any
 def summary_row(result: FunnelResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for r in rows:
-        key = r["band"] if r["band"] in ("within", "insufficient_data") else f"{r['band']}_{r['side']}"
+        key = count_key(r["band"], r["side"])
         counts[key] = counts.get(key, 0) + 1
     return {
         "summary": True,
@@ -184,10 +164,10 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 @app.command("assess")
 def assess_command(
     file: Annotated[Path, typer.Argument(help="CSV: org plus numerator,denominator | observed,expected | mean,sd,n")],
-    measure: Annotated[MeasureOpt, typer.Option(help="What the CSV holds.")],
-    method: Annotated[MethodOpt, typer.Option(help="shmi, cqc, poisson-ci, exact, normal or arcsine.")],
+    measure: Annotated[Measure, typer.Option(help="What the CSV holds.")],
+    method: Annotated[Method, typer.Option(help="How the limits are drawn (which apply depends on the measure).")],
     no_overdispersion: Annotated[bool, typer.Option("--no-overdispersion", help="Unadjusted limits.")] = False,
-    adverse: Annotated[Adverse, typer.Option(help="Which direction is worse.")] = Adverse.high,
+    adverse: Annotated[Adverse, typer.Option(help="Which direction is worse.")] = Adverse.HIGH,
     min_volume: Annotated[float, typer.Option(help="Below this volume: insufficient data.")] = 0.0,
     output_format: Annotated[Format, typer.Option("--format", help="table for people, json for programs.")] = (
         Format.table
@@ -203,7 +183,7 @@ def assess_command(
         overrides: dict[str, Any] = {"adverse": adverse.value, "min_volume": min_volume}
         if no_overdispersion:
             overrides["overdispersion"] = "none"
-        spec = FunnelSpec.preset(measure.value, method.value, **overrides)
+        spec = FunnelSpec.preset(measure, method, **overrides)
         result = assess(spec, **cols)
     except (UsageError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -245,6 +225,9 @@ def assess_command(
 # ---------------------------------------------------------------------------------------------- route
 
 
+SPACE_STYLES: dict[str, str] = {Space.FORMAL: "bold red", Space.LEARNING: "yellow", Space.GOOD_PRACTICE: "green"}
+
+
 def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 20) -> None:
     from services.core.organisations import display_name
 
@@ -259,7 +242,8 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
         highlight=False,
     )
     table = Table(title="Releases")
-    for col in ("release", "indicator", "method", "φ", "τ²", "alarm", "alert", "favourable", "within", "insufficient"):
+    bands = (Band.ALARM, Band.ALERT, Side.FAVOURABLE, Band.WITHIN, "insufficient")
+    for col in ("release", "indicator", "method", "φ", "τ²", *bands):
         table.add_column(col)
     for rel in summary.releases[:max_releases]:
         s, c = rel.summary, rel.summary.counts
@@ -279,12 +263,11 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
         for col in ("space", "ODS", "organisation", "indicator", "value", "z adj", "band"):
             ft.add_column(col)
         order = {"alarm": 0, "alert": 1}
-        for a in sorted(flagged, key=lambda a: (a.side != "adverse", order[a.band], a.indicator_id, a.ods_code)):
-            space = "good practice" if a.side == "favourable" else ("formal" if a.band == "alarm" else "learning")
+        for a in sorted(flagged, key=lambda a: (a.side != Side.ADVERSE, order[a.band], a.indicator_id, a.ods_code)):
+            space = space_for(a.band, a.side)  # the routing rule itself, never restated here
             ft.add_row(
-                space, a.ods_code, display_name(a.ods_code), a.indicator_id, _fmt(a.value),
-                _fmt(a.z_adjusted, 2), f"{a.band} ({a.side})",
-                style="bold red" if space == "formal" else ("yellow" if space == "learning" else "green"),
+                (space or "recorded only").replace("_", " "), a.ods_code, display_name(a.ods_code), a.indicator_id,
+                _fmt(a.value), _fmt(a.z_adjusted, 2), f"{a.band} ({a.side})", style=SPACE_STYLES.get(space or "", ""),
             )  # fmt: skip
         out.print(ft)
     d = summary.decisions
@@ -320,10 +303,6 @@ def route_command(
         raise fail(str(exc)) from None
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
-    try:
-        smtp = SmtpSettings.from_env() if deliver else None
-    except ValueError as exc:
-        raise fail(str(exc)) from None
     size = file_size(file)
     try:
         if progress and size > 5_000_000:
@@ -340,11 +319,10 @@ def route_command(
                     out_dir,
                     recipients,
                     deliver=deliver,
-                    smtp=smtp,
                     on_bytes=lambda n: bar.advance(task, n),
                 )
         else:
-            summary, report = run_embedded(file, rules, out_dir, recipients, deliver=deliver, smtp=smtp)
+            summary, report = run_embedded(file, rules, out_dir, recipients, deliver=deliver)
     except UsageError as exc:
         raise fail(str(exc)) from None
     print_route_summary(summary, out_dir)
@@ -428,14 +406,6 @@ topics_app = typer.Typer(
 app.add_typer(topics_app, name="topics")
 
 
-class SpaceOpt(StrEnum):
-    learning = "learning"
-    formal = "formal"
-    regulator = "regulator"
-    good_practice = "good-practice"
-    dead_letters = "dead-letters"
-
-
 @app.command("worker")
 def worker_command(
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
@@ -474,7 +444,7 @@ def worker_command(
 @app.command("publish")
 def publish_command(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of v1 events.")],
-    topic: Annotated[str, typer.Option(help="Topic to publish to (must exist).")] = "audit.results.v1",
+    topic: Annotated[str, typer.Option(help="Topic to publish to (must exist).")] = INPUT_TOPIC,
     timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for the broker (metadata, each acknowledgement).")
     ] = 60.0,
@@ -485,12 +455,11 @@ def publish_command(
     the reason (authorisation, unknown topic, timeout, message too large), when any was not.
     """
     from services.kafka.clients import publish, read_file_lines
-    from services.settings import Settings
 
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
     try:
-        report = publish(Settings.from_env(), read_file_lines(file), topic, timeout_s=timeout)
+        report = publish(get_settings(), read_file_lines(file), topic, timeout_s=timeout)
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
     if not report.ok:
@@ -500,16 +469,15 @@ def publish_command(
 
 @app.command("tail")
 def tail_command(
-    space: Annotated[SpaceOpt, typer.Option(help="learning, formal, regulator, good-practice or dead-letters.")],
+    space: Annotated[Stream, typer.Option(help="Which output stream to read.")],
     max_wait: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a new record (default: never).")
     ] = None,
 ) -> None:
     """Print a space's records from Kafka as JSON Lines (the records `route --out` writes)."""
     from services.kafka.clients import tail
-    from services.settings import Settings
 
-    count = tail(Settings.from_env(), space.value, max_wait)
+    count = tail(get_settings(), space, max_wait)
     err.print(f"{count} records")
 
 
@@ -523,10 +491,9 @@ def topics_ensure(
 ) -> None:
     """Create every topic signalbox uses, learning-space topics separate per trust."""
     from services.kafka.clients import ensure_all_topics
-    from services.settings import Settings
 
     created = ensure_all_topics(
-        Settings.from_env(), partitions=partitions, replication=replication, retention_days=retention_days
+        get_settings(), partitions=partitions, replication=replication, retention_days=retention_days
     )
     out.print(f"{len(created)} topics created")
 
@@ -550,33 +517,36 @@ def deliver_command(
     from services.trail.checkpoint import checkpoint_now
 
     now = at_option(at)
-    try:
-        smtp = SmtpSettings.from_env()
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    settings = get_settings()
     with open_store(store) as db:
         mail_dir = mail or (Path(store).parent / "mail")
-        recorder = open_recorder(db, now)
+        recorder = open_recorder(db, now, settings)
         released = outbox.release_held(db, recorder.directory, now)
         report = deliver(
-            db, recorder.directory, default_transports(mail_dir, smtp),
+            db, recorder.directory, default_transports(mail_dir, settings.smtp),
             funnel_for=LetterPlots(recorder.trail, recorder.rules).funnel_for, clock=recorder.clock,
         )  # fmt: skip
         counts = outbox.counts(db)
-        if (problem := checkpoint_now(recorder.trail)) is not None:  # the delivery batch is signed at once
+        problem = checkpoint_now(recorder.trail, recorder.key_path)  # the delivery batch is signed at once
+        if problem is not None:
             out.print(f"warning: {problem}", highlight=False, markup=False)
         in_flight = outbox.in_flight(db)
+    refused = f" ({report.refused} refused: not vouched for by the trail)" if report.refused else ""
     out.print(
-        f"released {released} held, sent {report.sent}, failed {report.failed}, dead {report.dead}; outbox: "
+        f"released {released} held, sent {report.sent}, failed {report.failed}, dead {report.dead}{refused}; outbox: "
         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
         highlight=False,
     )
     print_in_flight(in_flight, report.reclaimed)
+    if report.refusals:  # a letter the trail does not vouch for was edited or forged in the store: say which
+        for refusal in report.refusals:
+            err.print(f"refused: {refusal}", highlight=False, markup=False)
+        raise SystemExit(FAILED)
 
 
 def main() -> None:
     try:
         app()
-    except ConfigFileError as exc:  # a rule set or the recipient directory, whichever command loaded it
+    except (ConfigFileError, SettingsError) as exc:  # a rule set, the recipient directory, or a setting
         fail(str(exc))
         raise SystemExit(USAGE) from None

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStatus, Outcome
 from services.cases.machine import CaseError
+from services.cases.replay import disagreement, replay_case
 from services.cases.store import CaseStore
 from services.cli.common import (
     DEFAULT_STORE,
@@ -32,6 +33,7 @@ from services.cli.common import (
     warn,
 )
 from services.core.calendar import uk_date
+from services.recording import Recorder
 from services.trail.checkpoint import checkpoint_now
 from services.trail.store import Trail
 
@@ -59,14 +61,21 @@ def list_cases(
         raise fail(f"--status must be one of {', '.join(get_args(CaseStatus))}, not {status!r}")
     with open_store(store) as db:
         cases = CaseStore(db).list(status=status, ods=ods)  # type: ignore[arg-type]
+        unreadable = CaseStore(db).unreadable()
     if fmt == "json":
         typer.echo(json.dumps([c.model_dump(mode="json") for c in cases], indent=2))
-        return
-    table = Table("case", "organisation", "stage", "status", "deadline", title=f"{len(cases)} alarm case(s)")
-    today = uk_date(system_now())
-    for case in cases:
-        table.add_row(case.case_id, case.ods_code, case.stage, case.status, _deadline(case, today))
-    console.print(table)
+    else:
+        table = Table("case", "organisation", "stage", "status", "deadline", title=f"{len(cases)} alarm case(s)")
+        today = uk_date(system_now())
+        for case in cases:
+            table.add_row(case.case_id, case.ods_code, case.stage, case.status, _deadline(case, today))
+        console.print(table)
+    if unreadable:  # never silently left out of the list
+        raise fail(
+            f"{len(unreadable)} case row(s) are not readable case records and are not listed:"
+            f" {', '.join(unreadable)}; run `signalbox trail verify`",
+            FAILED,
+        )
 
 
 @app.command("show")
@@ -74,11 +83,18 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
     """Show one case and every transition it went through."""
     _check_format(fmt)
     with open_store(store) as db:
-        cases = CaseStore(db)
-        case = cases.get(case_id)
+        try:
+            case = CaseStore(db).get(case_id)
+        except CaseError as exc:  # an unreadable case row: a problem found, named
+            raise fail(str(exc), FAILED) from None
         if case is None:
             raise fail(f"there is no case {case_id!r} in {store}")
-        transitions = cases.transitions(case_id)
+        # What is shown is what the trail vouches for: a row changed by SQL is named, never shown as the case.
+        replayed = replay_case(Trail(db), case_id)
+        problem = disagreement(case, replayed)
+        if problem is not None:
+            raise fail(f"{problem} (run `signalbox trail verify`)", FAILED)
+        transitions = replayed.transitions
     if fmt == "json":
         body = {
             "case": case.model_dump(mode="json"),
@@ -150,7 +166,7 @@ def act(
             result = recorder.cases.act(case_id, recorded)
         except CaseError as exc:
             raise fail(str(exc), FAILED) from None
-        _checkpoint(recorder.trail)
+        _checkpoint(recorder)
     case = result.cases[0]
     typer.echo(f"{case.case_id}: now at stage {case.stage}, status {case.status}; deadline {case.deadline or '—'}")
     for notice in result.notices:
@@ -182,7 +198,7 @@ def tick(
     with open_store(store) as db:
         recorder = open_recorder(db, now)
         outcome = recorder.cases.tick()
-        _checkpoint(recorder.trail)
+        _checkpoint(recorder)
     for event in outcome.events:
         typer.echo(f"{event.case_id}: {event.kind}: {event.detail}")
     for notice in outcome.notices:
@@ -194,8 +210,8 @@ def tick(
         raise fail(outcome.refused[-1], FAILED)
 
 
-def _checkpoint(trail: Trail) -> None:
+def _checkpoint(recorder: Recorder) -> None:
     """Sign the trail after the change, so the formal log's newest entries are protected at once."""
-    problem = checkpoint_now(trail)
+    problem = checkpoint_now(recorder.trail, recorder.key_path)
     if problem is not None:
         warn(problem)

@@ -16,7 +16,6 @@ value holding ``[/]`` or ``[bold]`` is shown as typed and cannot crash the comma
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from services.core.calendar import UK_TIME
 from services.db import Database, is_postgres_url
 from services.letters.recipients import recipients_for
 from services.recording import Recorder
+from services.settings import Settings, get_settings
 
 OK = 0
 FAILED = 1
@@ -102,17 +102,15 @@ def beside_store(store: str, name: str) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def configured_recipients() -> str | None:
-    """``SIGNALBOX_RECIPIENTS``: the recipient directory every command on a store uses, when set."""
-    return os.environ.get("SIGNALBOX_RECIPIENTS")
-
-
-def open_recorder(db: Database, now: datetime | None) -> Recorder:
+def open_recorder(db: Database, now: datetime | None, settings: Settings | None = None) -> Recorder:
     """A recorder for a store a command opened (``cases act``, ``cases tick``, ``deliver``): the shipped rule
-    sets, and the recipient directory configured or left beside the store (``letters.recipients``)."""
+    sets, the recipient directory configured (``Settings.recipients``) or left beside the store
+    (``letters.recipients``), and the trail's signing key (``Settings.trail_key_path``). ``settings`` defaults to
+    ``get_settings()``, the environment's."""
+    settings = settings or get_settings()
     clock = (lambda: now) if now is not None else (lambda: system_now())
-    directory = Directory.load(recipients_for(db.target, configured_recipients()))
-    return Recorder(db, load_rules(), directory, clock=clock)
+    directory = Directory.load(recipients_for(db.target, settings.recipients))
+    return Recorder(db, load_rules(), directory, clock=clock, key_path=settings.trail_key_path)
 
 
 # ---------------------------------------------------------------------------------------------- time
@@ -135,7 +133,8 @@ def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
 
     A time in the future is refused (beyond ``CLOCK_SKEW``): acting "as if" it were next year would fire every
     deadline at once and escalate cases while the people who owe the actions could no longer record them. A time
-    before ``EARLIEST`` is refused too. Any text that is not such a moment is a ``ValueError`` naming it, never
+    before ``EARLIEST`` is refused too, and so is a UK wall-clock time the clocks skipped or repeated (it names no
+    moment, or two: give its offset). Any text that is not such a moment is a ``ValueError`` naming it, never
     another exception.
     """
     current = now or system_now()
@@ -145,12 +144,13 @@ def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"--at {text!r} is not an ISO 8601 date-time") from None
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UK_TIME)
+    if moment.tzinfo is None:
+        moment = _uk_local(moment, text)
     try:  # e.g. 0001-01-01T00:00+14:00 is before the first representable UTC moment
-        too_early = moment.astimezone(UTC) < EARLIEST or moment.astimezone(UK_TIME) < EARLIEST
+        moment.astimezone(UTC).astimezone(UK_TIME)
     except OverflowError:
-        too_early = True
-    if too_early:
+        raise ValueError(f"--at {text!r} is outside the dates signalbox can record") from None
+    if moment.astimezone(UTC) < EARLIEST:
         raise ValueError(f"--at {text!r} is before {EARLIEST.date().isoformat()}; no record can be that old")
     if moment - current > CLOCK_SKEW:
         raise ValueError(
@@ -158,6 +158,26 @@ def parse_moment(text: str | None, now: datetime | None = None) -> datetime:
             " UK time); only the present or the past can be recorded"
         )
     return moment
+
+
+def _uk_local(naive: datetime, text: str) -> datetime:
+    """A wall-clock time in the UK, refused when the clocks' change makes it name no moment, or two."""
+    try:
+        early, late = (naive.replace(tzinfo=UK_TIME, fold=fold) for fold in (0, 1))
+        exists = [m for m in (early, late) if m.astimezone(UTC).astimezone(UK_TIME).replace(tzinfo=None) == naive]
+    except OverflowError:
+        raise ValueError(f"--at {text!r} is outside the dates signalbox can record") from None
+    if not exists:
+        raise ValueError(
+            f"--at {text!r} does not exist in UK time (the clocks went forward over it); give the moment with"
+            " its offset, e.g. +00:00"
+        )
+    if early.utcoffset() != late.utcoffset() and len(exists) == 2:
+        raise ValueError(
+            f"--at {text!r} happened twice in UK time (the clocks went back over it); add the offset: +01:00 for"
+            " the first, +00:00 for the second"
+        )
+    return exists[0]
 
 
 def at_option(text: str | None, now: datetime | None = None) -> datetime:

@@ -19,9 +19,9 @@ from rich.table import Table
 
 from services.cli.common import FAILED, StoreOption, beside_store, fail, open_store
 from services.integrity import verify as verify_all
+from services.settings import TRAIL_KEY_SETTING, get_settings
 from services.trail.checkpoint import (
     DEFAULT_KEY_NAME,
-    KEY_ENV,
     ORIGINS,
     Checkpointer,
     CheckpointError,
@@ -32,7 +32,6 @@ from services.trail.checkpoint import (
     parse_checkpoint,
     public_key_path,
     signing_key_for_store,
-    signing_key_path,
     verify_checkpoint,
 )
 from services.trail.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
@@ -69,7 +68,7 @@ def _trusted(paths: list[Path]) -> list[TrustedKey]:
 def _default_keys(store: str) -> list[Path]:
     """The signer's own public key (from the key's folder, outside the store); failing that, ``trail.pub`` beside
     the store, which whoever can change the store can replace, so it is said to be no independent check."""
-    own = public_key_path(signing_key_path())
+    own = public_key_path(get_settings().trail_key_path)
     if own.is_file():
         return [own]
     beside = beside_store(store, PUBLIC_KEY_FILE)
@@ -91,7 +90,7 @@ def verify_command(
         typer.Option(
             "--public-key",
             help=f"Trusted public key (PEM or note verifier key); repeat after a rotation. Default: the public half"
-            f" of the signing key (${KEY_ENV}, else ~/.config/signalbox/).",
+            f" of the signing key (${TRAIL_KEY_SETTING}, else ~/.config/signalbox/).",
         ),
     ] = None,
     checkpoint: Annotated[
@@ -115,8 +114,9 @@ def verify_command(
     open_store(store).close()  # a missing store is said first
     keys = list(public_key or []) or _default_keys(store)
     if not keys:
+        own = public_key_path(get_settings().trail_key_path)
         raise fail(
-            f"no public key to check the checkpoints' signatures: pass --public-key (none at {signing_key_path()}"
+            f"no public key to check the checkpoints' signatures: pass --public-key (none at {own}"
             f" nor {PUBLIC_KEY_FILE} beside the store)"
         )
     external = []
@@ -314,7 +314,8 @@ def checkpoint_command(
     key: Annotated[
         Path | None,
         typer.Option(
-            "--key", help=f"Ed25519 PEM; default ${KEY_ENV}, else ~/.config/signalbox/ (never the store's folder)."
+            "--key",
+            help=f"Ed25519 PEM; default ${TRAIL_KEY_SETTING}, else ~/.config/signalbox/ (never the store's folder).",
         ),
     ] = None,
     key_name: Annotated[str, typer.Option("--key-name", help="Signer name in the note.")] = DEFAULT_KEY_NAME,
@@ -330,10 +331,11 @@ def checkpoint_command(
     if key is not None and not key.is_file():
         raise fail(f"no signing key at {key}")
     with open_store(store) as db:
+        path = key or get_settings().trail_key_path
         try:
-            signing_key = signing_key_for_store(store, key)
+            signing_key = signing_key_for_store(store, path)
         except (OSError, ValueError) as exc:
-            raise fail(f"cannot use the signing key {key or signing_key_path()}: {exc}") from exc
+            raise fail(f"cannot use the signing key {path}: {exc}") from exc
         signer = Checkpointer(Trail(db), signing_key, key_name, export_to=exported_folder(store))
         for name in chosen:
             try:

@@ -22,6 +22,7 @@ from rules.stats import FunnelResult, FunnelSpec, assess, assess_many
 from schemas.canonical import Canonical, encode_prepared, jcs_number
 from schemas.events import AuditResult
 from schemas.signals import Assessment, ReleaseSummary, stable_id
+from schemas.vocabulary import Band, count_key
 from services.core.organisations import display_name
 
 INSUFFICIENT_REASON = "below the indicator's minimum volume"
@@ -125,7 +126,7 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
         value, volume, z, z_adj, la, ua, lm, um, lau, uau, lmu, umu, band, side = row
         ods = result.organisation.ods_code
         insufficient = band == "insufficient_data"
-        counts[band if band in ("within", "insufficient_data") else f"{band}_{side}"] += 1
+        counts[count_key(band, side)] += 1
         rows.append(
             {
                 "assessment_id": stable_id(
@@ -161,7 +162,7 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
             }
         )
     lines = [encode_prepared(_prepared(row)) for row in rows]
-    flagged = ASSESSMENTS.validate_python([row for row in rows if row["band"] in ("alarm", "alert")])
+    flagged = ASSESSMENTS.validate_python([row for row in rows if row["band"] in (Band.ALARM, Band.ALERT)])
     summary = ReleaseSummary(
         audit=first.audit,
         release_id=first.release_id,

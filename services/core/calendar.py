@@ -3,7 +3,7 @@
 The holidays are data from the ``holidays`` package, never a list in code. England and Wales share one
 calendar (the package's ``ENG`` subdivision); Scotland (``SCT``) and Northern Ireland (``NIR``) have their
 own.
-Deadlines count from the working day *after* the triggering event (outlier-process.md §3), so an event on a
+Deadlines count from the working day *after* the triggering event (docs/outlier-process.md §3), so an event on a
 Friday before a bank-holiday Monday starts counting on the Tuesday.
 
 Pure date arithmetic, no clock: the decision core uses it for a learning notice's review date, the case process

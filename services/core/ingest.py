@@ -34,7 +34,7 @@ class EventLedger(Protocol):
     """Remembers which event ids were accepted, with a digest of their content.
 
     The implementation used everywhere is ``services.core.releases.ReleaseLedger``, which keeps the digests in the
-    release's own state, so they persist wherever that state does (a dict, or a changelogged Faust table).
+    release's own state, so they persist wherever that state does (the release store in the database, for both drivers).
     """
 
     def check_and_record(self, event: Event, digest: str) -> Seen: ...

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rules.book import IndicatorRule, RuleBook
-from rules.routing import RoutedDecision, route
+from rules.routing import route
 from schemas.events import AuditResult
-from schemas.signals import DeadLetter, ReleaseReport
+from schemas.signals import AnyDecision, DeadLetter, ReleaseReport
 from services.core.assess import AssessedRelease, assess_releases
 from services.core.ingest import Accepted, Event, Rejected, dead_letter, ingest, parse_many
 from services.core.releases import (
@@ -34,7 +34,7 @@ from services.core.releases import (
 @dataclass
 class Outputs:
     releases: list[AssessedRelease] = field(default_factory=list)
-    decisions: list[RoutedDecision] = field(default_factory=list)
+    decisions: list[AnyDecision] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     reports: list[ReleaseReport] = field(default_factory=list)
     accepted: int = 0

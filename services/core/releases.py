@@ -5,8 +5,8 @@ Funnel limits and overdispersion need the whole national picture, so a release i
 ``ReleaseReport`` of its own: results missing at the close, more results than the close announced, a result
 arriving after the release was assessed, a release never closed. Nothing is silently absorbed.
 
-The state is a plain serialisable model, so the embedded runner keeps it in a dict and the Faust worker in a
-changelogged table; the functions here mutate it in place and return what must be reported.
+The state is a plain serialisable model, so both drivers keep it in the database (``services.release_store``);
+the functions here mutate it in place and return what must be reported.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Streaming infrastructure: topic names, Kafka principals and ACL provisioning (see ``security``)."""
+"""The Kafka driver: topic names (``topics``), principals and ACLs (``acl``), the worker, its outputs and clients."""

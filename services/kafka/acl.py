@@ -13,7 +13,8 @@ both idempotent). Principals:
 * ``safety-lead-<ODS>``: READ on ``signalbox.learning.v1.<ODS>`` and groups prefixed
   ``safety-lead-<ODS>`` only.
 
-Run ``python -m services.kafka.acl provision --help`` (used by ``deploy/local/kafka start``).
+Topic names are in ``services.kafka.topics``; client settings (SASL) in ``services.settings``. Run
+``python -m services.kafka.acl provision --help`` (used by ``deploy/local/kafka start``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,32 +41,19 @@ from kafka.admin import (
 )
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-log = logging.getLogger(__name__)
-
-SCRAM_MECHANISM = "SCRAM-SHA-512"
-SECURITY_PROTOCOL = "SASL_PLAINTEXT"
-
-# Topic names (fixed contract shared with the rest of signalbox).
-INPUT_TOPIC = "audit.results.v1"
-LEARNING_TOPIC_PREFIX = "signalbox.learning."
-LEARNING_TOPIC_V1_PREFIX = "signalbox.learning.v1."
-FORMAL_TOPIC = "signalbox.formal.v1"  # potential alarms: confidential between the audit and the trust
-REGULATOR_TOPIC = "signalbox.regulator.v1"  # confirmed alarms and non-compliance: what regulators are told
-GOOD_PRACTICE_TOPIC = "signalbox.good-practice.v1"
-DEAD_LETTER_TOPIC = "signalbox.dead-letters.v1"
-RELEASES_TOPIC = "signalbox.releases.v1"
-CASE_COMMANDS_TOPIC = "signalbox.case-commands.v1"
-FIXED_TOPICS: tuple[str, ...] = (
-    INPUT_TOPIC,
+from services.kafka.topics import (
+    FIXED_TOPICS,
     FORMAL_TOPIC,
+    INPUT_TOPIC,
+    LEARNING_TOPIC_PREFIX,
     REGULATOR_TOPIC,
-    GOOD_PRACTICE_TOPIC,
-    DEAD_LETTER_TOPIC,
-    RELEASES_TOPIC,
-    CASE_COMMANDS_TOPIC,
+    SERVICE_PREFIX,
+    learning_topic,
+    validate_ods,
 )
-# "signalbox" (no separator) covers both "signalbox.*" outputs and Faust's "signalbox-*" internal topics.
-SERVICE_PREFIX = "signalbox"
+from services.settings import Settings, kafka_python_config
+
+log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 SERVICE = "signalbox"
@@ -75,70 +61,36 @@ AUDIT_PLATFORM = "audit-platform"
 REGULATOR = "regulator"
 SAFETY_LEAD_PREFIX = "safety-lead-"
 
-_ODS_RE = re.compile(r"^[A-Z0-9]{3,6}$")
-
 AdminConf = dict[str, Any]
-
-
-def validate_ods(ods_code: str) -> str:
-    """Return the ODS code if it is a plausible organisation code (upper-case alphanumerics, 3-6 chars)."""
-    if not _ODS_RE.fullmatch(ods_code):
-        raise ValueError(f"not an ODS organisation code: {ods_code!r}")
-    return ods_code
-
-
-def learning_topic(ods_code: str) -> str:
-    """The per-trust learning-space topic, e.g. ``signalbox.learning.v1.RXF``."""
-    return LEARNING_TOPIC_V1_PREFIX + validate_ods(ods_code)
 
 
 def safety_lead_principal(ods_code: str) -> str:
     return SAFETY_LEAD_PREFIX + validate_ods(ods_code)
 
 
-def admin_config(bootstrap: str, user: str, password: str, **extra: Any) -> AdminConf:
-    """kafka-python client kwargs for a SASL_PLAINTEXT / SCRAM-SHA-512 principal."""
-    conf: AdminConf = {
-        "bootstrap_servers": [s.strip() for s in bootstrap.split(",") if s.strip()],
-        "security_protocol": SECURITY_PROTOCOL,
-        "sasl_mechanism": SCRAM_MECHANISM,
-        "sasl_plain_username": user,
-        "sasl_plain_password": password,
-    }
-    conf.update(extra)
-    return conf
+def safety_leads_in(passwords: Mapping[str, str]) -> list[str]:
+    """ODS codes of the safety-lead principals that have a password."""
+    return sorted(u[len(SAFETY_LEAD_PREFIX) :] for u in passwords if u.startswith(SAFETY_LEAD_PREFIX))
 
 
-# ----------------------------------------------------------------------------------------------------
-# Credentials file (written by deploy/local/_creds.py)
-# ----------------------------------------------------------------------------------------------------
+def load_passwords(text: str, source: str) -> dict[str, str]:
+    """Kafka principal → password, from a JSON object (what ``provision --passwords`` reads).
 
-
-@dataclass(frozen=True)
-class Credentials:
-    """Passwords per service and principal, as in ``.local/credentials.json``."""
-
-    kafka: Mapping[str, str]
-    redis: Mapping[str, str]
-    postgres: Mapping[str, str]
-
-    @classmethod
-    def load(cls, path: str | Path) -> Credentials:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: not a JSON object")
-
-        def section(name: str) -> dict[str, str]:
-            raw = data.get(name, {})
-            if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-                raise ValueError(f"{path}: section {name!r} must map user -> password")
-            return dict(raw)
-
-        return cls(kafka=section("kafka"), redis=section("redis"), postgres=section("postgres"))
-
-    def safety_leads(self) -> list[str]:
-        """ODS codes of the safety-lead principals present in the file."""
-        return sorted(u[len(SAFETY_LEAD_PREFIX) :] for u in self.kafka if u.startswith(SAFETY_LEAD_PREFIX))
+    Refused with one sentence naming ``source``: not JSON, not an object, a name or password that is not a
+    non-empty string, a password with a control character (it would be cut or re-read differently).
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: must be a JSON object mapping each Kafka principal to its password")
+    for user, password in data.items():
+        if not user or not isinstance(password, str) or not password:
+            raise ValueError(f"{source}: the password of {user!r} must be a non-empty string")
+        if any(ord(c) < 32 or ord(c) == 127 for c in user + password):
+            raise ValueError(f"{source}: the entry {user!r} holds a control character")
+    return dict(data)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -310,15 +262,15 @@ def ensure_topics(
         client.close()
 
 
-def ensure_principals(admin_conf: AdminConf, credentials: Credentials) -> None:
+def ensure_principals(admin_conf: AdminConf, passwords: Mapping[str, str]) -> None:
     """SCRAM users and ACLs for the fixed principals signalbox, audit-platform and regulator."""
     fixed = (SERVICE, AUDIT_PLATFORM, REGULATOR)
-    missing = [u for u in fixed if u not in credentials.kafka]
+    missing = [u for u in fixed if u not in passwords]
     if missing:
-        raise ProvisioningError(f"credentials file lacks Kafka passwords for {missing}")
-    users = {u: credentials.kafka[u] for u in fixed}
-    if ADMIN in credentials.kafka:
-        users[ADMIN] = credentials.kafka[ADMIN]  # keep the stored admin credential in step with the file
+        raise ProvisioningError(f"the passwords lack Kafka principals {missing}")
+    users = {u: passwords[u] for u in fixed}
+    if ADMIN in passwords:
+        users[ADMIN] = passwords[ADMIN]  # keep the stored admin credential in step with the passwords given
     ensure_scram_users(admin_conf, users)
     ensure_acls(admin_conf, static_acls())
 
@@ -338,22 +290,25 @@ def ensure_safety_lead(admin_conf: AdminConf, ods_code: str, password: str) -> s
 
 def provision(
     bootstrap: str,
-    credentials: Credentials,
+    passwords: Mapping[str, str],
     *,
     safety_leads: Sequence[str] = (),
     partitions: int = 8,
     timeout_s: float = 90.0,
 ) -> None:
-    """Wait for the broker, then create users, ACLs and the fixed topics (idempotent)."""
-    conf = admin_config(bootstrap, ADMIN, credentials.kafka[ADMIN])
+    """Wait for the broker, then create users, ACLs and the fixed topics (idempotent). ``passwords`` maps each
+    Kafka principal (``admin`` included) to its password; every ``safety-lead-<ODS>`` in it is provisioned."""
+    # Everything is checked before the broker is asked anything.
+    wanted = {safety_lead_principal(o) for o in [*safety_leads, *safety_leads_in(passwords)]}
+    lacking = sorted({ADMIN, SERVICE, AUDIT_PLATFORM, REGULATOR, *wanted} - set(passwords))
+    if lacking:
+        raise ProvisioningError(f"the passwords lack the Kafka principals {lacking}")
+    leads = sorted(p[len(SAFETY_LEAD_PREFIX) :] for p in wanted)
+    conf = kafka_python_config(Settings(kafka_bootstrap=bootstrap).as_user(ADMIN, passwords[ADMIN]))
     wait_until_ready(conf, timeout_s)
-    ensure_principals(conf, credentials)
-    leads = sorted(set(safety_leads) | set(credentials.safety_leads()))
+    ensure_principals(conf, passwords)
     for ods in leads:
-        password = credentials.kafka.get(safety_lead_principal(ods))
-        if password is None:
-            raise ProvisioningError(f"credentials file lacks a password for {safety_lead_principal(ods)}")
-        ensure_safety_lead(conf, ods, password)
+        ensure_safety_lead(conf, ods, passwords[safety_lead_principal(ods)])
     created = ensure_topics(conf, [*FIXED_TOPICS, *(learning_topic(o) for o in leads)], partitions)
     log.info("provisioned %s principals + %d safety leads; created topics %s", 3, len(leads), created)
 
@@ -363,7 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("provision", help="wait for the broker, then create users, ACLs and fixed topics")
     p.add_argument("--bootstrap", required=True)
-    p.add_argument("--credentials", required=True, type=Path)
+    p.add_argument(
+        "--passwords",
+        required=True,
+        metavar="FILE",
+        help="JSON object mapping each Kafka principal (admin included) to its password; - reads standard input",
+    )
     p.add_argument("--safety-lead", action="append", default=[], metavar="ODS")
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--timeout", type=float, default=90.0)
@@ -371,14 +331,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="[security] %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # connection-refused noise while the broker starts
     try:
+        source = "standard input" if args.passwords == "-" else args.passwords
+        text = sys.stdin.read() if args.passwords == "-" else Path(args.passwords).read_text(encoding="utf-8")
         provision(
             args.bootstrap,
-            Credentials.load(args.credentials),
+            load_passwords(text, source),
             safety_leads=args.safety_lead,
             partitions=args.partitions,
             timeout_s=args.timeout,
         )
-    except (ProvisioningError, KafkaError, ValueError) as exc:
+    except (ProvisioningError, KafkaError, ValueError, OSError) as exc:
         print(f"[security] provisioning failed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -16,14 +16,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
+from schemas.vocabulary import Stream
 from services.core.organisations import organisations
-from services.kafka.acl import FIXED_TOPICS, admin_config, ensure_topics, learning_topic
-from services.kafka.outputs import LEARNING_PATTERN, SPACE_TOPICS
+from services.kafka.acl import ensure_topics
+from services.kafka.topics import FIXED_TOPICS, INPUT_TOPIC, learning_topic
 from services.settings import Settings, kafka_python_config
-
-Space = Literal["learning", "formal", "regulator", "good-practice", "dead-letters"]
 
 
 def contract_key(line: bytes) -> bytes | None:
@@ -153,7 +152,7 @@ def _check_topic(settings: Settings, topic: str, timeout_s: float) -> None:
 def publish(
     settings: Settings,
     lines: Iterable[bytes],
-    topic: str = "audit.results.v1",
+    topic: str = INPUT_TOPIC,
     *,
     timeout_s: float = PUBLISH_TIMEOUT_S,
 ) -> PublishReport:
@@ -241,7 +240,7 @@ def publish(
     return report
 
 
-def publish_lines(settings: Settings, lines: Iterable[bytes], topic: str = "audit.results.v1") -> int:
+def publish_lines(settings: Settings, lines: Iterable[bytes], topic: str = INPUT_TOPIC) -> int:
     """Publish and return how many events the broker acknowledged; raise ``PublishFailed`` unless all were."""
     report = publish(settings, lines, topic)
     if not report.ok:
@@ -254,7 +253,7 @@ def read_file_lines(path: Path) -> Iterator[bytes]:
         yield from f
 
 
-def tail(settings: Settings, space: Space, max_wait: float | None, out: IO[str] = sys.stdout) -> int:
+def tail(settings: Settings, space: Stream, max_wait: float | None, out: IO[str] = sys.stdout) -> int:
     """Print every record of ``space`` from the beginning; stop after ``max_wait`` seconds without one."""
     from kafka import KafkaConsumer
 
@@ -268,10 +267,11 @@ def tail(settings: Settings, space: Space, max_wait: float | None, out: IO[str] 
     )
     count = 0
     try:
+        topics = settings.output_topics
         if space == "learning":
-            consumer.subscribe(pattern=LEARNING_PATTERN)
+            consumer.subscribe(pattern=topics.learning_pattern)
         else:
-            consumer.subscribe([SPACE_TOPICS[space.replace("-", "_")]])
+            consumer.subscribe([topics.space(space)])
         idle_since = time.monotonic()
         while max_wait is None or time.monotonic() - idle_since < max_wait:
             batch = consumer.poll(timeout_ms=500)
@@ -297,7 +297,7 @@ def ensure_all_topics(
     settings: Settings, *, partitions: int, replication: int, retention_days: float | None, admin: Any = None
 ) -> list[str]:
     """Create every topic that does not exist yet. Needs a principal allowed to create topics."""
-    conf = admin or admin_config(settings.kafka_bootstrap, settings.kafka_user or "", settings.kafka_password_value())
+    conf = admin or kafka_python_config(settings)
     topics = all_topics()
     configs = {} if retention_days is None else {"retention.ms": str(int(retention_days * 86_400_000))}
     return ensure_topics(conf, topics, partitions=partitions, replication=replication, configs=configs)

@@ -11,18 +11,15 @@ remembers which ids are on the output topics so a redelivered input never produc
   for inputs after the last committed offset, whose outputs were produced moments before, at the tail.
   So losing Redis (a flush, a restart) loses nothing and duplicates nothing.
 
-``SIGNALBOX_TOPIC_NAMESPACE`` (read once, at import) moves every output topic to a private namespace:
-``signalbox.formal.v1`` becomes ``<namespace>.formal.v1``. It exists so integration tests and benchmarks can
-share a broker without reading each other's outputs; unset, the names are the contract's. A namespace must
-start with ``signalbox`` (the service principal's ACL prefix).
+The topics come from an ``OutputTopics`` (``services.kafka.topics``): the contract's names, or the same under
+the private namespace the worker was configured with (``Settings.topic_namespace``); the dedup keys in Redis
+follow the namespace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,60 +27,22 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rules.routing import RoutedDecision
 from schemas.notices import FormalNotice
-from schemas.signals import DeadLetter, ReleaseReport, ReleaseSummary, stable_id
-from services.kafka.acl import (
-    DEAD_LETTER_TOPIC,
-    FORMAL_TOPIC,
-    GOOD_PRACTICE_TOPIC,
-    LEARNING_TOPIC_V1_PREFIX,
-    REGULATOR_TOPIC,
-    RELEASES_TOPIC,
-    SERVICE_PREFIX,
-    validate_ods,
-)
+from schemas.signals import AnyDecision, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from services.kafka.topics import CONTRACT_TOPICS, OutputTopics
 from services.settings import Settings, kafka_python_config
 
 log = logging.getLogger(__name__)
 
 ID_HEADER = "signalbox-id"
 KIND_HEADER = "signalbox-kind"
-NAMESPACE_ENV = "SIGNALBOX_TOPIC_NAMESPACE"
-_NAMESPACE_RE = re.compile(r"^signalbox[A-Za-z0-9_-]*$")
+DEDUP_PREFIX = "signalbox:dedup:"
 
 
-def namespaced(topic: str, namespace: str | None) -> str:
-    """``topic`` (a ``signalbox.…`` output topic) moved under ``namespace``; unchanged without one."""
-    if not namespace or namespace == SERVICE_PREFIX:
-        return topic
-    if not _NAMESPACE_RE.fullmatch(namespace):
-        raise ValueError(f"{NAMESPACE_ENV} must start with {SERVICE_PREFIX!r} and hold no dots: {namespace!r}")
-    if not topic.startswith(SERVICE_PREFIX + "."):
-        raise ValueError(f"not a signalbox output topic: {topic!r}")
-    return namespace + topic[len(SERVICE_PREFIX) :]
-
-
-NAMESPACE = os.environ.get(NAMESPACE_ENV, "").strip() or None
-SPACE_TOPICS = {
-    "formal": namespaced(FORMAL_TOPIC, NAMESPACE),
-    "regulator": namespaced(REGULATOR_TOPIC, NAMESPACE),
-    "good_practice": namespaced(GOOD_PRACTICE_TOPIC, NAMESPACE),
-    "dead_letters": namespaced(DEAD_LETTER_TOPIC, NAMESPACE),
-}
-RELEASES_OUTPUT_TOPIC = namespaced(RELEASES_TOPIC, NAMESPACE)
-LEARNING_OUTPUT_PREFIX = namespaced(LEARNING_TOPIC_V1_PREFIX, NAMESPACE)
-LEARNING_PATTERN = "^" + re.escape(LEARNING_OUTPUT_PREFIX) + ".*"
-
-
-# The dedup keys follow the namespace: ids are the same in every namespace, and another namespace's worker
-# marking an id must not suppress it here.
-REDIS_PREFIX = "signalbox:dedup:" + (f"{NAMESPACE}:" if NAMESPACE else "")
-
-
-def learning_output_topic(ods_code: str) -> str:
-    """The trust's learning-space topic (``signalbox.learning.v1.<ODS>`` unless namespaced)."""
-    return LEARNING_OUTPUT_PREFIX + validate_ods(ods_code)
+def dedup_prefix(topics: OutputTopics) -> str:
+    """The Redis key prefix of the dedup marks. Ids are the same in every namespace, and another namespace's
+    worker marking an id must not suppress it here, so the prefix follows the namespace."""
+    return DEDUP_PREFIX + (f"{topics.namespace}:" if topics.namespace else "")
 
 
 @dataclass(frozen=True)
@@ -103,17 +62,17 @@ def _json(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
 
 
-def decision_record(decision: RoutedDecision) -> OutputRecord:
+def decision_record(decision: AnyDecision, topics: OutputTopics = CONTRACT_TOPICS) -> OutputRecord:
     """Learning-space decisions go to their trust's own topic; nothing else shares those topics."""
-    topic = learning_output_topic(decision.ods_code) if decision.space == "learning" else SPACE_TOPICS[decision.space]
+    topic = topics.learning(decision.ods_code) if decision.space == "learning" else topics.space(decision.space)
     return OutputRecord(topic, decision.ods_code.encode(), _json(decision), decision.decision_id, decision.space)
 
 
-def regulator_record(notice: FormalNotice) -> OutputRecord:
+def regulator_record(notice: FormalNotice, topics: OutputTopics = CONTRACT_TOPICS) -> OutputRecord:
     """A letter to the regulators (confirmed alarm, non-compliance): the only thing their topic carries."""
     if not notice.reaches_regulator:
         raise ValueError(f"{notice.template} notice {notice.notice_id} is not addressed to a regulator")
-    return OutputRecord(SPACE_TOPICS["regulator"], notice.ods_code.encode(), _json(notice), notice.notice_id,
+    return OutputRecord(topics.regulator, notice.ods_code.encode(), _json(notice), notice.notice_id,
                         notice.template)  # fmt: skip
 
 
@@ -125,7 +84,7 @@ MAX_RECORD_BYTES = 512 * 1024
 _KEEP_CHARS = (MAX_RECORD_BYTES - 16 * 1024) // 6 // 4 * 4
 
 
-def dead_letter_record(dead: DeadLetter) -> OutputRecord:
+def dead_letter_record(dead: DeadLetter, topics: OutputTopics = CONTRACT_TOPICS) -> OutputRecord:
     """The dead letter on its topic; its raw input cut to fit ``MAX_RECORD_BYTES`` (the reason says so, and
     the whole input stays at ``source``, its topic/partition/offset)."""
     rid = stable_id("dlq", dead.source, dead.reason)
@@ -137,10 +96,10 @@ def dead_letter_record(dead: DeadLetter) -> OutputRecord:
         )
         dead = dead.model_copy(update={"raw": dead.raw[:_KEEP_CHARS], "reason": dead.reason[:4096] + note})
         value = _json(dead)
-    return OutputRecord(SPACE_TOPICS["dead_letters"], dead.source.encode()[:1024], value, rid, "dead_letter")
+    return OutputRecord(topics.dead_letters, dead.source.encode()[:1024], value, rid, "dead_letter")
 
 
-def bounded(record: OutputRecord) -> OutputRecord:
+def bounded(record: OutputRecord, topics: OutputTopics = CONTRACT_TOPICS) -> OutputRecord:
     """``record``, or, when its value is above ``MAX_RECORD_BYTES``, a dead letter that names it without its
     content (the dead-letter topic must not carry a learning-space or formal record): the broker would refuse
     the record on every retry. The decision itself is in the store's trail."""
@@ -152,29 +111,30 @@ def bounded(record: OutputRecord) -> OutputRecord:
         "limit: not produced; the decision is in the store's trail"
     )
     dead = DeadLetter(source=source, reason=reason, raw="", received_at=datetime.now(UTC))
-    return OutputRecord(SPACE_TOPICS["dead_letters"], source.encode(), _json(dead), stable_id("oversize", source),
+    return OutputRecord(topics.dead_letters, source.encode(), _json(dead), stable_id("oversize", source),
                         "dead_letter")  # fmt: skip
 
 
-def summary_record(summary: ReleaseSummary) -> OutputRecord:
+def summary_record(summary: ReleaseSummary, topics: OutputTopics = CONTRACT_TOPICS) -> OutputRecord:
     key = f"{summary.audit}/{summary.release_id}"
     rid = stable_id("rel", summary.audit, summary.release_id, summary.indicator_id, summary.rules.version)
-    return OutputRecord(RELEASES_OUTPUT_TOPIC, key.encode(), _json(summary), rid, "release_summary")
+    return OutputRecord(topics.releases, key.encode(), _json(summary), rid, "release_summary")
 
 
-def report_record(report: ReleaseReport) -> OutputRecord:
+def report_record(report: ReleaseReport, topics: OutputTopics = CONTRACT_TOPICS) -> OutputRecord:
     key = f"{report.audit}/{report.release_id}"
     rid = stable_id("rpt", report.kind, report.audit, report.release_id, report.indicator_id, report.event_id or "")
-    return OutputRecord(RELEASES_OUTPUT_TOPIC, key.encode(), _json(report), rid, report.kind)
+    return OutputRecord(topics.releases, key.encode(), _json(report), rid, report.kind)
 
 
 class ProducedSet:
     """Ids already on the output topics: local set, Redis fast path, seeded from the topics' tails."""
 
-    def __init__(self, redis: Any | None = None, ttl_seconds: int = 7 * 24 * 3600) -> None:
+    def __init__(self, redis: Any | None = None, ttl_seconds: int = 7 * 24 * 3600, prefix: str = DEDUP_PREFIX) -> None:
         self.local: set[str] = set()
         self.redis = redis
         self.ttl = ttl_seconds
+        self.prefix = prefix  # dedup_prefix(topics) for a namespaced worker
         # Set once the topics' tails are in ``local``. Faust's table recovery resumes the partitions on its
         # own, possibly before the on_partitions_assigned handler has finished seeding, so whoever produces
         # waits for this: otherwise a redelivered input could be produced again while Redis is empty.
@@ -193,7 +153,7 @@ class ProducedSet:
         ask = [i for i, f in zip(ids, fresh, strict=True) if f]
         if ask and self.redis is not None:
             try:
-                known = await self.redis.mget([REDIS_PREFIX + i for i in ask])
+                known = await self.redis.mget([self.prefix + i for i in ask])
             except Exception as exc:  # Redis is disposable: without it the local set and topic tails decide.
                 log.warning("redis unavailable for the dedup fast path: %s", exc)
             else:
@@ -209,25 +169,28 @@ class ProducedSet:
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for i in ids:
-                    pipe.set(REDIS_PREFIX + i, b"1", ex=self.ttl)
+                    pipe.set(self.prefix + i, b"1", ex=self.ttl)
                 await pipe.execute()
             except Exception as exc:
                 log.warning("redis unavailable for the dedup fast path: %s", exc)
 
 
-def output_topics(settings: Settings) -> list[str]:
+def output_topics(settings: Settings, topics: OutputTopics) -> list[str]:
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(**kafka_python_config(settings))
     try:
-        topics = consumer.topics()
+        present = consumer.topics()
     finally:
         consumer.close()
-    fixed = [*SPACE_TOPICS.values(), RELEASES_OUTPUT_TOPIC]
-    return [t for t in fixed if t in topics] + sorted(t for t in topics if t.startswith(LEARNING_OUTPUT_PREFIX))
+    return [t for t in topics.fixed if t in present] + sorted(
+        t for t in present if t.startswith(topics.learning_prefix)
+    )
 
 
-def recent_output_ids(settings: Settings, lookback_seconds: float = 900.0, timeout_s: float = 30.0) -> set[str]:
+def recent_output_ids(
+    settings: Settings, topics: OutputTopics, lookback_seconds: float = 900.0, timeout_s: float = 30.0
+) -> set[str]:
     """Ids of the records in the last ``lookback_seconds`` (by record time) of every output topic partition."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -236,8 +199,8 @@ def recent_output_ids(settings: Settings, lookback_seconds: float = 900.0, timeo
     )
     ids: set[str] = set()
     try:
-        topics = [t for t in output_topics(settings)]
-        parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+        names = output_topics(settings, topics)
+        parts = [TopicPartition(t, p) for t in names for p in (consumer.partitions_for_topic(t) or ())]
         if not parts:
             return ids
         consumer.assign(parts)

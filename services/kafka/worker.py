@@ -14,7 +14,7 @@ So outputs are durable before state or offsets move: a worker killed anywhere re
 records, rebuilds the same decisions with the same ids, and ``ProducedSet`` suppresses what was already
 produced. At-least-once consumption, effectively-once outputs; no Kafka transactions (faust #323/#517).
 
-Release state lives in the database (PostgreSQL in production, ``SIGNALBOX_POSTGRES``; a SQLite file in the
+Release state lives in the database (PostgreSQL in production, ``Settings.postgres_url``; a SQLite file in the
 worker's data folder otherwise), not in a Faust table: changelog recovery after a killed worker is the most
 reported faust failure (#155, #176, #432) and hung here in the kill test. The database is also where the
 trail and the outbox must commit with it. Workers restart fast: static group membership
@@ -47,31 +47,29 @@ from services.cases.machine import CaseError
 from services.core.ingest import dead_letter, parse_many
 from services.core.pipeline import Outputs, Pipeline
 from services.db import Database
-from services.kafka.acl import CASE_COMMANDS_TOPIC, INPUT_TOPIC, SERVICE_PREFIX
 from services.kafka.outputs import (
     OutputRecord,
     ProducedSet,
     bounded,
     dead_letter_record,
     decision_record,
+    dedup_prefix,
     recent_output_ids,
     regulator_record,
     report_record,
     summary_record,
 )
+from services.kafka.topics import CASE_COMMANDS_TOPIC, CONTRACT_TOPICS, INPUT_TOPIC, OutputTopics
 from services.letters.delivery import default_transports, deliver
 from services.letters.plot import LetterPlots
 from services.letters.recipients import recipients_for
 from services.recording import Recorder
 from services.release_store import ReleaseStore, StagedStates, StateCache
-from services.settings import Settings, faust_broker_credentials, faust_broker_url, kafka_python_config
+from services.settings import Settings, faust_broker_credentials, faust_broker_url, get_settings, kafka_python_config
 from services.trail.checkpoint import checkpoint_now
 
 log = logging.getLogger("signalbox.worker")
 
-APP_ID = "signalbox"
-APP_ID_ENV = "SIGNALBOX_APP_ID"
-RECIPIENTS_ENV = "SIGNALBOX_RECIPIENTS"
 BATCH_SIZE = 2000
 BATCH_WITHIN_S = 0.1
 RETRY_MAX_S = 30.0
@@ -81,8 +79,16 @@ T = TypeVar("T")
 class StreamRouter:
     """The transport glue around the decision core. Everything that decides lives in ``Pipeline``."""
 
-    def __init__(self, app: faust.App, rules: RuleBook, recorder: Recorder, produced: ProducedSet) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        rules: RuleBook,
+        recorder: Recorder,
+        produced: ProducedSet,
+        topics: OutputTopics = CONTRACT_TOPICS,
+    ) -> None:
         self.app = app
+        self.output_topics = topics
         self.rules = rules
         self.recorder = recorder
         self.releases = ReleaseStore(recorder.db, app.conf.id)
@@ -129,14 +135,15 @@ class StreamRouter:
 
         Raises ``ProduceFailed`` when any record was not acknowledged; the ones that were are marked first, so
         a retry produces only the rest."""
-        records: list[OutputRecord] = [decision_record(d) for d in out.decisions]
-        records += [summary_record(r.summary) for r in out.releases]
-        records += [report_record(r) for r in out.reports]
-        records += [dead_letter_record(d) for d in out.dead_letters]
-        records += [regulator_record(n) for n in notices if n.reaches_regulator]
+        topics = self.output_topics
+        records: list[OutputRecord] = [decision_record(d, topics) for d in out.decisions]
+        records += [summary_record(r.summary, topics) for r in out.releases]
+        records += [report_record(r, topics) for r in out.reports]
+        records += [dead_letter_record(d, topics) for d in out.dead_letters]
+        records += [regulator_record(n, topics) for n in notices if n.reaches_regulator]
         if not records:
             return
-        records = [bounded(r) for r in records]
+        records = [bounded(r, topics) for r in records]
         await self.produced.seeded.wait()  # never decide "unseen" before the output topics' tails are read
         fresh = await self.produced.unseen([r.record_id for r in records])
         todo = [r for r, f in zip(records, fresh, strict=True) if f]
@@ -216,16 +223,6 @@ def input_partitions(settings: Settings) -> int:
     return len(found)
 
 
-def app_id_from_env() -> str:
-    """The Faust app id: consumer group and internal topics (``<id>-releases-changelog``). ``SIGNALBOX_APP_ID``
-    gives a test or benchmark worker its own group and state on a shared broker; it must start with
-    ``signalbox``, the service principal's ACL prefix."""
-    value = os.environ.get(APP_ID_ENV, "").strip() or APP_ID
-    if not value.startswith(SERVICE_PREFIX):
-        raise ValueError(f"{APP_ID_ENV} must start with {SERVICE_PREFIX!r}: {value!r}")
-    return value
-
-
 class DataDirError(RuntimeError):
     """The worker's data folder cannot be created or written."""
 
@@ -251,9 +248,9 @@ def prepare_datadir(datadir: Path) -> Path:
     return path
 
 
-def worker_id(datadir: Path) -> str:
-    """A stable id per worker: its data folder (never shared between workers) names it."""
-    configured = os.environ.get("SIGNALBOX_WORKER_ID", "").strip()
+def worker_id(datadir: Path, configured: str | None = None) -> str:
+    """A stable id per worker: the configured one (``SIGNALBOX_WORKER_ID``), else its data folder (never shared
+    between workers) names it."""
     return configured or hashlib.blake2b(str(datadir.resolve()).encode(), digest_size=6).hexdigest()
 
 
@@ -269,16 +266,17 @@ def create_app(
     batch_size: int = BATCH_SIZE,
     batch_within: float = BATCH_WITHIN_S,
 ) -> faust.App:
-    settings = settings or Settings.from_env()
+    settings = settings or get_settings()
     rules = load_rules(rules_dir)
     datadir = prepare_datadir(datadir or DEFAULT_DATADIR)
     partitions = partitions or input_partitions(settings)
-    app_id = app_id or app_id_from_env()
+    app_id = app_id or settings.app_id
     store = store or (
         settings.postgres_url.get_secret_value() if settings.postgres_url else str(datadir / "signalbox.sqlite")
     )
     db = Database(store)
-    recorder = Recorder(db, rules, Directory.load(recipients_for(store, os.environ.get(RECIPIENTS_ENV))))
+    directory = Directory.load(recipients_for(store, settings.recipients))
+    recorder = Recorder(db, rules, directory, key_path=settings.trail_key_path)
     app = faust.App(
         app_id,
         broker=faust_broker_url(settings),
@@ -297,7 +295,7 @@ def create_app(
         web_host="127.0.0.1",
         table_standby_replicas=0,
         # Static membership: a restarted worker with the same id takes its partitions straight back.
-        consumer_group_instance_id=f"{app_id}-{worker_id(datadir)}",
+        consumer_group_instance_id=f"{app_id}-{worker_id(datadir, settings.worker_id)}",
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
     )
@@ -308,14 +306,15 @@ def create_app(
         import redis.asyncio as aioredis
 
         redis = aioredis.from_url(settings.redis_url.get_secret_value())
-    produced = ProducedSet(redis)
-    router = StreamRouter(app, rules, recorder, produced)
+    topics = settings.output_topics
+    produced = ProducedSet(redis, prefix=dedup_prefix(topics))
+    router = StreamRouter(app, rules, recorder, produced, topics)
 
     async def seed_produced(sender: Any, *args: Any, **kwargs: Any) -> None:
         """The output topics are the authority on what was produced: read their tails on every assignment."""
         produced.seeding()
         router.cache.clear()  # partitions moved: another worker may have changed what this one cached
-        ids = await asyncio.to_thread(recent_output_ids, settings)
+        ids = await asyncio.to_thread(recent_output_ids, settings, topics)
         produced.seed(ids)
         log.info("seeded %d recent output ids from the output topics", len(ids))
 
@@ -342,7 +341,7 @@ def create_app(
     @app.agent(commands, concurrency=1)
     async def case_commands(stream: Any) -> None:
         """People's actions on alarm cases, in streaming mode: the same CaseService as `signalbox cases act`."""
-        side = _side_recorder(store)
+        side = _side_recorder(store, settings)
         async for event in stream.events():
             message = event.message
             source = f"{message.topic}/{message.partition}/{message.offset}"
@@ -357,7 +356,7 @@ def create_app(
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def case_deadlines() -> None:
         """Fire passed case deadlines once (the store decides, so several workers never fire one twice)."""
-        side = _side_recorder(store)
+        side = _side_recorder(store, settings)
         try:
             outcome = await asyncio.to_thread(side.cases.tick)
             await asyncio.to_thread(_checkpoint, side)
@@ -370,9 +369,9 @@ def create_app(
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def letters() -> None:
         """Send the letters that are due (SMTP when configured, else .eml files in the data folder)."""
-        side = _side_recorder(store)
+        side = _side_recorder(store, settings)
         try:
-            await asyncio.to_thread(_send_letters, side, datadir / "mail")
+            await asyncio.to_thread(_send_letters, side, datadir / "mail", settings.smtp)
             await asyncio.to_thread(_checkpoint, side)
         finally:
             side.db.close()
@@ -381,23 +380,25 @@ def create_app(
     return app
 
 
-def _side_recorder(store: str) -> Recorder:
+def _side_recorder(store: str, settings: Settings) -> Recorder:
     """A recorder on its own connection for the case agent and the timers, as `signalbox cases` opens one: the
-    shipped rule sets, and the recipient directory read again each time (a fixed contact is used at once)."""
-    directory = Directory.load(recipients_for(store, os.environ.get(RECIPIENTS_ENV)))
-    return Recorder(Database(store), load_rules(), directory)
+    shipped rule sets, the recipient directory read again each time (a fixed contact is used at once) and the
+    trail's signing key, both from ``settings``."""
+    directory = Directory.load(recipients_for(store, settings.recipients))
+    return Recorder(Database(store), load_rules(), directory, key_path=settings.trail_key_path)
 
 
-def _send_letters(recorder: Recorder, mail_dir: Path) -> None:
-    """Send the letters that are due: SMTP when configured, else .eml files in ``mail_dir``."""
-    transports = default_transports(mail_dir, SmtpSettings.from_env())
+def _send_letters(recorder: Recorder, mail_dir: Path, smtp: SmtpSettings | None) -> None:
+    """Send the letters that are due: by SMTP when ``smtp`` is given (``Settings.smtp``), else .eml files in
+    ``mail_dir``."""
+    transports = default_transports(mail_dir, smtp)
     plots = LetterPlots(recorder.trail, recorder.rules)
     deliver(recorder.db, recorder.directory, transports, funnel_for=plots.funnel_for, clock=recorder.clock)
 
 
 def _checkpoint(recorder: Recorder) -> None:
     """Sign the trail after a case action, a timer tick or a delivery batch (nothing waits unprotected)."""
-    problem = checkpoint_now(recorder.trail)
+    problem = checkpoint_now(recorder.trail, recorder.key_path)
     if problem is not None:
         log.warning("%s", problem)
 

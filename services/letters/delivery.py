@@ -18,7 +18,8 @@ from notifications.channels.eml import EmlTransport
 from notifications.channels.smtp import SmtpSettings, SmtpTransport
 from notifications.channels.webhook import WebhookTransport
 from notifications.recipients import Directory
-from notifications.render import AnyNotice, renderer_for
+from notifications.render import renderer_for
+from schemas.notices import AnyNotice
 from services.db import Database
 from services.letters.relay import DeliveryReport, deliver_due
 
@@ -26,7 +27,7 @@ PASS_LIMIT = 500  # letters per relay pass; passes repeat until one finds nothin
 
 
 def default_transports(mail_dir: str | Path, smtp: SmtpSettings | None) -> dict[str, Transport]:
-    """SMTP when ``smtp`` is configured, else ``.eml`` files under ``mail_dir``; webhooks always."""
+    """SMTP when ``smtp`` is given (``Settings.smtp``), else ``.eml`` files under ``mail_dir``; webhooks always."""
     email: Transport = SmtpTransport(smtp) if smtp is not None else EmlTransport(mail_dir)
     return {"email": email, "webhook": WebhookTransport()}
 

@@ -40,14 +40,13 @@ from pydantic import TypeAdapter
 
 from notifications.recipients import NATIONAL_ROLES, Contact, Directory, MissingRecipient
 from notifications.render import message_id_for
-from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice, Notice
+from schemas.notices import AnyNotice, Notice
+from schemas.vocabulary import parse_utc_text, utc_text
 from services.db import Database
 
-AnyNotice = LearningNotice | GoodPracticeNotice | FormalNotice
 State = Literal["pending", "sending", "sent", "held", "dead"]
 
 NOTICE_ADAPTER: TypeAdapter[AnyNotice] = TypeAdapter(Notice)
-_TS = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -122,16 +121,6 @@ class OutboxRow:
         return NOTICE_ADAPTER.validate_json(self.notice_json)
 
 
-def ts(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("outbox timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime(_TS)
-
-
-def _parse_ts(text: str) -> datetime:
-    return datetime.strptime(text, _TS).replace(tzinfo=UTC)
-
-
 def _row(values: Sequence[Any]) -> OutboxRow:
     return OutboxRow(
         message_id=values[0],
@@ -145,10 +134,10 @@ def _row(values: Sequence[Any]) -> OutboxRow:
         notice_json=values[8],
         state=values[9],
         attempts=int(values[10]),
-        next_attempt_at=_parse_ts(values[11]),
+        next_attempt_at=parse_utc_text(values[11]),
         last_error=values[12],
-        created_at=_parse_ts(values[13]),
-        sent_at=_parse_ts(values[14]) if values[14] else None,
+        created_at=parse_utc_text(values[13]),
+        sent_at=parse_utc_text(values[14]) if values[14] else None,
     )
 
 
@@ -195,7 +184,7 @@ def enqueue(db: Database, notice: AnyNotice, directory: Directory, *, now: datet
     unique). A recipient missing from the directory gives a ``held`` row carrying the reason; it is never
     dropped.
     """
-    moment = ts(now or datetime.now(UTC))
+    moment = utc_text(now or datetime.now(UTC))
     body = notice.model_dump_json()
     audit = notice.assessment.audit
     insert = (
@@ -240,12 +229,18 @@ def get(db: Database, message_id: str) -> OutboxRow | None:
     return _row(found[0]) if found else None
 
 
+def page(db: Database, after: str, limit: int) -> list[OutboxRow]:
+    """Every row, ``limit`` at a time in Message-ID order, starting after ``after`` (``""`` for the first page)."""
+    found = db.query(f"SELECT {_COLUMNS} FROM outbox WHERE message_id > ? ORDER BY message_id LIMIT ?", (after, limit))
+    return [_row(r) for r in found]
+
+
 def due(db: Database, now: datetime, limit: int = 100) -> list[OutboxRow]:
     """Rows to try now: pending ones whose time has come, and sending ones whose relay's lease ran out."""
     found = db.query(
         f"SELECT {_COLUMNS} FROM outbox WHERE state IN ('pending', 'sending') AND next_attempt_at <= ? "
         "ORDER BY next_attempt_at, message_id LIMIT ?",
-        (ts(now), limit),
+        (utc_text(now), limit),
     )
     return [_row(r) for r in found]
 
@@ -257,14 +252,14 @@ def claim(db: Database, message_id: str, now: datetime, policy: RetryPolicy = DE
         cursor = db.execute(
             "UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ? "
             "WHERE message_id = ? AND state IN ('pending', 'sending') AND next_attempt_at <= ?",
-            (ts(now + policy.lease), message_id, ts(now)),
+            (utc_text(now + policy.lease), message_id, utc_text(now)),
         )
         if int(cursor.rowcount) != 1:
             return False
         db.execute(
             "INSERT INTO outbox_leases (message_id, owner, claimed_at) VALUES (?, ?, ?) "
             "ON CONFLICT (message_id) DO UPDATE SET owner = excluded.owner, claimed_at = excluded.claimed_at",
-            (message_id, this_process().text(), ts(now)),
+            (message_id, this_process().text(), utc_text(now)),
         )
         return True
 
@@ -277,7 +272,7 @@ def mark_sent(db: Database, message_id: str, now: datetime) -> None:
     with db.transaction():
         db.execute(
             "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL WHERE message_id = ?",
-            (ts(now), message_id),
+            (utc_text(now), message_id),
         )
         _end_lease(db, message_id)
 
@@ -321,7 +316,7 @@ def mark_failed(
         db.execute(
             "UPDATE outbox SET state = 'pending', attempts = ?, next_attempt_at = ?, last_error = ? "
             "WHERE message_id = ?",
-            (attempts, ts(retry_at), error, message_id),
+            (attempts, utc_text(retry_at), error, message_id),
         )
         return "pending"
 
@@ -364,7 +359,7 @@ def release_held(db: Database, directory: Directory, now: datetime, *, notice_id
                     message_id_for(row.notice_id, contact.address),
                     contact.channel,
                     contact.address,
-                    ts(now),
+                    utc_text(now),
                     row.message_id,
                 ),
             )
@@ -458,7 +453,7 @@ def reclaim_stale(db: Database, now: datetime) -> int:
     found = db.query(
         "SELECT o.message_id, o.next_attempt_at, l.owner FROM outbox o JOIN outbox_leases l "
         "ON l.message_id = o.message_id WHERE o.state = 'sending' AND o.next_attempt_at > ?",
-        (ts(now),),
+        (utc_text(now),),
     )
     reclaimed = 0
     for message_id, until, text in found:
@@ -470,7 +465,7 @@ def reclaim_stale(db: Database, now: datetime) -> int:
             cursor = db.execute(
                 "UPDATE outbox SET next_attempt_at = ?, last_error = ? "
                 "WHERE message_id = ? AND state = 'sending' AND next_attempt_at = ?",
-                (ts(now), error, message_id, until),
+                (utc_text(now), error, message_id, until),
             )
             reclaimed += int(cursor.rowcount)
     return reclaimed
@@ -508,8 +503,8 @@ def in_flight(db: Database) -> list[InFlight]:
     letters = []
     for mid, template, role, ods, until, owner, claimed in found:
         holder = Owner.parse(owner) if owner else None
-        letters.append(InFlight(mid, template, role, ods, holder, _parse_ts(claimed) if claimed else None,
-                                _parse_ts(until)))  # fmt: skip
+        letters.append(InFlight(mid, template, role, ods, holder, parse_utc_text(claimed) if claimed else None,
+                                parse_utc_text(until)))  # fmt: skip
     return letters
 
 
@@ -520,4 +515,4 @@ def retrying(db: Database) -> tuple[int, str | None, datetime | None]:
         "WHERE state = 'pending' AND last_error IS NOT NULL"
     )
     count, error, due_at = found[0]
-    return int(count), error, _parse_ts(due_at) if due_at else None
+    return int(count), error, parse_utc_text(due_at) if due_at else None

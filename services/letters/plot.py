@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from notifications.plot import funnel_view, render_funnel_svg
-from notifications.render import AnyNotice, plot_audience
+from notifications.render import plot_audience
 from rules.book import RuleBook
 from rules.stats import FunnelResult, FunnelSpec
+from schemas.notices import AnyNotice
 from schemas.signals import Assessment, stable_id
 from services.trail.store import Trail
 

@@ -16,9 +16,11 @@ DEFAULT_RECIPIENTS = Path(__file__).resolve().parents[2] / "notifications" / "re
 BESIDE_STORE = "recipients.yaml"
 
 
-def recipients_for(store: str, configured: str | None) -> Path:
-    """The recipient directory for ``store``: ``configured`` when set, else the copy beside a SQLite store, else
-    the shipped example."""
+def recipients_for(store: str, configured: str | Path | None) -> Path:
+    """The recipient directory for ``store``: ``configured`` (``Settings.recipients``) when set, else the copy
+    beside a SQLite store, else the shipped example."""
+    if isinstance(configured, Path):
+        return configured
     if configured is not None and configured.strip():
         return Path(configured.strip())
     beside = Path(store.removeprefix("sqlite:///")).parent / BESIDE_STORE

@@ -3,7 +3,11 @@
 One pass of ``deliver_due`` takes the rows that are due, and for each:
 
 1. claims it (``sending``, with a lease, so a second relay skips it and a dead relay's row comes back: at once
-   when the relay that holds the lease ran on this machine and has died, see ``outbox.reclaim_stale``);
+   when the relay that holds the lease ran on this machine and has died, see ``outbox.reclaim_stale``), and
+   checks the trail vouches for it (``services.letters.vouch``: its notice is the trail's ``notice`` entry, unchanged, a
+   formal one sent by a recorded step of its case, and its columns agree with it; one trail query for the
+   batch); a row that fails is dead at once, never sent, and named in the report's ``refusals``. What is
+   rendered from here on is the trail's notice, not the row's copy;
 2. checks the directory still gives the address the letter was queued for (if not, it is held: a person
    decides, rather than a letter going silently to somebody else);
 3. renders it with the renderer of the row's own space and checks the Message-ID matches the row;
@@ -15,16 +19,20 @@ with the same Message-ID: at most one duplicate, which recipients can recognise.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from notifications.channels.base import DeliveryError, OutgoingMessage, Transport
 from notifications.recipients import Directory, MissingRecipient, ResolvedRecipient
-from notifications.render import AnyNotice, Renderer, RenderError
+from notifications.render import Renderer, RenderError
+from schemas.notices import AnyNotice
 from services.db import Database
-from services.letters import outbox
+from services.letters import outbox, vouch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -35,9 +43,13 @@ class DeliveryReport:
     dead: int = 0
     skipped: int = 0
     reclaimed: int = 0  # letters whose relay died mid-send, taken back before their lease ran out
+    refused: int = 0  # not vouched for by the trail; also counted in ``dead``
+    refusals: list[str] = field(default_factory=list)
 
     def add(self, other: DeliveryReport) -> None:
         self.reclaimed += other.reclaimed
+        self.refused += other.refused
+        self.refusals += other.refusals
         self.sent += other.sent
         self.failed += other.failed
         self.held += other.held
@@ -78,17 +90,31 @@ async def deliver_due(
 ) -> DeliveryReport:
     """Send what is due now. ``transports`` maps a channel (``email``, ``webhook``) to its transport."""
     report = DeliveryReport(reclaimed=outbox.reclaim_stale(db, clock()))
-    for row in outbox.due(db, clock(), limit):
+    rows = outbox.due(db, clock(), limit)
+    vouchers = vouch.lookup(db, rows)  # one trail query for the batch
+    for row in rows:
         if not outbox.claim(db, row.message_id, clock(), policy):
             report.skipped += 1
             continue
-        await _deliver_one(db, row, directory, renderer_lookup, transports, funnel_for, clock, rng, policy, report)
+        verdict = vouch.check(row, vouchers)
+        if verdict.notice is None:
+            refusal = verdict.refusal or "not vouched for by the trail"
+            outbox.mark_failed(db, row.message_id, refusal, clock(), rng=rng, policy=policy, permanent=True)
+            log.error("%s; it was not sent", refusal)
+            report.dead += 1
+            report.refused += 1
+            report.refusals.append(refusal)
+            continue
+        await _deliver_one(
+            db, row, verdict.notice, directory, renderer_lookup, transports, funnel_for, clock, rng, policy, report
+        )
     return report
 
 
 async def _deliver_one(
     db: Database,
     row: outbox.OutboxRow,
+    notice: AnyNotice,
     directory: Directory,
     renderer_lookup: Callable[[str], Renderer],
     transports: Mapping[str, Transport],
@@ -106,11 +132,6 @@ async def _deliver_one(
         outbox.hold(db, row.message_id, error)
         report.held += 1
 
-    try:
-        notice = row.notice()
-    except ValueError as exc:  # a row this version cannot read: retrying will not help
-        dead(f"the stored notice does not parse: {exc}")
-        return
     ods = next((r.ods_code for r in notice.recipients if r.role == row.recipient_role), None)
     try:
         contact = directory.resolve(ods, row.recipient_role, audit=notice.assessment.audit)

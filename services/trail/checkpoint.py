@@ -18,9 +18,9 @@ file per log for publication. The learning log's checkpoint reveals its size, so
 learning-space parties, never beside the formal one.
 
 The signing key never lives beside the store: whoever can change the trail could otherwise re-sign a rewritten
-history. It is ``$SIGNALBOX_TRAIL_KEY`` when set, else ``trail-signing-key.pem`` in the user's configuration
-folder (``$XDG_CONFIG_HOME/signalbox/`` or ``~/.config/signalbox/``), created on first use with its public half
-(``.pub``) beside it; ``signing_key_for_store`` refuses a key in the store's own folder.
+history. Its path is a setting (``Settings.trail_key_path``: ``$SIGNALBOX_TRAIL_KEY`` when set, else
+``trail-signing-key.pem`` in the user's configuration folder); the key is created on first use with its public
+half (``.pub``) beside it, and ``signing_key_for_store`` refuses a key in the store's own folder.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,9 @@ from services.trail.store import AUDIENCES, Audience, StoredCheckpoint, Trail
 
 ORIGINS: dict[Audience, str] = {"learning": "signalbox/learning", "formal": "signalbox/formal"}
 DEFAULT_KEY_NAME = "signalbox"
-KEY_ENV = "SIGNALBOX_TRAIL_KEY"
-KEY_FILE = "trail-signing-key.pem"
+# The setting that places the key (``services.settings.TRAIL_KEY_SETTING``, named here as text only: the trail
+# imports no settings, which import the Kafka topics; tests/unit/test_architecture.py).
+TRAIL_KEY_SETTING = "SIGNALBOX_TRAIL_KEY"
 LEGACY_KEY_FILE = "signing-key.pem"  # where releases before issue 8 kept the key: beside trail.sqlite
 EXPORT_FOLDER = "checkpoints"
 _ED25519 = b"\x01"
@@ -118,16 +120,6 @@ def load_or_generate_signing_key(path: str | Path) -> Ed25519PrivateKey:
     return load_signing_key(path) if Path(path).exists() else generate_signing_key(path)
 
 
-def signing_key_path(environ: Mapping[str, str] | None = None) -> Path:
-    """Where the service's signing key lives: ``$SIGNALBOX_TRAIL_KEY``, else the user's configuration folder."""
-    env = os.environ if environ is None else environ
-    configured = env.get(KEY_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    config_home = env.get("XDG_CONFIG_HOME", "").strip()
-    return (Path(config_home) if config_home else Path.home() / ".config") / "signalbox" / KEY_FILE
-
-
 def public_key_path(key_path: str | Path) -> Path:
     """The public half of a signing key, written beside it as ``<name>.pub``."""
     return Path(key_path).with_suffix(".pub")
@@ -147,22 +139,21 @@ def exported_folder(store: str | Path) -> Path | None:
     return None if folder is None else folder / EXPORT_FOLDER
 
 
-def signing_key_for_store(store: str | Path, path: str | Path | None = None) -> Ed25519PrivateKey:
-    """The service's signing key for ``store``, created on first use, never one kept beside the store.
-
-    ``path`` overrides ``signing_key_path()``. A key in the store's folder is refused (CheckpointError, one
+def signing_key_for_store(store: str | Path, path: str | Path) -> Ed25519PrivateKey:
+    """The service's signing key at ``path`` (``Settings.trail_key_path``) for ``store``, created on first use,
+    never one kept beside the store. A key in the store's folder is refused (CheckpointError, one
     sentence saying where it should go); a legacy ``signing-key.pem`` beside the store is moved to the key's
     place when none exists there yet, so its earlier checkpoints still verify, and refused otherwise.
     """
-    target = Path(path) if path is not None else signing_key_path()
+    target = Path(path)
     if public_key_path(target) == target:
         raise CheckpointError(f"the signing key {target} must not be named *.pub: its public half is written there")
     folder = store_folder(store)
     if folder is not None:
-        if target.resolve().parent == folder:
+        if target.resolve().is_relative_to(folder):  # beside the store, or in a folder under it (checkpoints/)
             raise CheckpointError(
                 f"the signing key {target} is in the store's folder, where anyone who can change the trail could"
-                f" re-sign it: set {KEY_ENV} to a path outside {folder}"
+                f" re-sign it: set {TRAIL_KEY_SETTING} to a path outside {folder}"
             )
         legacy = folder / LEGACY_KEY_FILE
         if legacy.exists():
@@ -401,29 +392,37 @@ def export_checkpoints(trail: Trail, directory: str | Path, audiences: Iterable[
         if latest is None:
             continue
         path = target / checkpoint_filename(audience)
-        # Write then rename: a crash mid-write never leaves a half file that verify would call garbled.
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(latest.note, encoding="utf-8")
-        os.replace(partial, path)
+        # Write a file of our own, then rename it over the export: a crash mid-write never leaves a half file
+        # that verify would call garbled, and two processes exporting at once (a worker's tick and `cases act`)
+        # never write into, or rename away, the same temporary file.
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=target, prefix=f".{path.name}.", suffix=".partial", delete=False
+        ) as partial:
+            partial.write(latest.note)
+        os.chmod(partial.name, 0o644)  # a checkpoint is for publication, as before: not the owner's alone
+        os.replace(partial.name, path)
         written.append(path)
     return written
 
 
-def service_checkpointer(trail: Trail, store: str | Path, key_path: str | Path | None = None) -> Checkpointer:
+def service_checkpointer(trail: Trail, store: str | Path, key_path: str | Path) -> Checkpointer:
     """The service's own signer for ``store``: its key (``signing_key_for_store``) and, for a SQLite store, every
     committed checkpoint exported to ``checkpoints/`` beside it, where ``trail verify`` compares them.
     Raises CheckpointError when the key cannot be used (one sentence)."""
     return Checkpointer(trail, signing_key_for_store(store, key_path), export_to=exported_folder(store))
 
 
-def checkpoint_now(trail: Trail) -> str | None:
-    """Sign a checkpoint of both logs of ``trail``'s store as they are now, with the service's own signer.
+def checkpoint_now(trail: Trail, key_path: str | Path | None) -> str | None:
+    """Sign a checkpoint of both logs of ``trail``'s store as they are now, with the service's own signer, whose
+    key is at ``key_path`` (``Settings.trail_key_path``; a recorder's ``key_path``).
 
     Called after every case action, timer tick and delivery batch, so nothing the formal log records waits
     unprotected for the next `route`. Returns None when done, or the sentence saying why it could not be.
     """
+    if key_path is None:
+        return "the trail was not checkpointed: no signing key was given"
     try:
-        service_checkpointer(trail, trail.db.target).checkpoint_all()
+        service_checkpointer(trail, trail.db.target, key_path).checkpoint_all()
     except (OSError, CheckpointError) as exc:
         return f"the trail was not checkpointed: {exc}"
     return None

@@ -30,6 +30,7 @@ from hashlib import sha256
 from typing import Any, Literal, get_args
 
 from schemas.canonical import Canonical, canonical_text, entry_bytes, new_salts
+from schemas.vocabulary import utc_text
 from services.db import Database
 from services.trail.merkle import CompactRange
 
@@ -43,10 +44,6 @@ def table_for(audience: str) -> str:
     if audience not in AUDIENCES:
         raise ValueError(f"unknown audience {audience!r}; expected one of {', '.join(AUDIENCES)}")
     return f"trail_{audience}"
-
-
-def utc_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def chain_next(previous: bytes, leaf: bytes) -> bytes:
@@ -275,7 +272,7 @@ class Trail:
     def append_many(self, audience: Audience, items: Iterable[NewEntry]) -> list[Entry]:
         """Append records in order, in one transaction (joining the caller's), with one executemany."""
         table = table_for(audience)
-        recorded_at = utc_timestamp(self._clock())
+        recorded_at = utc_text(self._clock())
         with self.db.transaction():
             seq, chain = self._head_for_write(table)
             entries: list[Entry] = []
@@ -409,7 +406,7 @@ class Trail:
     def store_checkpoint(
         self, audience: Audience, size: int, root: bytes, note: str, key_id: str, compact: CompactRange | None
     ) -> StoredCheckpoint:
-        created_at = utc_timestamp(self._clock())
+        created_at = utc_text(self._clock())
         with self.db.transaction():
             self.db.execute(
                 "INSERT INTO trail_checkpoints (audience, size, root, note, key_id, compact, created_at)"

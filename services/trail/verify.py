@@ -21,7 +21,7 @@ What it detects, and the index it names as the first bad one:
 * a history rewritten consistently (records, leaves and chain all recomputed): the root no longer matches a
   signed checkpoint; the first bad index is then only known to lie after the previous matching checkpoint,
   and that checkpoint's size is named. Re-signing it needs the signing key, which is kept outside the store's
-  folder (``checkpoint.signing_key_path``);
+  folder (``Settings.trail_key_path``);
 * a fork (one size, two roots) among any of the checkpoints, and a stored checkpoint smaller than one signed
   before it.
 
@@ -31,8 +31,9 @@ not matter and a checkpoint signed after one was published is no false alarm.
 
 Signatures are checked only against the public keys given; with none, the report says they were not checked.
 
-What the entries mean is not this module's business: replaying the alarm cases the formal log vouches for is
-composed one level up, in ``services/integrity.py``, which ``trail verify`` runs.
+What the entries mean is not this module's business: replaying the alarm cases the formal log vouches for, and
+checking every outbox letter against its log's notice entry, are composed one level up, in
+``services/integrity.py``, which ``trail verify`` runs.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from services.cli.common import open_recorder
 from services.db import Database
 from services.letters.delivery import default_transports, deliver
 from services.letters.plot import LetterPlots
+from services.settings import get_settings
 from tests.unit.test_route_resume import Picture, assert_same, picture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +73,7 @@ def assert_completes(out: Path, whole: Picture) -> None:
     verified = runner.invoke(app, ["trail", "verify", "--store", str(out / "trail.sqlite")])
     assert verified.exit_code == 0, verified.output
     with Database(out / "trail.sqlite") as db:  # letters that failed on the full disk wait for their retry
-        recorder = open_recorder(db, datetime.now(UTC) + timedelta(days=2))
+        recorder = open_recorder(db, datetime.now(UTC) + timedelta(days=2), get_settings())
         plots = LetterPlots(recorder.trail, recorder.rules)
         transports = default_transports(out / "mail", None)
         deliver(db, recorder.directory, transports, funnel_for=plots.funnel_for, clock=recorder.clock)

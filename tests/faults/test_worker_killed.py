@@ -21,9 +21,9 @@ import pytest
 
 from rules.book import load_rules
 from services.embedded import run_file
-from services.kafka.acl import Credentials
 from services.settings import Settings
 from tests.support.builders import open_english_trusts, shifting_release
+from tests.support.credentials import Credentials
 from tests.support.stream import (
     Background,
     Collector,

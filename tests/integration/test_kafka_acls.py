@@ -38,23 +38,24 @@ from kafka.errors import (
 from services.kafka.acl import (
     ADMIN,
     AUDIT_PLATFORM,
-    FIXED_TOPICS,
-    FORMAL_TOPIC,
-    INPUT_TOPIC,
-    LEARNING_TOPIC_V1_PREFIX,
     REGULATOR,
-    REGULATOR_TOPIC,
     SERVICE,
-    Credentials,
-    admin_config,
     ensure_acls,
     ensure_principals,
     ensure_safety_lead,
     ensure_topics,
-    learning_topic,
     safety_lead_principal,
 )
+from services.kafka.topics import (
+    FIXED_TOPICS,
+    FORMAL_TOPIC,
+    INPUT_TOPIC,
+    LEARNING_TOPIC_V1_PREFIX,
+    REGULATOR_TOPIC,
+    learning_topic,
+)
 from services.settings import Settings, aiokafka_config, kafka_python_config
+from tests.support.credentials import Credentials
 
 pytestmark = pytest.mark.kafka
 
@@ -72,7 +73,7 @@ def _conf(settings: Settings, credentials: Credentials, user: str, **extra: Any)
 
 @pytest.fixture(scope="module")
 def admin_conf(kafka_settings: Settings, credentials: Credentials) -> dict[str, Any]:
-    return admin_config(kafka_settings.kafka_bootstrap, ADMIN, credentials.kafka[ADMIN])
+    return kafka_python_config(kafka_settings.as_user(ADMIN, credentials.kafka[ADMIN]))
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def seeded(admin_conf: dict[str, Any], credentials: Credentials) -> dict[str, in
 
     Returns topic -> offset of this run's marker.
     """
-    ensure_principals(admin_conf, credentials)
+    ensure_principals(admin_conf, credentials.kafka)
     for ods in TRUSTS:
         ensure_safety_lead(admin_conf, ods, credentials.kafka[safety_lead_principal(ods)])
     topics = [*FIXED_TOPICS, *(learning_topic(o) for o in TRUSTS)]

@@ -23,6 +23,7 @@ from services.db import Database
 from services.letters import outbox
 from services.letters.relay import deliver_due
 from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.vouched import enqueue_vouched
 
 pytestmark = pytest.mark.postgres
 
@@ -140,7 +141,7 @@ def test_the_table_refuses_a_regulator_on_a_learning_row(db: Database) -> None:
 
 
 async def test_the_relay_delivers_from_postgres(db: Database, tmp_path: Path) -> None:
-    rows = outbox.enqueue(db, sample_notice("potential_alarm"), DIRECTORY, now=NOW)
+    rows = enqueue_vouched(db, sample_notice("potential_alarm"), DIRECTORY, now=NOW)
     report = await deliver_due(
         db,
         DIRECTORY,

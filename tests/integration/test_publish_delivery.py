@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from services.kafka.acl import ADMIN, INPUT_TOPIC, REGULATOR, Credentials, admin_config, ensure_topics
+from services.kafka.acl import ADMIN, REGULATOR, ensure_topics
 from services.kafka.clients import publish
+from services.kafka.topics import INPUT_TOPIC
 from services.settings import Settings, kafka_python_config
+from tests.support.credentials import Credentials
 
 pytestmark = pytest.mark.kafka
 
@@ -65,7 +67,7 @@ def _count(conf: dict[str, Any], topic: str) -> int:
 
 @pytest.fixture(scope="module")
 def admin(kafka_settings: Settings, credentials: Credentials) -> Iterator[dict[str, Any]]:
-    conf = admin_config(kafka_settings.kafka_bootstrap, ADMIN, credentials.kafka[ADMIN])
+    conf = kafka_python_config(kafka_settings.as_user(ADMIN, credentials.kafka[ADMIN]))
     ensure_topics(conf, [PRIVATE], partitions=2)
     ensure_topics(conf, [SMALL], partitions=1, configs={"max.message.bytes": "2048"})
     yield conf

@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.retry import Retry
 
-from services.kafka.acl import Credentials
+from tests.support.credentials import Credentials
 
 pytestmark = pytest.mark.redis
 

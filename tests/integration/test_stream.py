@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from services.kafka.acl import Credentials
 from services.settings import Settings
 from tests.support.builders import nela_release, open_english_trusts, result
+from tests.support.credentials import Credentials
 from tests.support.stream import (
     ROOT,
     SIGNALBOX,
@@ -263,7 +263,7 @@ def test_case_commands_reach_the_regulators_only_after_confirmation(ns: Namespac
     from kafka import KafkaProducer
 
     from schemas.cases import CaseAction, CaseCommand
-    from services.kafka.acl import CASE_COMMANDS_TOPIC, REGULATOR_TOPIC
+    from services.kafka.topics import CASE_COMMANDS_TOPIC, REGULATOR_TOPIC
     from services.settings import kafka_python_config
 
     rid = f"NELA-Y11-{run_id()}"

@@ -24,9 +24,11 @@ from kafka.admin import (
     ResourceType,
 )
 
-from services.kafka.acl import FORMAL_TOPIC, SERVICE, Credentials, ensure_acls
+from services.kafka.acl import SERVICE, ensure_acls
+from services.kafka.topics import FORMAL_TOPIC
 from services.settings import Settings
 from tests.support.builders import nela_release, open_english_trusts
+from tests.support.credentials import Credentials
 from tests.support.stream import (
     Collector,
     Namespace,

@@ -9,10 +9,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from schemas.events import Period
-from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice, notice_id_for
+from schemas.notices import AnyNotice, FormalNotice, GoodPracticeNotice, LearningNotice, notice_id_for
 from schemas.signals import Assessment, FormalRecipient, LearningRecipient, Limits, RuleRef, TrustRecipient
-
-AnyNotice = LearningNotice | GoodPracticeNotice | FormalNotice
 
 SAMPLE_SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="320" height="200" viewBox="0 0 320 200" role="img" '
@@ -34,7 +32,7 @@ def sample_assessment(
     organisation_name: str = "Mid Yorkshire Teaching NHS Trust",
     country: str = "ENG",
     band: str = "alert",
-    side: str = "adverse",
+    side: str | None = "adverse",
     value: float | None = 0.142,
     volume: float = 412,
     z: float = 2.41,

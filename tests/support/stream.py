@@ -34,23 +34,12 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from services.kafka.acl import (
-    ADMIN,
-    AUDIT_PLATFORM,
-    DEAD_LETTER_TOPIC,
-    FORMAL_TOPIC,
-    GOOD_PRACTICE_TOPIC,
-    INPUT_TOPIC,
-    LEARNING_TOPIC_V1_PREFIX,
-    REGULATOR_TOPIC,
-    RELEASES_TOPIC,
-    Credentials,
-    admin_config,
-    ensure_topics,
-)
+from services.kafka.acl import ADMIN, AUDIT_PLATFORM, ensure_topics
 from services.kafka.clients import publish_lines
-from services.kafka.outputs import ID_HEADER, KIND_HEADER, namespaced
+from services.kafka.outputs import ID_HEADER, KIND_HEADER
+from services.kafka.topics import INPUT_TOPIC, OutputTopics, namespaced
 from services.settings import Settings, kafka_python_config
+from tests.support.credentials import Credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGNALBOX = Path(sys.executable).parent / "signalbox"
@@ -85,19 +74,23 @@ class Namespace:
 
     @property
     def admin(self) -> dict[str, Any]:
-        return admin_config(self.settings.kafka_bootstrap, ADMIN, self.credentials.kafka[ADMIN])
+        return kafka_python_config(self.settings.as_user(ADMIN, self.credentials.kafka[ADMIN]))
 
     def topic(self, base: str) -> str:
         return namespaced(base, self.name)
 
     @property
+    def topics(self) -> OutputTopics:
+        """Where a worker started with ``SIGNALBOX_TOPIC_NAMESPACE`` = this name writes."""
+        return OutputTopics(self.name)
+
+    @property
     def fixed_topics(self) -> list[str]:
-        topics = (FORMAL_TOPIC, REGULATOR_TOPIC, GOOD_PRACTICE_TOPIC, DEAD_LETTER_TOPIC, RELEASES_TOPIC)
-        return [self.topic(t) for t in topics]
+        return self.topics.fixed
 
     @property
     def learning_prefix(self) -> str:
-        return self.topic(LEARNING_TOPIC_V1_PREFIX)
+        return self.topics.learning_prefix
 
     def is_output(self, topic: str) -> bool:
         return topic in self.fixed_topics or topic.startswith(self.learning_prefix)

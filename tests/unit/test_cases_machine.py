@@ -1,4 +1,4 @@
-"""The alarm case state machine (outlier-process.md §3), one behaviour per test, no database."""
+"""The alarm case state machine (docs/outlier-process.md §3), one behaviour per test, no database."""
 
 from __future__ import annotations
 

@@ -32,7 +32,9 @@ from services.db import Database
 from services.letters import outbox
 from services.letters.delivery import default_transports
 from services.letters.relay import DeliveryReport, deliver_due
+from services.settings import Settings
 from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.vouched import enqueue_vouched
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 START = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
@@ -169,7 +171,7 @@ async def _until_quiet(
 
 
 def _ceo_reminder_row(db: Database, directory: Directory) -> outbox.OutboxRow:
-    [row] = outbox.enqueue(db, sample_notice("reminder"), directory, now=START)
+    [row] = enqueue_vouched(db, sample_notice("reminder"), directory, now=START)
     return row
 
 
@@ -178,7 +180,7 @@ async def test_a_letter_arrives_by_smtp_with_text_html_plot_and_its_message_id(
 ) -> None:
     recorder, settings = smtp
     directory = _directory()
-    rows = outbox.enqueue(db, sample_notice("learning_alert"), directory, now=START)
+    rows = enqueue_vouched(db, sample_notice("learning_alert"), directory, now=START)
     report = await _pass(db, directory, {"email": SmtpTransport(settings)}, Clock(), random.Random(1))
     assert (report.sent, report.failed, report.held, report.dead) == (2, 0, 0, 0)
     assert {m["Message-ID"] for m in recorder.accepted} == {r.message_id for r in rows}
@@ -285,7 +287,7 @@ async def test_webhook_500_then_200_is_delivered_once_with_an_idempotency_key(
     webhook.script = [500, 200]
     directory = _directory(webhook.url)
     notice = sample_notice("learning_alert", sample_assessment(ods_code="RYJ", organisation_name="Imperial"))
-    rows = {r.recipient_role: r for r in outbox.enqueue(db, notice, directory, now=START)}
+    rows = {r.recipient_role: r for r in enqueue_vouched(db, notice, directory, now=START)}
     assert rows["lead_clinician"].state == "held"  # RYJ has no lead clinician: kept, not dropped
     row = rows["patient_safety_lead"]
     assert row.channel == "webhook"
@@ -309,7 +311,7 @@ async def test_only_2xx_counts_as_delivered_and_client_errors_are_permanent(
     webhook.script = [status]
     directory = _directory(webhook.url)
     notice = sample_notice("learning_alert", sample_assessment(ods_code="RYJ", organisation_name="Imperial"))
-    row = next(r for r in outbox.enqueue(db, notice, directory, now=START) if r.state == "pending")
+    row = next(r for r in enqueue_vouched(db, notice, directory, now=START) if r.state == "pending")
     report = await _pass(db, directory, {"webhook": WebhookTransport()}, Clock(), random.Random(2))
     assert report.sent == 0
     after = outbox.get(db, row.message_id)
@@ -318,7 +320,7 @@ async def test_only_2xx_counts_as_delivered_and_client_errors_are_permanent(
 
 async def test_eml_files_are_named_by_message_id_and_a_rerun_rewrites_them(db: Database, tmp_path: Path) -> None:
     directory = _directory()
-    rows = outbox.enqueue(db, sample_notice("potential_alarm"), directory, now=START)
+    rows = enqueue_vouched(db, sample_notice("potential_alarm"), directory, now=START)
     out = tmp_path / "letters"
     report = await _pass(db, directory, {"email": EmlTransport(out)}, Clock(), random.Random(1))
     assert report.sent == 2
@@ -376,34 +378,15 @@ async def test_a_changed_address_holds_the_letter_until_it_is_released(
 async def test_a_channel_without_a_transport_is_held_not_lost(db: Database, webhook: WebhookServer) -> None:
     directory = _directory(webhook.url)
     notice = sample_notice("learning_alert", sample_assessment(ods_code="RYJ", organisation_name="Imperial"))
-    outbox.enqueue(db, notice, directory, now=START)
+    enqueue_vouched(db, notice, directory, now=START)
     report = await _pass(db, directory, {"email": EmlTransport("/nonexistent")}, Clock(), random.Random(1))
     assert report.held == 1
     assert outbox.counts(db)["held"] == 2 and webhook.requests == []
 
 
-def test_smtp_settings_come_from_the_environment() -> None:
-    assert SmtpSettings.from_env({}) is None
-    settings = SmtpSettings.from_env(
-        {
-            "SIGNALBOX_SMTP_HOST": "smtp.example.nhs.uk",
-            "SIGNALBOX_SMTP_PORT": "2525",
-            "SIGNALBOX_SMTP_STARTTLS": "false",
-            "SIGNALBOX_SMTP_USER": "signalbox",
-            "SIGNALBOX_SMTP_PASSWORD": "s3cret",
-        }
-    )
-    assert settings == SmtpSettings("smtp.example.nhs.uk", 2525, False, "signalbox", "s3cret")
-    assert "s3cret" not in repr(settings)
-    with pytest.raises(ValueError, match="STARTTLS"):
-        SmtpSettings.from_env({"SIGNALBOX_SMTP_HOST": "h", "SIGNALBOX_SMTP_STARTTLS": "maybe"})
-    with pytest.raises(ValueError, match="both"):
-        SmtpSettings.from_env({"SIGNALBOX_SMTP_HOST": "h", "SIGNALBOX_SMTP_USER": "u"})
-
-
 def test_the_embedded_runner_writes_eml_files_unless_smtp_is_configured(tmp_path: Path) -> None:
-    fallback = default_transports(tmp_path, SmtpSettings.from_env({}))
+    fallback = default_transports(tmp_path, Settings().smtp)
     assert isinstance(fallback["email"], EmlTransport) and isinstance(fallback["webhook"], WebhookTransport)
-    configured = default_transports(tmp_path, SmtpSettings.from_env({"SIGNALBOX_SMTP_HOST": "smtp.example.nhs.uk"}))
+    configured = default_transports(tmp_path, Settings(smtp_host="smtp.example.nhs.uk").smtp)
     assert isinstance(configured["email"], SmtpTransport)
     assert configured["email"].settings.port == 587 and configured["email"].settings.starttls

@@ -28,6 +28,7 @@ from services.db import Database
 from services.letters import outbox
 from services.letters.relay import deliver_due
 from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.vouched import enqueue_vouched
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 NOW = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
@@ -346,7 +347,7 @@ def test_a_slipped_directory_cannot_queue_a_trust_letter_to_a_regulator(
 ) -> None:
     directory = _slipped({("organisations", "RXF", role): contact})
     notice = sample_notice(template)
-    rows = {r.recipient_role: r for r in outbox.enqueue(db, notice, directory, now=NOW)}
+    rows = {r.recipient_role: r for r in enqueue_vouched(db, notice, directory, now=NOW)}
     held = rows[role]
     assert held.state == "held" and held.address is None
     assert "refusing to send" in (held.last_error or "") and "regulator" in (held.last_error or "")
@@ -364,7 +365,7 @@ def test_a_queued_letter_is_held_at_send_time_if_its_address_became_a_regulators
 ) -> None:
     good = Directory.load(DATA)
     notice = sample_notice(template)
-    outbox.enqueue(db, notice, good, now=NOW)
+    enqueue_vouched(db, notice, good, now=NOW)
     # The row itself now carries the regulator's address (an old version queued it, or someone edited it), and
     # the directory agrees: only the send-time check stands between the letter and the regulator.
     slipped = _slipped({("organisations", "RXF", role): contact})
@@ -386,7 +387,7 @@ def test_a_queued_letter_is_held_at_send_time_if_its_address_became_a_regulators
 def test_a_regulator_role_on_a_letter_that_is_not_a_regulator_notice_is_held(db: Database) -> None:
     notice = sample_notice("potential_alarm")
     widened = notice.model_copy(update={"recipients": (*notice.recipients, FormalRecipient(role="cqc"))})
-    rows = {r.recipient_role: r for r in outbox.enqueue(db, widened, Directory.load(DATA), now=NOW)}
+    rows = {r.recipient_role: r for r in enqueue_vouched(db, widened, Directory.load(DATA), now=NOW)}
     assert rows["cqc"].state == "held" and "regulator role cqc" in (rows["cqc"].last_error or "")
     assert rows["lead_clinician"].state == "pending"
 
@@ -395,14 +396,14 @@ def test_a_regulator_role_on_a_letter_that_is_not_a_regulator_notice_is_held(db:
 def test_a_confirmed_alarms_regulator_notice_still_reaches_the_regulator(
     db: Database, tmp_path: Path, template: str
 ) -> None:
-    rows = outbox.enqueue(db, sample_notice(template), Directory.load(DATA), now=NOW)
+    rows = enqueue_vouched(db, sample_notice(template), Directory.load(DATA), now=NOW)
     assert {r.state for r in rows} == {"pending"}
     assert _deliver(db, Directory.load(DATA), tmp_path / "mail").sent == 2
 
 
 def test_the_welsh_regulator_notice_reaches_the_welsh_regulators(db: Database, tmp_path: Path) -> None:
     welsh = sample_assessment(ods_code="7A1", organisation_name="Betsi", country="WLS", band="alarm", value=0.2)
-    rows = outbox.enqueue(db, sample_notice("regulator_notice", welsh), Directory.load(DATA), now=NOW)
+    rows = enqueue_vouched(db, sample_notice("regulator_notice", welsh), Directory.load(DATA), now=NOW)
     assert {r.recipient_role for r in rows} == {"welsh_government", "hiw"} and {r.state for r in rows} == {"pending"}
 
 

@@ -18,6 +18,7 @@ from rules.stats import (
     ratio_ci_significance,
     wilson_ci,
 )
+from schemas.vocabulary import Measure, Method
 from tests.support.reference import column, load
 
 # T1 ------------------------------------------------------------------------------------------
@@ -26,7 +27,7 @@ from tests.support.reference import column, load
 def test_poisson_ci_limits_match_funnelplotr_at_e_15_20_30() -> None:
     rows = load("funnelplotr_sr_poisson_limits.csv")
     expected = column(rows, "expected")
-    spec = FunnelSpec.preset("standardised_ratio", "poisson-ci")
+    spec = FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.POISSON_CI)
     result = assess_ratios(spec, observed=expected, expected=expected)
     for ours, theirs in [
         (result.ll_alert, "ll95"),
@@ -95,7 +96,7 @@ def test_normal_proportion_limits_match_phe_funnel_within_5e_7_percentage_points
     rows = load("phe_proportion_funnel_limits.csv")
     baseline = float(rows[0]["baseline_pct"]) / 100
     population = column(rows, "population")
-    spec = FunnelSpec.preset("proportion", "normal", overdispersion="none", target=baseline)
+    spec = FunnelSpec.preset(Measure.PROPORTION, Method.NORMAL, overdispersion="none", target=baseline)
     result = assess_proportions(spec, np.round(population * baseline), population)
     for ours, theirs in [
         (result.ll_alert, "ll95_pct"),
@@ -112,7 +113,7 @@ def test_normal_proportion_limits_match_phe_funnel_within_5e_7_percentage_points
 def test_normal_proportion_bands_reproduce_phe_significance_labels() -> None:
     rows = load("phe_proportion_significance_cases.csv")
     baseline = float(load("phe_proportion_funnel_limits.csv")[0]["baseline_pct"]) / 100
-    spec = FunnelSpec.preset("proportion", "normal", overdispersion="none", target=baseline)
+    spec = FunnelSpec.preset(Measure.PROPORTION, Method.NORMAL, overdispersion="none", target=baseline)
     result = assess_proportions(spec, column(rows, "numerator"), column(rows, "denominator"))
     direction = np.where(result.band == "within", "", np.where(result.z > 0, "high", "low"))
     expected = [PHE_LABEL[r["significance"]] for r in rows]
@@ -122,7 +123,7 @@ def test_normal_proportion_bands_reproduce_phe_significance_labels() -> None:
 def test_normal_proportion_z_matches_the_reference_z_scores() -> None:
     rows = load("phe_proportion_significance_cases.csv")
     baseline = float(load("phe_proportion_funnel_limits.csv")[0]["baseline_pct"]) / 100
-    spec = FunnelSpec.preset("proportion", "normal", overdispersion="none", target=baseline)
+    spec = FunnelSpec.preset(Measure.PROPORTION, Method.NORMAL, overdispersion="none", target=baseline)
     result = assess_proportions(spec, column(rows, "numerator"), column(rows, "denominator"))
     np.testing.assert_allclose(result.z, column(rows, "z_score_vs_pooled"), rtol=1e-9)
 

@@ -34,6 +34,7 @@ from notifications.render import plot_audience, renderer_for
 from rules.book import load_rules
 from rules.stats import FunnelResult, FunnelSpec, assess_ratios
 from schemas.signals import Assessment
+from schemas.vocabulary import Measure, Method
 from services.core.organisations import display_name
 from services.core.pipeline import Pipeline
 from services.db import Database
@@ -166,7 +167,9 @@ def test_a_queued_learning_letter_is_drawn_for_its_trust(recorded: tuple[Recorde
 
 
 def _release(observed: list[int], expected: list[float]) -> FunnelResult:
-    return assess_ratios(FunnelSpec.preset("standardised_ratio", "cqc"), np.array(observed, float), np.array(expected))
+    return assess_ratios(
+        FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.CQC), np.array(observed, float), np.array(expected)
+    )
 
 
 def _with(result: FunnelResult, **changes: Any) -> FunnelResult:

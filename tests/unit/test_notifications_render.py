@@ -12,8 +12,10 @@ import pytest
 
 from notifications.recipients import Directory
 from notifications.render import Renderer, RenderError, message_id_for, renderer_for
+from schemas.notices import AnyNotice
 from schemas.signals import Assessment
-from tests.support.samples import ALL_TEMPLATES, SAMPLE_SVG, AnyNotice, sample_assessment, sample_notice
+from schemas.vocabulary import Space
+from tests.support.samples import ALL_TEMPLATES, SAMPLE_SVG, sample_assessment, sample_notice
 
 DIRECTORY = Directory.load(Path(__file__).parents[1] / "data" / "recipients.yaml")
 REGULATOR_WORDS = ("CQC", "Care Quality Commission", "NHS England", "Welsh Government", "HIW", "Inspectorate")
@@ -209,7 +211,7 @@ def test_an_undefined_variable_is_an_error_not_a_blank(tmp_path: Path) -> None:
         "{% block subject %}s{% endblock %}{{ no_such_thing }}"
     )
     (tmp_path / "learning" / "learning_alert.html.j2").write_text("<p>{{ org.name }}</p>")
-    renderer = Renderer("learning", root=tmp_path)
+    renderer = Renderer(Space.LEARNING, root=tmp_path)
     with pytest.raises(RenderError, match="no_such_thing"):
         renderer.render(
             sample_notice("learning_alert"),

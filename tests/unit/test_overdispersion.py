@@ -7,6 +7,7 @@ import pytest
 
 from rules.stats import FunnelSpec, assess_proportions, assess_ratios, chisq_overdispersion_test
 from rules.stats.overdispersion import average_ranks, grouped_overdispersion, type7_quantile
+from schemas.vocabulary import Measure, Method, Trim
 from tests.support.reference import column, load
 
 TOY6 = load("funnelplotr_toy6_overdispersion.csv")
@@ -17,7 +18,7 @@ TOY_O, TOY_E = column(TOY6, "numerator"), column(TOY6, "denominator")
 
 
 def test_shmi_pipeline_reproduces_z_phi_tau2_and_limits_on_toy6() -> None:
-    result = assess_ratios(FunnelSpec.preset("standardised_ratio", "shmi"), TOY_O, TOY_E)
+    result = assess_ratios(FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SHMI), TOY_O, TOY_E)
     np.testing.assert_allclose(result.z, column(TOY6, "shmi_z"), rtol=1e-12)
     assert result.phi == pytest.approx(float(TOY6[0]["shmi_phi"]), rel=1e-12)
     assert result.tau2 == pytest.approx(float(TOY6[0]["shmi_tau2"]), rel=1e-12)
@@ -28,13 +29,13 @@ def test_shmi_pipeline_reproduces_z_phi_tau2_and_limits_on_toy6() -> None:
 
 
 def test_shmi_pipeline_finds_no_99_8_percent_outlier_on_toy6() -> None:
-    result = assess_ratios(FunnelSpec.preset("standardised_ratio", "shmi"), TOY_O, TOY_E)
+    result = assess_ratios(FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SHMI), TOY_O, TOY_E)
     assert not np.any(result.band == "alarm")
     assert not any(r["shmi_outlier_998"] == "TRUE" for r in TOY6)
 
 
 def test_cqc_pipeline_with_5_percent_winsorisation_reproduces_phi_tau2_and_squared_limits() -> None:
-    spec = FunnelSpec.preset("standardised_ratio", "cqc", trim_fraction=0.05)
+    spec = FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.CQC, trim_fraction=0.05)
     result = assess_ratios(spec, TOY_O, TOY_E)
     np.testing.assert_allclose(result.z, column(TOY6, "cqc_z"), rtol=1e-12)
     assert result.phi == pytest.approx(float(TOY6[0]["cqc_phi"]), rel=1e-12)
@@ -44,7 +45,7 @@ def test_cqc_pipeline_with_5_percent_winsorisation_reproduces_phi_tau2_and_squar
 
 
 def test_cqc_limits_are_squared_back_unlike_funnelplotr_issue_33() -> None:
-    spec = FunnelSpec.preset("standardised_ratio", "cqc", trim_fraction=0.05)
+    spec = FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.CQC, trim_fraction=0.05)
     result = assess_ratios(spec, TOY_O, TOY_E)
     assert np.all(np.abs(result.ul_alert - column(TOY6, "cqc_od_ul95_funnelplotr_unsquared")) > 0.1)
 
@@ -62,7 +63,7 @@ def test_winsorised_z_of_toy6_at_5_percent_match_type7_quantiles() -> None:
 def test_chisq_test_reproduces_qcc_binomial_overdispersion_example() -> None:
     row = next(r for r in load("overdispersion_chisq_test_cases.csv") if r["distribution"] == "binomial")
     counts = np.array(row["counts"].split(), dtype=float)
-    spec = FunnelSpec.preset("proportion", "normal", overdispersion="none")
+    spec = FunnelSpec.preset(Measure.PROPORTION, Method.NORMAL, overdispersion="none")
     result = assess_proportions(spec, counts, np.full(counts.size, float(row["size"])))
     statistic, df, p = chisq_overdispersion_test(result.z, ddof=1)
     assert statistic == pytest.approx(float(row["statistic"]), rel=1e-9)
@@ -76,7 +77,9 @@ def test_chisq_test_reproduces_qcc_poisson_overdispersion_example() -> None:
     row = next(r for r in load("overdispersion_chisq_test_cases.csv") if r["distribution"] == "poisson")
     counts = np.array(row["counts"].split(), dtype=float)
     expected = np.full(counts.size, counts.mean())
-    result = assess_ratios(FunnelSpec.preset("standardised_ratio", "normal", overdispersion="none"), counts, expected)
+    result = assess_ratios(
+        FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.NORMAL, overdispersion="none"), counts, expected
+    )
     statistic, _, p = chisq_overdispersion_test(result.z, ddof=1)
     assert statistic == pytest.approx(float(row["statistic"]), rel=1e-9)
     assert p == pytest.approx(float(row["p_value"]), rel=1e-9)
@@ -87,7 +90,9 @@ def test_untrimmed_phi_is_the_chisq_statistic_over_n() -> None:
     row = next(r for r in load("overdispersion_chisq_test_cases.csv") if r["distribution"] == "poisson")
     counts = np.array(row["counts"].split(), dtype=float)
     result = assess_ratios(
-        FunnelSpec.preset("standardised_ratio", "normal", overdispersion="none"), counts, np.full(30, counts.mean())
+        FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.NORMAL, overdispersion="none"),
+        counts,
+        np.full(30, counts.mean()),
     )
     assert float(np.mean(result.z**2)) == pytest.approx(float(row["phi_unwinsorised_pooled_target"]), rel=1e-9)
 
@@ -100,21 +105,21 @@ MODERATE_E = np.array(
 
 
 def test_chisq_policy_applies_adjustment_only_when_the_test_is_significant() -> None:
-    strict = FunnelSpec.preset("standardised_ratio", "sqrt", od_policy="chisq", chisq_alpha=0.01)
-    lenient = FunnelSpec.preset("standardised_ratio", "sqrt", od_policy="chisq", chisq_alpha=0.05)
+    strict = FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SQRT, od_policy="chisq", chisq_alpha=0.01)
+    lenient = FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SQRT, od_policy="chisq", chisq_alpha=0.05)
     assert assess_ratios(strict, MODERATE_O, MODERATE_E).od_applied is False
     assert assess_ratios(lenient, MODERATE_O, MODERATE_E).od_applied is True
 
 
 def test_phi_policy_applies_adjustment_when_phi_exceeds_one() -> None:
-    result = assess_ratios(FunnelSpec.preset("standardised_ratio", "sqrt"), MODERATE_O, MODERATE_E)
+    result = assess_ratios(FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SQRT), MODERATE_O, MODERATE_E)
     assert result.phi > 1 and result.od_applied
 
 
 def test_additive_adjustment_needs_a_positive_tau2_whatever_the_policy() -> None:
     row = next(r for r in load("overdispersion_chisq_test_cases.csv") if r["distribution"] == "poisson")
     counts = np.array(row["counts"].split(), dtype=float)
-    spec = FunnelSpec.preset("standardised_ratio", "sqrt", od_policy="always")
+    spec = FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SQRT, od_policy="always")
     result = assess_ratios(spec, counts, np.full(counts.size, counts.mean()))
     assert result.tau2 == 0.0 and not result.od_applied
 
@@ -143,7 +148,7 @@ def test_tied_z_scores_share_their_average_rank() -> None:
 def test_truncation_drops_the_top_and_bottom_rank_groups_of_twenty_units() -> None:
     z = np.arange(20, dtype=float) - 9.5
     od = grouped_overdispersion(
-        z, np.ones(20), np.zeros(20, dtype=np.intp), 1, np.ones(20, dtype=bool), "truncate", 0.1, 1
+        z, np.ones(20), np.zeros(20, dtype=np.intp), 1, np.ones(20, dtype=bool), Trim.TRUNCATE, 0.1, 1
     )
     # rank r kept iff 1 <= floor(10 r / 21) <= 8: ranks 3..18.
     np.testing.assert_array_equal(np.flatnonzero(od.kept), np.arange(2, 18))
@@ -153,7 +158,7 @@ def test_truncation_drops_the_top_and_bottom_rank_groups_of_twenty_units() -> No
 def test_truncation_keeps_every_unit_when_there_are_fewer_than_ten() -> None:
     z = np.linspace(-3, 3, 9)
     od = grouped_overdispersion(
-        z, np.ones(9), np.zeros(9, dtype=np.intp), 1, np.ones(9, dtype=bool), "truncate", 0.1, 1
+        z, np.ones(9), np.zeros(9, dtype=np.intp), 1, np.ones(9, dtype=bool), Trim.TRUNCATE, 0.1, 1
     )
     assert od.n_kept[0] == 9
 
@@ -161,7 +166,7 @@ def test_truncation_keeps_every_unit_when_there_are_fewer_than_ten() -> None:
 def test_winsorisation_keeps_every_unit_and_clips_the_extremes() -> None:
     z = np.array([-10.0, -1, 0, 1, 10])
     od = grouped_overdispersion(
-        z, np.ones(5), np.zeros(5, dtype=np.intp), 1, np.ones(5, dtype=bool), "winsorise", 0.1, 1
+        z, np.ones(5), np.zeros(5, dtype=np.intp), 1, np.ones(5, dtype=bool), Trim.WINSORISE, 0.1, 1
     )
     clipped = np.clip(z, np.quantile(z, 0.1), np.quantile(z, 0.9))
     assert od.n_kept[0] == 5
@@ -172,7 +177,7 @@ def test_tau2_uses_only_the_kept_units_weights() -> None:
     rng = np.random.default_rng(8)
     z = rng.normal(scale=2.0, size=40)
     s = rng.uniform(0.05, 0.2, size=40)
-    od = grouped_overdispersion(z, s, np.zeros(40, dtype=np.intp), 1, np.ones(40, dtype=bool), "truncate", 0.1, 1)
+    od = grouped_overdispersion(z, s, np.zeros(40, dtype=np.intp), 1, np.ones(40, dtype=bool), Trim.TRUNCATE, 0.1, 1)
     w = 1 / s[od.kept] ** 2
     n = od.kept.sum()
     phi = np.mean(z[od.kept] ** 2)
@@ -183,13 +188,13 @@ def test_tau2_uses_only_the_kept_units_weights() -> None:
 def test_tau2_is_zero_when_n_phi_is_below_n_minus_one() -> None:
     z = np.array([0.1, -0.1, 0.2, -0.2, 0.0, 0.05])
     od = grouped_overdispersion(
-        z, np.ones(6), np.zeros(6, dtype=np.intp), 1, np.ones(6, dtype=bool), "winsorise", 0.1, 1
+        z, np.ones(6), np.zeros(6, dtype=np.intp), 1, np.ones(6, dtype=bool), Trim.WINSORISE, 0.1, 1
     )
     assert od.tau2[0] == 0.0
 
 
 def test_identical_units_give_phi_zero_and_no_adjustment() -> None:
-    spec = FunnelSpec.preset("proportion", "arcsine")
+    spec = FunnelSpec.preset(Measure.PROPORTION, Method.ARCSINE)
     result = assess_proportions(spec, np.full(12, 30.0), np.full(12, 100.0))
     assert result.phi == pytest.approx(0.0, abs=1e-20)
     assert result.tau2 == 0.0
@@ -198,7 +203,7 @@ def test_identical_units_give_phi_zero_and_no_adjustment() -> None:
 
 
 def test_units_below_minimum_volume_are_left_out_of_phi_and_tau2() -> None:
-    spec = FunnelSpec.preset("standardised_ratio", "cqc", min_volume=10)
+    spec = FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.CQC, min_volume=10)
     base = assess_ratios(spec, TOY_O, TOY_E)
     with_small = assess_ratios(spec, np.append(TOY_O, 9.0), np.append(TOY_E, 1.0))
     assert with_small.phi == pytest.approx(base.phi)
@@ -208,20 +213,20 @@ def test_units_below_minimum_volume_are_left_out_of_phi_and_tau2() -> None:
 
 
 def test_exact_methods_report_phi_and_tau2_on_the_natural_scale_without_applying_them() -> None:
-    exact = assess_ratios(FunnelSpec.preset("standardised_ratio", "exact"), TOY_O, TOY_E)
-    sqrt = assess_ratios(FunnelSpec.preset("standardised_ratio", "sqrt"), TOY_O, TOY_E)
+    exact = assess_ratios(FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.EXACT), TOY_O, TOY_E)
+    sqrt = assess_ratios(FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SQRT), TOY_O, TOY_E)
     assert exact.phi == pytest.approx(sqrt.phi) and exact.tau2 == pytest.approx(sqrt.tau2)
     assert exact.tau2 > 0 and not exact.od_applied
     np.testing.assert_array_equal(exact.z_adjusted, exact.z)
 
 
 def test_multiplicative_adjustment_scales_z_by_root_phi() -> None:
-    spec = FunnelSpec.preset("standardised_ratio", "sqrt", overdispersion="multiplicative")
+    spec = FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SQRT, overdispersion="multiplicative")
     result = assess_ratios(spec, TOY_O, TOY_E)
     assert result.od_applied
     np.testing.assert_allclose(result.z_adjusted, result.z / np.sqrt(result.phi), rtol=1e-12)
 
 
 def test_every_result_records_the_overdispersion_method() -> None:
-    result = assess_ratios(FunnelSpec.preset("standardised_ratio", "shmi"), TOY_O, TOY_E)
+    result = assess_ratios(FunnelSpec.preset(Measure.STANDARDISED_RATIO, Method.SHMI), TOY_O, TOY_E)
     assert result.od_method == "additive; truncate 0.1; scale log; policy phi"

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from rules.book import DEFAULT_RULES_DIR, RuleBook, load_rules, parse_rule_set
 from rules.stats.overdispersion import grouped_overdispersion
 from schemas.events import MAX_COUNT, MAX_MEAN, AuditResult, ProportionMeasure
+from schemas.vocabulary import Trim
 from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import ReleaseState
 from tests.support.builders import closed, open_english_trusts, result
@@ -412,8 +413,8 @@ def test_units_beyond_floating_point_range_take_no_part_in_phi_and_tau2(z_bad: f
     s = rng.uniform(0.05, 0.3, 40)
     codes = np.zeros(41, dtype=np.intp)
     both = grouped_overdispersion(
-        np.append(z, z_bad), np.append(s, s_bad), codes, 1, np.ones(41, dtype=bool), "winsorise", 0.1, 1
+        np.append(z, z_bad), np.append(s, s_bad), codes, 1, np.ones(41, dtype=bool), Trim.WINSORISE, 0.1, 1
     )
-    alone = grouped_overdispersion(z, s, codes[:40], 1, np.ones(40, dtype=bool), "winsorise", 0.1, 1)
+    alone = grouped_overdispersion(z, s, codes[:40], 1, np.ones(40, dtype=bool), Trim.WINSORISE, 0.1, 1)
     assert np.isfinite(both.phi[0]) and np.isfinite(both.tau2[0]) and both.tau2[0] > 0
     assert (both.phi[0], both.tau2[0], both.n_kept[0]) == (alone.phi[0], alone.tau2[0], alone.n_kept[0])

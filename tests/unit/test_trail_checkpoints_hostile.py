@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from services.cli.trail import app
 from services.db import Database
+from services.settings import get_settings
 from services.trail.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -42,6 +43,11 @@ from services.trail.verify import verify
 runner = CliRunner()
 
 
+def _key() -> Path:
+    """The signing key's path as the service reads it (tests set ``SIGNALBOX_TRAIL_KEY``)."""
+    return get_settings().trail_key_path
+
+
 @pytest.fixture
 def key_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The operator's signing key, outside the store's folder."""
@@ -56,7 +62,7 @@ def store(tmp_path: Path, key_path: Path) -> Iterator[Path]:
     path = tmp_path / "out" / "trail.sqlite"
     with Database(path) as db:
         trail = Trail(db)
-        signer = service_checkpointer(trail, path)
+        signer = service_checkpointer(trail, path, _key())
         _append(trail, "formal", 0, 6)
         _append(trail, "learning", 0, 4)
         signer.checkpoint_all()
@@ -189,7 +195,7 @@ def test_a_rewrite_resigned_with_the_real_key_is_found_by_a_published_checkpoint
     """If the key itself is stolen, only checkpoints held by others show the rewrite (a fork or a new root)."""
     published = tmp_path / "formal.checkpoint"
     shutil.copyfile(store.parent / "checkpoints" / "formal.checkpoint", published)
-    _rewrite_and_resign(store, signing_key_for_store(store))
+    _rewrite_and_resign(store, signing_key_for_store(store, _key()))
     assert _verify(store)[0] == 0
     code, output = _verify(store, "--checkpoint", str(published))
     assert code == 1 and "rewritten" in output
@@ -201,7 +207,7 @@ def test_the_service_never_signs_with_a_key_in_the_stores_folder(
     store = tmp_path / "out" / "trail.sqlite"
     monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(store.parent / "my-key.pem"))
     with pytest.raises(CheckpointError, match="store's folder"):
-        signing_key_for_store(store)
+        signing_key_for_store(store, _key())
     with Database(store) as db:
         Trail(db)
     result = runner.invoke(app, ["checkpoint", "--store", str(store)])
@@ -258,14 +264,14 @@ def test_a_legacy_key_beside_the_store_is_moved_once_and_its_checkpoints_still_v
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     (store.parent / "signing-key.pem").write_bytes(pem)
-    moved = signing_key_for_store(store)
+    moved = signing_key_for_store(store, _key())
     assert not (store.parent / "signing-key.pem").exists() and key_path.exists()
     assert moved.public_key() == legacy_key.public_key()
     assert _verify(store)[0] == 0
     # A second key beside the store, once the real one lives elsewhere, is refused, never used.
     (store.parent / "signing-key.pem").write_bytes(pem)
     with pytest.raises(CheckpointError, match="beside the store"):
-        signing_key_for_store(store)
+        signing_key_for_store(store, _key())
 
 
 # ---- published checkpoints in any order ----------------------------------------------------------------------
@@ -276,7 +282,7 @@ def _published_series(tmp_path: Path, store: Path, rounds: int) -> list[Path]:
     published = []
     with Database(store) as db:
         trail = Trail(db)
-        signer = service_checkpointer(trail, store)
+        signer = service_checkpointer(trail, store, _key())
         for n in range(rounds):
             _append(trail, "formal", 100 + 3 * n, 103 + 3 * n)
             signer.checkpoint("formal")
@@ -292,7 +298,7 @@ def test_a_newer_checkpoint_after_publication_is_no_false_alarm(store: Path, tmp
     with Database(store) as db:
         trail = Trail(db)
         _append(trail, "formal", 10, 14)
-        service_checkpointer(trail, store).checkpoint("formal")
+        service_checkpointer(trail, store, _key()).checkpoint("formal")
     code, output = _verify(store, "--checkpoint", str(published))
     assert code == 0, output
 
@@ -316,7 +322,8 @@ def test_a_fork_among_published_checkpoints_is_found_in_any_order(
     forked = tmp_path / "forked.checkpoint"
     forked.write_text(
         sign_note(
-            checkpoint_body("signalbox/formal", size, root_of([b"\x01" * 32] * size)), signing_key_for_store(store)
+            checkpoint_body("signalbox/formal", size, root_of([b"\x01" * 32] * size)),
+            signing_key_for_store(store, _key()),
         )
     )
     paths = [series[i] for i in order]
@@ -330,7 +337,7 @@ def test_a_published_checkpoint_of_another_store_is_flagged(store: Path, tmp_pat
     with Database(other) as db:
         trail = Trail(db)
         _append(trail, "formal", 50, 53)
-        service_checkpointer(trail, other).checkpoint("formal")
+        service_checkpointer(trail, other, _key()).checkpoint("formal")
     code, output = _verify(store, "--checkpoint", str(other.parent / "checkpoints" / "formal.checkpoint"))
     assert code == 1 and "formal: FAILED" in output
 
@@ -479,7 +486,7 @@ def test_the_service_refuses_to_sign_over_a_truncated_or_rewritten_log(store: Pa
             _append(Trail(db), "formal", 10, 11)
     _guarded(store, *statements)
     with Database(store) as db, pytest.raises(CheckpointError, match="refusing to sign"):
-        service_checkpointer(Trail(db), store).checkpoint("formal")
+        service_checkpointer(Trail(db), store, _key()).checkpoint("formal")
     result = runner.invoke(app, ["checkpoint", "--store", str(store), "--audience", "formal"])
     assert result.exit_code == 1 and "refusing" in result.output
 
@@ -487,7 +494,7 @@ def test_the_service_refuses_to_sign_over_a_truncated_or_rewritten_log(store: Pa
 def test_library_verify_checks_external_checkpoints_in_any_order(store: Path, key_path: Path) -> None:
     with Database(store) as db:
         notes = [(f"#{c.id}", c.note) for c in Trail(db).checkpoints("formal")]
-    trusted = TrustedKey(signing_key_for_store(store).public_key())
+    trusted = TrustedKey(signing_key_for_store(store, _key()).public_key())
     assert verify(store, trusted, external=list(reversed(notes))).ok
     assert verify(store, trusted, external=notes).ok
 

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from services.cli.trail import app
 from services.db import Database
-from services.trail.checkpoint import public_key_path, signing_key_path
+from services.settings import get_settings
+from services.trail.checkpoint import public_key_path
 from services.trail.store import NewEntry, Trail
 
 runner = CliRunner()
@@ -60,7 +61,7 @@ def test_prove_then_check_proof_round_trip(store: str, tmp_path: Path) -> None:
     assert (proof["log"], proof["leaf_index"], proof["tree_size"]) == ("formal", 3, 5)
     path = tmp_path / "proof.json"
     path.write_text(result.output)
-    public = str(public_key_path(signing_key_path()))
+    public = str(public_key_path(get_settings().trail_key_path))
     checked = runner.invoke(app, ["check-proof", str(path), "--public-key", public])
     assert checked.exit_code == 0, checked.output
     assert "signature verified" in checked.output

@@ -1,0 +1,88 @@
+"""Red team on a real PostgreSQL store (``SIGNALBOX_POSTGRES``): the case transitions and the trail CLI.
+
+* ``TRUNCATE`` fires no row trigger: the trail's tables had a statement trigger against it, ``case_transitions``
+  had none, so one statement emptied every case's history table while the row triggers stood guard.
+* With the append-only triggers dropped, an edited or deleted transition row is named by ``trail verify``.
+* ``signalbox trail verify`` on a PostgreSQL URL: an untouched store passes, deleting every checkpoint fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from services.cases.replay import check_cases
+from services.cases.service import CaseService
+from services.cli.trail import app
+from services.db import Database
+from services.trail.checkpoint import Checkpointer, signing_key_for_store
+from services.trail.store import Trail
+from tests.support.cases import DEFAULTS, at, decision
+
+pytestmark = pytest.mark.postgres
+runner = CliRunner()
+
+
+@pytest.fixture
+def url(postgres_url: str) -> Iterator[str]:
+    schema = f"red_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{separator}options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _opened(db: Database) -> str:
+    service = CaseService(db, lambda audit, indicator: DEFAULTS, lambda: at(2025, 11, 3))
+    return service.open_from_decision(decision()).cases[0].case_id
+
+
+@pytest.mark.parametrize(
+    "statement", ["TRUNCATE case_transitions", "DELETE FROM case_transitions", "UPDATE case_transitions SET at = ''"]
+)
+def test_the_case_history_table_refuses_every_change_on_postgres(url: str, statement: str) -> None:
+    with Database(url) as db:
+        _opened(db)
+        with pytest.raises(psycopg.Error, match="append-only"), db.transaction():
+            db.execute(statement)
+        assert db.query("SELECT count(*) FROM case_transitions")[0][0] == 1
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "TRUNCATE case_transitions",
+        "DELETE FROM case_transitions",
+        """UPDATE case_transitions SET body = replace(body, '"open"', '"opened"')""",
+    ],
+)
+def test_a_changed_case_history_table_is_named_by_verify_on_postgres(url: str, statement: str) -> None:
+    with Database(url) as db:
+        case_id = _opened(db)
+        db.execute("DROP TRIGGER case_transitions_append_only ON case_transitions")
+        db.execute("DROP TRIGGER case_transitions_no_truncate ON case_transitions")
+        db.execute(statement)
+        problems = check_cases(Trail(db))
+    assert problems and case_id in problems[0] and "case_transitions" in problems[0]
+
+
+def test_trail_verify_on_a_postgres_url(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(tmp_path / "key.pem"))
+    with Database(url) as db:
+        _opened(db)
+        Checkpointer(Trail(db), signing_key_for_store(url, tmp_path / "key.pem")).checkpoint_all()
+    done = runner.invoke(app, ["verify", "--store", url])
+    assert done.exit_code == 0, done.output
+    with Database(url) as db:
+        db.execute("DROP TRIGGER trail_checkpoints_no_change ON trail_checkpoints")
+        db.execute("DELETE FROM trail_checkpoints")
+    failed = runner.invoke(app, ["verify", "--store", url])
+    assert failed.exit_code == 1 and "no signed checkpoint" in failed.output, failed.output

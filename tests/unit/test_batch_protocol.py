@@ -26,6 +26,7 @@ import sqlite3
 from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +35,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules.book import load_rules
+from services.core.ingest import dead_letter
+from services.core.pipeline import Outputs, Pipeline
+from services.db import Database
+from services.kafka.acl import INPUT_TOPIC
+from services.kafka.outputs import REDIS_PREFIX, ProducedSet, dead_letter_record
 from services.kafka.worker import ProduceFailed
+from services.release_store import ReleaseStore, StagedStates, StateCache
 from tests.support.builders import closed, nela_release, open_english_trusts, result
 from tests.support.fakes import HANGS, Event, Fault, InjectedFault, InMemoryBroker, InMemoryRedis, InMemoryWorker
 
@@ -372,3 +379,187 @@ def test_any_schedule_of_failures_and_batch_sizes(
         assert_effectively_once(picture(run), expected)
 
     asyncio.run(go())
+
+
+# ------------------------------------------------------------------------------------- the state classes
+
+
+def _events(lines: list[tuple[bytes, bytes]]) -> list[tuple[bytes, str]]:
+    return [(value, f"{INPUT_TOPIC}/0/{i}") for i, (_, value) in enumerate(lines)]
+
+
+def _batch(db: Database, group: str, records: list[tuple[bytes, str]], cache: StateCache | None = None) -> Outputs:
+    """One worker batch without the transport: stage, decide, save in one transaction."""
+    store = ReleaseStore(db, group)
+    states = StagedStates(store, cache)
+    out = Pipeline(RULES, states).process(records)
+    with db.transaction():
+        store.save(states.staged, states.known, "2026-01-01T00:00:00+00:00")
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(list(INPUTS)), cuts=st.lists(st.integers(0, 90), max_size=6))
+def test_a_release_accumulated_over_any_batches_and_restarts_decides_as_one_pass(
+    name: str, cuts: list[int], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Hypothesis: cut the input anywhere; each part is a batch on a new connection (a restarted worker), its
+    states read from the store and saved back. The decisions and the final states equal one pass over a dict."""
+    records = _events(INPUTS[name]())
+    whole = Pipeline(RULES)
+    expected = whole.process(records)
+    store_path = tmp_path_factory.mktemp("states") / "s.sqlite"
+    decided: list[str] = []
+    bounds = [0, *sorted(min(c, len(records)) for c in cuts), len(records)]
+    for start, end in pairwise(bounds):
+        with Database(store_path) as db:
+            decided += [d.decision_id for d in _batch(db, GROUP, records[start:end]).decisions]
+    assert sorted(decided) == sorted(d.decision_id for d in expected.decisions)
+    with Database(store_path) as db:
+        store = ReleaseStore(db, GROUP)
+        for key, state in whole.states.items():
+            saved = store.get(key)
+            assert saved is not None
+            assert saved.model_dump(exclude={"results"}) == state.model_dump(exclude={"results"})
+            if not state.assessed:  # an open release resumes with every result it had
+                assert saved.results == state.results
+
+
+def test_release_states_belong_to_their_consumer_group(tmp_path: Path) -> None:
+    """A test or benchmark group reading the same input never sees the service group's accumulation."""
+    records = _events(one_release())
+    with Database(tmp_path / "s.sqlite") as db:
+        _batch(db, "signalbox", records[:-1])  # every result, no close yet
+        other = _batch(db, "signalbox-bench", records)  # the other group reads everything itself
+        assert other.decisions and other.redeliveries == 0
+        again = _batch(db, "signalbox", records[-1:])  # the service's close completes its own release
+        assert sorted(d.decision_id for d in again.decisions) == sorted(d.decision_id for d in other.decisions)
+        assert ReleaseStore(db, "signalbox-unknown").get("NELA/NELA-P1/NELA-MORT30") is None
+
+
+def test_a_rolled_back_save_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    records = _events(one_release())
+    with Database(tmp_path / "s.sqlite") as db:
+        _batch(db, GROUP, records[:10])
+        store = ReleaseStore(db, GROUP)
+        before = store.get("NELA/NELA-P1/NELA-MORT30")
+        states = StagedStates(store)
+        Pipeline(RULES, states).process(records[10:])
+        with pytest.raises(InjectedFault), db.transaction():
+            store.save(states.staged, states.known, "2026-01-01T00:00:00+00:00")
+            raise InjectedFault("the batch's trail append failed")
+        assert store.get("NELA/NELA-P1/NELA-MORT30") == before
+        assert before is not None and len(before.results) == 10
+
+
+def test_staged_states_read_each_release_once_and_write_nothing_until_saved(tmp_path: Path) -> None:
+    records = _events(one_release())
+    key = "NELA/NELA-P1/NELA-MORT30"
+    with Database(tmp_path / "s.sqlite") as db:
+        _batch(db, GROUP, records[:5])
+        store = ReleaseStore(db, GROUP)
+        staged = StagedStates(store)
+        first = staged[key]
+        assert staged.known[key] == frozenset(first.results) and len(first.results) == 5
+        db.execute("DELETE FROM release_results")  # a second read would see this; the staged copy must not
+        assert staged[key] is first and len(staged[key].results) == 5
+        with pytest.raises(KeyError):
+            staged["NELA/NELA-NONE/NELA-MORT30"]
+        staged["NELA/NELA-NONE/NELA-MORT30"] = first.model_copy(update={"release_id": "NELA-NONE"})
+        assert "NELA/NELA-NONE/NELA-MORT30" in staged and len(staged) == 2
+        assert store.get("NELA/NELA-NONE/NELA-MORT30") is None  # not before save
+        with pytest.raises(NotImplementedError):
+            del staged[key]
+
+
+def test_a_release_missing_when_first_read_stays_missing_for_the_batch(tmp_path: Path) -> None:
+    with Database(tmp_path / "s.sqlite") as db:
+        store = ReleaseStore(db, GROUP)
+        staged = StagedStates(store)
+        with pytest.raises(KeyError):
+            staged["NELA/NELA-P1/NELA-MORT30"]
+        _batch(db, GROUP, _events(one_release())[:3])  # another writer, mid-batch
+        with pytest.raises(KeyError):
+            staged["NELA/NELA-P1/NELA-MORT30"]  # one read per key per batch
+
+
+def test_the_state_cache_hands_out_working_copies_and_forgets_the_oldest(tmp_path: Path) -> None:
+    """A failed batch mutates its working copies; the cache must still hold what was committed."""
+    records = _events(one_release())
+    key = "NELA/NELA-P1/NELA-MORT30"
+    with Database(tmp_path / "s.sqlite") as db:
+        cache = StateCache(capacity=2)
+        store = ReleaseStore(db, GROUP)
+        staged = StagedStates(store, cache)
+        Pipeline(RULES, staged).process(records[:5])
+        cache.put(staged.staged)
+        working = StagedStates(store, cache)
+        Pipeline(RULES, working).process(records[5:])  # completes and assesses the release, never saved
+        assert working[key].assessed
+        committed = cache.get(key)
+        assert committed is not None and not committed.assessed and committed.closed is None
+        assert len(committed.results) == 5 and len(committed.digests) == 5
+        cache.put({"a": committed, "b": committed})
+        assert cache.get(key) is None and cache.get("a") is not None  # capacity 2: the oldest went
+
+
+# --------------------------------------------------------------------------------------------- ProducedSet
+
+
+def _dead_letters(n: int, offset: int = 0) -> Outputs:
+    return Outputs(dead_letters=[dead_letter(b"x", f"{INPUT_TOPIC}/0/{offset + i}", "bad") for i in range(n)])
+
+
+async def test_producers_wait_for_the_seed_and_the_seed_suppresses_what_is_on_the_topics(tmp_path: Path) -> None:
+    broker = InMemoryBroker()
+    worker = InMemoryWorker(tmp_path / "s.sqlite", RULES, broker, None, GROUP)
+    router = worker.start()
+    router.produced.seeding()  # a rebalance started: the tails are being read
+    out = _dead_letters(3)
+    publishing = asyncio.ensure_future(router.publish(out))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not publishing.done() and broker.sends == 0  # never decide "unseen" before the tails are read
+    first = dead_letter_record(out.dead_letters[0]).record_id
+    router.produced.seed({first})  # already on the topic, from before the rebalance
+    await publishing
+    assert broker.sends == 2 and first not in broker.output_ids()
+    worker.stop()
+
+
+async def test_redis_is_shared_by_workers_and_only_ever_marks_acknowledged_records(tmp_path: Path) -> None:
+    broker, redis = InMemoryBroker(), InMemoryRedis()
+    a, b = ProducedSet(redis), ProducedSet(redis)
+    await a.mark(["dec-1", "dec-2"])
+    assert await b.unseen(["dec-1", "dec-2", "dec-3"]) == [False, False, True]
+    assert set(redis.data) == {REDIS_PREFIX + "dec-1", REDIS_PREFIX + "dec-2"}
+    # Through the router: a record whose acknowledgement failed is marked nowhere; the others are, everywhere.
+    worker = InMemoryWorker(tmp_path / "s.sqlite", RULES, broker, redis, GROUP)
+    router = worker.start()
+    broker.arm(Fault.NACKED, 1)
+    out = _dead_letters(3, offset=100)
+    ids = [dead_letter_record(d).record_id for d in out.dead_letters]
+    with pytest.raises(ProduceFailed, match="1 output records not acknowledged"):
+        await router.publish(out)
+    assert await b.unseen(ids) == [False, True, False]
+    assert await router.produced.unseen(ids) == [False, True, False]
+    await router.publish(out)  # the retry produces only the one that failed
+    assert broker.output_ids() == Counter(ids)
+    worker.stop()
+
+
+async def test_without_redis_the_local_set_and_the_tails_decide(tmp_path: Path) -> None:
+    """Redis down: a warning, nothing lost, nothing twice; Redis flushed: the next worker's seed decides."""
+    broker, redis = InMemoryBroker(), InMemoryRedis()
+    worker = InMemoryWorker(tmp_path / "s.sqlite", RULES, broker, redis, GROUP)
+    router = worker.start()
+    redis.down = True
+    out = _dead_letters(4)
+    await router.publish(out)
+    await router.publish(out)  # a redelivery on the same worker: the local set suppresses it
+    redis.down = False
+    assert not redis.data  # nothing reached Redis, and that cost nothing
+    redis.flushall()
+    await worker.start().publish(out)  # a new worker with an empty Redis: the tails suppress it
+    assert broker.output_ids() == Counter({dead_letter_record(d).record_id: 1 for d in out.dead_letters})
+    worker.stop()

@@ -35,8 +35,8 @@ from faust.types import ProducerT
 from notifications.recipients import Directory
 from rules.book import RuleBook
 from services.db import Database
-from services.kafka.acl import INPUT_TOPIC
 from services.kafka.outputs import ID_HEADER, KIND_HEADER, ProducedSet
+from services.kafka.topics import INPUT_TOPIC
 from services.kafka.worker import StreamRouter
 from services.recording import DEFAULT_RECIPIENTS, Recorder
 

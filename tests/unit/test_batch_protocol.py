@@ -38,8 +38,8 @@ from rules.book import load_rules
 from services.core.ingest import dead_letter
 from services.core.pipeline import Outputs, Pipeline
 from services.db import Database
-from services.kafka.acl import INPUT_TOPIC
-from services.kafka.outputs import REDIS_PREFIX, ProducedSet, dead_letter_record
+from services.kafka.outputs import DEDUP_PREFIX, ProducedSet, dead_letter_record
+from services.kafka.topics import INPUT_TOPIC
 from services.kafka.worker import ProduceFailed
 from services.release_store import ReleaseStore, StagedStates, StateCache
 from tests.support.builders import closed, nela_release, open_english_trusts, result
@@ -532,7 +532,7 @@ async def test_redis_is_shared_by_workers_and_only_ever_marks_acknowledged_recor
     a, b = ProducedSet(redis), ProducedSet(redis)
     await a.mark(["dec-1", "dec-2"])
     assert await b.unseen(["dec-1", "dec-2", "dec-3"]) == [False, False, True]
-    assert set(redis.data) == {REDIS_PREFIX + "dec-1", REDIS_PREFIX + "dec-2"}
+    assert set(redis.data) == {DEDUP_PREFIX + "dec-1", DEDUP_PREFIX + "dec-2"}
     # Through the router: a record whose acknowledgement failed is marked nowhere; the others are, everywhere.
     worker = InMemoryWorker(tmp_path / "s.sqlite", RULES, broker, redis, GROUP)
     router = worker.start()

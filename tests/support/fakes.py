@@ -323,9 +323,15 @@ class InMemoryWorker:
         app = faust.App(self.group, broker="kafka://127.0.0.1:1", store="memory://")  # never started
         self.broker.install(app)
         produced = ProducedSet(self.redis)
+
+        async def reseed() -> None:  # as the worker's: the output topics' tails
+            produced.seeding()
+            produced.seed(self.broker.tail_ids())
+
         produced.seeding()  # as on_partitions_assigned: hold producers until the tails are read
         produced.seed(self.broker.tail_ids())
-        self.router = StreamRouter(app, self.rules, Recorder(self.db, self.rules, self.directory), produced)
+        recorder = Recorder(self.db, self.rules, self.directory)
+        self.router = StreamRouter(app, self.rules, recorder, produced, reseed=reseed)
         self.starts += 1
         return self.router
 

@@ -123,22 +123,7 @@ CASES = [
     # both are a restart, never a retry in place
     if recovery != "retry" or not (failure.hangs or failure.step == "offsets")
 ]
-# Known gap (docs/hazards-issue9-protocol.md): a record the broker wrote but whose acknowledgement failed (a
-# request timeout after the append) is not in ``ProducedSet``, and ``until_done`` retries the batch in place
-# without reading the output topics' tails again, so the record is produced a second time. A restart re-seeds
-# from the tails and does not. Strict: the day the retry re-seeds, these pass and the marker must go.
-RETRY_AFTER_A_LOST_ACK = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="an in-place retry re-produces a record whose ack was lost"
-)
-
-
-def _known_gap(failure: Failure, recovery: Recovery) -> bool:
-    return failure.fault is Fault.ACK_LOST and recovery == "retry"
-
-
-MATRIX = [
-    pytest.param(f, r, id=f"{f.name}-{r}", marks=[RETRY_AFTER_A_LOST_ACK] if _known_gap(f, r) else []) for f, r in CASES
-]
+MATRIX = [pytest.param(f, r, id=f"{f.name}-{r}") for f, r in CASES]
 
 
 class Crash(Exception):
@@ -216,7 +201,9 @@ async def drain(
             run.fired += 1
             run.broker.disarm()
             if recovery == "retry" and not isinstance(exc, Crash):
-                continue  # StreamRouter.until_done: the same batch again, on the same worker
+                assert run.worker.router is not None
+                await run.worker.router.before_retry()  # as StreamRouter.until_done does between attempts
+                continue  # the same batch again, on the same worker
             if recovery == "restart_redis_lost":
                 run.redis.flushall()
             run.worker.start()  # a new process; Kafka redelivers from the committed offsets
@@ -350,8 +337,8 @@ failures = st.sampled_from(FAILURES)
 
 
 def _feasible(plan: dict[int, tuple[Failure, Recovery]]) -> dict[int, tuple[Failure, Recovery]]:
-    """A hang or a crash is recovered from by a restart; the known gap (``RETRY_AFTER_A_LOST_ACK``) too."""
-    restart = {k for k, (f, _) in plan.items() if f.hangs or f.step == "offsets" or f.fault is Fault.ACK_LOST}
+    """A hang or a crash is recovered from by a restart, never a retry in place."""
+    restart = {k for k, (f, _) in plan.items() if f.hangs or f.step == "offsets"}
     return {k: (f, "restart" if k in restart and r == "retry" else r) for k, (f, r) in plan.items()}
 
 

@@ -86,8 +86,10 @@ class StreamRouter:
         recorder: Recorder,
         produced: ProducedSet,
         topics: OutputTopics = CONTRACT_TOPICS,
+        reseed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
+        self.reseed = reseed  # reads the output topics' tails into ``produced`` (as on every assignment)
         self.output_topics = topics
         self.rules = rules
         self.recorder = recorder
@@ -184,6 +186,14 @@ class StreamRouter:
                 log.error("%s failed; retrying in %.0f s, offsets not committed: %s", what, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+                await self.before_retry()
+
+    async def before_retry(self) -> None:
+        """A record the broker appended but whose acknowledgement was lost (a timeout after the append) is on its
+        topic yet not in ``produced``: read the output topics' tails again, as a restart would, so the retry does
+        not produce it a second time."""
+        if self.reseed is not None:
+            await self.reseed()
 
 
 class ProduceFailed(RuntimeError):
@@ -308,15 +318,20 @@ def create_app(
         redis = aioredis.from_url(settings.redis_url.get_secret_value())
     topics = settings.output_topics
     produced = ProducedSet(redis, prefix=dedup_prefix(topics))
-    router = StreamRouter(app, rules, recorder, produced, topics)
 
-    async def seed_produced(sender: Any, *args: Any, **kwargs: Any) -> None:
-        """The output topics are the authority on what was produced: read their tails on every assignment."""
+    async def reseed() -> None:
+        """The output topics are the authority on what was produced: read their tails."""
         produced.seeding()
-        router.cache.clear()  # partitions moved: another worker may have changed what this one cached
         ids = await asyncio.to_thread(recent_output_ids, settings, topics)
         produced.seed(ids)
         log.info("seeded %d recent output ids from the output topics", len(ids))
+
+    router = StreamRouter(app, rules, recorder, produced, topics, reseed=reseed)
+
+    async def seed_produced(sender: Any, *args: Any, **kwargs: Any) -> None:
+        """On every assignment: partitions moved, so another worker may have produced or changed state."""
+        router.cache.clear()
+        await reseed()
 
     app.on_partitions_assigned.connect(seed_produced)  # type: ignore[arg-type]
 

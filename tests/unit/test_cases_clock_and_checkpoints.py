@@ -7,6 +7,7 @@ were unprotected until the next ``route``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,14 +27,16 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CASE = "NELA:NELA-MORT30:2024-12-01..2025-11-30:RFS"
 NOW = datetime.now(UTC)
 
-FUTURE = {
-    "next year (the reported typo)": (NOW + timedelta(days=365)).isoformat(),
-    "tomorrow": (NOW + timedelta(days=1)).isoformat(),
-    "six minutes ahead": (NOW + CLOCK_SKEW + timedelta(minutes=1)).isoformat(),
-    "naive UK time tomorrow": (NOW + timedelta(days=1)).astimezone(UK_TIME).replace(tzinfo=None).isoformat(),
-    "the end of time": "9999-12-31T23:59:59",
-    "a date only, next year": (NOW + timedelta(days=366)).date().isoformat(),
-    "far offset, still future": (NOW + timedelta(hours=2)).astimezone(UK_TIME).isoformat(),
+FUTURE: dict[str, Callable[[datetime], str]] = {  # relative to the moment a test runs, not to collection
+    "next year (the reported typo)": lambda now: (now + timedelta(days=365)).isoformat(),
+    "tomorrow": lambda now: (now + timedelta(days=1)).isoformat(),
+    "six minutes ahead": lambda now: (now + CLOCK_SKEW + timedelta(minutes=1)).isoformat(),
+    "naive UK time tomorrow": lambda now: (
+        (now + timedelta(days=1)).astimezone(UK_TIME).replace(tzinfo=None).isoformat()
+    ),
+    "the end of time": lambda now: "9999-12-31T23:59:59",
+    "a date only, next year": lambda now: (now + timedelta(days=366)).date().isoformat(),
+    "far offset, still future": lambda now: (now + timedelta(hours=2)).astimezone(UK_TIME).isoformat(),
 }
 PRESENT = {
     "now": NOW.isoformat(),
@@ -43,10 +46,10 @@ PRESENT = {
 }
 
 
-@pytest.mark.parametrize("text", FUTURE.values(), ids=list(FUTURE))
-def test_parse_moment_refuses_the_future(text: str) -> None:
+@pytest.mark.parametrize("label", list(FUTURE))
+def test_parse_moment_refuses_the_future(label: str) -> None:
     with pytest.raises(ValueError, match="in the future"):
-        parse_moment(text, NOW)
+        parse_moment(FUTURE[label](NOW), NOW)
 
 
 @pytest.mark.parametrize("text", PRESENT.values(), ids=list(PRESENT))
@@ -79,7 +82,7 @@ def formal_size(store: Path) -> int:
 def test_every_command_refuses_a_future_at_in_one_sentence(routed: Path, command: str, label: str) -> None:
     store = routed / "trail.sqlite"
     before = formal_size(store)
-    text = FUTURE[label]
+    text = FUTURE[label](datetime.now(UTC))
     if command == "tick":
         result = runner.invoke(cases_cli.app, ["tick", "--store", str(store), "--at", text])
     elif command == "act":

@@ -26,6 +26,7 @@ from services.db import Database
 from services.letters import outbox
 from services.letters.relay import deliver_due
 from tests.support.samples import SAMPLE_SVG, sample_notice
+from tests.support.vouched import enqueue_vouched
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 DIRECTORY = Directory.load(DATA)
@@ -43,7 +44,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 def claimed(db: Database, owner: outbox.Owner | str | None = None) -> str:
     """A letter claimed at NOW, its lease then rewritten to ``owner`` as the holder would have left it."""
-    row = outbox.enqueue(db, sample_notice("reminder"), DIRECTORY, now=NOW)[0]
+    row = enqueue_vouched(db, sample_notice("reminder"), DIRECTORY, now=NOW)[0]  # the relay sends only these
     assert outbox.claim(db, row.message_id, NOW, POLICY)
     if owner is not None:
         text = owner if isinstance(owner, str) else owner.text()

@@ -314,6 +314,15 @@ def _choices_offered(command: str, option: str) -> str:
     return " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "word"),
+    [("assess", "measure", Measure), ("assess", "method", Method), ("tail", "space", Stream)],
+)
+def test_cli_choices_are_the_vocabulary(command: str, option: str, word: type[StrEnum]) -> None:
+    offered = _choices_offered(command, option)
+    assert all(f"'{value}'" in offered for value in word), offered
+
+
 # ---------------------------------------------------------------------------------------------- ODS codes
 
 

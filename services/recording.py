@@ -127,6 +127,7 @@ class Recorder:
     def _open_and_supersede(self, out: Outputs, formal_decisions: list[FormalDecision]) -> None:
         """Release by release, in order: open (or join) the cases of its potential alarms, then tell the open
         cases of the same key that this release no longer shows their alarm (``CaseService.supersede``)."""
+        in_trail = set(open_in_trail(self.trail))  # once a batch: the cases the trail holds open
         pending = list(formal_decisions)
         for release in out.releases:
             audit, release_id, indicator_id = release.summary_key
@@ -135,15 +136,24 @@ class Recorder:
             pending = [d for d in pending if d not in mine]
             for decision in mine:
                 self.cases.open_from_decision(decision)  # writes the decision and its case to the formal trail
-            self._supersede(release)
+            self._supersede(release, in_trail)
         for decision in pending:
             self.cases.open_from_decision(decision)
 
-    def _supersede(self, release: AssessedRelease) -> None:
+    def _supersede(self, release: AssessedRelease, in_trail: set[str]) -> None:
         audit, release_id, indicator_id = release.summary_key
+        if not release.lines:
+            return
+        # Only the cases of this release's key (audit, indicator, period) are replayed: their ids start with it.
+        first = json.loads(release.lines[0])["period"]
+        prefix = f"{audit}:{indicator_id}:{first['start']}..{first['end']}:"
         # The key's open cases as the trail has them: a row closed (or garbled) by SQL does not hide its case
-        # from a later release; superseding a tampered case is refused below and logged.
-        ids = {c.case_id for c in self.cases.store.open_cases(audit)} | set(open_in_trail(self.trail))
+        # from a later release; superseding a tampered case is refused below and logged. Cases this batch
+        # opened are in the table (and the trail) already.
+        ids = {i for i in in_trail if i.startswith(prefix)}
+        ids |= {i for i in self.cases.store.open_case_ids(audit) if i.startswith(prefix)}
+        if not ids:
+            return
         opened = [replay_case(self.trail, case_id).case for case_id in sorted(ids)]
         candidates = [
             c

@@ -178,6 +178,11 @@ class CaseStore:
         )
         return _readable(rows)
 
+    def open_case_ids(self, audit: str) -> builtins.list[str]:
+        """The ids of an audit's cases whose rows are not closed (no body read: cheap on every release)."""
+        rows = self.db.query("SELECT case_id FROM cases WHERE audit = ? AND stage <> 'closed'", (audit,))
+        return [str(r[0]) for r in rows]
+
     def transitions(self, case_id: str) -> builtins.list[CaseTransition]:
         rows = self.db.query("SELECT body FROM case_transitions WHERE case_id = ? ORDER BY seq", (case_id,))
         return [CaseTransition.model_validate_json(row[0]) for row in rows]

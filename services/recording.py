@@ -26,7 +26,7 @@ from typing import Any
 from notifications.recipients import Directory
 from rules.book import RuleBook
 from schemas.canonical import Canonical, canonical_text
-from schemas.cases import CaseOutcome
+from schemas.cases import Case, CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice
 from schemas.signals import FormalDecision
 from services.cases.machine import CaseError
@@ -128,6 +128,7 @@ class Recorder:
         """Release by release, in order: open (or join) the cases of its potential alarms, then tell the open
         cases of the same key that this release no longer shows their alarm (``CaseService.supersede``)."""
         in_trail = set(open_in_trail(self.trail))  # once a batch: the cases the trail holds open
+        replayed: dict[str, Case | None] = {}  # once a batch each, until this batch changes the case
         pending = list(formal_decisions)
         for release in out.releases:
             audit, release_id, indicator_id = release.summary_key
@@ -136,11 +137,13 @@ class Recorder:
             pending = [d for d in pending if d not in mine]
             for decision in mine:
                 self.cases.open_from_decision(decision)  # writes the decision and its case to the formal trail
-            self._supersede(release, in_trail)
+                for case_id in [i for i in replayed if i.startswith(decision.case_id)]:
+                    del replayed[case_id]
+            self._supersede(release, in_trail, replayed)
         for decision in pending:
             self.cases.open_from_decision(decision)
 
-    def _supersede(self, release: AssessedRelease, in_trail: set[str]) -> None:
+    def _supersede(self, release: AssessedRelease, in_trail: set[str], replayed: dict[str, Case | None]) -> None:
         audit, release_id, indicator_id = release.summary_key
         if not release.lines:
             return
@@ -154,7 +157,9 @@ class Recorder:
         ids |= {i for i in self.cases.store.open_case_ids(audit) if i.startswith(prefix)}
         if not ids:
             return
-        opened = [replay_case(self.trail, case_id).case for case_id in sorted(ids)]
+        for case_id in ids - replayed.keys():
+            replayed[case_id] = replay_case(self.trail, case_id).case
+        opened = [replayed[case_id] for case_id in sorted(ids)]
         candidates = [
             c
             for c in opened
@@ -181,6 +186,7 @@ class Recorder:
             period = (case.period.start.isoformat(), case.period.end.isoformat())
             if period not in periods or (case.ods_code, *period) in alarms:
                 continue
+            replayed.pop(case.case_id, None)
             try:
                 self.cases.supersede(case.case_id, release_id)
             except CaseError as exc:  # a tampered case: `trail verify` names it; the release is still recorded

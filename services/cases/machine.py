@@ -183,10 +183,12 @@ def opening_events(case: Case) -> list[CaseEvent]:
 def supersede(case: Case, release_id: str, now: datetime) -> Result:
     """A later release for the case's key no longer shows an alarm: tell the audit clinical lead and block
     confirmation until they review it. Said without the later band (alert or within), which the formal space
-    must not learn. A release already noted or overridden, or a closed case, changes nothing."""
+    must not learn. A release already noted or overridden, or a closed case, changes nothing; nor does a further
+    release while one is awaiting review (confirmation is blocked already, and the case's history stays bounded
+    however many re-releases arrive)."""
     if case.is_closed or release_id == case.assessment.release_id:
         return case, [], [], []
-    if release_id == case.superseded_by or release_id in case.overridden_releases:
+    if case.superseded_by is not None or release_id in case.overridden_releases:
         return case, [], [], []
     step = _Step(case, _pinned(case), max(now, case.updated_at))
     step.move(case.stage)

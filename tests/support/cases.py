@@ -72,3 +72,18 @@ def action(
     documents: tuple[str, ...] = (),
 ) -> CaseAction:
     return CaseAction(kind=kind, outcome=outcome, role=role, actor=f"a {role}", note=note, documents=documents, at=when)
+
+
+class Clock:
+    """A clock the test moves by hand: a four-month case runs in milliseconds."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def rules(audit: str, indicator_id: str) -> Deadlines:
+    """The default working-day deadlines for any audit and indicator."""
+    return DEFAULTS

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from rules.book import Deadlines
 from schemas.cases import CaseOutcome, CaseStage
 from services.cases import machine
 from services.cases.machine import CaseError
@@ -31,21 +30,9 @@ from services.db import Database
 from services.integrity import verify
 from services.trail.store import Trail
 from tests.support.builders import jsonl, nela_release, open_english_trusts
-from tests.support.cases import DEFAULTS, action, at, decision
+from tests.support.cases import DEFAULTS, Clock, action, at, decision, rules
 
 runner = CliRunner()
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def rules(audit: str, indicator_id: str) -> Deadlines:
-    return DEFAULTS
 
 
 @pytest.fixture

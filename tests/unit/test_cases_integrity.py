@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules.book import Deadlines
 from schemas.cases import Case, CaseOutcome
 from services.cases.machine import ALLOWED, CaseError
 from services.cases.replay import check_cases, replay_case
@@ -25,19 +24,7 @@ from services.cases.service import CaseService, CaseTampered
 from services.cases.store import CaseStore, row_for
 from services.db import Database
 from services.integrity import verify
-from tests.support.cases import DEFAULTS, action, at, decision
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def rules(audit: str, indicator_id: str) -> Deadlines:
-    return DEFAULTS
+from tests.support.cases import DEFAULTS, Clock, action, at, decision, rules
 
 
 @pytest.fixture

@@ -12,28 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from rules.book import Deadlines
 from schemas.cases import ActionKind, ActorRole, CaseOutcome, Outcome
 from services.cases import machine
 from services.cases.machine import CaseError
 from services.cases.service import CaseNotFound, CaseService
 from services.cases.store import CaseConflict, CaseStore
 from services.db import Database
-from tests.support.cases import DEFAULTS, action, at, decision
-
-
-class Clock:
-    """A clock the test moves by hand: a four-month case runs in milliseconds."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def rules(audit: str, indicator_id: str) -> Deadlines:
-    return DEFAULTS
+from tests.support.cases import DEFAULTS, Clock, action, at, decision, rules
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from services.cases.service import CaseService
 from services.cases.store import CaseStore, UnreadableCase, row_for
 from services.cli import cases as cases_cli
 from services.db import Database
-from tests.support.cases import action, at, decision
-from tests.unit.test_cases_integrity import NOW, Clock, at_review, rules, write_row
+from tests.support.cases import Clock, action, at, decision, rules
+from tests.unit.test_cases_integrity import NOW, at_review, write_row
 
 runner = CliRunner()
 

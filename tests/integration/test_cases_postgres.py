@@ -6,13 +6,11 @@ schema, so the tests neither see nor disturb each other's or the service's table
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from urllib.parse import quote
 
-import psycopg
 import pytest
 
+from tests.support.postgres import private_schema
 from tests.unit.test_cases_integrity import (  # noqa: F401 - the trail vouches for case rows on PostgreSQL too
     db,
     test_a_tampered_case_is_not_ticked_and_the_tick_says_why,
@@ -43,10 +41,5 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def case_db(postgres_url: str) -> Iterator[str]:
     """A PostgreSQL URL whose connections work in a fresh schema, dropped afterwards."""
-    schema = f"test_cases_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in postgres_url else "?"
-    yield f"{postgres_url}{separator}options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with private_schema(postgres_url, "test_cases") as url:
+        yield url

@@ -8,10 +8,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -24,6 +22,7 @@ from services.db import Database
 from services.trail.checkpoint import Checkpointer, signing_key_for_store
 from services.trail.store import Trail
 from tests.support.cases import DEFAULTS, at, decision
+from tests.support.postgres import private_schema
 
 pytestmark = pytest.mark.postgres
 runner = CliRunner()
@@ -31,13 +30,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def url(postgres_url: str) -> Iterator[str]:
-    schema = f"red_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in postgres_url else "?"
-    yield f"{postgres_url}{separator}options={quote(f'-csearch_path={schema}')}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with private_schema(postgres_url, "red") as url:
+        yield url
 
 
 def _opened(db: Database) -> str:

@@ -6,9 +6,7 @@ Each test works in a schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -19,29 +17,19 @@ from services.trail.checkpoint import Checkpointer, TrustedKey
 from services.trail.merkle import root_of
 from services.trail.store import NewEntry, Trail
 from services.trail.verify import verify
+from tests.support.postgres import private_schema
 
 pytestmark = pytest.mark.postgres
 
 
-def _with_search_path(url: str, schema: str) -> str:
-    parts = urlsplit(url)
-    query = "&".join(q for q in (parts.query, urlencode({"options": f"-csearch_path={schema}"})) if q)
-    return urlunsplit(parts._replace(query=query))
-
-
 @pytest.fixture
 def pg(postgres_url: str) -> Iterator[Database]:
-    schema = f"trail_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
+    with private_schema(postgres_url, "trail_test") as url:
+        database = Database(url)
         try:
-            database = Database(_with_search_path(postgres_url, schema))
-            try:
-                yield database
-            finally:
-                database.close()
+            yield database
         finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+            database.close()
 
 
 def test_append_and_verify_on_postgres(pg: Database) -> None:

@@ -334,6 +334,7 @@ class OutputLedger:
             reports=[r for r in out.reports if keep(report_id(r))],
             accepted=out.accepted,
             redeliveries=out.redeliveries,
+            crossings=out.crossings,
         )
         return fresh, kept
 

@@ -103,7 +103,7 @@ def test_redact_masks_identifiers_in_a_line_that_is_not_json() -> None:
     [("predicted_risk", 0.0), ("predicted_risk", 1.0), ("outcome", 2), ("outcome", True), ("outcome", 1.0),
      ("risk_model_version", "")],
 )  # fmt: skip
-def test_out_of_contract_values_are_dead_lettered(field: str, value: object) -> None:
+def test_out_of_contract_values_are_dead_lettered(field: str, value: Any) -> None:
     _, out = feed(nela_book(), [outcome(1, date(2025, 1, 1), 0.1, 0, **{field: value})])
     assert out.accepted == 0 and field in out.dead_letters[0].reason
 

@@ -190,6 +190,16 @@ class PatientOutcome(Frozen):
         return outcome_topic_key(self)
 
 
+def free_text_identifiers(event: PatientOutcome) -> str | None:
+    """The contract's ids are checked by the model and it has no other field a person writes freely but these:
+    the reason, if one of them holds an NHS number or a postcode (the whole line is then checked and redacted)."""
+    for name in ("audit", "indicator_id", "risk_model_version"):
+        value = getattr(event, name)
+        if looks_like_nhs_number(value) or _POSTCODE.search(value):
+            return f"{name}: looks like a patient identifier"
+    return None
+
+
 OUTCOME_ADAPTER: TypeAdapter[PatientOutcome] = TypeAdapter(PatientOutcome)
 _KIND = re.compile(rb'"kind"\s*:\s*"patient_outcome"')
 

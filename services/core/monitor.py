@@ -29,7 +29,14 @@ from rules.book import IndicatorRule, RuleBook
 from rules.monitoring import ChartLimits, Limit, chart_limits
 from rules.routing import route_crossing
 from schemas.events import describe_validation_error
-from schemas.outcomes import OUTCOME_ADAPTER, PatientOutcome, identifiers_in, outcome_topic_key, redact
+from schemas.outcomes import (
+    OUTCOME_ADAPTER,
+    PatientOutcome,
+    free_text_identifiers,
+    identifiers_in,
+    outcome_topic_key,
+    redact,
+)
 from schemas.signals import AnyDecision, CusumCrossing, DeadLetter, stable_id
 from services.core.ingest import BOM, content_digest, dead_letter
 from services.core.organisations import check_ods_code, display_name
@@ -144,6 +151,7 @@ class Monitor:
     def __init__(self, rules: RuleBook, charts: MutableMapping[str, ChartState] | None = None) -> None:
         self.rules = rules
         self.charts: MutableMapping[str, ChartState] = {} if charts is None else charts
+        self._limits: dict[str, ChartLimits] = {}
 
     def feed(self, raw: bytes, source: str, out: MonitorOutputs, now: datetime) -> None:
         parsed = parse_outcome(raw)
@@ -151,8 +159,8 @@ class Monitor:
             out.dead_letters.append(outcome_dead_letter(raw, source, parsed))
             return
         event = parsed
-        # A field the model allowed may still hold an identifier (an event id that is a date of birth...).
-        problem: str | None = "; ".join(identifiers_in(raw)) or None
+        # The model refuses unknown fields and checks the ids; its free-text fields may still hold an identifier.
+        problem: str | None = free_text_identifiers(event)
         try:
             problem = problem or check_outcome(event, self.rules)
         except Exception as exc:
@@ -162,6 +170,9 @@ class Monitor:
             return
         rule = self.rules.get(event.audit, event.indicator_id)
         assert rule is not None and rule.indicator.monitoring is not None
+        limits = self._limits.get(rule.indicator_id)
+        if limits is None:
+            limits = self._limits[rule.indicator_id] = limits_for(rule)
         key = outcome_topic_key(event)
         state = self.charts.get(key) or new_chart(event)
         digest = content_digest(raw.removeprefix(BOM))
@@ -190,12 +201,12 @@ class Monitor:
             Pending(event_date=event.event_date, event_id=event.event_id, risk=event.predicted_risk,
                     outcome=event.outcome)
         )  # fmt: skip
-        if state.latest_date is None or event.event_date > state.latest_date:
-            state.latest_date = event.event_date
         out.accepted += 1
-        for crossing in advance(state, rule, limits_for(rule)):
-            out.crossings.append(crossing)
-            out.decisions.append(route_crossing(crossing, rule, now))
+        if state.latest_date is None or event.event_date > state.latest_date:
+            state.latest_date = event.event_date  # the watermark moves: outcomes it passed are applied
+            for crossing in advance(state, rule, limits):
+                out.crossings.append(crossing)
+                out.decisions.append(route_crossing(crossing, rule, now))
         self.charts[key] = state
 
 

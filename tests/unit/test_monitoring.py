@@ -307,3 +307,16 @@ def test_the_pipeline_takes_outcomes_and_audit_results_from_the_same_batch() -> 
     mixed = [line for pair in zip(release, lines, strict=False) for line in pair] + lines[len(release) :]
     out = Pipeline(nela_book(min_outcomes=0, lateness_days=0)).process([(raw, "t") for raw in mixed])
     assert out.releases and out.crossings and not out.dead_letters
+
+
+def test_a_cusum_alert_sends_the_cusum_signal_letter_with_its_threshold_and_run() -> None:
+    from services.core.notices import notice_for
+
+    book = nela_book(min_outcomes=0, lateness_days=0, improvement_odds_ratio=None)
+    lines = [outcome(i, date(2025, 1, 1) + timedelta(days=i), 0.05, 1) for i in range(12)]
+    _, out = feed(book, lines)
+    alert = next(d for d in out.decisions if isinstance(d, LearningDecision))
+    notice = notice_for(alert, NOW)
+    assert notice.template == "cusum_signal"
+    assert notice.facts["cusum_threshold"] == f"{alert.assessment.limits.alert_upper:.2f}"
+    assert "observed against" in notice.facts["run_summary"]

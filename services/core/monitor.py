@@ -79,6 +79,7 @@ class ChartState(BaseModel):
     run_observed: int = 0
     run_expected: float = 0.0
     improvement_start: date | None = None
+    improvement_run: tuple[int, int, float] = (0, 0, 0.0)  # outcomes, observed, expected since it left zero
     latest_date: date | None = None
     applied_through: date | None = None  # the watermark when outcomes were last applied
     risk_model_version: str | None = None
@@ -262,7 +263,9 @@ def apply_outcomes(
             state.alert_armed = False
         if ri is not None and limits.improvement is not None:
             if state.improvement == 0.0:
-                state.improvement_start = o.event_date
+                state.improvement_start, state.improvement_run = o.event_date, (0, 0, 0.0)
+            n_i, o_i, e_i = state.improvement_run
+            state.improvement_run = (n_i + 1, o_i + y, e_i + p)
             state.improvement = max(0.0, state.improvement - math.log1p((ri - 1.0) * p) + y * log_ri)
             if can_signal and state.improvement >= limits.improvement.h:
                 crossings.append(_crossing(state, rule, limits.improvement, "improvement", state.improvement, o))
@@ -276,6 +279,10 @@ def _crossing(
     state: ChartState, rule: IndicatorRule, limit: Limit, chart: str, value: float, o: Pending
 ) -> CusumCrossing:
     start = state.run_start if chart == "deterioration" else state.improvement_start
+    if chart == "deterioration":
+        run = (state.run_outcomes, state.run_observed, state.run_expected)
+    else:
+        run = state.improvement_run
     crossing_id = stable_id(
         "cx", state.audit, state.indicator_id, state.ods_code, chart, limit.name, o.event_id,
         rule.ref.rule_set, rule.ref.version,
@@ -295,9 +302,9 @@ def _crossing(
         value=round(value, 9),
         odds_ratio=limit.odds_ratio,
         outcomes=state.outcomes,
-        run_outcomes=state.run_outcomes,
-        run_observed=state.run_observed,
-        run_expected=round(state.run_expected, 9),
+        run_outcomes=run[0],
+        run_observed=run[1],
+        run_expected=round(run[2], 9),
         run_start=start or o.event_date,
         event_id=o.event_id,
         event_date=o.event_date,

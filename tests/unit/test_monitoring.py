@@ -320,3 +320,12 @@ def test_a_cusum_alert_sends_the_cusum_signal_letter_with_its_threshold_and_run(
     assert notice.template == "cusum_signal"
     assert notice.facts["cusum_threshold"] == f"{alert.assessment.limits.alert_upper:.2f}"
     assert "observed against" in notice.facts["run_summary"]
+
+
+def test_an_improvement_signal_states_its_own_run() -> None:
+    book = nela_book(min_outcomes=0, lateness_days=0)
+    lines = [outcome(i, date(2025, 1, 1) + timedelta(days=i), 0.5, 0) for i in range(40)]
+    _, out = feed(book, [*lines, outcome(99, date(2025, 12, 31), 0.5, 0)])
+    good = [c for c in out.crossings if c.limit == "improvement"]
+    assert good and good[0].run_observed == 0 and good[0].run_expected == pytest.approx(0.5 * good[0].run_outcomes)
+    assert good[0].run_start == date(2025, 1, 1)

@@ -1,6 +1,7 @@
 """Throughput of continuous monitoring (issue 14): patient outcomes through the CUSUM charts.
 
-    python benchmarks/monitor.py                     # 200,000 outcomes over 500 units
+    python benchmarks/monitor.py                     # 200,000 outcomes over 200 trusts
+    python benchmarks/monitor.py --worker            # and one worker over the local broker
     python benchmarks/monitor.py --outcomes 50000 --units 100
 
 Three figures, each on the same synthetic stream (NELA-like case mix, in event-date order, generated with numpy
@@ -13,8 +14,13 @@ and f-strings so generation is not what is measured):
 3. **vectorised across units**: ``rules.monitoring.yearly_maxima``'s engine — one matrix of units × outcomes,
    the chart as cumulative sum minus its running minimum along each row — as the limit simulation runs it.
 
-Target (issue 14): ≥ 100,000 outcomes/s embedded. Not measured here yet: a worker's throughput and the
-publish-to-learning-decision latency (the worker does not consume ``audit.outcomes.v1`` yet).
+With ``--worker`` (needs the local services: ``eval "$(deploy/local/up)"``), in a private output namespace:
+
+4. **one worker**: the outcomes are published to ``audit.outcomes.v1`` before a fresh worker starts; timed from
+   its Ready line to its consumer group's committed offsets reaching the end of every partition.
+
+Targets (issue 14): ≥ 100,000 outcomes/s embedded, ≥ 20,000/s per worker, p99 < 500 ms from publishing the
+crossing record to the learning decision at 5,000 outcomes/s (not measured here yet).
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ def stream(outcomes: int, units: int, seed: int = 7) -> tuple[list[bytes], np.nd
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--outcomes", type=int, default=200_000)
-    parser.add_argument("--units", type=int, default=500)
+    parser.add_argument("--units", type=int, default=200)
+    parser.add_argument("--worker", action="store_true", help="also measure one worker (local services)")
     args = parser.parse_args()
     rules = load_rules()
     rule = rules.get("NELA", "NELA-MORT30")
@@ -107,6 +114,44 @@ def main() -> int:
     print(f"embedded path (Pipeline.process):        {embedded:>12,.0f} outcomes/s   target ≥ 100,000")
     print(f"chart recursion (apply_outcomes):        {recursion:>12,.0f} outcomes/s")
     print(f"vectorised across units (numpy engine):  {vectorised:>12,.0f} outcomes/s")
+    if args.worker:
+        return measure_worker(lines)
+    return 0
+
+
+def measure_worker(lines: list[bytes]) -> int:
+    import tempfile
+
+    from services.kafka.topics import OUTCOMES_TOPIC
+    from services.settings import get_settings
+    from tests.support.credentials import Credentials
+    from tests.support.stream import Namespace, Worker, input_end_offsets, publish, wait_committed
+
+    settings = get_settings()
+    if not settings.credentials_path:
+        print('SIGNALBOX_CREDENTIALS is not set: eval "$(deploy/local/up)"')
+        return 2
+    ns = Namespace(settings, Credentials.load(settings.credentials_path))
+    with tempfile.TemporaryDirectory(prefix="signalbox-monitor-bench-") as tmp:
+        worker: Worker | None = None
+        try:
+            ns.create()
+            group = ns.new_app_id()
+            publish(ns, lines, OUTCOMES_TOPIC)
+            targets = {tp: o for tp, o in input_end_offsets(settings).items() if tp.topic == OUTCOMES_TOPIC}
+            worker = Worker(ns, group, Path(tmp) / "w0", {"SIGNALBOX_POSTGRES": ""})
+            worker.start()
+            began = time.perf_counter()
+            if not wait_committed(settings, group, targets, timeout=900):
+                print(f"worker did not consume everything:\n{worker.log_tail()}")
+                return 1
+            rate = len(lines) / (time.perf_counter() - began)
+            print(f"one worker (from Ready to committed offsets): {rate:>8,.0f} outcomes/s   target ≥ 20,000")
+
+        finally:
+            if worker is not None:
+                worker.stop(timeout=60)
+            ns.cleanup()
     return 0
 
 

@@ -127,6 +127,7 @@ def create_app(
     )
     app.state.db = db
     app.state.users = users
+    app.state.recorder = recorder
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         principal = getattr(request.state, "principal", None)

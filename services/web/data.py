@@ -18,7 +18,7 @@ from rules.book import RuleBook
 from schemas.cases import Case, CaseTransition
 from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice
 from schemas.signals import Assessment
-from services.cases.machine import ALLOWED, ASKED, OWED_BY, REGULATOR_TEMPLATES
+from services.cases.machine import ALLOWED, ASKED, OWED_BY, REGULATOR_TEMPLATES, REGULATORS
 from services.cases.replay import disagreement, replay_case
 from services.cases.store import CaseStore
 from services.core.calendar import working_days_between
@@ -46,6 +46,14 @@ def _views_args(p: Principal) -> dict[str, Any]:
     return {"org": p.org, "audits": p.audits}
 
 
+def visible(p: Principal, case: Case) -> bool:
+    """``notifications.views.case_visible``, and for a regulator only the cases of its jurisdiction (the regulators
+    the case process tells, by the trust's country)."""
+    if p.audience == "regulator" and p.role not in REGULATORS.get(case.country, ()):
+        return False
+    return views.case_visible(case, p.audience, **_views_args(p))
+
+
 class Reader:
     def __init__(self, db: Database, rules: RuleBook) -> None:
         self.db = db
@@ -56,7 +64,7 @@ class Reader:
     # ------------------------------------------------------------------------------------------ cases
 
     def visible_cases(self, p: Principal) -> list[Case]:
-        return [c for c in self.cases.list() if views.case_visible(c, p.audience, **_views_args(p))]
+        return [c for c in self.cases.list() if visible(p, c)]
 
     def case(self, p: Principal, case_id: str) -> Case | None:
         if len(case_id) > 300:
@@ -65,7 +73,7 @@ class Reader:
             case = self.cases.get(case_id)
         except ValueError:  # an unreadable row: shown to nobody (``trail verify`` names it)
             return None
-        if case is None or not views.case_visible(case, p.audience, **_views_args(p)):
+        if case is None or not visible(p, case):
             return None
         return case
 

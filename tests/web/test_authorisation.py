@@ -61,8 +61,8 @@ def _resources(console: Console, user: str) -> dict[str, tuple[str, str]]:
     case = {
         "audit": (unconfirmed, other_audit_case) if user != "ssnap-lead" else (other_audit_case, unconfirmed),
         "trust": (confirmed, unconfirmed) if org == CONFIRMED_ODS else ("", confirmed),
-        "regulator": (confirmed, unconfirmed),
-    }[_audience(role)]
+        "regulator": (confirmed, unconfirmed) if role in ("cqc", "nhs_england") else ("", confirmed),
+    }[_audience(role)]  # hiw (Wales) is not told of an English trust's alarm
     rfs = console.client("rfs-safety")
     rfs_notices = rfs.get("/api/v1/learning").json() + rfs.get("/api/v1/good-practice").json()
     others = console.client("rbn-safety").get("/api/v1/learning").json()

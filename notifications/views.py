@@ -76,11 +76,12 @@ def case_fields(case: Case, audience: Audience) -> dict[str, Any]:
 
 
 def history_for(case: Case, transitions: Sequence[CaseTransition], audience: Audience) -> list[CaseTransition]:
-    """The transitions ``audience`` may read: all for the audit, from the trust being told for the trust, and for
-    a regulator only those from confirmation on."""
+    """The transitions ``audience`` may read: all for the audit, from the trust being told for the trust, none for a
+    regulator (what a regulator learns of a case is the confirmation and the notices addressed to it: the notes
+    and steps of the process before are the audit's and the trust's)."""
     if audience == "audit":
         return list(transitions)
-    since: datetime | None = case.provider_told_at if audience == "trust" else case.confirmed_at
-    if since is None:
+    if audience == "regulator" or case.provider_told_at is None:
         return []
+    since: datetime = case.provider_told_at
     return [t for t in transitions if t.at >= since]

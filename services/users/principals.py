@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from schemas.signals import AuditRole, RegulatorRole, TrustRole
+from schemas.vocabulary import is_ods_code
 
 Audience = Literal["trust", "audit", "regulator"]
 TRUST_ROLES: tuple[str, ...] = get_args(TrustRole)
 AUDIT_ROLES: tuple[str, ...] = get_args(AuditRole)
-REGULATOR_ROLES: tuple[str, ...] = get_args(RegulatorRole)
-ROLES: tuple[str, ...] = TRUST_ROLES + AUDIT_ROLES + REGULATOR_ROLES
+REGULATOR_USER_ROLES: tuple[str, ...] = get_args(RegulatorRole)
+ROLES: tuple[str, ...] = TRUST_ROLES + AUDIT_ROLES + REGULATOR_USER_ROLES
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
-ODS_RE = re.compile(r"[A-Z0-9]{3,10}")
 AUDIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
 
 
@@ -32,7 +32,7 @@ def audience_of(role: str) -> Audience:
         return "trust"
     if role in AUDIT_ROLES:
         return "audit"
-    if role in REGULATOR_ROLES:
+    if role in REGULATOR_USER_ROLES:
         return "regulator"
     raise BindingError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
 
@@ -45,8 +45,8 @@ def check_binding(name: str, role: str, org: str | None, audits: tuple[str, ...]
     if audience == "trust":
         if org is None or audits:
             raise BindingError(f"a {role} is bound to exactly one trust: give --org ODS and no --audit")
-        if not ODS_RE.fullmatch(org):
-            raise BindingError(f"--org must be an ODS code (3 to 10 of A-Z 0-9), not {org!r}")
+        if not is_ods_code(org):
+            raise BindingError(f"--org must be an ODS code (3 to 9 of A-Z 0-9), not {org!r}")
     elif audience == "audit":
         if org is not None or not audits:
             raise BindingError(f"a {role} is bound to one or more audits: give --audit AUDIT and no --org")

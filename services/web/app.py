@@ -33,6 +33,7 @@ from notifications import views
 from notifications.recipients import Directory
 from rules.book import load_rules
 from schemas.cases import OUTCOMES_BY_KIND, ActionKind, CaseAction, Outcome
+from schemas.vocabulary import Space
 from services.cases.machine import CaseError
 from services.core.calendar import uk_date
 from services.db import Database, is_postgres_url
@@ -408,14 +409,14 @@ def create_app(
     @app.get("/api/v1/learning", tags=["learning space"])
     async def api_learning(p: Who) -> list[dict[str, Any]]:
         """The trust's learning-space notices (alerts). Each one returned is recorded in the access log."""
-        items = reader.learning(p, ("learning",))
+        items = reader.learning(p, (Space.LEARNING,))
         users.record_views(p, [(n.ods_code, n.notice_id) for n in items], "/api/v1/learning")
         return [n.model_dump(mode="json") for n in items]
 
     @app.get("/api/v1/good-practice", tags=["learning space"])
     async def api_good_practice(p: Who) -> list[dict[str, Any]]:
         """The trust's good-practice notices. Each one returned is recorded in the access log."""
-        items = reader.learning(p, ("good_practice",))
+        items = reader.learning(p, (Space.GOOD_PRACTICE,))
         users.record_views(p, [(n.ods_code, n.notice_id) for n in items], "/api/v1/good-practice")
         return [n.model_dump(mode="json") for n in items]
 

@@ -18,6 +18,7 @@ from rules.book import RuleBook
 from schemas.cases import Case, CaseTransition
 from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice
 from schemas.signals import Assessment
+from schemas.vocabulary import Space
 from services.cases.machine import ALLOWED, ASKED, OWED_BY, REGULATOR_TEMPLATES, REGULATORS
 from services.cases.replay import disagreement, replay_case
 from services.cases.store import CaseStore
@@ -25,9 +26,9 @@ from services.core.calendar import working_days_between
 from services.db import Database
 from services.letters.plot import LetterPlots, funnel_result
 from services.trail.store import Trail
-from services.users.principals import Principal
+from services.users.principals import TRUST_ROLES, Principal
 
-LEARNING_KINDS = ("learning", "good_practice")
+LEARNING_KINDS: tuple[str, ...] = (Space.LEARNING, Space.GOOD_PRACTICE)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class Reader:
             a = data["assessment"]
             if not views.learning_visible(p.audience, a["ods_code"], org=p.org):
                 continue
-            notice = (LearningNotice if data["space"] == "learning" else GoodPracticeNotice).model_validate(data)
+            notice = (LearningNotice if data["space"] == Space.LEARNING else GoodPracticeNotice).model_validate(data)
             found.append(notice)
         found.sort(key=lambda n: (n.assessment.period.end, n.assessment.audit), reverse=True)
         return found
@@ -219,4 +220,4 @@ def _board_order(r: BoardRow) -> tuple[bool, bool, int, datetime]:
     return (not r.overdue, r.working_days_left is None, r.working_days_left or 0, r.case.opened_at)
 
 
-_TRUST_ROLES = frozenset({"patient_safety_lead", "lead_clinician", "medical_director", "chief_executive"})
+_TRUST_ROLES = frozenset(TRUST_ROLES)

@@ -26,7 +26,11 @@ def _routes(console: Console) -> list[tuple[str, str]]:
         elif isinstance(route, Mount):
             found.append(("GET", route.path))
         else:  # FastAPI's own: /openapi.json
-            found += [(m, route.path) for m in sorted(getattr(route, "methods", None) or {"GET"}) if m != "HEAD"]
+            found += [
+                (m, getattr(route, "path", ""))
+                for m in sorted(getattr(route, "methods", None) or {"GET"})
+                if m != "HEAD"
+            ]
     return found
 
 
@@ -108,7 +112,7 @@ REFUSED_ACTION = {"kind": "publish", "note": "matrix"}
 
 @pytest.mark.parametrize("user", sorted(USERS))
 def test_matrix(console: Console, user: str) -> None:
-    role, org, audits = USERS[user]
+    role, _org, _audits = USERS[user]
     audience = _audience(role)
     resources = _resources(console, user)
     client = console.client(user)

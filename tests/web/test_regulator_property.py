@@ -28,7 +28,15 @@ from tests.support.builders import jsonl, nela_release, open_english_trusts
 from tests.web.conftest import EXAMPLES, Console, _console, settings_for
 
 ACTORS = ["nela-lead", "nela-analyst", "rfs-lead-clinician", "rfs-chief-executive", "ssnap-lead"]
-KINDS = ["data_check", "provider_told", "provider_response", "review", "confirmation_sent", "acknowledgement", "publish"]
+KINDS = [
+    "data_check",
+    "provider_told",
+    "provider_response",
+    "review",
+    "confirmation_sent",
+    "acknowledgement",
+    "publish",
+]
 OUTCOMES = [None, "case_to_answer", "no_case_to_answer", "confirmed", "downgrade_to_alert"]
 TRUSTS = open_english_trusts(40)
 REGULATORS = ["cqc", "nhse", "hiw"]

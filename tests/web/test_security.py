@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import timedelta
 from base64 import b64encode
+from datetime import timedelta
 from urllib.parse import quote
 
 import itsdangerous
@@ -193,7 +193,7 @@ def test_an_oversized_form_body_is_refused_and_changes_nothing(console: Console)
 
     response = client.post(
         f"/cases/{quote(case_id, safe='')}/actions",
-        content=chunks(),  # type: ignore[arg-type]
+        content=chunks(),
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 413
@@ -253,7 +253,7 @@ def test_oidc_is_configured_by_settings_only_and_completely() -> None:
     settings = Settings(
         oidc_issuer="https://login.example.nhs.uk/realms/audit",
         oidc_client_id="signalbox",
-        oidc_client_secret="s3cret",  # type: ignore[arg-type]
+        oidc_client_secret="s3cret",
     )
     assert settings.oidc_metadata_url == "https://login.example.nhs.uk/realms/audit/.well-known/openid-configuration"
     client = security.oidc_client(settings)
@@ -265,7 +265,7 @@ def test_oidc_is_configured_by_settings_only_and_completely() -> None:
     with pytest.raises(ValueError, match="together"):
         Settings(oidc_issuer="https://login.example.nhs.uk/")
     with pytest.raises(ValueError, match="https"):
-        Settings(oidc_issuer="http://login.example.nhs.uk/", oidc_client_id="a", oidc_client_secret="b")  # type: ignore[arg-type]
+        Settings(oidc_issuer="http://login.example.nhs.uk/", oidc_client_id="a", oidc_client_secret="b")
 
 
 def test_oidc_routes_exist_only_when_configured(console: Console, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,8 +294,8 @@ def test_oidc_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
 def test_users_commands(console: Console) -> None:
     runner = CliRunner()
     store = str(console.store)
-    result = runner.invoke(cli, ["users", "add", "dora", "--role", "medical_director", "--org", "RBN", "--store", store],
-                           input="a long enough password\n")  # fmt: skip
+    dora = ["users", "add", "dora", "--role", "medical_director", "--org", "RBN", "--store", store]
+    result = runner.invoke(cli, dora, input="a long enough password\n")
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["users", "add", "eve", "--role", "cqc", "--org", "RBN", "--store", store],
                            input="a long enough password\n")  # fmt: skip

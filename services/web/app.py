@@ -444,6 +444,7 @@ def create_app(
         https_only=settings.web_tls,
     )
     app.add_middleware(security.BodyLimit)
+    app.add_middleware(security.SecurityHeaders)
     return app
 
 

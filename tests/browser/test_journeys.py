@@ -32,7 +32,8 @@ class Session:
     """One person's browser context: log in, visit, check accessibility, take screenshots."""
 
     def __init__(self, browser: Any, served: Served, shots: Path, who: str) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        # bypass_csp: axe-core is injected as an inline script, which the console's CSP (rightly) refuses.
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
         self.page = self.context.new_page()
         self.served = served
         self.shots = shots

@@ -319,3 +319,12 @@ def test_users_commands(console: Console) -> None:
     assert runner.invoke(cli, ["users", "disable", "dora", "--store", store]).exit_code == 0
     assert console.client().get("/api/v1/learning", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert "disabled" in runner.invoke(cli, ["users", "list", "--store", store]).output
+
+
+def test_every_response_forbids_framing_sniffing_and_foreign_scripts(console: Console) -> None:
+    for user, path in ((None, "/login"), ("nela-lead", "/cases"), ("cqc", "/api/v1/cases"), ("cqc", "/learning"),
+                       (None, "/static/nhsuk/nhsuk-frontend.min.css"), (None, "/healthz")):  # fmt: skip
+        headers = console.client(user).get(path).headers
+        assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff", path
+        policy = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self';" in policy, path

@@ -58,3 +58,22 @@ def test_serve_answers_on_the_store(routed: tuple[Path, dict[str, str]], tmp_pat
 def test_serve_on_a_missing_store_is_one_sentence(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "--store", str(tmp_path / "nothing.sqlite")])
     assert result.exit_code == 2 and "there is no store" in result.output
+
+
+def test_every_template_and_static_file_ships_in_the_wheel() -> None:
+    """The vendored NHS design system and the templates are package data: a file no pattern covers would be
+    missing from an installed console (the wheel was checked by hand to hold them all once these patterns held)."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    web = patterns["services.web"]
+    package = ROOT / "services" / "web"
+    files = [p for folder in ("static", "templates") for p in (package / folder).rglob("*") if p.is_file()]
+    assert len(files) > 30
+    uncovered = [
+        p.relative_to(package).as_posix()
+        for p in files
+        if not any(fnmatch.fnmatchcase(p.relative_to(package).as_posix(), pattern) for pattern in web)
+    ]
+    assert not uncovered, f"not in [tool.setuptools.package-data] services.web: {uncovered}"

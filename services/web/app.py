@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount
@@ -59,7 +59,13 @@ class NeedsLogin(Exception):
 
 
 class ActionBody(BaseModel):
-    """A case action as ``signalbox cases act`` takes it, minus the role and actor: those are the principal's."""
+    """A case action as ``signalbox cases act`` takes it, minus the role and actor: those are the principal's.
+
+    Fields a newer case action takes (``CaseAction``'s) pass through to the case service, which validates them, so
+    an action added to the case machine needs no change here; ``role``, ``actor`` and ``at`` are always replaced.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     kind: ActionKind
     outcome: Outcome | None = None
@@ -296,7 +302,7 @@ def create_app(
         try:
             action = CaseAction.model_validate({**body.model_dump(), "role": p.role, "actor": p.name, "at": clock()})
         except ValidationError as exc:
-            return 400, str(exc.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+            return 400, _first_error(exc)
         try:
             result = recorder.cases.act(case.case_id, action)
         except CaseError as exc:
@@ -323,8 +329,7 @@ def create_app(
             )
         except ValidationError as exc:
             context = case_context(p, case_id)
-            message = str(exc.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
-            return page(request, "case.html", 400, error=message, **context)
+            return page(request, "case.html", 400, error=_first_error(exc), **context)
         status, message = act(p, case_id, body)
         context = case_context(p, case_id)
         if status != 200:
@@ -450,6 +455,14 @@ def create_app(
 
 def human(value: object) -> str:
     return str(value).replace("_", " ")
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first validation error as one sentence naming the field."""
+    error = exc.errors(include_url=False)[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(x) for x in error.get("loc", ()))
+    return f"{where}: {message}" if where else message
 
 
 def _text(value: object) -> str | None:

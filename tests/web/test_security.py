@@ -328,3 +328,12 @@ def test_every_response_forbids_framing_sniffing_and_foreign_scripts(console: Co
         assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff", path
         policy = headers["content-security-policy"]
         assert "frame-ancestors 'none'" in policy and "script-src 'self';" in policy, path
+
+
+def test_an_action_field_the_case_service_does_not_know_is_refused(console: Console) -> None:
+    case_id = case_id_of(console.store, OPEN_ODS)
+    before = _case(console, case_id)
+    body = {"kind": "data_check", "outcome": "case_to_answer", "postpone_deadline_to": "2099-01-01"}
+    response = console.client("nela-lead").post(f"/api/v1/cases/{quote(case_id, safe='')}/actions", json=body)
+    assert response.status_code == 400 and "postpone_deadline_to" in response.text + str(response.json())
+    assert _case(console, case_id) == before

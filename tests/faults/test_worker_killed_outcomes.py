@@ -1,6 +1,6 @@
 """SIGKILL the worker three times while 40,000 patient outcomes stream through it; nothing lost, nothing doubled.
 
-The outcomes (a year over 200 trusts, in event-date order, keyed by unit: ``benchmarks/monitor.py``'s stream)
+The outcomes (a year over 200 trusts, in event-date order, keyed by unit: ``tests/support/outcomes.py``)
 are published to ``audit.outcomes.v1`` while the worker is killed at random points (seed logged;
 ``SIGNALBOX_FAULT_SEED`` replays one) and restarted. A kill can land between producing a batch's decisions and
 committing its chart states and offsets, so the restarted worker re-reads outcomes whose crossings were already
@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from benchmarks.monitor import stream
 from rules.book import load_rules
 from services.embedded import run_file
 from services.kafka.topics import OUTCOMES_TOPIC
 from services.settings import Settings
 from tests.support.credentials import Credentials
+from tests.support.outcomes import stream
 from tests.support.stream import (
     Background,
     Collector,

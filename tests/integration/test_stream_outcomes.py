@@ -11,15 +11,28 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
+import redis
 
 from rules.book import load_rules
 from services.embedded import run_embedded
 from services.kafka.topics import OUTCOMES_TOPIC
 from services.settings import Settings
 from tests.support.credentials import Credentials
-from tests.support.stream import ROOT, Collector, Namespace, Out, Worker, decision_key, publish, read_jsonl
+from tests.support.stream import (
+    ROOT,
+    Collector,
+    Namespace,
+    Out,
+    Worker,
+    decision_key,
+    input_end_offsets,
+    publish,
+    read_jsonl,
+    wait_committed,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -82,3 +95,59 @@ def test_outcomes_from_kafka_give_the_embedded_decisions(ns: Namespace, worker: 
     finally:
         collector.close()
     assert worker.alive and worker.errors() == []
+
+
+def test_redis_flushed_mid_run_and_a_replay_signal_nothing_twice(
+    kafka_settings: Settings, credentials: Credentials, redis_url: str, tmp_path: Path
+) -> None:
+    """FLUSHALL while outcomes stream, then a worker with no chart state (its own fresh store) replays every
+    outcome of the run: its crossings are the same records, and only the output topics' tails (read on
+    assignment) can stop a second copy. Its own namespace, so the module's worker does not route these."""
+    ns = Namespace(kafka_settings, credentials)
+    ns.create()
+    start = input_end_offsets(ns.settings)
+    first = Worker(ns, ns.new_app_id(start), tmp_path / "w1")
+    first.start()
+    lines = OUTCOMES.read_bytes().splitlines()
+    half = len(lines) // 2
+    collector = Collector(ns, cusum)
+    admin = _redis_admin(redis_url, credentials)
+    try:
+        publish(ns, lines[:half], OUTCOMES_TOPIC)
+        assert collector.until(lambda rs: len(rs) >= 2, 120), first.log_tail()  # dead letters of the first half
+        assert admin.flushall()
+        publish(ns, lines[half:], OUTCOMES_TOPIC)
+        assert collector.until(lambda rs: len(collector.decisions) >= 5, 180, settle=2), (
+            f"{Counter(r.kind for r in collector.records)}\n{first.log_tail()}"
+        )
+        produced = len(collector.records)
+        assert collector.duplicates() == {}
+        ends = input_end_offsets(ns.settings)
+        assert wait_committed(ns.settings, first.app_id, ends, 60), "first worker never committed its offsets"
+        first.kill()
+
+        assert admin.flushall()
+        replay = Worker(ns, ns.new_app_id(start), tmp_path / "w2", extra_env={"SIGNALBOX_POSTGRES": ""})
+        replay.start()
+        try:
+            assert wait_committed(ns.settings, replay.app_id, ends, 180), replay.log_tail()
+            collector.drain(quiet=3)
+            assert "suppressed" in replay.log_since(), replay.log_tail()
+            extra = [(r.kind, r.record_id, r.topic) for r in collector.records[produced:]]
+            assert extra == [], f"{extra}\n{replay.log_tail()}"
+            assert collector.duplicates() == {}
+            assert replay.alive and replay.errors() == []
+        finally:
+            assert replay.stop() == 0
+    finally:
+        first.kill()
+        collector.close()
+        admin.close()
+        ns.cleanup()
+    assert Counter(r.kind for r in collector.decisions) == {"learning": 2, "formal": 1, "good_practice": 2}
+
+
+def _redis_admin(redis_url: str, credentials: Credentials) -> redis.Redis:
+    url = urlparse(redis_url)
+    return redis.Redis(host=url.hostname or "127.0.0.1", port=url.port or 6379, username="admin",
+                       password=credentials.redis["admin"])  # fmt: skip

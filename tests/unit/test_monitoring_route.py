@@ -122,3 +122,16 @@ def test_the_committed_example_is_reproducible_and_its_plants_are_found(tmp_path
 
     assert main(["--out", str(tmp_path / "o.jsonl")]) == 0
     assert (tmp_path / "o.jsonl").read_bytes() == INPUT.read_bytes()
+
+
+def test_the_cusum_signal_letter_carries_the_units_own_chart(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=True)
+    letters = [p.read_text() for p in (out / "mail").glob("*.eml")]
+    cusum = [text for text in letters if "X-Signalbox-Template: cusum_signal" in text]
+    assert len(cusum) == 4  # two alerts, each to the safety lead and the lead clinician
+    for text in cusum:
+        assert "viewBox" in text and "alert limit" in text  # the chart, not the empty placeholder
+        assert "RCF" in text or "RNS" in text
+        other = {"RCF", "RNS"} - {o for o in ("RCF", "RNS") if f"({o})" in text}
+        assert len(other) == 1  # the letter names its own trust only

@@ -24,6 +24,8 @@ product packages. ``eval "$(deploy/local/up)"`` exports the connection settings 
 ``SIGNALBOX_APP_ID``               the worker's Faust app id: consumer group and internal topics (``signalbox``)
 ``SIGNALBOX_WORKER_ID``            this worker's static group member id (default: derived from its data folder)
 ``SIGNALBOX_TOPIC_NAMESPACE``      moves every output topic under a private namespace (tests, benchmarks)
+``SIGNALBOX_METRICS_PORT``         the worker's /metrics, /healthz, /readyz port (unset: not served)
+``SIGNALBOX_LOG_FORMAT``           ``json`` or ``console`` (default: json when stderr is not a terminal)
 =================================  ======================================================================
 
 A value that is empty or only spaces counts as unset; other values are stripped of surrounding spaces (not the
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -86,6 +88,8 @@ class Settings(BaseSettings):
     app_id: str = Field(APP_ID, validation_alias="SIGNALBOX_APP_ID")
     worker_id: str | None = Field(None, validation_alias="SIGNALBOX_WORKER_ID")
     topic_namespace: str | None = Field(None, validation_alias="SIGNALBOX_TOPIC_NAMESPACE")
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="SIGNALBOX_METRICS_PORT")
+    log_format: Literal["json", "console"] | None = Field(None, validation_alias="SIGNALBOX_LOG_FORMAT")
 
     @classmethod
     def settings_customise_sources(

@@ -62,6 +62,28 @@ app.add_typer(cases_app, name="cases")
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 
+class LogFormatChoice(StrEnum):
+    json = "json"
+    console = "console"
+
+
+@app.callback()
+def structured_logs(
+    log_format: Annotated[
+        LogFormatChoice | None,
+        typer.Option(
+            "--log-format",
+            help="Logs on stderr: json (one object a line) or console (default: SIGNALBOX_LOG_FORMAT, else json "
+            "when stderr is not a terminal).",
+        ),
+    ] = None,
+) -> None:
+    """Logs go through structlog for every command (services/observability/logs.py)."""
+    from services.observability.logs import configure, resolve_format
+
+    configure(resolve_format(log_format.value if log_format else get_settings().log_format))
+
+
 # ---------------------------------------------------------------------------------------------- assess
 
 
@@ -288,6 +310,10 @@ def route_command(
     ] = DEFAULT_RECIPIENTS,
     deliver: Annotated[bool, typer.Option(help="Send the letters (SMTP if configured, else .eml files).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on large inputs.")] = True,
+    metrics_textfile: Annotated[
+        Path | None,
+        typer.Option(help="Also write the run's signalbox_* metrics here (node-exporter textfile format, *.prom)."),
+    ] = None,
 ) -> None:
     """The embedded main job: validate → assess → route a file of events, with no Kafka and no Redis.
 
@@ -325,6 +351,10 @@ def route_command(
             summary, report = run_embedded(file, rules, out_dir, recipients, deliver=deliver)
     except UsageError as exc:
         raise fail(str(exc)) from None
+    if metrics_textfile is not None:
+        from services.observability.metrics import write_textfile
+
+        write_textfile(metrics_textfile)
     print_route_summary(summary, out_dir)
     letters = report.letters
     out.print(
@@ -420,6 +450,14 @@ def worker_command(
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve /metrics, /healthz and /readyz on this port (default: SIGNALBOX_METRICS_PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Run the Faust worker: consume audit.results.v1 and route releases as they close.
 
@@ -432,13 +470,18 @@ def worker_command(
     from services.kafka.worker import DataDirError, TopicMissing, create_app
 
     try:
-        faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store)
+        faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store, metrics_port=metrics_port)
     except (RuleSetError, TopicMissing, DataDirError) as exc:
         raise fail(str(exc)) from None
     except KafkaError as exc:
         raise fail(f"Kafka refused or did not answer ({type(exc).__name__}: {exc}); check SIGNALBOX_KAFKA and "
                    "SIGNALBOX_KAFKA_USER/PASSWORD (eval \"$(deploy/local/up)\").") from None  # fmt: skip
-    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+    from services.observability.logs import chosen_format, logging_config
+
+    logs = logging_config(
+        chosen_format(), loglevel, loglevel, process_stderr=True
+    )  # Faust installs logging itself: the same format
+    faust.Worker(faust_app, loglevel=loglevel, logging_config=logs).execute_from_commandline()
 
 
 @app.command("publish")

@@ -587,6 +587,50 @@ def deliver_command(
         raise SystemExit(FAILED)
 
 
+@app.command("check")
+def check_command(
+    store: StoreOption = "out/trail.sqlite",
+    release_open_hours: Annotated[
+        float, typer.Option(min=0, help="A release open this long after its last event.")
+    ] = 72,
+    letter_stuck_hours: Annotated[float, typer.Option(min=0, help="A held or dead letter this old.")] = 24,
+    deadline_grace_hours: Annotated[float, typer.Option(min=0, help="A case deadline passed this long ago.")] = 1,
+    checkpoint_hours: Annotated[float, typer.Option(min=0, help="Unsigned trail entries, checkpoint this old.")] = 1,
+    dead_letters_per_hour: Annotated[
+        float, typer.Option(min=0, help="Dead letters an hour, over the last hour.")
+    ] = 100,
+    metrics_textfile: Annotated[
+        Path | None, typer.Option(help="Also write the findings as signalbox_* metrics (node-exporter textfile).")
+    ] = None,
+) -> None:
+    """The watchdogs, once, for cron in an embedded deployment (the worker runs them on a timer).
+
+    Exit 1 when any watchdog found something (each finding is one line: watchdog, audit, id, what), else 0.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from services.observability.metrics import write_textfile
+    from services.observability.watchdogs import Thresholds, survey
+
+    thresholds = Thresholds(
+        release_open_after=timedelta(hours=release_open_hours),
+        letter_stuck_after=timedelta(hours=letter_stuck_hours),
+        deadline_grace=timedelta(hours=deadline_grace_hours),
+        checkpoint_interval=timedelta(hours=checkpoint_hours),
+        dead_letters_per_hour=dead_letters_per_hour,
+    )
+    with open_store(store) as db:
+        found = survey(db, datetime.now(UTC), thresholds)
+    if metrics_textfile is not None:
+        write_textfile(metrics_textfile)
+    for finding in found.findings:
+        out.print(finding.line(), highlight=False, markup=False)
+    if found.findings:
+        err.print(f"{len(found.findings)} watchdog findings", highlight=False)
+        raise SystemExit(FAILED)
+    out.print("watchdogs: nothing found", highlight=False)
+
+
 def main() -> None:
     try:
         app()

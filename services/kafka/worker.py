@@ -74,6 +74,7 @@ from services.observability.health import (
     tcp_reachable,
 )
 from services.observability.logs import get_logger
+from services.observability.watchdogs import Survey, survey
 from services.recording import Recorder
 from services.release_store import ReleaseStore, StagedStates, StateCache
 from services.settings import Settings, faust_broker_credentials, faust_broker_url, get_settings, kafka_python_config
@@ -410,6 +411,18 @@ def create_app(
             side.db.close()
         relay.beat()
 
+    @app.timer(interval=WATCHDOG_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def watchdogs() -> None:
+        """The watchdogs over this worker's store: metrics always, a warning event per finding."""
+        try:
+            found = await asyncio.to_thread(_survey, store)
+        except Exception as exc:  # the database is down: readiness says so; the next run tries again
+            log.error("watchdogs skipped: %s: %s", type(exc).__name__, exc)
+            return
+        for finding in found.findings:
+            events_log.warning("watchdog", watchdog=finding.watchdog, audit=finding.audit, subject=finding.subject,
+                               detail=finding.detail)  # fmt: skip
+
     port = metrics_port if metrics_port is not None else settings.metrics_port
     if port is not None:
         checks = _readiness_checks(app, settings, store, redis, relay)
@@ -432,6 +445,15 @@ def create_app(
 
 
 RELAY_STUCK_S = 300.0  # ten missed letters ticks
+WATCHDOG_INTERVAL_S = 300.0
+
+
+def _survey(store: str) -> Survey:
+    db = Database(store)
+    try:
+        return survey(db, datetime.now(UTC))
+    finally:
+        db.close()
 
 
 def _log_batch(events: Sequence[Any], out: Outputs, timings: tuple[float, float, float]) -> None:

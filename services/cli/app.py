@@ -602,10 +602,16 @@ def check_command(
     metrics_textfile: Annotated[
         Path | None, typer.Option(help="Also write the findings as signalbox_* metrics (node-exporter textfile).")
     ] = None,
+    notify: Annotated[
+        bool, typer.Option(help="Tell the operations contact (recipient directory) about new findings.")
+    ] = True,
+    mail: Annotated[Path | None, typer.Option(help="Folder for .eml files (when no SMTP).")] = None,
 ) -> None:
     """The watchdogs, once, for cron in an embedded deployment (the worker runs them on a timer).
 
     Exit 1 when any watchdog found something (each finding is one line: watchdog, audit, id, what), else 0.
+    New findings are sent once to the audit's operations contact in the recipient directory (never a trust or
+    a regulator).
     """
     from datetime import UTC, datetime, timedelta
 
@@ -621,6 +627,18 @@ def check_command(
     )
     with open_store(store) as db:
         found = survey(db, datetime.now(UTC), thresholds)
+        if notify and found.findings:
+            from notifications.recipients import Directory
+            from services.letters.delivery import default_transports
+            from services.letters.recipients import recipients_for
+            from services.observability.notify import notify_operations
+
+            settings = get_settings()
+            directory = Directory.load(recipients_for(store, settings.recipients))
+            transports = default_transports(mail or (Path(store).parent / "mail"), settings.smtp)
+            told = notify_operations(db, directory, found, transports)
+            if told.untold:
+                err.print(f"warning: {told.untold} findings have no operations contact in {directory.source}")
     if metrics_textfile is not None:
         write_textfile(metrics_textfile)
     for finding in found.findings:

@@ -74,6 +74,7 @@ from services.observability.health import (
     tcp_reachable,
 )
 from services.observability.logs import get_logger
+from services.observability.notify import notify_operations
 from services.observability.watchdogs import Survey, survey
 from services.recording import Recorder
 from services.release_store import ReleaseStore, StagedStates, StateCache
@@ -415,7 +416,7 @@ def create_app(
     async def watchdogs() -> None:
         """The watchdogs over this worker's store: metrics always, a warning event per finding."""
         try:
-            found = await asyncio.to_thread(_survey, store)
+            found = await asyncio.to_thread(_survey, store, settings, datadir / "mail")
         except Exception as exc:  # the database is down: readiness says so; the next run tries again
             log.error("watchdogs skipped: %s: %s", type(exc).__name__, exc)
             return
@@ -448,10 +449,15 @@ RELAY_STUCK_S = 300.0  # ten missed letters ticks
 WATCHDOG_INTERVAL_S = 300.0
 
 
-def _survey(store: str) -> Survey:
+def _survey(store: str, settings: Settings, mail_dir: Path) -> Survey:
+    """The watchdogs over the store, and a notice to the operations contact about what is new."""
     db = Database(store)
     try:
-        return survey(db, datetime.now(UTC))
+        found = survey(db, datetime.now(UTC))
+        if found.findings:
+            directory = Directory.load(recipients_for(store, settings.recipients))
+            notify_operations(db, directory, found, default_transports(mail_dir, settings.smtp))
+        return found
     finally:
         db.close()
 

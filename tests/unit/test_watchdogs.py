@@ -4,16 +4,22 @@ passed and not before, sets its metric, and ``signalbox check`` exits 1 naming i
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from notifications.channels.eml import EmlTransport
+from notifications.recipients import Directory, DirectoryError
 from rules.book import load_rules
 from services.cli.app import app
 from services.db import Database
 from services.embedded import run_embedded
 from services.observability import metrics
+from services.observability.notify import notify_operations
 from services.observability.watchdogs import WATCHDOGS, Thresholds, survey
 from services.trail.store import Trail
 from tests.support.builders import jsonl, nela_release
@@ -105,17 +111,79 @@ def test_dead_letter_rate_above_the_threshold(store: Path) -> None:
 
 def test_check_command_exit_codes_and_textfile(store: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    ok = runner.invoke(app, ["check", "--store", str(store), "--checkpoint-hours", "1000"])
+    ok = runner.invoke(app, ["check", "--store", str(store), "--checkpoint-hours", "1000", "--no-notify"])
     assert ok.exit_code == 0, ok.output
     assert "nothing found" in ok.output
     prom = tmp_path / "check.prom"
     bad = runner.invoke(
-        app, ["check", "--store", str(store), "--dead-letters-per-hour", "5", "--metrics-textfile", str(prom)]
+        app,
+        [
+            "check",
+            "--store",
+            str(store),
+            "--dead-letters-per-hour",
+            "5",
+            "--metrics-textfile",
+            str(prom),
+            "--mail",
+            str(tmp_path / "mail"),
+        ],
     )
     assert bad.exit_code == 1, bad.output
     assert "dead_letter_rate" in bad.output
+    (notice,) = (tmp_path / "mail").glob("*.eml")  # told to the directory's operations contact
+    assert "operations@audits.example.nhs.uk" in notice.read_text()
     text = prom.read_text()
     assert 'signalbox_watchdog_findings{reason="dead_letter_rate"} 1.0' in text
     assert all(f'signalbox_watchdog_findings{{reason="{w}"}}' in text for w in WATCHDOGS)
     missing = runner.invoke(app, ["check", "--store", str(tmp_path / "nothing.sqlite")])
     assert missing.exit_code == 2
+
+
+def directory_with(extra: dict[str, object], audit_ops: dict[str, object] | None = None) -> dict[str, object]:
+    raw = yaml.safe_load((EXAMPLES / "recipients.yaml").read_text())
+    raw.update(extra)
+    if audit_ops is not None:
+        raw["audits"]["NELA"]["operations"] = audit_ops
+    return dict(raw)
+
+
+def test_findings_go_once_to_the_operations_contact_never_a_trust(store: Path, tmp_path: Path) -> None:
+    nela_ops = {"name": "NELA data team", "email": "nela-ops@rcoa.example.nhs.uk"}
+    directory = Directory.from_mapping(directory_with({}, nela_ops))
+    mail = tmp_path / "mail"
+    db = Database(store)
+    try:
+        found = survey(db, NOW + timedelta(days=400))  # the open release and every armed case deadline
+        assert found.count("release_open") == 1 and found.count("deadline_missed") >= 1
+        report = notify_operations(db, directory, found, {"email": EmlTransport(mail)})
+        again = notify_operations(db, directory, survey(db, NOW + timedelta(days=400)), {"email": EmlTransport(mail)})
+    finally:
+        db.close()
+    assert report.findings == len(found.findings) and report.untold == 0 and report.sent >= 2
+    assert again.sent == 0 and again.findings == 0  # told once, not every five minutes
+    letters = [BytesParser(policy=policy.default).parse(p.open("rb")) for p in sorted(mail.glob("*.eml"))]
+    assert len(letters) == report.sent
+    to = {str(m["To"]) for m in letters}
+    assert any("nela-ops@rcoa.example.nhs.uk" in t for t in to)  # the NELA finding, to NELA's own contact
+    assert all("operations@audits.example.nhs.uk" in t or "nela-ops@" in t for t in to), to
+    trust_mailboxes = {c["email"] for org in yaml.safe_load((EXAMPLES / "recipients.yaml").read_text())[
+        "organisations"].values() for k, c in org.items() if isinstance(c, dict) and "email" in c}  # fmt: skip
+    assert not any(m in t for m in trust_mailboxes for t in to)
+    body = "\n".join(m.get_body(preferencelist=("plain",)).get_content() for m in letters)  # type: ignore[union-attr]
+    assert "NELA-OPEN" in body and "release_open" in body and "deadline_missed" in body
+
+
+@pytest.mark.parametrize(
+    ("ops", "refused"),
+    [
+        ({"name": "CQC", "email": "intel@cqc.org.uk"}, "regulator"),
+        ({"name": "A trust", "email": "patient.safety.lead@rxf.example.nhs.uk"}, "trust"),
+    ],
+)
+def test_the_operations_contact_is_never_a_regulator_or_a_trust(ops: dict[str, str], refused: str) -> None:
+    raw = directory_with({"operations": ops})
+    if refused == "trust":
+        raw["organisations"] = {"RXF": {"name": "RXF", "patient_safety_lead": {"name": "x", "email": ops["email"]}}}
+    with pytest.raises(DirectoryError, match=refused):
+        Directory.from_mapping(raw)

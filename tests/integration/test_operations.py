@@ -201,7 +201,7 @@ def test_readiness_follows_redis_and_postgres(worker: Worker, port: int, redis_u
         status, body = wait_for(lambda: readiness(port), lambda r: r[0] == 503, 30)
         assert status == 503 and not body["ready"], body
         assert body["checks"]["database"]["status"] == "down" and body["checks"]["database"]["reason"], body
-        assert "password" not in json.dumps(body) and urlparse(postgres_url).password not in json.dumps(body)
+        assert "password" not in json.dumps(body) and str(urlparse(postgres_url).password) not in json.dumps(body)
         assert get(port, "/healthz")[0] == 200  # alive all the same: a liveness probe must not restart it
     finally:
         _local("postgres", "start", pg_port)

@@ -3,10 +3,12 @@ passed and not before, sets its metric, and ``signalbox check`` exits 1 naming i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -89,7 +91,7 @@ def test_a_case_deadline_passed_without_the_tick(store: Path) -> None:
     assert armed, "the examples open alarm cases with deadlines"
     assert findings(store, "deadline_missed", NOW) == []
     assert set(findings(store, "deadline_missed", NOW + timedelta(days=400))) == armed
-    assert sum(s.value for s in metrics.CASES_OVERDUE.collect()[0].samples) == len(armed)
+    assert sum(s.value for family in metrics.CASES_OVERDUE.collect() for s in family.samples) == len(armed)
 
 
 def test_unsigned_trail_entries_behind_an_old_checkpoint(store: Path) -> None:
@@ -140,7 +142,7 @@ def test_check_command_exit_codes_and_textfile(store: Path, tmp_path: Path) -> N
     assert missing.exit_code == 2
 
 
-def directory_with(extra: dict[str, object], audit_ops: dict[str, object] | None = None) -> dict[str, object]:
+def directory_with(extra: Mapping[str, object], audit_ops: Mapping[str, str] | None = None) -> dict[str, Any]:
     raw = yaml.safe_load((EXAMPLES / "recipients.yaml").read_text())
     raw.update(extra)
     if audit_ops is not None:

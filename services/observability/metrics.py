@@ -142,6 +142,14 @@ def count_batch(
             histogram.observe(seconds)
 
 
+def count_delivery(latencies: Iterable[tuple[str, float]]) -> None:
+    """Letters sent by one delivery run, by space, and how long each waited in the outbox (from the relay)."""
+    for space, n in Counter(space for space, _ in latencies).items():
+        LETTERS_SENT.labels(space).inc(n)
+    for _, seconds in latencies:
+        DELIVERY_LATENCY.observe(max(seconds, 0.0))
+
+
 def set_lag(lags: Iterable[tuple[int, int]]) -> None:
     """The consumer lag of each assigned input partition; partitions no longer assigned are dropped."""
     CONSUMER_LAG.clear()

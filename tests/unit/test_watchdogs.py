@@ -189,3 +189,24 @@ def test_the_operations_contact_is_never_a_regulator_or_a_trust(ops: dict[str, s
         raw["organisations"] = {"RXF": {"name": "RXF", "patient_safety_lead": {"name": "x", "email": ops["email"]}}}
     with pytest.raises(DirectoryError, match=refused):
         Directory.from_mapping(raw)
+
+
+def _sample(name: str) -> float:
+    return sum(s.value for f in metrics.REGISTRY.collect() for s in f.samples if s.name == name)
+
+
+def test_route_counts_its_batches_and_the_relay_its_letters(tmp_path: Path) -> None:
+    consumed, sent, waited = (
+        _sample(n)
+        for n in (
+            "signalbox_events_consumed_total",
+            "signalbox_letters_sent_total",
+            "signalbox_letter_delivery_latency_seconds_count",
+        )
+    )
+    lines = len((EXAMPLES / "results.jsonl").read_bytes().splitlines())
+    _, report = run_embedded(EXAMPLES / "results.jsonl", RULES, tmp_path / "out", EXAMPLES / "recipients.yaml")
+    assert _sample("signalbox_events_consumed_total") - consumed == lines
+    assert report.letters["sent"] > 0
+    assert _sample("signalbox_letters_sent_total") - sent == report.letters["sent"]
+    assert _sample("signalbox_letter_delivery_latency_seconds_count") - waited == report.letters["sent"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -41,3 +42,12 @@ def test_no_metric_is_labelled_by_trust_or_case() -> None:
     for family in REGISTRY.collect():
         for sample in family.samples:
             assert not {"ods_code", "ods", "case_id", "release_id", "trust"} & sample.labels.keys(), sample
+
+
+def test_promtool_accepts_the_rules() -> None:
+    """Prometheus's own checker (``deploy/prometheus/promtool``: Debian's promtool, fetched once and cached)."""
+    done = subprocess.run(
+        [str(RULES.parent / "promtool"), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=600
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout

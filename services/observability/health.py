@@ -56,7 +56,7 @@ async def tcp_reachable(servers: list[str]) -> Verdict:
     for server in servers:
         host, _, port = server.rpartition(":")
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2.0)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), 2.0)
         except (OSError, TimeoutError, ValueError) as exc:
             problems.append(f"{server}: {type(exc).__name__}: {exc}")
             continue

@@ -27,9 +27,9 @@ from schemas.vocabulary import utc_text
 from services.core.calendar import uk_date
 from services.db import Database
 from services.observability import metrics
+from services.trail.store import AUDIENCES
 
 WATCHDOGS = ("release_open", "letter_stuck", "deadline_missed", "checkpoint_stale", "dead_letter_rate")
-AUDIENCES = ("learning", "formal")
 
 
 @dataclass(frozen=True)

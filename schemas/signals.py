@@ -11,7 +11,7 @@ The separation of the two spaces is a property of these types, not of the code t
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
@@ -215,3 +215,33 @@ def stable_id(prefix: str, *parts: str) -> str:
 def case_id_for(audit: str, indicator_id: str, period: Period, ods_code: str) -> str:
     """Alarm cases are keyed by audit × indicator × period × organisation (docs/outlier-process.md §3)."""
     return f"{audit}:{indicator_id}:{period.start.isoformat()}..{period.end.isoformat()}:{ods_code}"
+
+
+class CusumCrossing(Record):
+    """A unit's CUSUM chart reaching one of its limits: the record the monitoring decisions are routed from.
+
+    ``chart`` is ``deterioration`` (Steiner's RA-CUSUM at the rule's odds ratio > 1; limits ``alert`` and
+    ``alarm``) or ``improvement`` (its twin at an odds ratio < 1; limit ``improvement``). ``limit_record`` says
+    how the limit was obtained (``rules/monitoring.py``). The decision ids are derived from ``crossing_id``.
+    """
+
+    crossing_id: str
+    audit: str
+    indicator_id: str
+    ods_code: str
+    organisation_name: str
+    country: str
+    chart: Literal["deterioration", "improvement"]
+    limit: Literal["alert", "alarm", "improvement"]
+    h: float
+    value: float
+    odds_ratio: float
+    outcomes: int  # outcomes on the chart so far
+    run_outcomes: int  # outcomes since the chart last left zero
+    run_observed: int
+    run_expected: float
+    run_start: date
+    event_id: str  # the outcome that crossed
+    event_date: date
+    limit_record: dict[str, str | float | int]
+    rules: RuleRef

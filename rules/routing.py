@@ -30,7 +30,7 @@ from schemas.signals import (
     case_id_for,
     stable_id,
 )
-from schemas.vocabulary import Band, Side, Space
+from schemas.vocabulary import Band, CrossedLimit, Side, Space
 
 
 def space_for(band: str, side: str | None) -> Space | None:
@@ -94,10 +94,10 @@ def route(assessment: Assessment, rule: IndicatorRule, now: datetime) -> AnyDeci
 #                                               confirmation, exactly as a funnel alarm)
 #     improvement chart at its limit          → good practice
 
-CROSSING_BANDS: dict[str, tuple[Band, Side]] = {
-    "alert": (Band.ALERT, Side.ADVERSE),
-    "alarm": (Band.ALARM, Side.ADVERSE),
-    "improvement": (Band.ALERT, Side.FAVOURABLE),
+CROSSING_BANDS: dict[CrossedLimit, tuple[Band, Side]] = {
+    CrossedLimit.ALERT: (Band.ALERT, Side.ADVERSE),
+    CrossedLimit.ALARM: (Band.ALARM, Side.ADVERSE),
+    CrossedLimit.IMPROVEMENT: (Band.ALERT, Side.FAVOURABLE),
 }
 CUSUM_METHOD = "ra_cusum"
 

@@ -34,7 +34,7 @@ WITHHELD = "[withheld]"
 _NHS_CANDIDATE = re.compile(r"(?<![0-9])([0-9]{3})[ -]?([0-9]{3})[ -]?([0-9]{4})(?![0-9])")
 # The UK postcode shape (GOV.UK BS7666 pattern, simplified): outward code, optional space, inward code.
 _POSTCODE = re.compile(
-    r"(?<![A-Z0-9])(GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?[0-9][0-9A-HJKMNPR-Y]? ?[0-9][ABD-HJLNP-UW-Z]{2})(?![A-Z0-9])",
+    r"(?<![^\W_])(GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?[0-9][0-9A-HJKMNPR-Y]? ?[0-9][ABD-HJLNP-UW-Z]{2})(?![^\W_])",
     re.IGNORECASE,
 )
 _DATE = re.compile(r"(?<![0-9])([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{1,2}[/.][0-9]{1,2}[/.][0-9]{2,4})(?![0-9])")

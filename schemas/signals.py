@@ -17,7 +17,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, model_validator
 
 from schemas.events import Period
-from schemas.vocabulary import Band, Measure, Record, Side, Space
+from schemas.vocabulary import Band, CrossedLimit, Measure, Record, Side, Space
 
 LearningRole = Literal["patient_safety_lead", "lead_clinician"]
 TrustRole = Literal["patient_safety_lead", "lead_clinician", "medical_director", "chief_executive"]
@@ -232,7 +232,7 @@ class CusumCrossing(Record):
     organisation_name: str
     country: str
     chart: Literal["deterioration", "improvement"]
-    limit: Literal["alert", "alarm", "improvement"]
+    limit: CrossedLimit
     h: float
     value: float
     odds_ratio: float

@@ -218,7 +218,8 @@ class Monitor:
             out.dead_letters.append(outcome_dead_letter(raw, source, reason, event.event_id))
             return
         state.seen[event.event_id] = digest
-        state.risk_model_version = event.risk_model_version
+        if state.risk_model_version != event.risk_model_version:
+            state.risk_model_version = event.risk_model_version
         state.pending.append(  # built from a validated event: no second validation
             Pending.model_construct(event_date=event.event_date, event_id=event.event_id, risk=event.predicted_risk,
                                     outcome=event.outcome)
@@ -237,6 +238,8 @@ def advance(state: ChartState, rule: IndicatorRule, limits: ChartLimits) -> list
     monitoring = rule.indicator.monitoring
     assert monitoring is not None and state.latest_date is not None
     watermark = state.latest_date - timedelta(days=monitoring.lateness_days)
+    if not state.pending or min(p.event_date for p in state.pending) >= watermark:
+        return []
     ready = sorted((p for p in state.pending if p.event_date < watermark), key=lambda p: (p.event_date, p.event_id))
     if not ready:
         return []
@@ -271,11 +274,12 @@ def apply_outcomes(
     imp_start, (imp_n, imp_o, imp_e) = state.improvement_start, state.improvement_run
     history = state.history
 
-    def sync() -> None:
-        state.deterioration, state.improvement, state.alert_armed = det, imp, armed
-        state.outcomes, state.observed, state.expected, state.vlad = n, n_obs, n_exp, v
-        state.run_start, state.run_outcomes, state.run_observed, state.run_expected = run_start, run_n, run_o, run_e
-        state.improvement_start, state.improvement_run = imp_start, (imp_n, imp_o, imp_e)
+    def sync() -> None:  # into the model's field dict: no validation on assignment is configured to skip
+        state.__dict__.update(
+            deterioration=det, improvement=imp, alert_armed=armed, outcomes=n, observed=n_obs, expected=n_exp,
+            vlad=v, run_start=run_start, run_outcomes=run_n, run_observed=run_o, run_expected=run_e,
+            improvement_start=imp_start, improvement_run=(imp_n, imp_o, imp_e),
+        )  # fmt: skip
 
     for o in outcomes:
         p, y, day = o.risk, o.outcome, o.event_date

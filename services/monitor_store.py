@@ -8,9 +8,9 @@ signalled once.
 Three tables, so that a batch's cost does not grow with a unit's past (hazard-log A95): ``monitor_charts`` holds
 each unit's fixed-size state (the charts' values, the run, the outcomes waiting for the lateness window, the last
 few signals), rewritten when the unit is touched; ``monitor_seen`` the content digest of every accepted event id,
-one row each, inserted once and looked up by key for the batch's ids only; ``monitor_points`` the chart's points
-(one row per applied outcome, numbered by the unit's outcome count), appended and trimmed to the latest
-``HISTORY`` for the plots.
+one row each, inserted once and looked up by its key (group, event id) for the batch's ids only;
+``monitor_points`` the chart's points (one row per applied outcome, numbered by the unit's outcome count),
+appended and trimmed to the latest ``HISTORY`` for the plots.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS monitor_seen (
     unit_key TEXT NOT NULL,
     event_id TEXT NOT NULL,
     digest TEXT NOT NULL,
-    PRIMARY KEY (consumer_group, unit_key, event_id)
+    PRIMARY KEY (consumer_group, event_id, unit_key)
 )
 ;;
 CREATE TABLE IF NOT EXISTS monitor_points (
@@ -123,7 +123,7 @@ class ChartStore:
         if seen:
             self.db.executemany(
                 "INSERT INTO monitor_seen (consumer_group, unit_key, event_id, digest) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (consumer_group, unit_key, event_id) DO NOTHING",
+                "ON CONFLICT (consumer_group, event_id, unit_key) DO NOTHING",
                 seen,
             )
         points = [

@@ -24,6 +24,8 @@ product packages. ``eval "$(deploy/local/up)"`` exports the connection settings 
 ``SIGNALBOX_APP_ID``               the worker's Faust app id: consumer group and internal topics (``signalbox``)
 ``SIGNALBOX_WORKER_ID``            this worker's static group member id (default: derived from its data folder)
 ``SIGNALBOX_TOPIC_NAMESPACE``      moves every output topic under a private namespace (tests, benchmarks)
+``SIGNALBOX_TEST_SERVICES``        the tests' backing services: ``local`` (default: the ones the environment
+                                   names, from ``deploy/local/up``) or ``containers`` (started by the tests)
 =================================  ======================================================================
 
 A value that is empty or only spaces counts as unset; other values are stripped of surrounding spaces (not the
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -86,6 +88,7 @@ class Settings(BaseSettings):
     app_id: str = Field(APP_ID, validation_alias="SIGNALBOX_APP_ID")
     worker_id: str | None = Field(None, validation_alias="SIGNALBOX_WORKER_ID")
     topic_namespace: str | None = Field(None, validation_alias="SIGNALBOX_TOPIC_NAMESPACE")
+    test_services: Literal["local", "containers"] = Field("local", validation_alias="SIGNALBOX_TEST_SERVICES")
 
     @classmethod
     def settings_customise_sources(

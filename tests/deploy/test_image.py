@@ -5,7 +5,6 @@ the examples inside the image decides exactly what the host run decides."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path

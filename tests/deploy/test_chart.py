@@ -1,7 +1,7 @@
 """deploy/helm/signalbox: rendered with the default, production and embedded (no worker) values, validated by
 ``kubeconform -strict`` against schemas made offline from Kubernetes' own OpenAPI document, and checked for what
 the design asks: static members from pod names, replicas ≤ partitions, probes, secrets by reference, and network
-policies that let only the worker reach Kafka (and only the store's writers reach the database)."""
+policies that let only the worker reach Kafka (and only the store's users reach the database)."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _egress_ports(policy: dict[str, Any]) -> set[int]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_only_the_worker_reaches_kafka_and_only_the_stores_writers_reach_the_database(
+def test_only_the_worker_reaches_kafka_and_only_the_stores_users_reach_the_database(
     variant: str, tmp_path: Path
 ) -> None:
     docs = documents(template(*VARIANTS[variant], tmp=tmp_path).stdout)
@@ -110,8 +110,10 @@ def test_only_the_worker_reaches_kafka_and_only_the_stores_writers_reach_the_dat
     worker = "worker" if "StatefulSet" in {d["kind"] for d in docs} else None
     assert reach_kafka == ({worker} if worker else set())
     jobs = {"tick", "deliver"} if "CronJob" in {d["kind"] for d in docs} else set()
-    assert reach_db == ({worker} if worker else set()) | jobs
-    assert "serve" not in reach_db and "serve" not in reach_kafka
+    assert reach_db == ({worker} if worker else set()) | jobs | {"serve"}
+    assert "serve" not in reach_kafka and policies["serve"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    redis = values["redis"]["port"]
+    assert {name for name, p in policies.items() if redis in _egress_ports(p)} == reach_kafka
 
 
 # ------------------------------------------------------------------------------------------ every value used

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,9 +25,13 @@ def image() -> Iterator[str]:
     yield build_image("app")
 
 
-def test_the_entry_point_is_signalbox(image: str) -> None:
+def test_the_entry_point_is_signalbox_at_this_trees_version(image: str) -> None:
     done = docker("run", "--rm", "--network", "none", image, "--help")
     assert "Usage: signalbox" in done.stdout and "route" in done.stdout
+    if "--version" in done.stdout:  # the CLI's --version (issue 12) where this tree has it
+        version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+        shown = docker("run", "--rm", "--network", "none", image, "--version").stdout.strip()
+        assert shown == f"signalbox {version}"
 
 
 def test_the_final_stage_runs_as_a_user_and_has_no_compiler_and_a_healthcheck(image: str) -> None:

@@ -1,6 +1,7 @@
 """deploy/compose/compose.yaml brought up for real (Debian's docker-compose on the local engine): the audit platform
 publishes the examples, the worker in its container routes them, and the learning and formal outputs read back from
-Kafka are the decisions the embedded ``signalbox route`` makes; Prometheus scrapes the worker; then it comes down.
+Kafka are the decisions the embedded ``signalbox route`` makes; ``serve`` answers on the worker's store; Prometheus
+scrapes the worker; then it comes down.
 The same Prometheus image's promtool checks the alert rules (deploy/prometheus/alerts.yaml) when they exist."""
 
 from __future__ import annotations
@@ -116,6 +117,21 @@ def test_the_compose_worker_decides_what_the_embedded_run_decides(
     assert {k: sorted(v) for k, v in got.items()} == embedded
     learning_topics = {r.topic for r in collector.records if r.kind == "learning"}
     assert learning_topics and all(".learning." in t or t.startswith("signalbox.learning") for t in learning_topics)
+
+
+def test_serve_answers_on_the_workers_store(stack: Stack) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:39080/healthz", timeout=5) as response:
+                body = json.load(response)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                logs = stack.compose("logs", "serve").stdout[-4000:]
+                raise AssertionError("serve did not answer:\n" + logs) from None
+            time.sleep(2)
+    assert body == {"status": "ok"}
 
 
 def _prometheus(path: str) -> Any:

@@ -34,6 +34,8 @@ product packages. ``eval "$(deploy/local/up)"`` exports the connection settings 
 ``SIGNALBOX_OIDC_CLIENT_ID``       its client id
 ``SIGNALBOX_OIDC_CLIENT_SECRET``   its client secret
 ``SIGNALBOX_OIDC_USERNAME_CLAIM``  the ID-token claim naming the signalbox user (``preferred_username``)
+``SIGNALBOX_METRICS_PORT``         the worker's /metrics, /healthz, /readyz port (unset: not served)
+``SIGNALBOX_LOG_FORMAT``           ``json`` or ``console`` (default: json when stderr is not a terminal)
 =================================  ======================================================================
 
 A value that is empty or only spaces counts as unset; other values are stripped of surrounding spaces (not the
@@ -103,6 +105,8 @@ class Settings(BaseSettings):
     oidc_client_id: str | None = Field(None, validation_alias="SIGNALBOX_OIDC_CLIENT_ID")
     oidc_client_secret: SecretStr | None = Field(None, validation_alias="SIGNALBOX_OIDC_CLIENT_SECRET")
     oidc_username_claim: str = Field("preferred_username", validation_alias="SIGNALBOX_OIDC_USERNAME_CLAIM")
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="SIGNALBOX_METRICS_PORT")
+    log_format: Literal["json", "console"] | None = Field(None, validation_alias="SIGNALBOX_LOG_FORMAT")
 
     @classmethod
     def settings_customise_sources(

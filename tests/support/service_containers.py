@@ -14,6 +14,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ CREDS = ROOT / "deploy" / "local" / "_creds.py"
 SAFETY_LEADS = ("RXF", "RJ1")
 SERVICES = ("redis", "postgres", "kafka")
 READY_TIMEOUT = 240
+SCRIPTS = "/opt/signalbox-deploy/deploy/local"
+_RUNNING: dict[str, DockerContainer] = {}
 
 
 def _free_ports(n: int) -> list[int]:
@@ -71,6 +74,8 @@ def container_stack(state: Path) -> Iterator[dict[str, str]]:
             LogMessageWaitStrategy(f"signalbox-service-ready {service}").with_startup_timeout(
                 READY_TIMEOUT
             ).wait_until_ready(container)
+        _RUNNING.update(zip(SERVICES, started, strict=True))
+        stack.callback(_RUNNING.clear)
         yield {
             "SIGNALBOX_KAFKA": f"127.0.0.1:{kafka_port}",
             "SIGNALBOX_KAFKA_USER": "signalbox",
@@ -81,3 +86,18 @@ def container_stack(state: Path) -> Iterator[dict[str, str]]:
                                          f"127.0.0.1:{pg_port}/signalbox"),
             "SIGNALBOX_CREDENTIALS": str(credentials),
         }  # fmt: skip
+
+
+def control(service: str, action: str) -> None:
+    """Stop or start one service of the running stack, as ``deploy/local/<service> stop|start`` does for the local
+    one: ``docker stop`` (its PID 1 stops the service cleanly) or ``docker start`` (the same ports and state)."""
+    container = _RUNNING[service].get_wrapped_container()
+    if action == "stop":
+        container.stop(timeout=30)
+        return
+    container.start()
+    deadline = time.monotonic() + 60
+    while container.exec_run([f"{SCRIPTS}/{service}", "status"]).exit_code != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{service} did not start again:\n{container.logs()[-3000:].decode()}")
+        time.sleep(0.5)

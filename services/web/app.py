@@ -44,7 +44,7 @@ from services.settings import Settings
 from services.trail.checkpoint import checkpoint_now, exported_folder, load_trusted_key, public_key_path
 from services.trail.store import AUDIENCES
 from services.users.principals import Principal
-from services.users.store import UserStore
+from services.users.store import AccessRecord, UserStore
 from services.web import security
 from services.web.data import Reader
 from services.web.rules import PUBLIC, RULES
@@ -103,9 +103,9 @@ def create_app(
     secret = settings.web_secret.get_secret_value() if settings.web_secret is not None else users.session_secret()
 
     def principal_of(request: Request) -> Principal | None:
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            return users.principal_for_token(header[7:].strip())
+        token = _bearer(request)
+        if token is not None:
+            return users.principal_for_token(token)
         name = request.session.get("user")
         return users.active_principal(name) if isinstance(name, str) else None
 
@@ -352,10 +352,16 @@ def create_app(
         users.record_views(p, [(item.ods_code, item.notice_id)], "/learning/{notice_id}")
         return page(request, "learning_item.html", item=item, plot=reader.learning_plot(item))
 
+    def access_log(p: Principal) -> list[AccessRecord]:
+        """Views of the items ``p`` may see: the log of an alert would tell a role it is not addressed to (a
+        medical director, a chief executive) that the alert exists."""
+        assert p.org is not None
+        mine = {n.notice_id for n in reader.learning(p)}
+        return [r for r in users.views_of(p.org) if r.item in mine]
+
     @app.get("/access-log", response_class=HTMLResponse, include_in_schema=False)
     async def access_log_page(request: Request, p: Who) -> Response:
-        assert p.org is not None
-        return page(request, "access_log.html", records=users.views_of(p.org))
+        return page(request, "access_log.html", records=access_log(p))
 
     # -------------------------------------------------------------------------------- audits
 
@@ -401,9 +407,9 @@ def create_app(
     @app.post("/api/v1/cases/{case_id}/actions", tags=["cases"])
     async def api_act(request: Request, p: Who, case_id: str, body: Annotated[ActionBody, Body()]) -> JSONResponse:
         """Record an action on a case as this principal (their role, their name)."""
-        if "authorization" not in request.headers and not security.csrf_ok(
-            request, request.headers.get(security.CSRF_HEADER)
-        ):
+        # Only a bearer token exempts a call from CSRF: it is no ambient credential. Any other Authorization
+        # header leaves the session cookie as the credential, which a forged request carries too.
+        if _bearer(request) is None and not security.csrf_ok(request, request.headers.get(security.CSRF_HEADER)):
             return JSONResponse({"detail": _CSRF_MESSAGE}, status_code=403)
         status, message = act(p, case_id, body)
         if status != 200:
@@ -428,8 +434,7 @@ def create_app(
     @app.get("/api/v1/access-log", tags=["learning space"])
     async def api_access_log(p: Who) -> list[dict[str, str]]:
         """Who looked at the trust's learning-space items, newest first."""
-        assert p.org is not None
-        return [r.__dict__ for r in users.views_of(p.org)]
+        return [r.__dict__ for r in access_log(p)]
 
     @app.get("/api/v1/regulator/notices", tags=["regulators"])
     async def api_regulator_notices(p: Who) -> list[dict[str, Any]]:
@@ -463,6 +468,12 @@ def _first_error(exc: ValidationError) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     where = ".".join(str(x) for x in error.get("loc", ()))
     return f"{where}: {message}" if where else message
+
+
+def _bearer(request: Request) -> str | None:
+    """The bearer token of the request's Authorization header, if it has one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _text(value: object) -> str | None:

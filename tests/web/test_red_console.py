@@ -9,7 +9,9 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.web.conftest import OPEN_ODS, PASSWORD, Console, case_id_of
+from services.users.store import MAX_FAILURES
+from services.web import security
+from tests.web.conftest import CONFIRMED_ODS, OPEN_ODS, PASSWORD, Console, case_id_of
 
 
 def _csrf(html: str) -> str:
@@ -72,3 +74,187 @@ def test_a_session_call_with_a_non_bearer_authorization_header_still_needs_the_c
     )
     assert response.status_code in (401, 403), response.text
     assert _stage(console, case_id) == "data_check"
+
+
+# ----------------------------------------------------------- a regulator probing for what it may not see
+
+OPEN_CASE = "NELA:NELA-MORT30:2024-12-01..2025-11-30:RMP"  # a potential alarm at the audit's data check
+
+
+def _regulator_probes() -> list[tuple[str, str]]:
+    q = _q(OPEN_CASE)
+    probes = [
+        ("GET", f"/api/v1/cases/{q}"),
+        ("HEAD", f"/api/v1/cases/{q}"),
+        ("OPTIONS", f"/api/v1/cases/{q}"),
+        ("GET", f"/api/v1/cases/{q}/"),
+        ("GET", f"/cases/{q}"),
+        ("HEAD", f"/cases/{q}"),
+        ("GET", f"/cases/{q}%2F"),
+        ("GET", "/api/v1/cases/" + OPEN_CASE.replace(":", "%3A")),
+        ("GET", f"/api/v1/cases/{_q(OPEN_CASE.lower())}"),
+        ("GET", f"/api/v1/cases/{_q(OPEN_CASE[:-3])}"),  # a prefix of the id
+        ("GET", f"/api/v1/cases/{_q(OPEN_CASE[:-3] + '%')}"),  # a LIKE wildcard
+        ("GET", f"/api/v1/cases/{_q(OPEN_CASE.replace('RMP', 'ＲＭＰ'))}"),  # fullwidth lookalikes
+        ("GET", f"/api/v1/cases/{_q(OPEN_CASE + '#2')}"),
+        ("POST", f"/api/v1/cases/{q}/actions"),
+        ("GET", "/api/v1/cases?status=open&stage=data_check&ods=RMP"),
+        ("GET", "/cases?stage=data_check&ods=RMP"),
+        ("GET", "/API/v1/learning"),
+        ("GET", "/api/v1/learning"),
+        ("HEAD", "/api/v1/learning"),
+        ("OPTIONS", "/api/v1/learning"),
+        ("GET", "/api/v1/learning/"),
+        ("GET", "/api/v1//learning"),
+        ("GET", "/api/v1/good-practice?ods=RFS"),
+        ("GET", "/api/v1/access-log"),
+        ("GET", "/access-log"),
+        ("GET", "/learning"),
+        ("GET", "/releases"),
+        ("GET", "/api/v1/regulator/notices?all=1"),
+        ("GET", "/regulator?ods=RMP&include=learning"),
+        ("GET", "/trail"),
+        ("GET", "/openapi.json"),
+    ]
+    return probes
+
+
+@pytest.mark.parametrize(("method", "path"), _regulator_probes())
+def test_a_regulator_learns_nothing_of_an_unconfirmed_case_or_the_learning_space(
+    console: Console, method: str, path: str
+) -> None:
+    alert_ids = _alert_ids(console)
+    for user in ("cqc", "nhse", "hiw"):  # hiw: a case in England is not its jurisdiction
+        response = console.client(user).request(method, path, json={"kind": "data_check", "outcome": "case_to_answer"})
+        text = response.text
+        assert response.status_code in (200, 404, 307), (user, response.status_code, text[:200])
+        assert "RMP" not in text and OPEN_CASE not in text
+        assert not any(i in text for i in alert_ids)
+        assert "learning log" not in text.lower()
+    assert _stage(console, OPEN_CASE) == "data_check"
+
+
+def test_an_unconfirmed_case_answers_a_regulator_exactly_as_a_case_that_does_not_exist(console: Console) -> None:
+    made_up = OPEN_CASE.replace("RMP", "ZZZ")
+    for prefix in ("/api/v1/cases/", "/cases/", "/api/v1/cases/{}/actions"):
+        answers = []
+        for case_id in (OPEN_CASE, made_up):
+            url = prefix.format(_q(case_id)) if "{}" in prefix else prefix + _q(case_id)
+            response = console.client("cqc").request("POST" if "actions" in url else "GET", url, json={})
+            headers = {k: v for k, v in response.headers.items() if k != "set-cookie"}
+            body = re.sub(r'name="csrf_token" value="[^"]+"', "", response.text)  # each session's own token
+            headers.pop("content-length", None)
+            answers.append((response.status_code, body, headers))
+        assert answers[0] == answers[1]
+
+
+# ----------------------------------------------------------------------------- trust users across trusts
+
+
+@pytest.mark.parametrize("user", ["rbn-safety", "rmp-safety"])
+def test_another_trusts_safety_lead_finds_nothing_of_the_first_trust(console: Console, user: str) -> None:
+    alert_ids = _alert_ids(console)
+    client = console.client(user)
+    confirmed = case_id_of(console.store, CONFIRMED_ODS)
+    for alert in alert_ids:
+        assert client.get(f"/learning/{_q(alert)}").status_code == 404
+    assert client.get(f"/api/v1/cases/{_q(confirmed)}").status_code == 404
+    for path in ("/api/v1/learning", "/api/v1/good-practice", "/api/v1/access-log", "/api/v1/cases", "/cases"):
+        assert CONFIRMED_ODS not in client.get(path).text.replace(f"({CONFIRMED_ODS})", "x") or path == "/cases"
+        assert not any(i in client.get(path).text for i in alert_ids)
+
+
+def test_a_trust_cannot_act_on_its_own_case_before_it_is_told_whatever_role_it_posts(console: Console) -> None:
+    client, token = _login(console, "rmp-safety")
+    for url, kwargs in (
+        (f"/api/v1/cases/{_q(OPEN_CASE)}/actions", {"json": {"kind": "data_check", "outcome": "case_to_answer",
+                                                             "role": "audit_clinical_lead"},
+                                                    "headers": {"X-CSRF-Token": token}}),
+        (f"/cases/{_q(OPEN_CASE)}/actions", {"data": {"kind": "data_check", "outcome": "case_to_answer",
+                                                      "role": "audit_clinical_lead", "csrf_token": token}}),
+    ):  # fmt: skip
+        response = client.post(url, **kwargs)
+        assert response.status_code == 404 and OPEN_CASE not in response.text
+    assert _stage(console, OPEN_CASE) == "data_check"
+
+
+# ------------------------------------------------------------------------- log-in, sessions and CSRF
+
+
+@pytest.mark.parametrize("next_", ["https://evil.example/", "//evil.example", "/\\evil.example", "javascript:x"])
+def test_log_in_never_redirects_off_site(console: Console, next_: str) -> None:
+    client = console.client()
+    token = _csrf(client.get(f"/login?next={_q(next_)}").text)
+    response = client.post(
+        f"/login?next={_q(next_)}",
+        data={"username": "cqc", "password": PASSWORD, "csrf_token": token, "next": next_},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+@pytest.mark.parametrize("forged", ["", "x", "None", "null"])
+def test_login_csrf_a_login_posted_without_this_browsers_token_is_refused(console: Console, forged: str) -> None:
+    attacker = console.client()
+    attacker.get("/login")
+    victim = console.client()  # no visit to the form: the attacker's page posts straight to /login
+    response = victim.post("/login", data={"username": "cqc", "password": PASSWORD, "csrf_token": forged})
+    assert response.status_code == 403
+    assert victim.get("/regulator", follow_redirects=False).status_code == 303
+
+
+def test_a_csrf_token_of_another_users_session_is_refused(console: Console) -> None:
+    _, lead_token = _login(console, "nela-lead")
+    analyst, _ = _login(console, "nela-analyst")
+    response = analyst.post(
+        f"/cases/{_q(OPEN_CASE)}/actions",
+        data={"kind": "data_check", "outcome": "case_to_answer", "csrf_token": lead_token},
+    )
+    assert response.status_code == 403
+    response = analyst.post(
+        f"/api/v1/cases/{_q(OPEN_CASE)}/actions",
+        json={"kind": "data_check", "outcome": "case_to_answer"},
+        headers={"X-CSRF-Token": lead_token},
+    )
+    assert response.status_code == 403
+    assert _stage(console, OPEN_CASE) == "data_check"
+
+
+def test_a_session_cookie_set_before_log_in_is_not_the_session_after(console: Console) -> None:
+    client = console.client()
+    token = _csrf(client.get("/login").text)
+    fixed = client.cookies.get(security.SESSION_COOKIE)
+    assert fixed
+    client.post("/login", data={"username": "nela-lead", "password": PASSWORD, "csrf_token": token})
+    assert client.cookies.get(security.SESSION_COOKIE) != fixed
+    planted = console.client()
+    planted.cookies.set(security.SESSION_COOKIE, fixed)
+    assert planted.get("/cases", follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize("variant", ["CQC", "Cqc", " cqc", "cqc ", "cqc\t", "ｃｑｃ", "cqc\x00"])
+def test_lock_out_is_not_bypassed_by_another_spelling_of_the_name(console: Console, variant: str) -> None:
+    client = console.client()
+    for _ in range(MAX_FAILURES):
+        token = _csrf(client.get("/login").text)
+        client.post("/login", data={"username": "cqc", "password": "wrong password!", "csrf_token": token})
+    token = _csrf(client.get("/login").text)
+    response = client.post("/login", data={"username": variant, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 401
+    assert client.get("/regulator", follow_redirects=False).status_code == 303
+
+
+# ----------------------------------------------------------------------------------- stored XSS
+
+
+@pytest.mark.parametrize(
+    "payload", ['<script>alert("x")</script>', '"><img src=x onerror=alert(1)>', "</textarea><svg onload=alert(1)>"]
+)
+def test_a_note_with_html_is_shown_as_text(console: Console, payload: str) -> None:
+    lead = console.client("nela-lead")
+    body = {"kind": "data_check", "outcome": "case_to_answer", "note": payload, "documents": [payload]}
+    assert lead.post(f"/api/v1/cases/{_q(OPEN_CASE)}/actions", json=body).status_code == 200
+    client, _ = _login(console, "nela-lead")
+    html = client.get(f"/cases/{_q(OPEN_CASE)}").text
+    assert payload not in html
+    assert "&lt;" in html and "onerror=alert(1)>" not in html

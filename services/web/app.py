@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -51,6 +51,7 @@ from services.web.rules import PUBLIC, RULES
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
+SESSION_AGE = timedelta(seconds=security.SESSION_AGE)
 PUBLIC_KEY_FILE = "trail.pub"  # beside a SQLite store, as ``signalbox route`` writes it (services/cli/trail.py)
 
 
@@ -106,8 +107,8 @@ def create_app(
         token = _bearer(request)
         if token is not None:
             return users.principal_for_token(token)
-        name = request.session.get("user")
-        return users.active_principal(name) if isinstance(name, str) else None
+        session = request.session.get("sid")
+        return users.principal_for_session(session) if isinstance(session, str) else None
 
     async def _guard(request: Request) -> None:
         route = request.scope.get("route")
@@ -198,7 +199,7 @@ def create_app(
         principal = users.authenticate(name or "", password or "") if name and password else None
         if principal is None:
             return page(request, "login.html", 401, error=_LOGIN_FAILED, username=name or "")
-        security.start_session(request, principal.name)
+        security.start_session(request, users.open_session(principal.name, SESSION_AGE))
         return RedirectResponse("/", status_code=303)
 
     if oidc is not None:
@@ -220,7 +221,7 @@ def create_app(
             principal = users.active_principal(name) if isinstance(name, str) else None
             if principal is None:
                 return page(request, "login.html", 401, error=_LOGIN_FAILED)
-            security.start_session(request, principal.name)
+            security.start_session(request, users.open_session(principal.name, SESSION_AGE))
             return RedirectResponse("/", status_code=303)
 
     # -------------------------------------------------------------------------------- everyone
@@ -230,6 +231,9 @@ def create_app(
         form = await request.form()
         if not security.csrf_ok(request, _text(form.get(security.CSRF_FIELD))):
             return page(request, "error.html", 403, title="Refused", message=_CSRF_MESSAGE)
+        session = request.session.get("sid")
+        if isinstance(session, str):
+            users.close_session(session)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 

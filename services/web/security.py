@@ -2,8 +2,8 @@
 
 * Sessions: a signed cookie (Starlette's ``SessionMiddleware``, itsdangerous), HttpOnly, ``SameSite=Lax``,
   ``Secure`` when ``SIGNALBOX_WEB_TLS`` says the console is reached over HTTPS, expiring after ``SESSION_AGE``.
-  The cookie holds the user's name and the session's CSRF token only; the user is looked up on every request, so
-  disabling a user ends their sessions at once.
+  The cookie holds a session id and the session's CSRF token only; the session is looked up in the user store on
+  every request, so log-out ends it for every copy of the cookie, and disabling a user ends their sessions at once.
 * CSRF: every state-changing form carries the session's token (synchroniser pattern); a missing, forged or
   other-session token is refused and nothing changes. A login or logout starts a new token, so a token from
   before is a replay and refused. JSON API calls with a session cookie send it as ``X-CSRF-Token``; calls with a
@@ -43,10 +43,11 @@ def csrf_ok(request: Request, given: str | None) -> bool:
     return isinstance(expected, str) and isinstance(given, str) and hmac.compare_digest(expected, given)
 
 
-def start_session(request: Request, user: str) -> None:
-    """A new session for ``user``: everything of the one before (its CSRF token too) is dropped."""
+def start_session(request: Request, session: str) -> None:
+    """A new session (``session``, the user store's id for it): everything of the one before (its CSRF token too)
+    is dropped."""
     request.session.clear()
-    request.session["user"] = user
+    request.session["sid"] = session
     request.session["csrf"] = secrets.token_urlsafe(32)
 
 

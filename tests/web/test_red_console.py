@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from services.users.store import MAX_FAILURES
+from services.users.store import MAX_FAILURES, UserStore
 from services.web import security
 from tests.web.conftest import CONFIRMED_ODS, OPEN_ODS, PASSWORD, Console, case_id_of
 
@@ -33,7 +33,7 @@ def _q(value: str) -> str:
 
 
 def _stage(console: Console, case_id: str) -> str:
-    stage: str = console.client("nela-lead").get(f"/api/v1/cases/{_q(case_id)}").json()["case"]["stage"]
+    stage: str = console.client("nela-analyst").get(f"/api/v1/cases/{_q(case_id)}").json()["case"]["stage"]
     return stage
 
 
@@ -258,3 +258,34 @@ def test_a_note_with_html_is_shown_as_text(console: Console, payload: str) -> No
     html = client.get(f"/cases/{_q(OPEN_CASE)}").text
     assert payload not in html
     assert "&lt;" in html and "onerror=alert(1)>" not in html
+
+
+# --------------------------------------------------------------- a session cookie replayed after log-out
+
+
+@pytest.mark.parametrize("ended_by", ["logout", "disable"])
+def test_a_session_cookie_copied_before_log_out_or_disable_is_dead_after(console: Console, ended_by: str) -> None:
+    client, token = _login(console, "nela-lead")
+    stolen = client.cookies.get(security.SESSION_COOKIE)
+    assert stolen
+    if ended_by == "logout":
+        assert client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+    else:
+        db = console.app.state.db
+        UserStore(db).disable("nela-lead")
+        with db.transaction():  # an operator enables the user again by hand: their old sessions stay dead
+            db.execute("UPDATE users SET disabled = 0 WHERE name = ?", ("nela-lead",))
+    replay = console.client()
+    replay.cookies.set(security.SESSION_COOKIE, stolen)
+    assert replay.get("/cases", follow_redirects=False).status_code == 303
+    response = replay.post(
+        f"/api/v1/cases/{_q(OPEN_CASE)}/actions",
+        json={"kind": "data_check", "outcome": "case_to_answer"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert response.status_code == 401
+    assert _stage(console, OPEN_CASE) == "data_check"
+    # Another session of the same user is not ended by this one's log-out.
+    if ended_by == "logout":
+        other, _ = _login(console, "nela-lead")
+        assert other.get("/cases").status_code == 200

@@ -169,6 +169,7 @@ class UserStore:
                 return None
             stored, disabled, failures, locked_until = rows[0]
             if locked_until is not None and datetime.fromisoformat(locked_until) > now:
+                _hasher_dummy(password)  # as slow as any other answer: a quick one would say the user exists
                 return None
             try:
                 _hasher.verify(stored, password)

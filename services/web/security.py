@@ -126,8 +126,15 @@ SECURITY_HEADERS = [
 ]
 
 
+# Pages and API answers hold protected data (learning-space alerts, cases): no browser cache or proxy may keep
+# one, where the back button after log-out, or the next user of a shared machine, would find it. Static files may.
+NO_STORE = (b"cache-control", b"no-store")
+CACHEABLE = ("/static/", "/assets/")
+
+
 class SecurityHeaders:
-    """Add ``SECURITY_HEADERS`` to every HTTP response (pages, API, static files, errors)."""
+    """Add ``SECURITY_HEADERS`` to every HTTP response (pages, API, static files, errors), and ``NO_STORE`` to
+    every response but a static file's."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -137,9 +144,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        cacheable = str(scope.get("path", "")).startswith(CACHEABLE)
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+                headers = list(message.get("headers", []))
+                if not cacheable:
+                    headers = [h for h in headers if h[0].lower() != b"cache-control"] + [NO_STORE]
+                message = {**message, "headers": [*headers, *SECURITY_HEADERS]}
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
+from services.users import store as store_module
 from services.users.store import MAX_FAILURES, UserStore
 from services.web import security
 from tests.web.conftest import CONFIRMED_ODS, OPEN_ODS, PASSWORD, Console, case_id_of
@@ -289,3 +290,53 @@ def test_a_session_cookie_copied_before_log_out_or_disable_is_dead_after(console
     if ended_by == "logout":
         other, _ = _login(console, "nela-lead")
         assert other.get("/cases").status_code == 200
+
+
+# ------------------------------------------------------ user enumeration through a locked account's speed
+
+
+def test_a_locked_account_costs_a_password_check_like_an_unknown_one(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lock ``cqc`` out, then try it and a name nobody has: if only the unknown name costs an argon2 check, the
+    quick answer tells an outsider that ``cqc`` exists."""
+    users = UserStore(console.app.state.db, clock=console.clock)
+    for _ in range(MAX_FAILURES):
+        assert users.authenticate("cqc", "wrong password!") is None
+    checks: list[str] = []
+    real = store_module._hasher
+
+    class Counted:
+        def verify(self, hash_: str, password: str) -> bool:
+            checks.append(password)
+            return real.verify(hash_, password)
+
+    monkeypatch.setattr(store_module, "_hasher", Counted())
+    costs = []
+    for name in ("cqc", "nobody-here"):
+        checks.clear()
+        assert users.authenticate(name, PASSWORD) is None
+        costs.append(len(checks))
+    assert costs == [1, 1]
+
+
+# ------------------------------------------------------------------- protected pages kept in caches
+
+
+@pytest.mark.parametrize(
+    ("user", "path"),
+    [
+        ("rfs-safety", "/learning"),
+        ("rfs-safety", "/api/v1/learning"),
+        ("rfs-safety", "/access-log"),
+        ("nela-lead", "/cases"),
+        ("cqc", "/api/v1/cases"),
+        (None, "/login"),
+    ],
+)
+def test_no_page_or_api_answer_may_be_stored_by_a_browser_or_proxy(
+    console: Console, user: str | None, path: str
+) -> None:
+    response = console.client(user).get(path)
+    assert response.status_code == 200
+    assert "no-store" in response.headers.get("cache-control", "")

@@ -340,3 +340,20 @@ def test_no_page_or_api_answer_may_be_stored_by_a_browser_or_proxy(
     response = console.client(user).get(path)
     assert response.status_code == 200
     assert "no-store" in response.headers.get("cache-control", "")
+
+
+# ---------------------------------------------- the trail page: the formal log's growth counts potential alarms
+
+
+def test_a_regulator_cannot_watch_the_formal_log_grow_with_unconfirmed_cases(console: Console) -> None:
+    def trail(user: str) -> str:
+        return re.sub(r'name="csrf_token" value="[^"]+"', "", console.client(user).get("/trail").text)
+
+    before = trail("cqc")
+    assert "Verified" in before
+    lead = console.client("nela-lead")
+    body = {"kind": "data_check", "outcome": "case_to_answer"}
+    assert lead.post(f"/api/v1/cases/{_q(OPEN_CASE)}/actions", json=body).status_code == 200
+    assert trail("cqc") == before, "the regulator saw the formal log change for a case it may not know of"
+    # The audit team still sees the signed checkpoint itself.
+    assert "Latest signed checkpoint" in trail("nela-lead") and "signalbox/formal" in trail("nela-lead")

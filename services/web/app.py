@@ -255,7 +255,7 @@ def create_app(
                 keys.append(load_trusted_key(candidate))
                 break
         report = verify_all(db, keys or None, exported=exported_folder(store), require_checkpoint=True)
-        logs = []
+        logs: list[dict[str, Any]] = []
         for audience in shown:
             latest = recorder.trail.latest_checkpoint(audience)
             log_report = report.logs[audience]

@@ -357,3 +357,51 @@ def test_a_regulator_cannot_watch_the_formal_log_grow_with_unconfirmed_cases(con
     assert trail("cqc") == before, "the regulator saw the formal log change for a case it may not know of"
     # The audit team still sees the signed checkpoint itself.
     assert "Latest signed checkpoint" in trail("nela-lead") and "signalbox/formal" in trail("nela-lead")
+
+
+# ------------------------------------------------------------ a body in the shape the route does not take
+
+
+@pytest.mark.parametrize(
+    ("route", "kwargs"),
+    [
+        ("html", {"json": {"kind": "data_check", "outcome": "case_to_answer", "csrf_token": "{token}"}}),
+        ("html", {"content": b"kind=data_check&outcome=case_to_answer", "headers": {"content-type": "text/plain"}}),
+        ("html", {"content": b"\xff\xfe\x00garbage", "headers": {"content-type": "multipart/form-data; boundary=x"}}),
+        ("api", {"data": {"kind": "data_check", "outcome": "case_to_answer"}}),
+        (
+            "api",
+            {
+                "content": b'{"kind": "data_check", "outcome": "case_to_answer"',
+                "headers": {"content-type": "application/json"},
+            },
+        ),
+        (
+            "api",
+            {
+                "content": b'{"kind": "data_check", "outcome": "case_to_answer"}',
+                "headers": {"content-type": "text/plain"},
+            },
+        ),
+        ("api", {"json": [{"kind": "data_check", "outcome": "case_to_answer"}]}),
+        (
+            "api",
+            {"json": {"kind": "data_check", "outcome": "case_to_answer", "kind\\u0000": "x", "case_id": "SSNAP:x"}},
+        ),
+    ],
+)
+def test_an_odd_body_gets_a_clear_refusal_and_changes_nothing(
+    console: Console, route: str, kwargs: dict[str, object]
+) -> None:
+    client, token = _login(console, "nela-lead")
+    if "json" in kwargs and isinstance(kwargs["json"], dict) and "csrf_token" in kwargs["json"]:
+        kwargs = {"json": {**kwargs["json"], "csrf_token": token}}
+    if route == "html":
+        url = f"/cases/{_q(OPEN_CASE)}/actions"
+    else:
+        url = f"/api/v1/cases/{_q(OPEN_CASE)}/actions"
+        kwargs = {**kwargs, "headers": {**kwargs.get("headers", {}), "X-CSRF-Token": token}}  # type: ignore[dict-item]
+    response = client.post(url, **kwargs)
+    assert response.status_code in (400, 403, 422), (response.status_code, response.text[:300])
+    assert "Traceback" not in response.text
+    assert _stage(console, OPEN_CASE) == "data_check"

@@ -3,6 +3,7 @@ nothing. The ones that found a weakness came first and failed; the code was fixe
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import quote
 
@@ -405,3 +406,23 @@ def test_an_odd_body_gets_a_clear_refusal_and_changes_nothing(
     assert response.status_code in (400, 403, 422), (response.status_code, response.text[:300])
     assert "Traceback" not in response.text
     assert _stage(console, OPEN_CASE) == "data_check"
+
+
+# -------------------------------------------- a tampered case's problem sentence names the process before
+
+
+def test_a_regulator_is_told_a_case_disagrees_with_its_trail_but_not_how(console: Console) -> None:
+    case_id = case_id_of(console.store, CONFIRMED_ODS)
+    db = console.app.state.db
+    (body,) = db.query("SELECT body FROM cases WHERE case_id = ?", (case_id,))[0]
+    changed = json.loads(body)
+    changed["deadline"] = "2001-01-01"  # an edit outside the case process
+    with db.transaction():
+        db.execute("UPDATE cases SET body = ? WHERE case_id = ?", (json.dumps(changed), case_id))
+    audit = console.client("nela-lead").get(f"/api/v1/cases/{_q(case_id)}").json()["problem"]
+    assert audit and "deadline" in audit  # the audit team is told exactly what differs
+    for user in ("cqc", "nhse"):
+        problem = console.client(user).get(f"/api/v1/cases/{_q(case_id)}").json()["problem"]
+        assert problem and "deadline" not in problem and "differs" not in problem
+        page = console.client(user).get(f"/cases/{_q(case_id)}").text
+        assert "disagrees with its trail" in page and "differs in" not in page

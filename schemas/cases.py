@@ -117,6 +117,11 @@ class Case(Record):
     overridden_releases: tuple[str, ...] = Field(
         default=(), description="later releases without an alarm that the audit reviewed and overrode, with reason"
     )
+    response_note: str | None = Field(None, description="the trust's written response, as recorded (stage 3)")
+    review_note: str | None = Field(None, description="the audit's review reasoning, as recorded (stage 4)")
+    reanalysed_value: float | None = Field(
+        None, description="the value re-analysed from corrected data at review, if any", allow_inf_nan=False
+    )
     previous_case_id: str | None = Field(
         None, description="the closed case of the same key this new alarm followed (a new case, never swallowed)"
     )
@@ -143,6 +148,12 @@ class CaseAction(Record):
     note: str = Field("", max_length=10_000)
     documents: tuple[str, ...] = ()
     corrected_data: bool = Field(False, description="provider_response only: the trust sent corrected data")
+    reanalysed_value: float | None = Field(
+        None,
+        description="review only: the indicator's value re-analysed from the trust's corrected data, on the "
+        "indicator's own scale (a proportion as a fraction); later letters show it instead of the original",
+        allow_inf_nan=False,
+    )
     at: datetime
 
     @model_validator(mode="after")
@@ -158,6 +169,8 @@ class CaseAction(Record):
             raise ValueError(f"a {self.kind} needs a reason in the note")
         if self.corrected_data and self.kind != "provider_response":
             raise ValueError("only a provider_response can carry corrected data")
+        if self.reanalysed_value is not None and self.kind != "review":
+            raise ValueError("only a review can record a re-analysed value")
         return self
 
 
@@ -182,6 +195,7 @@ class CaseTransition(Record):
     note: str = ""
     notice_ids: tuple[str, ...] = ()
     corrected_data: bool = False
+    reanalysed_value: float | None = Field(None, allow_inf_nan=False)
     # What a replay of the case needs beyond the fields above (services/cases/replay.py): the opening
     # decision, the deadlines pinned at opening and the closed case it follows; the release that superseded it.
     decision_id: str | None = None

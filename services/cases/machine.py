@@ -248,6 +248,10 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
         raise CaseError(f"no later release has superseded the data of case {case.case_id}; nothing to override")
     step = _Step(case, deadlines, action.at)
     kind, outcome = action.kind, action.outcome
+    if kind == "review":  # the audit's reasoning and re-analysed figure go into the letters that follow
+        step.case = step.case.model_copy(
+            update={"review_note": action.note or None, "reanalysed_value": action.reanalysed_value}
+        )
     if kind == "supersession_override":
         assert case.superseded_by is not None
         step.move(case.stage)
@@ -260,14 +264,17 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
     elif kind in ("data_check", "review") and outcome == "no_case_to_answer":
         step.move("closed", status="closed_no_case", reason=action.note)
         step.event("closed_no_case", f"no case to answer: {action.note}")
+        _outcome_letter(step, action)
     elif kind == "provider_told":
         step.move("provider_response", stamp="provider_told_at")
         _potential_alarm(step)
     elif kind == "provider_response":
         step.move("review", stamp="response_received_at")
+        step.case = step.case.model_copy(update={"response_note": action.note or None})
     elif kind == "review" and outcome == "downgrade_to_alert":
         step.move("closed", status="downgraded_to_alert", reason=action.note)
         step.event("downgraded_to_alert", f"downgraded to alert level: {action.note}")
+        _outcome_letter(step, action)
     elif kind == "review" and outcome == "confirmed":
         step.move("confirmation", status="confirmed", confirmed_at=action.at)
     elif kind == "confirmation_sent":
@@ -287,6 +294,7 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
         documents=action.documents,
         note=action.note + (" (with corrected data)" if action.corrected_data else ""),
         corrected_data=action.corrected_data,
+        reanalysed_value=action.reanalysed_value,
     )
 
 
@@ -425,6 +433,7 @@ class _Step:
         note: str,
         corrected_data: bool = False,
         release_id: str | None = None,
+        reanalysed_value: float | None = None,
     ) -> Result:
         seq = self.before.seq + 1
         self.case = self.case.model_copy(update={"seq": seq})
@@ -448,6 +457,7 @@ class _Step:
             notice_ids=tuple(n.notice_id for n in self.notices),
             corrected_data=corrected_data,
             release_id=release_id,
+            reanalysed_value=reanalysed_value,
         )
         return self.case, [transition], self.notices, self.events
 
@@ -495,6 +505,7 @@ def _confirmation_sent(step: _Step) -> None:
         addressed_to="lead_clinician",
         copy_to=["medical_director", "chief_executive"],
         **_dates(case),
+        **_story(case),
     )
     regulators = _regulators(case)
     if not regulators:
@@ -510,6 +521,40 @@ def _confirmation_sent(step: _Step) -> None:
         asked=None,
         acknowledgement_due=case.deadline.isoformat() if case.deadline else None,
         **_dates(case),
+    )
+
+
+def _story(case: Case) -> dict[str, Any]:
+    """What the confirmation states beyond the numbers (HQIP stage 5): the audit's review reasoning, the trust's
+    response, and the re-analysed figure when corrected data were sent."""
+    return {
+        "review_note": case.review_note,
+        "response_note": case.response_note,
+        "reanalysed_value": case.reanalysed_value,
+    }
+
+
+def _outcome_letter(step: _Step, action: CaseAction) -> None:
+    """A case closed after the trust was told of the potential alarm: the trust is told the outcome, by the same
+    people the potential-alarm letter went to. Closed before the trust was told (at the data check), nobody is
+    written to: the trust never knew."""
+    case = step.case
+    if case.provider_told_at is None:
+        return
+    copies = [role for role in case.trust_roles if role != "lead_clinician"]
+    step.notice(
+        "case_outcome",
+        "outcome",
+        _trust(case, ("lead_clinician", *copies)),
+        respond_by=None,
+        asked=None,
+        addressed_to="lead_clinician",
+        copy_to=copies,
+        outcome=action.outcome,
+        reason=action.note,
+        closed_on=uk_date(step.at).isoformat(),
+        **_dates(case),
+        **_story(case),
     )
 
 

@@ -108,6 +108,7 @@ def _step(case: Case, t: CaseTransition, deadlines: Deadlines) -> machine.Result
         note=note,
         documents=t.documents,
         corrected_data=t.corrected_data,
+        reanalysed_value=t.reanalysed_value,
         at=t.at,
     )
     return machine.apply(case, action, deadlines, t.at)

@@ -524,7 +524,7 @@ def deliver_command(
         released = outbox.release_held(db, recorder.directory, now)
         report = deliver(
             db, recorder.directory, default_transports(mail_dir, settings.smtp),
-            funnel_for=LetterPlots(recorder.trail, recorder.rules).funnel_for, clock=recorder.clock,
+            plot_for=LetterPlots(recorder.trail, recorder.rules).png_for, clock=recorder.clock,
         )  # fmt: skip
         counts = outbox.counts(db)
         problem = checkpoint_now(recorder.trail, recorder.key_path)  # the delivery batch is signed at once

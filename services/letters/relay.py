@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from notifications.channels.base import DeliveryError, OutgoingMessage, Transport
-from notifications.recipients import Directory, MissingRecipient, ResolvedRecipient
+from notifications.recipients import Contact, Directory, MissingRecipient, ResolvedRecipient
 from notifications.render import Renderer, RenderError
 from schemas.notices import AnyNotice
 from services.db import Database
@@ -82,7 +82,7 @@ async def deliver_due(
     renderer_lookup: Callable[[str], Renderer],
     transports: Mapping[str, Transport],
     *,
-    funnel_for: Callable[[AnyNotice], str],
+    plot_for: Callable[[AnyNotice], bytes | None],
     clock: Callable[[], datetime],
     rng: random.Random,
     policy: outbox.RetryPolicy = outbox.DEFAULT_POLICY,
@@ -106,7 +106,7 @@ async def deliver_due(
             report.refusals.append(refusal)
             continue
         await _deliver_one(
-            db, row, verdict.notice, directory, renderer_lookup, transports, funnel_for, clock, rng, policy, report
+            db, row, verdict.notice, directory, renderer_lookup, transports, plot_for, clock, rng, policy, report
         )
     return report
 
@@ -118,7 +118,7 @@ async def _deliver_one(
     directory: Directory,
     renderer_lookup: Callable[[str], Renderer],
     transports: Mapping[str, Transport],
-    funnel_for: Callable[[AnyNotice], str],
+    plot_for: Callable[[AnyNotice], bytes | None],
     clock: Callable[[], datetime],
     rng: random.Random,
     policy: outbox.RetryPolicy,
@@ -157,13 +157,14 @@ async def _deliver_one(
         dead(f"refusing to render a {row.space} row with the {renderer.space} renderer")
         return
     recipient = ResolvedRecipient(role=row.recipient_role, ods_code=ods, contact=contact)
+    reply_to = directory.reply_contact(notice.assessment.audit)
     try:
         rendered = renderer.render(
             notice,
             recipient,
             organisation_name=notice.assessment.organisation_name,
-            funnel_svg=funnel_for(notice),
-            contact=directory.reply_contact(notice.assessment.audit),
+            funnel_png=plot_for(notice),
+            contact=reply_to,
         )
     except RenderError as exc:
         dead(f"cannot render: {exc}")
@@ -171,7 +172,10 @@ async def _deliver_one(
     if rendered.message_id != row.message_id:
         dead(f"rendered Message-ID {rendered.message_id} does not match the row {row.message_id}")
         return
-    message = OutgoingMessage(rendered, directory.sender, recipient, _metadata(notice, row))
+    message = OutgoingMessage(
+        rendered, directory.sender, recipient, _metadata(notice, row), reply_to=reply_to,
+        cc=copied_contacts(notice, row.recipient_role, directory),
+    )  # fmt: skip
     try:
         await transport.send(message)
     except DeliveryError as exc:
@@ -190,3 +194,20 @@ async def _deliver_one(
         return
     outbox.mark_sent(db, row.message_id, clock())
     report.sent += 1
+
+
+def copied_contacts(notice: AnyNotice, role: str, directory: Directory) -> tuple[Contact, ...]:
+    """The notice's other recipients with an email address, for the letter's ``Cc:`` (each gets its own copy;
+    the header only tells the reader who else was told). The same checks as their own letters: a role the
+    directory cannot resolve, or one the regulator guard would hold, is not named."""
+    copied: list[Contact] = []
+    for other in notice.recipients:
+        if other.role == role:
+            continue
+        try:
+            contact = directory.resolve(other.ods_code, other.role, audit=notice.assessment.audit)
+        except MissingRecipient:
+            continue
+        if contact.email is not None and outbox.regulator_refusal(notice, other.role, contact, directory) is None:
+            copied.append(contact)
+    return tuple(copied)

@@ -11,11 +11,11 @@ import jinja2
 import pytest
 
 from notifications.recipients import Directory
-from notifications.render import Renderer, RenderError, message_id_for, renderer_for
+from notifications.render import Renderer, RenderError, message_id_for, plot_alt, plot_cid, renderer_for, trusted_svg
 from schemas.notices import AnyNotice
 from schemas.signals import Assessment
 from schemas.vocabulary import Space
-from tests.support.samples import ALL_TEMPLATES, SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.samples import ALL_TEMPLATES, SAMPLE_PNG, sample_assessment, sample_notice
 
 DIRECTORY = Directory.load(Path(__file__).parents[1] / "data" / "recipients.yaml")
 REGULATOR_WORDS = ("CQC", "Care Quality Commission", "NHS England", "Welsh Government", "HIW", "Inspectorate")
@@ -57,7 +57,7 @@ def _render(notice: AnyNotice, role: str | None = None, org_name: str | None = N
         notice,
         resolved,
         organisation_name=org_name or notice.assessment.organisation_name,
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.reply_contact(notice.assessment.audit),
     )
     return message.subject, message.text, message.html
@@ -87,8 +87,12 @@ def test_every_template_states_who_what_numbers_and_deadline(template: str, kind
             assert "Monday 7 April 2025" in body  # respond_by
             assert notice.notice_id in body
         assert a.ods_code in subject
-        assert "<svg" in html and 'data-highlight="true"' in html
-        assert "funnel plot" in text.lower()
+        # The plot is a PNG by cid (no inline SVG: mail clients drop it), with the finding in words as alt text.
+        assert "<svg" not in html
+        cid = plot_cid(notice.notice_id)
+        assert f'src="cid:{cid}"' in html and f'alt="{plot_alt(a)}"' in html
+        assert plot_alt(a).startswith(f"{a.ods_code}: ") and "limit" in plot_alt(a)
+        assert "funnel plot" in text.lower() and plot_alt(a) in text
 
 
 @pytest.mark.parametrize("kind", FIXTURES)
@@ -185,7 +189,7 @@ def test_a_malicious_organisation_name_is_escaped_in_html() -> None:
     evil = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
     for template in ALL_TEMPLATES:
         _, text, html = _render(sample_notice(template), org_name=evil)
-        assert "<script>" not in html and "<img" not in html
+        assert "<script>" not in html and "<img src=x" not in html
         assert "&lt;script&gt;" in html and "&amp;" in html
         assert evil in text  # plain text is not HTML: shown as written
 
@@ -195,14 +199,30 @@ def test_subject_is_one_line_even_if_the_name_has_newlines() -> None:
     assert "\n" not in subject and "\r" not in subject
 
 
-def test_an_svg_with_script_is_refused() -> None:
+def test_a_plot_that_is_not_a_png_is_refused() -> None:
     notice = sample_notice("learning_alert")
     resolved = DIRECTORY.recipient("RXF", "patient_safety_lead")
+    for bad in (b'<svg onload="alert(1)"></svg>', b"GIF89a", b""):
+        with pytest.raises(RenderError, match="PNG"):
+            renderer_for("learning").render(
+                notice, resolved, organisation_name="x", funnel_png=bad, contact=DIRECTORY.sender
+            )
+
+
+def test_an_svg_with_script_is_refused_for_a_page() -> None:
     for bad in ('<svg onload="alert(1)"></svg>', "<svg><script>alert(1)</script></svg>", "<div>not svg</div>"):
         with pytest.raises(RenderError):
-            renderer_for("learning").render(
-                notice, resolved, organisation_name="x", funnel_svg=bad, contact=DIRECTORY.sender
-            )
+            trusted_svg(bad)
+
+
+def test_a_letter_without_a_plot_says_so() -> None:
+    notice = sample_notice("potential_alarm")
+    resolved = DIRECTORY.recipient("RXF", "lead_clinician", audit="nela")
+    message = renderer_for("formal").render(
+        notice, resolved, organisation_name="x", funnel_png=None, contact=DIRECTORY.sender
+    )
+    assert message.images == () and "cid:" not in message.html
+    assert "could not be drawn" in message.text and "could not be drawn" in message.html
 
 
 def test_an_undefined_variable_is_an_error_not_a_blank(tmp_path: Path) -> None:
@@ -217,7 +237,7 @@ def test_an_undefined_variable_is_an_error_not_a_blank(tmp_path: Path) -> None:
             sample_notice("learning_alert"),
             DIRECTORY.recipient("RXF", "patient_safety_lead"),
             organisation_name="x",
-            funnel_svg=SAMPLE_SVG,
+            funnel_png=SAMPLE_PNG,
             contact=DIRECTORY.sender,
         )
 
@@ -235,7 +255,7 @@ def test_the_learning_renderer_cannot_render_or_even_find_formal_templates() -> 
             formal_notice,
             DIRECTORY.recipient("RXF", "lead_clinician"),
             organisation_name="x",
-            funnel_svg=SAMPLE_SVG,
+            funnel_png=SAMPLE_PNG,
             contact=DIRECTORY.sender,
         )
     for name in ("potential_alarm.txt.j2", "../formal/potential_alarm.txt.j2", "formal/potential_alarm.txt.j2"):
@@ -251,7 +271,7 @@ def test_the_formal_renderer_cannot_render_or_even_find_learning_templates() -> 
             sample_notice("learning_alert"),
             DIRECTORY.recipient("RXF", "patient_safety_lead"),
             organisation_name="x",
-            funnel_svg=SAMPLE_SVG,
+            funnel_png=SAMPLE_PNG,
             contact=DIRECTORY.sender,
         )
     for name in ("learning_alert.txt.j2", "../learning/learning_alert.html.j2"):
@@ -266,7 +286,7 @@ def test_a_recipient_not_on_the_notice_is_refused() -> None:
             sample_notice("potential_alarm"),
             DIRECTORY.recipient(None, "cqc"),
             organisation_name="x",
-            funnel_svg=SAMPLE_SVG,
+            funnel_png=SAMPLE_PNG,
             contact=DIRECTORY.sender,
         )
 
@@ -277,21 +297,21 @@ def test_message_id_is_deterministic_per_notice_and_recipient() -> None:
         notice,
         DIRECTORY.recipient("RXF", "lead_clinician"),
         organisation_name="x",
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.sender,
     )
     again = renderer_for("formal").render(
         notice,
         DIRECTORY.recipient("RXF", "lead_clinician"),
         organisation_name="x",
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.sender,
     )
     md = renderer_for("formal").render(
         notice,
         DIRECTORY.recipient("RXF", "medical_director"),
         organisation_name="x",
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.sender,
     )
     assert first == again
@@ -319,7 +339,7 @@ def test_render_rate_is_at_least_two_thousand_a_second() -> None:
                     notice,
                     resolved,
                     organisation_name=notice.assessment.organisation_name,
-                    funnel_svg=SAMPLE_SVG,
+                    funnel_png=SAMPLE_PNG,
                     contact=contact,
                 )
                 n += 1
@@ -338,7 +358,7 @@ def test_module_level_render_uses_the_notices_own_space() -> None:
         notice,
         DIRECTORY.recipient("RXF", "lead_clinician", audit="nela"),
         organisation_name="Mid Yorkshire Teaching NHS Trust",
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.sender,
     )
     assert message.headers["X-Signalbox-Space"] == "learning"

@@ -16,6 +16,7 @@ recipient directory that does not load).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -28,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from notifications.plot import funnel_view, render_funnel_svg
+from notifications.plot import PlotFormat, funnel_view, render_funnel
 from rules.book import RuleSetError, load_rules
 from rules.routing import space_for
 from rules.stats import FunnelResult, FunnelSpec, assess
@@ -70,6 +71,12 @@ class Format(StrEnum):
     json = "json"
 
 
+class AssessFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
 CSV_COLUMNS = COLUMNS_BY_MEASURE
 
 
@@ -79,8 +86,15 @@ def read_release_csv(path: Path, measure: str) -> tuple[list[str], dict[str, np.
         raise UsageError(f"The CSV file {path} does not exist.")
     needed = CSV_COLUMNS[measure]
     with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        first = f.readline()
+        f.seek(0)
+        # A spreadsheet in a continental locale saves `;`-separated CSV; headers are matched case-insensitively.
+        delimiter = ";" if first.count(";") > first.count(",") else ","
+        if delimiter == ";":
+            err.print(f"note: {path.name} is read as `;`-separated")
+        reader = csv.DictReader(f, delimiter=delimiter)
+        reader.fieldnames = [h.strip().lower() for h in (reader.fieldnames or [])]
+        header = list(reader.fieldnames)
         missing = [c for c in ("org", *needed) if c not in header]
         if missing:
             raise UsageError(
@@ -161,47 +175,116 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+PLOT_SUFFIXES: dict[str, PlotFormat] = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
+
+
+def _rule_for(rule_set: str, indicator: str | None) -> tuple[Any, str]:
+    """The shipped rule set's indicator rule (``--rule-set NAME --indicator ID``), matched case-insensitively
+    by rule-set name or audit: ``assess`` then uses exactly the spec ``route`` uses."""
+    from rules.book import load_rules
+
+    book = load_rules()
+    matches = [rs for rs in book.rule_sets if rule_set.lower() in (rs.rule_set.lower(), rs.audit.lower())]
+    if not matches:
+        names = ", ".join(sorted(rs.rule_set for rs in book.rule_sets))
+        raise UsageError(f"There is no rule set {rule_set!r}; the shipped ones are {names}.")
+    rs = matches[0]
+    if indicator is None or indicator not in rs.indicators:
+        raise UsageError(
+            f"Name the indicator of rule set {rs.rule_set} with --indicator: one of {', '.join(sorted(rs.indicators))}."
+        )
+    rule = book.get(rs.audit, indicator)
+    assert rule is not None
+    return rule, f"{rs.rule_set} {rs.version}"
+
+
 @app.command("assess")
 def assess_command(
     file: Annotated[Path, typer.Argument(help="CSV: org plus numerator,denominator | observed,expected | mean,sd,n")],
-    measure: Annotated[Measure, typer.Option(help="What the CSV holds.")],
-    method: Annotated[Method, typer.Option(help="How the limits are drawn (which apply depends on the measure).")],
+    measure: Annotated[Measure | None, typer.Option(help="What the CSV holds (from the rule set if given).")] = None,
+    method: Annotated[
+        Method | None, typer.Option(help="How the limits are drawn (which apply depends on the measure).")
+    ] = None,
+    rule_set: Annotated[
+        str | None, typer.Option("--rule-set", help="Use a shipped rule set's indicator exactly, e.g. SSNAP.")
+    ] = None,
+    indicator: Annotated[str | None, typer.Option(help="The rule set's indicator id, e.g. SSNAP-MORT30.")] = None,
     no_overdispersion: Annotated[bool, typer.Option("--no-overdispersion", help="Unadjusted limits.")] = False,
-    adverse: Annotated[Adverse, typer.Option(help="Which direction is worse.")] = Adverse.HIGH,
-    min_volume: Annotated[float, typer.Option(help="Below this volume: insufficient data.")] = 0.0,
-    output_format: Annotated[Format, typer.Option("--format", help="table for people, json for programs.")] = (
-        Format.table
-    ),
-    plot: Annotated[Path | None, typer.Option(help="Also write the funnel plot as SVG to this file.")] = None,
+    adverse: Annotated[Adverse | None, typer.Option(help="Which direction is worse (default high).")] = None,
+    min_volume: Annotated[float | None, typer.Option(help="Below this volume: insufficient data.")] = None,
+    output_format: Annotated[
+        AssessFormat, typer.Option("--format", help="table for people; json (one object a line) or csv for programs.")
+    ] = AssessFormat.table,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write the funnel plot; the format from the extension: .svg, .png, .pdf.")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="The plot's title (default: the file's name).")] = None,
+    x_label: Annotated[str | None, typer.Option("--x-label", help="The plot's x axis label.")] = None,
+    y_label: Annotated[str | None, typer.Option("--y-label", help="The plot's y axis label.")] = None,
+    highlight: Annotated[str | None, typer.Option(help="Ring and name this organisation in the plot.")] = None,
 ) -> None:
     """Assess one national release from a CSV against funnel-plot limits with overdispersion.
 
     Example: signalbox assess release.csv --measure standardised_ratio --method shmi --format json
+    Or, exactly as a shipped rule set decides: signalbox assess release.csv --rule-set SSNAP --indicator SSNAP-MORT30
     """
+    plot_format = None
+    if plot is not None:
+        plot_format = PLOT_SUFFIXES.get(plot.suffix.lower())
+        if plot_format is None:
+            raise fail(f"--plot {plot}: unknown extension {plot.suffix!r}; use .svg, .png or .pdf.")
     try:
-        orgs, cols = read_release_csv(file, measure.value)
-        overrides: dict[str, Any] = {"adverse": adverse.value, "min_volume": min_volume}
-        if no_overdispersion:
-            overrides["overdispersion"] = "none"
-        spec = FunnelSpec.preset(measure, method, **overrides)
+        source: str
+        if rule_set is not None:
+            if measure is not None or method is not None:
+                raise UsageError("--rule-set sets the measure and the method; leave out --measure and --method.")
+            rule, source = _rule_for(rule_set, indicator)
+            spec = rule.spec
+            overrides: dict[str, Any] = {}
+            if adverse is not None:
+                overrides["adverse"] = adverse.value
+            if min_volume is not None:
+                overrides["min_volume"] = min_volume
+            if no_overdispersion:
+                overrides["overdispersion"] = "none"
+            if overrides:
+                spec = dataclasses.replace(spec, **overrides)
+        else:
+            if measure is None or method is None:
+                raise UsageError("Give --measure and --method, or --rule-set and --indicator.")
+            overrides = {"adverse": (adverse or Adverse.HIGH).value, "min_volume": min_volume or 0.0}
+            if no_overdispersion:
+                overrides["overdispersion"] = "none"
+            spec = FunnelSpec.preset(measure, method, **overrides)
+            source = f"{measure.value}, method {method.value}"
+        orgs, cols = read_release_csv(file, str(spec.measure))
         result = assess(spec, **cols)
+        if highlight is not None and highlight not in orgs:
+            raise UsageError(f"--highlight {highlight}: no such organisation in {file.name}.")
     except (UsageError, ValueError) as exc:
         raise fail(str(exc)) from None
-    if plot is not None:
+    if plot is not None and plot_format is not None:
         try:
             plot.parent.mkdir(parents=True, exist_ok=True)
-            view = funnel_view(result, orgs, audience="analyst")  # the analyst's own assessment: every band
-            plot.write_text(render_funnel_svg(view, title=file.stem), encoding="utf-8")
+            view = funnel_view(result, orgs, audience="analyst", addressee=highlight)  # the analyst's own: every band
+            drawn = render_funnel(
+                view, fmt=plot_format, title=title if title is not None else file.stem, x_label=x_label, y_label=y_label
+            )
+            plot.write_bytes(drawn)
         except OSError as exc:
             raise fail(f"The funnel plot cannot be written to {plot} ({exc.strerror}).") from None
     rows = assessment_rows(orgs, result)
     summary = summary_row(result, rows)
-    if output_format is Format.json:
+    if output_format is AssessFormat.json:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
         sys.stdout.write(json.dumps(summary) + "\n")
+    elif output_format is AssessFormat.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     else:
-        table = Table(title=f"{file.name}: {measure.value}, method {method.value} ({result.od_method})")
+        table = Table(title=f"{file.name}: {source} ({result.od_method})")
         for col in ("org", "value", "volume", "z", "z adj", "95% limits", "99.8% limits", "band", "side"):
             table.add_column(col, justify="left" if col in ("org", "band", "side") else "right")
         for r in rows:

@@ -16,8 +16,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStatus, Outcome
+from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStage, CaseStatus, Outcome
 from services.cases.machine import CaseError
+from services.cases.next import NextAction, by_urgency, next_actions, owed_action, resolve_case_id
 from services.cases.replay import disagreement, replay_case
 from services.cases.store import CaseStore
 from services.cli.common import (
@@ -33,6 +34,7 @@ from services.cli.common import (
     warn,
 )
 from services.core.calendar import uk_date
+from services.db import Database
 from services.recording import Recorder
 from services.trail.checkpoint import checkpoint_now
 from services.trail.store import Trail
@@ -53,22 +55,63 @@ def list_cases(
     store: StoreOption = DEFAULT_STORE,
     status: Annotated[str | None, typer.Option(help="Only cases with this status.")] = None,
     ods: Annotated[str | None, typer.Option(help="Only cases of this organisation (ODS code).")] = None,
+    audit: Annotated[str | None, typer.Option(help="Only cases of this audit (e.g. NELA).")] = None,
+    stage: Annotated[str | None, typer.Option(help="Only cases at this stage.")] = None,
+    owed_by: Annotated[
+        str | None, typer.Option(help="Only cases waiting for this party (trust or audit) or role.")
+    ] = None,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only cases whose owed action is overdue.")] = False,
     fmt: FormatOption = "table",
 ) -> None:
-    """List alarm cases, oldest first.  Example: signalbox cases list --status confirmed"""
+    """List alarm cases with what is next, overdue first.  Example: signalbox cases list --owed-by trust"""
     _check_format(fmt)
     if status is not None and status not in get_args(CaseStatus):
         raise fail(f"--status must be one of {', '.join(get_args(CaseStatus))}, not {status!r}")
+    if stage is not None and stage not in get_args(CaseStage):
+        raise fail(f"--stage must be one of {', '.join(get_args(CaseStage))}, not {stage!r}")
+    parties = ("trust", "audit", *get_args(ActorRole))
+    if owed_by is not None and owed_by not in parties:
+        raise fail(f"--owed-by must be one of {', '.join(parties)}, not {owed_by!r}")
+    today = uk_date(system_now())
     with open_store(store) as db:
         cases = CaseStore(db).list(status=status, ods=ods)  # type: ignore[arg-type]
         unreadable = CaseStore(db).unreadable()
+    chosen = []
+    for case in by_urgency(cases, today):
+        owed = owed_action(case, today)
+        if audit is not None and case.audit.lower() != audit.lower():
+            continue
+        if stage is not None and case.stage != stage:
+            continue
+        if owed_by is not None and (owed is None or owed_by not in (owed.party, *owed.roles)):
+            continue
+        if overdue and (owed is None or not owed.overdue):
+            continue
+        chosen.append((case, owed))
     if fmt == "json":
-        typer.echo(json.dumps([c.model_dump(mode="json") for c in cases], indent=2))
+        typer.echo(
+            json.dumps(
+                [
+                    {**c.model_dump(mode="json"), "next": [_action_json(a) for a in next_actions(c, today)]}
+                    for c, _ in chosen
+                ],
+                indent=2,
+            )
+        )
     else:
-        table = Table("case", "organisation", "stage", "status", "deadline", title=f"{len(cases)} alarm case(s)")
-        today = uk_date(system_now())
-        for case in cases:
-            table.add_row(case.case_id, case.ods_code, case.stage, case.status, _deadline(case, today))
+        table = Table(
+            "case", "organisation", "stage", "status", "next", "owed by", "due", "days left", "note",
+            title=f"{len(chosen)} alarm case(s), overdue first",
+        )  # fmt: skip
+        for case, owed in chosen:
+            table.add_row(
+                case.case_id, case.ods_code, case.stage, case.status,
+                owed.kind if owed else "—",
+                f"{owed.party}: {' or '.join(owed.roles)}" if owed else "—",
+                _deadline(case, today),
+                _days_left(owed),
+                case.reason or "",
+            )  # fmt: skip
         console.print(table)
     if unreadable:  # never silently left out of the list
         raise fail(
@@ -78,11 +121,34 @@ def list_cases(
         )
 
 
+def _days_left(owed: NextAction | None) -> str:
+    if owed is None or owed.working_days_left is None:
+        return "—"
+    return "overdue" if owed.overdue else str(owed.working_days_left)
+
+
+def _action_json(a: NextAction) -> dict[str, object]:
+    return {
+        "action": a.kind, "roles": list(a.roles), "party": a.party, "outcomes": list(a.outcomes), "owed": a.owed,
+        "due": a.due.isoformat() if a.due else None, "working_days_left": a.working_days_left,
+        "overdue": a.overdue, "asked": a.asked, "condition": a.condition,
+    }  # fmt: skip
+
+
+def _case_id(db: Database, given: str) -> str:
+    """The full case id for ``given`` (a full id or a unique prefix), or a usage error with "did you mean"."""
+    try:
+        return resolve_case_id(given, (str(r[0]) for r in db.query("SELECT case_id FROM cases")))
+    except LookupError as exc:
+        raise fail(str(exc)) from None
+
+
 @app.command("show")
 def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOption = "table") -> None:
     """Show one case and every transition it went through."""
     _check_format(fmt)
     with open_store(store) as db:
+        case_id = _case_id(db, case_id)
         try:
             case = CaseStore(db).get(case_id)
         except CaseError as exc:  # an unreadable case row: a problem found, named
@@ -99,6 +165,7 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
         body = {
             "case": case.model_dump(mode="json"),
             "transitions": [t.model_dump(mode="json") for t in transitions],
+            "next": [_action_json(a) for a in next_actions(case, uk_date(system_now()))],
         }
         typer.echo(json.dumps(body, indent=2))
         return
@@ -108,7 +175,24 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
     console.print(f"policy {case.policy_version}; opened {case.opened_at.isoformat()}")
     if case.reason:
         console.print(f"reason: {case.reason}")
-    table = Table("#", "at", "what", "from → to", "by", "deadline", "documents")
+    actions = next_actions(case, today)
+    if actions:
+        console.print("next:")
+        for a in actions:
+            when = ""
+            if a.due is not None:
+                when = f", due {a.due.isoformat()}" + (
+                    " (OVERDUE)" if a.overdue else f" ({a.working_days_left} working days left)"
+                )
+            outcomes = f" --outcome {'|'.join(a.outcomes)}" if a.outcomes else ""
+            owed = "owed by" if a.owed else "may be recorded by"
+            console.print(
+                f"  {a.kind}{outcomes}: {owed} the {a.party} ({' or '.join(a.roles)}){when}: {a.asked}"
+                + (f" [{a.condition}]" if a.condition else "")
+            )
+    else:
+        console.print("next: nothing; the case is closed")
+    table = Table("#", "at", "what", "from → to", "by", "deadline", "documents", "note")
     for t in transitions:
         what = t.kind + (f" ({t.outcome})" if t.outcome else "")
         table.add_row(
@@ -119,6 +203,7 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
             f"{t.actor} ({t.actor_role})",
             t.deadline.isoformat() if t.deadline else "—",
             ", ".join(t.documents),
+            t.note,
         )
     console.print(table)
 
@@ -133,6 +218,10 @@ def act(
     outcome: Annotated[str | None, typer.Option(help="For data_check and review.")] = None,
     document: Annotated[list[str] | None, typer.Option(help="A document reference (repeatable).")] = None,
     corrected_data: Annotated[bool, typer.Option(help="provider_response: corrected data were sent.")] = False,
+    reanalysed_value: Annotated[
+        float | None,
+        typer.Option(help="review: the value re-analysed from corrected data (a proportion as a fraction)."),
+    ] = None,
     at: AtOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
@@ -155,12 +244,14 @@ def act(
                 "note": note,
                 "documents": tuple(document or ()),
                 "corrected_data": corrected_data,
+                "reanalysed_value": reanalysed_value,
                 "at": when,
             }
         )
     except ValidationError as exc:
         raise fail(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
     with open_store(store) as db:
+        case_id = _case_id(db, case_id)
         recorder = open_recorder(db, now)
         try:
             result = recorder.cases.act(case_id, recorded)

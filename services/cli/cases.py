@@ -9,6 +9,12 @@ recorder's ``record_case_outcome``); ``signalbox deliver`` sends the letters. Ex
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
+import tempfile
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
@@ -34,8 +40,10 @@ from services.cli.common import (
     warn,
 )
 from services.core.calendar import uk_date
-from services.db import Database
+from services.db import Database, is_postgres_url
+from services.letters.recipients import BESIDE_STORE
 from services.recording import Recorder
+from services.settings import get_settings
 from services.trail.checkpoint import checkpoint_now
 from services.trail.store import Trail
 
@@ -280,25 +288,67 @@ def _deadline(case: Case, today: object) -> str:
 def tick(
     store: StoreOption = DEFAULT_STORE,
     at: AtOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would fire, on a copy of the store; record nothing.")
+    ] = False,
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate", help="Allow an --at in the future: runs on a throwaway copy of the store, never the store."
+        ),
+    ] = False,
+    case: Annotated[list[str] | None, typer.Option("--case", help="Only this case (id or prefix; repeatable).")] = None,
 ) -> None:
     """Fire every case deadline that has passed, once: reminders, and escalation at stages 6–7.
 
-    Run it from cron or a timer; a second run at the same time does nothing.
+    Run it from cron or a timer; a second run at the same time does nothing. ``--dry-run`` and ``--simulate``
+    work on a copy of the store, so a look at next month never fires real deadlines or blocks real actions.
+    Example: signalbox cases tick --simulate --at 2026-03-01T09:00 --case NELA
     """
-    now = at_option(at)
-    with open_store(store) as db:
-        recorder = open_recorder(db, now)
-        outcome = recorder.cases.tick()
-        _checkpoint(recorder)
+    now = at_option(at, FAR_FUTURE) if simulate and at is not None else at_option(at)
+    copy = dry_run or simulate
+    with open_store(store) as real:
+        only = [_case_id(real, c) for c in case] if case else None
+        if copy and is_postgres_url(store):
+            raise fail("--dry-run and --simulate copy a SQLite store; for PostgreSQL, use a copy of the database")
+    with tempfile.TemporaryDirectory(prefix="signalbox-tick-") as folder:
+        target = _sqlite_copy(store, Path(folder)) if copy else store
+        with open_store(target) as db:
+            recorder = open_recorder(db, now)
+            outcome = recorder.cases.tick(only)
+            if not copy:
+                _checkpoint(recorder)
+    prefix = "would fire: " if copy else ""
     for event in outcome.events:
-        typer.echo(f"{event.case_id}: {event.kind}: {event.detail}")
+        typer.echo(f"{prefix}{event.case_id}: {event.kind}: {event.detail}")
     for notice in outcome.notices:
-        typer.echo(f"{notice.case_id}: letter {notice.template} to {', '.join(r.role for r in notice.recipients)}")
-    typer.echo(f"{len(outcome.transitions)} transitions, {len(outcome.notices)} letters queued")
+        typer.echo(
+            f"{prefix}{notice.case_id}: letter {notice.template} to {', '.join(r.role for r in notice.recipients)}"
+        )
+    verb = "would be" if copy else ""
+    typer.echo(
+        f"{len(outcome.transitions)} transitions, {len(outcome.notices)} letters {verb + ' ' if verb else ''}queued"
+        + (" (on a copy: nothing was recorded)" if copy else "")
+    )
     for refused in outcome.refused[:-1]:
         fail(refused, FAILED)
     if outcome.refused:
         raise fail(outcome.refused[-1], FAILED)
+
+
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _sqlite_copy(store: str, folder: Path) -> str:
+    """A consistent copy of a SQLite store (and the recipient directory beside it) in ``folder``."""
+    source = Path(store.removeprefix("sqlite:///"))
+    target = folder / source.name
+    with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+    beside = source.parent / BESIDE_STORE
+    if beside.is_file() and not get_settings().recipients:
+        shutil.copyfile(beside, folder / BESIDE_STORE)
+    return str(target)
 
 
 def _checkpoint(recorder: Recorder) -> None:

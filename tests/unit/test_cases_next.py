@@ -101,3 +101,31 @@ def test_cases_list_shows_next_and_filters_by_who_owes(store: str) -> None:
     assert json.loads(result.stdout) == []
     result = runner.invoke(cli.app, ["list", "--store", store, "--overdue", "--format", "json"])
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 1  # opened 2025: overdue by the real clock
+
+
+def _seq(store: str) -> int:
+    with Database(store) as db:
+        return int(db.query("SELECT seq FROM cases")[0][0])
+
+
+def test_a_dry_run_tick_prints_what_would_fire_and_records_nothing(store: str) -> None:
+    result = runner.invoke(cli.app, ["tick", "--store", store, "--dry-run"])  # the 2025 deadline has long passed
+    assert result.exit_code == 0, result.output
+    assert "would fire: " in result.stdout and "deadline_missed" in result.stdout
+    assert "nothing was recorded" in result.stdout
+    assert _seq(store) == 1
+    result = runner.invoke(cli.app, ["tick", "--store", store, "--case", "SSNAP"])  # no such case
+    assert result.exit_code == 2 and "there is no case" in result.stderr
+    assert _seq(store) == 1
+
+
+def test_a_future_tick_needs_simulate_and_then_touches_only_a_copy(store: str) -> None:
+    future = "2099-01-04T09:00"
+    result = runner.invoke(cli.app, ["tick", "--store", store, "--at", future])
+    assert result.exit_code == 2 and "in the future" in result.stderr
+    result = runner.invoke(cli.app, ["tick", "--store", store, "--at", future, "--simulate", "--case", "NELA"])
+    assert result.exit_code == 0, result.output
+    assert "would fire: " in result.stdout and _seq(store) == 1
+    result = runner.invoke(cli.app, ["tick", "--store", store, "--case", decision().case_id])  # the real tick
+    assert result.exit_code == 0, result.output
+    assert _seq(store) == 2

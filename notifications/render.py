@@ -271,8 +271,11 @@ class Renderer:
         organisation_name: str,
         funnel_png: bytes | None,
         contact: Contact,
+        audit_name: str | None = None,
+        signatory: Contact | None = None,
     ) -> RenderedMessage:
         """Render ``notice`` for one of its recipients. ``contact`` is who the reader should reply to;
+        ``audit_name`` the audit's full name and ``signatory`` who signs (its clinical lead), from the directory;
         ``funnel_png`` the release's plot as this notice's readers may see it (None: the letter says so)."""
         if notice.space != self.space:
             raise RenderError(f"the {self.space} renderer does not render {notice.space} notices ({notice.notice_id})")
@@ -294,7 +297,10 @@ class Renderer:
             "notice": notice,
             "facts": notice.facts,
             "a": a,
-            "audit_name": str(notice.facts.get("audit_name") or a.audit.upper()),
+            "audit_name": str(notice.facts.get("audit_name") or audit_name or a.audit.upper()),
+            "signatory": signatory,
+            # A reader at the trust reads about their own result; a regulator or the audit about the trust's.
+            "result_label": "Your result" if recipient.ods_code == notice.ods_code else f"{organisation_name}'s result",
             "n": _numbers(a, notice.facts.get("reanalysed_value")),
             "org": SimpleNamespace(name=organisation_name, ods_code=notice.ods_code, country=a.country),
             "country_name": COUNTRY_NAMES.get(a.country, a.country),
@@ -364,8 +370,16 @@ def render(
     organisation_name: str,
     funnel_png: bytes | None,
     contact: Contact,
+    audit_name: str | None = None,
+    signatory: Contact | None = None,
 ) -> RenderedMessage:
     """Render with the renderer of the notice's own space (the only one that has its templates)."""
     return renderer_for(notice.space).render(
-        notice, recipient, organisation_name=organisation_name, funnel_png=funnel_png, contact=contact
+        notice,
+        recipient,
+        organisation_name=organisation_name,
+        funnel_png=funnel_png,
+        contact=contact,
+        audit_name=audit_name,
+        signatory=signatory,
     )

@@ -230,6 +230,8 @@ def assess_command(
     """
     plot_format = None
     if plot is not None:
+        if plot.is_dir():
+            raise fail(f"The funnel plot cannot be written to {plot} (it is a folder); name a .svg, .png or .pdf file.")
         plot_format = PLOT_SUFFIXES.get(plot.suffix.lower())
         if plot_format is None:
             raise fail(f"--plot {plot}: unknown extension {plot.suffix!r}; use .svg, .png or .pdf.")

@@ -165,6 +165,8 @@ async def _deliver_one(
             organisation_name=notice.assessment.organisation_name,
             funnel_png=plot_for(notice),
             contact=reply_to,
+            audit_name=directory.audit_name(notice.assessment.audit),
+            signatory=_signatory(notice, directory),
         )
     except RenderError as exc:
         dead(f"cannot render: {exc}")
@@ -211,3 +213,11 @@ def copied_contacts(notice: AnyNotice, role: str, directory: Directory) -> tuple
         if contact.email is not None and outbox.regulator_refusal(notice, other.role, contact, directory) is None:
             copied.append(contact)
     return tuple(copied)
+
+
+def _signatory(notice: AnyNotice, directory: Directory) -> Contact | None:
+    """Who signs a letter: the audit's clinical lead from the directory (none listed: the letter is unsigned)."""
+    try:
+        return directory.resolve(None, "audit_clinical_lead", audit=notice.assessment.audit)
+    except MissingRecipient:
+        return None

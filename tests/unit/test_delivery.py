@@ -339,7 +339,8 @@ async def test_eml_files_are_named_by_message_id_and_a_rerun_rewrites_them(db: D
         recipient = directory.recipient(row.ods_code, row.recipient_role, audit="nela")
         rendered = renderer_for("formal").render(
             notice, recipient, organisation_name=notice.assessment.organisation_name,
-            funnel_png=SAMPLE_PNG, contact=directory.reply_contact("nela"),
+            funnel_png=SAMPLE_PNG, contact=directory.reply_contact("nela"), audit_name=directory.audit_name("nela"),
+            signatory=directory.resolve(None, "audit_clinical_lead", audit="nela"),
         )  # fmt: skip
         copied = copied_contacts(notice, row.recipient_role, directory)
         reply_to = directory.reply_contact("nela")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,11 @@ def test_every_template_states_who_what_numbers_and_deadline(template: str, kind
             assert "6.1% to 11.8%" in body and "4.7% to 13.6%" in body
             assert a.method in body and a.od_method in body
             assert "1.734" in body and "0.0123" in body  # phi and tau²
-            assert "Monday 7 April 2025" in body  # respond_by
+            if template != "case_outcome":  # an outcome asks nothing more of the trust
+                assert "Monday 7 April 2025" in body  # respond_by
             assert notice.notice_id in body
         assert a.ods_code in subject
+        assert ("Your result" in text) == (recipient.ods_code == a.ods_code)  # a regulator reads the trust's
         # The plot is a PNG by cid (no inline SVG: mail clients drop it), with the finding in words as alt text.
         assert "<svg" not in html
         cid = plot_cid(notice.notice_id)
@@ -363,3 +366,26 @@ def test_module_level_render_uses_the_notices_own_space() -> None:
     )
     assert message.headers["X-Signalbox-Space"] == "learning"
     assert "CUSUM" in message.text and "4.5" in message.text and "Thursday 27 February 2025" in message.text
+
+
+def test_letters_name_the_audit_in_full_and_are_signed_by_its_clinical_lead() -> None:
+    notice = sample_notice("regulator_notice")
+    resolved = DIRECTORY.recipient(None, "nhs_england")
+    lead = DIRECTORY.resolve(None, "audit_clinical_lead", audit="nela")
+    message = renderer_for("formal").render(
+        notice, resolved, organisation_name="Mid Yorkshire Teaching NHS Trust", funnel_png=None,
+        contact=DIRECTORY.sender, audit_name=DIRECTORY.audit_name("nela"), signatory=lead,
+    )  # fmt: skip
+    for body in (message.text, unescape(message.html)):
+        assert "The National Emergency Laparotomy Audit has confirmed" in body and "The NELA" not in body
+        assert lead.name in body and "Clinical lead, National Emergency Laparotomy Audit" in body
+        assert "Your result" not in body and "Mid Yorkshire Teaching NHS Trust's result" in body
+
+
+def test_a_learning_letter_addresses_each_reader_by_role_and_promises_no_secrecy_it_cannot_keep() -> None:
+    notice = sample_notice("learning_alert")
+    for role, other in (("patient_safety_lead", "lead clinician"), ("lead_clinician", "patient-safety lead")):
+        _, text, page = _render(notice, role)
+        for body in (text, unescape(page)):
+            assert f"confidential to you and the trust's {other}" in body
+            assert "not published" not in body and "signalbox sends it to no regulator" in body

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import sys
 import tempfile
 from contextlib import closing
 from datetime import UTC, datetime
@@ -48,7 +49,8 @@ from services.trail.checkpoint import checkpoint_now
 from services.trail.store import Trail
 
 app = typer.Typer(name="cases", help="Alarm cases in the formal accountability space.", no_args_is_help=True)
-console = Console(markup=False, highlight=False)  # people type notes and names: never parsed as markup
+# People type notes and names: never parsed as markup. Wide when piped, so case ids are never cut.
+console = Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 200)
 
 FormatOption = Annotated[str, typer.Option("--format", help="table (for people) or json (for tools).")]
 
@@ -107,10 +109,10 @@ def list_cases(
             )
         )
     else:
-        table = Table(
-            "case", "organisation", "stage", "status", "next", "owed by", "due", "days left", "note",
-            title=f"{len(chosen)} alarm case(s), overdue first",
-        )  # fmt: skip
+        table = Table(title=f"{len(chosen)} alarm case(s), overdue first")
+        for column in ("case", "organisation", "stage", "status", "next", "owed by", "due", "days left", "note"):
+            # Folded, never cut with an ellipsis: a case id is copied from here into the next command.
+            table.add_column(column, overflow="fold")
         for case, owed in chosen:
             table.add_row(
                 case.case_id, case.ods_code, case.stage, case.status,

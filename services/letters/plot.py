@@ -62,7 +62,11 @@ class LetterPlots:
         view = funnel_view(result, labels, audience=plot_audience(notice), addressee=a.ods_code)
         words = {
             "title": f"{a.indicator_name}, {a.period.label}",
-            "y_label": value_label(a.measure, rule.indicator.unit if rule is not None else "", ""),
+            "y_label": value_label(
+                a.measure,
+                rule.indicator.unit if rule is not None else "",
+                a.indicator_name if a.measure == "mean" else "",
+            ),
         }
         return view, words
 

@@ -26,7 +26,7 @@ from markupsafe import Markup
 from notifications.recipients import ROLE_LABELS, Contact, ResolvedRecipient
 from schemas.notices import AnyNotice
 from schemas.signals import REGULATOR_ROLES, Assessment
-from schemas.vocabulary import Space
+from schemas.vocabulary import Band, Space
 
 TEMPLATE_ROOT = Path(__file__).parent / "templates"
 SPACES: tuple[Space, ...] = tuple(Space)
@@ -102,16 +102,15 @@ def plot_alt(a: Assessment) -> str:
     m = a.measure
     value = _on_scale(a.value, m)
     volume = _volume(a.volume, m)
-    if a.band == "insufficient_data" or a.value is None:
+    if a.band == Band.INSUFFICIENT_DATA or a.value is None:
         return f"{a.ods_code}: {value} for {volume}, too few to judge against the limits"
     high = a.target is None or a.value >= a.target
     lim = a.limits
-    if a.band in ("alarm", "alert"):
-        level, limit = (
-            ("99.8%", lim.alarm_upper if high else lim.alarm_lower)
-            if a.band == "alarm"
-            else ("95%", lim.alert_upper if high else lim.alert_lower)
-        )
+    if a.band == Band.ALARM:
+        level, limit = "99.8%", lim.alarm_upper if high else lim.alarm_lower
+    elif a.band == Band.ALERT:
+        level, limit = "95%", lim.alert_upper if high else lim.alert_lower
+    if a.band in (Band.ALARM, Band.ALERT):
         where = "above" if high else "below"
         return f"{a.ods_code}: {value}, {where} the {level} limit of {_on_scale(limit, m)} for {volume}"
     return (

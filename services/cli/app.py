@@ -49,9 +49,32 @@ app = typer.Typer(
     help="Route clinical-audit outlier signals: alerts to a protected learning space, alarms to the formal space. "
     "Exit codes: 0 done, 1 a check failed or an action was refused, 2 the command could not run as asked.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"signalbox {version('signalbox')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("signalbox (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Route clinical-audit outlier signals: alerts to a protected learning space, alarms to the formal space.
+    Exit codes: 0 done, 1 a check failed or an action was refused, 2 the command could not run as asked."""
+
+
 schemas_app = typer.Typer(help="The v1 event contract and output records as JSON Schema.", no_args_is_help=True)
 rules_app = typer.Typer(help="Rule sets: one YAML file per audit.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
@@ -369,8 +392,12 @@ def route_command(
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the outputs are written.")] = Path("out"),
     recipients: Annotated[
-        Path, typer.Option(help="Recipient directory (YAML): who holds each role at each trust.")
-    ] = DEFAULT_RECIPIENTS,
+        Path | None,
+        typer.Option(
+            help="Recipient directory (YAML): who holds each role at each trust (default: SIGNALBOX_RECIPIENTS, "
+            "else the shipped example)."
+        ),
+    ] = None,
     deliver: Annotated[bool, typer.Option(help="Send the letters (SMTP if configured, else .eml files).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on large inputs.")] = True,
 ) -> None:
@@ -386,6 +413,11 @@ def route_command(
         rules = load_rules(rules_dir)
     except RuleSetError as exc:
         raise fail(str(exc)) from None
+    if recipients is None:  # the same directory every other command uses: the setting, else the example
+        try:
+            recipients = get_settings().recipients or DEFAULT_RECIPIENTS
+        except SettingsError as exc:
+            raise fail(str(exc)) from None
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
     size = file_size(file)

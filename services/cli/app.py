@@ -38,6 +38,7 @@ from schemas.config_files import ConfigFileError
 from schemas.vocabulary import Adverse, Band, Measure, Method, Side, Space, Stream, count_key
 from services.cli.cases import app as cases_app
 from services.cli.common import FAILED, USAGE, AtOption, StoreOption, at_option, err, fail, open_recorder, open_store
+from services.cli.letters import app as letters_app
 from services.cli.trail import app as trail_app
 from services.embedded import RunSummary, UsageError, file_size, run_embedded
 from services.kafka.topics import INPUT_TOPIC
@@ -81,6 +82,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
 app.add_typer(trail_app, name="trail")
 app.add_typer(cases_app, name="cases")
+app.add_typer(letters_app, name="letters")
 
 # Wide enough for the tables when the output goes to a file or a pipe rather than a terminal.
 out = Console(width=None if sys.stdout.isatty() else 160)

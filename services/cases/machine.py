@@ -56,6 +56,14 @@ OVERRIDER: tuple[ActorRole, ...] = ("audit_clinical_lead",)
 for _stage, _kinds in ALLOWED.items():
     if _stage != "closed":
         _kinds["supersession_override"] = OVERRIDER
+        # Recorded at any open stage without moving the case on: who and why go to the trail.
+        _kinds["note"] = (*AUDIT, "lead_clinician", "medical_director", "chief_executive")
+        _kinds["correction"] = AUDIT
+        _kinds["extend_deadline"] = ("audit_clinical_lead",)
+ALLOWED["confirmation"]["phone_call"] = ("audit_clinical_lead",)  # HQIP stage 5: a call before the letter
+ALLOWED["closed"]["reopen"] = ("audit_clinical_lead",)
+# Kinds that record something on the case without moving it to another stage.
+IN_PLACE = frozenset({"note", "phone_call", "correction", "extend_deadline"})
 
 # Who owes the action at each stage with a deadline: the party a missed deadline reminds.
 # A reminder for a missed (non-escalating) deadline asks for the action within this many working days.
@@ -215,8 +223,11 @@ def _pinned(case: Case) -> Deadlines:
 
 def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -> Result:
     """Apply a person's action to a case, or raise CaseError saying why it is not allowed."""
-    if case.stage == "closed":
-        raise CaseError(f"case {case.case_id} is closed ({case.status}); no further action can be recorded")
+    if case.stage == "closed" and action.kind != "reopen":
+        raise CaseError(
+            f"case {case.case_id} is closed ({case.status}); no further action can be recorded (the audit clinical"
+            " lead may reopen it with a reason)"
+        )
     allowed = ALLOWED[case.stage]
     if action.kind not in allowed:
         raise CaseError(f"{action.kind} is not allowed at stage {case.stage}; expected {' or '.join(allowed)}")
@@ -259,6 +270,21 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
             update={"superseded_by": None, "overridden_releases": (*case.overridden_releases, case.superseded_by)}
         )
         step.event("supersession_overridden", f"going on despite release {case.superseded_by}: {action.note}")
+    elif kind in ("note", "phone_call", "correction"):
+        step.move(case.stage)  # nothing moves: the transition records who, what and why
+    elif kind == "extend_deadline":
+        assert action.new_deadline is not None
+        if case.deadline is None or action.new_deadline <= case.deadline:
+            raise CaseError(
+                f"the new deadline {action.new_deadline.isoformat()} must be later than the current one "
+                f"({case.deadline.isoformat() if case.deadline else 'none at this stage'})"
+            )
+        step.move(case.stage)
+        step.case = step.case.model_copy(update={"deadline": action.new_deadline})
+    elif kind == "reopen":
+        # Back to where the audit decides again: the data check if the trust was never told, else the review.
+        step.move("data_check" if case.provider_told_at is None else "review", status="open")
+        step.case = step.case.model_copy(update={"reason": None})
     elif kind == "data_check" and outcome == "case_to_answer":
         step.move("provider_told")
     elif kind in ("data_check", "review") and outcome == "no_case_to_answer":

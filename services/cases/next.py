@@ -13,10 +13,12 @@ from datetime import date
 from typing import Literal
 
 from schemas.cases import OUTCOMES_BY_KIND, ActionKind, ActorRole, Case
-from services.cases.machine import ALLOWED, ASKED, AUDIT, OWED_BY
+from services.cases.machine import ALLOWED, ASKED, AUDIT, IN_PLACE, OWED_BY
 from services.core.calendar import working_days_between
 
 Party = Literal["trust", "audit"]
+# Allowed at a stage but never what the stage waits for: overrides and records that leave the case where it is.
+NOT_OWED = frozenset({"supersession_override", "reopen", *IN_PLACE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +41,6 @@ def party_of(role: str) -> Party:
 
 def next_actions(case: Case, today: date) -> list[NextAction]:
     """The actions the process allows on ``case`` now, the owed one first; none for a closed case."""
-    if case.stage == "closed":
-        return []
     owed_role = OWED_BY.get(case.stage)
     due = case.deadline
     overdue = due is not None and today > due
@@ -49,7 +49,7 @@ def next_actions(case: Case, today: date) -> list[NextAction]:
     for kind, roles in ALLOWED[case.stage].items():
         if kind == "supersession_override" and case.superseded_by is None:
             continue  # allowed only while a later release awaits review
-        owed = owed_role is not None and owed_role in roles and kind != "supersession_override"
+        owed = owed_role is not None and owed_role in roles and kind not in NOT_OWED
         condition = ""
         if case.stage == "provider_response" and kind == "review":
             owed = False
@@ -76,6 +76,11 @@ _ASKED_OTHER: dict[str, str] = {
     "review": "review without a response, once the trust's deadline has passed",
     "supersession_override": "go on despite a later release that no longer shows an alarm, saying why",
     "publish": "publish the results once the process is complete",
+    "note": "add a note or a document reference (the case stays where it is)",
+    "phone_call": "record the phone call to the trust's lead clinician before the written confirmation",
+    "correction": "correct a mis-recorded action by a compensating entry, saying what and why",
+    "extend_deadline": "give this stage a later deadline, saying why (--new-deadline)",
+    "reopen": "reopen the closed case, saying why",
 }
 
 

@@ -228,6 +228,9 @@ def act(
     outcome: Annotated[str | None, typer.Option(help="For data_check and review.")] = None,
     document: Annotated[list[str] | None, typer.Option(help="A document reference (repeatable).")] = None,
     corrected_data: Annotated[bool, typer.Option(help="provider_response: corrected data were sent.")] = False,
+    new_deadline: Annotated[
+        str | None, typer.Option(help="extend_deadline: the stage's new deadline (YYYY-MM-DD), with --note why.")
+    ] = None,
     reanalysed_value: Annotated[
         float | None,
         typer.Option(help="review: the value re-analysed from corrected data (a proportion as a fraction)."),
@@ -255,6 +258,7 @@ def act(
                 "documents": tuple(document or ()),
                 "corrected_data": corrected_data,
                 "reanalysed_value": reanalysed_value,
+                "new_deadline": new_deadline,
                 "at": when,
             }
         )

@@ -142,12 +142,19 @@ def render_funnel(
     title: str = "",
     x_label: str | None = None,
     y_label: str | None = None,
+    limits: Literal["95", "99.8", "both"] = "both",
+    multiplier: float = 1.0,
+    labels: Sequence[tuple[str, float, float]] = (),
 ) -> bytes:
     """Draw a ``FunnelView`` as ``fmt`` bytes: target, labelled alert and alarm limits, the view's points.
 
     The highlighted point (the addressee) is ringed, named and drawn above everything else; the legend sits
     outside the data area, below it, so it never covers a point. The output is deterministic for the same view
     (no dates or software versions in it), so a letter sent twice is byte-identical.
+
+    The analyst's options (``signalbox assess``): ``limits`` which pair of limits to draw, ``multiplier`` the
+    display scale (100 shows a proportion as a percentage; classification never uses it), ``labels`` further
+    points to name (organisation, volume, value). Letters use the defaults.
     """
     if fmt not in PLOT_FORMATS:
         raise ValueError(f"unknown plot format {fmt!r}; one of {', '.join(PLOT_FORMATS)}")
@@ -163,13 +170,17 @@ def render_funnel(
         figure = Figure(figsize=_FIGSIZE, layout="constrained")
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        axes.axhline(view.target, color="#333333", linewidth=1.0, label="Target (national figure)")
-        axes.plot(curve["volume"], curve["ll_alert"], color="#e69f00", linestyle="--", label="95% limits")
-        axes.plot(curve["volume"], curve["ul_alert"], color="#e69f00", linestyle="--")
-        axes.plot(curve["volume"], curve["ll_alarm"], color="#d55e00", linestyle="-", label="99.8% limits")
-        axes.plot(curve["volume"], curve["ul_alarm"], color="#d55e00", linestyle="-")
+        k = float(multiplier)
+        curve = {name: (column * k if name != "volume" else column) for name, column in curve.items()}
+        axes.axhline(view.target * k, color="#333333", linewidth=1.0, label="Target (national figure)")
+        pairs = {"95": ("alert", "95%", "#e69f00", "--", -3), "99.8": ("alarm", "99.8%", "#d55e00", "-", 3)}
+        shown = [pairs[x] for x in (("95", "99.8") if limits == "both" else (limits,))]
+        for level, text, colour, style, _ in shown:
+            axes.plot(curve["volume"], curve[f"ll_{level}"], color=colour, linestyle=style, label=f"{text} limits")
+            axes.plot(curve["volume"], curve[f"ul_{level}"], color=colour, linestyle=style)
         # Each limit named at the wide end of its line: the outer (99.8%) above it, the inner (95%) below it.
-        for key, text, colour, dy in (("ul_alert", "95%", "#e69f00", -3), ("ul_alarm", "99.8%", "#d55e00", 3)):
+        for level, text, colour, _, dy in shown:
+            key = f"ul_{level}"
             ys = curve[key][np.isfinite(curve[key])]
             if ys.size:
                 xs = curve["volume"][np.isfinite(curve[key])]
@@ -180,15 +191,18 @@ def render_funnel(
         handles: list[object] = []
         if view.volume.size:
             axes.scatter(
-                view.volume, view.value, c=list(view.colour), s=22, zorder=3, edgecolors="white", linewidths=0.5,
+                view.volume, view.value * k, c=list(view.colour), s=22, zorder=3, edgecolors="white", linewidths=0.5,
                 label=view.points_label,
             )  # fmt: skip
             if view.points_label is None:  # the analyst's plot: one legend entry per colour shown
                 for colour in dict.fromkeys(view.colour):
                     meaning = _COLOUR_MEANING.get(colour, colour)
                     handles.append(Line2D([], [], marker="o", linestyle="", color=colour, label=meaning))
+        for name, x, y in labels:
+            axes.annotate(printable(name), (x, y * k), xytext=(4, 4), textcoords="offset points", fontsize=7)
         if view.highlight is not None:
             name, x, y = view.highlight
+            y = y * k
             axes.scatter(
                 [x], [y], s=120, facecolors="none", edgecolors="black", linewidths=1.5, zorder=HIGHLIGHT_Z, label=name,
                 clip_on=False,
@@ -220,14 +234,16 @@ def render_funnel(
     return buffer.getvalue()
 
 
-def render_funnel_svg(view: FunnelView, title: str = "", **labels: str | None) -> str:
+def render_funnel_svg(view: FunnelView, title: str = "", x_label: str | None = None, y_label: str | None = None) -> str:
     """The plot as an SVG document: the web view and the analyst's ``.svg``. Letters carry the PNG."""
-    return render_funnel(view, fmt="svg", title=title, **labels).decode("utf-8")
+    return render_funnel(view, fmt="svg", title=title, x_label=x_label, y_label=y_label).decode("utf-8")
 
 
-def render_funnel_png(view: FunnelView, title: str = "", **labels: str | None) -> bytes:
+def render_funnel_png(
+    view: FunnelView, title: str = "", x_label: str | None = None, y_label: str | None = None
+) -> bytes:
     """The plot as a PNG at ``PNG_SCALE``× ``LETTER_WIDTH_PX``: what a letter embeds (mail clients show no SVG)."""
-    return render_funnel(view, fmt="png", title=title, **labels)
+    return render_funnel(view, fmt="png", title=title, x_label=x_label, y_label=y_label)
 
 
 def value_label(measure: str, unit: str = "", name: str = "") -> str:

@@ -100,6 +100,19 @@ class Format(StrEnum):
     json = "json"
 
 
+class PlotLabels(StrEnum):
+    outliers = "outliers"
+    highlight = "highlight"
+    both = "both"
+    none = "none"
+
+
+class PlotLimits(StrEnum):
+    p95 = "95"
+    p998 = "99.8"
+    both = "both"
+
+
 class AssessFormat(StrEnum):
     table = "table"
     json = "json"
@@ -251,6 +264,16 @@ def assess_command(
     x_label: Annotated[str | None, typer.Option("--x-label", help="The plot's x axis label.")] = None,
     y_label: Annotated[str | None, typer.Option("--y-label", help="The plot's y axis label.")] = None,
     highlight: Annotated[str | None, typer.Option(help="Ring and name this organisation in the plot.")] = None,
+    label: Annotated[
+        PlotLabels, typer.Option(help="Name in the plot: the organisations beyond a limit, the highlighted one, both.")
+    ] = PlotLabels.highlight,
+    limits: Annotated[PlotLimits, typer.Option(help="Which limits the plot draws (classification uses both).")] = (
+        PlotLimits.both
+    ),
+    multiplier: Annotated[float, typer.Option(help="Display scale of the plot's y axis, e.g. 100 for per cent.")] = 1.0,
+    trim: Annotated[
+        float | None, typer.Option(help="Winsorisation/truncation fraction for the overdispersion estimate (0–0.5).")
+    ] = None,
 ) -> None:
     """Assess one national release from a CSV against funnel-plot limits with overdispersion.
 
@@ -278,6 +301,8 @@ def assess_command(
                 overrides["min_volume"] = min_volume
             if no_overdispersion:
                 overrides["overdispersion"] = "none"
+            if trim is not None:
+                overrides["trim_fraction"] = trim
             if overrides:
                 spec = dataclasses.replace(spec, **overrides)
         else:
@@ -286,6 +311,8 @@ def assess_command(
             overrides = {"adverse": (adverse or Adverse.HIGH).value, "min_volume": min_volume or 0.0}
             if no_overdispersion:
                 overrides["overdispersion"] = "none"
+            if trim is not None:
+                overrides["trim_fraction"] = trim
             spec = FunnelSpec.preset(measure, method, **overrides)
             source = f"{measure.value}, method {method.value}"
         orgs, cols = read_release_csv(file, str(spec.measure))
@@ -298,8 +325,24 @@ def assess_command(
         try:
             plot.parent.mkdir(parents=True, exist_ok=True)
             view = funnel_view(result, orgs, audience="analyst", addressee=highlight)  # the analyst's own: every band
+            named = []
+            if label in (PlotLabels.outliers, PlotLabels.both):
+                named = [
+                    (o, float(result.volume[i]), float(result.value[i]))
+                    for i, o in enumerate(orgs)
+                    if str(result.band[i]) in ("alert", "alarm") and o != highlight
+                ]
+            if label in (PlotLabels.outliers, PlotLabels.none) and highlight is not None:
+                view = dataclasses.replace(view, highlight=None)
             drawn = render_funnel(
-                view, fmt=plot_format, title=title if title is not None else file.stem, x_label=x_label, y_label=y_label
+                view,
+                fmt=plot_format,
+                title=title if title is not None else file.stem,
+                x_label=x_label,
+                y_label=y_label,
+                limits=limits.value,
+                multiplier=multiplier,
+                labels=named,
             )
             plot.write_bytes(drawn)
         except OSError as exc:

@@ -78,7 +78,7 @@ class LetterPlots:
             if found is None:
                 return None
             view, words = found
-            self._drawn[key] = render_funnel(view, fmt=fmt, **words)
+            self._drawn[key] = render_funnel(view, fmt=fmt, title=words["title"], y_label=words["y_label"])
         return self._drawn[key]
 
     def funnel_for(self, notice: AnyNotice) -> str:

@@ -125,3 +125,23 @@ def test_a_rule_set_without_an_indicator_names_the_choices(ratio_csv: Path) -> N
     assert result.exit_code == 2 and "SSNAP-MORT30" in result.output
     result = runner.invoke(app, ["assess", str(ratio_csv), "--rule-set", "NOPE", "--indicator", "X"])
     assert result.exit_code == 2 and "no rule set" in result.output
+
+
+def test_funnelplotr_level_plot_options(ratio_csv: Path, tmp_path: Path) -> None:
+    base = ["assess", str(ratio_csv), "--measure", "standardised_ratio", "--method", "cqc"]
+    plot = tmp_path / "only95.svg"
+    result = runner.invoke(app, [*base, "--plot", str(plot), "--limits", "95", "--label", "outliers"])
+    assert result.exit_code == 0, result.output
+    text = plot.read_text()
+    assert ">95% limits<" in text and ">99.8% limits<" not in text  # the legend entries of the limit lines
+    rows = [json.loads(line) for line in runner.invoke(app, [*base, "--format", "json"]).stdout.splitlines()[:-1]]
+    flagged = [r["org"] for r in rows if r["band"] in ("alert", "alarm")]
+    assert flagged and all(org in text for org in flagged)
+    scaled = tmp_path / "scaled.svg"
+    assert runner.invoke(app, [*base, "--plot", str(scaled), "--multiplier", "100"]).exit_code == 0
+    assert scaled.read_text() != (tmp_path / "only95.svg").read_text()
+    phi = [
+        json.loads(runner.invoke(app, [*base, "--format", "json", "--trim", t]).stdout.splitlines()[-1])["phi"]
+        for t in ("0.05", "0.3")
+    ]
+    assert phi[0] != phi[1]  # the trim fraction reaches the overdispersion estimate

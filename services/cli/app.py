@@ -330,7 +330,7 @@ def assess_command(
                 named = [
                     (o, float(result.volume[i]), float(result.value[i]))
                     for i, o in enumerate(orgs)
-                    if str(result.band[i]) in ("alert", "alarm") and o != highlight
+                    if str(result.band[i]) in (Band.ALERT, Band.ALARM) and o != highlight
                 ]
             if label in (PlotLabels.outliers, PlotLabels.none) and highlight is not None:
                 view = dataclasses.replace(view, highlight=None)

@@ -3,7 +3,8 @@ letters, for the web console and its API. Every page and API route asks these fu
 
 Audiences:
 
-* ``trust``: its own organisation only. Its learning-space alerts and good-practice notices; its alarm cases
+* ``trust``: its own organisation only. Its learning-space alerts (the safety lead and lead clinician
+  only, as their letters) and good-practice notices; its alarm cases
   from the moment the trust is told (never during the audit's internal data check, nor a case closed there);
   on a case page, the history from that moment.
 * ``audit``: the audits it is bound to: their releases (every organisation's band: an audit team holds the
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from schemas.cases import Case, CaseTransition
+from schemas.signals import LearningRole
+from schemas.vocabulary import Space
 
 Audience = Literal["trust", "audit", "regulator"]
+LEARNING_ROLES: tuple[str, ...] = get_args(LearningRole)
 # The case's stages before the trust is told: the audit's internal check.
 BEFORE_TRUST_TOLD = frozenset({"data_check", "provider_told"})
 # The regulator's view of a confirmed case: these fields, nothing else.
@@ -56,10 +60,15 @@ def case_visible(case: Case, audience: Audience, *, org: str | None, audits: Seq
     return regulator_may_see(case)
 
 
-def learning_visible(audience: Audience, item_ods: str, *, org: str | None) -> bool:
-    """Learning-space and good-practice items, one by one: only the trust's own. Never a regulator's; an audit team
-    sees its releases whole (``release_visible``), not the trust's protected space."""
-    return audience == "trust" and org is not None and item_ods == org
+def learning_visible(audience: Audience, item_ods: str, *, org: str | None, role: str, space: str) -> bool:
+    """Learning-space and good-practice items, one by one: only the trust's own. A learning-space alert only to the
+    roles the learning space is addressed to (``LearningRole``: the safety lead and the lead clinician), as its
+    letter is: a medical director or chief executive holds the trust's formal accountability, and the learning
+    function depends on an alert not reaching them through us. Good practice to any of the trust's roles. Never a
+    regulator's; an audit team sees its releases whole (``release_visible``), not the trust's protected space."""
+    if audience != "trust" or org is None or item_ods != org:
+        return False
+    return space != Space.LEARNING or role in LEARNING_ROLES
 
 
 def release_visible(audience: Audience, audit: str, *, audits: Sequence[str]) -> bool:

@@ -39,6 +39,7 @@ from schemas.vocabulary import Adverse, Band, Measure, Method, Side, Space, Stre
 from services.cli.cases import app as cases_app
 from services.cli.common import FAILED, USAGE, AtOption, StoreOption, at_option, err, fail, open_recorder, open_store
 from services.cli.letters import app as letters_app
+from services.cli.monitor import app as monitor_app
 from services.cli.trail import app as trail_app
 from services.cli.users import app as users_app
 from services.cli.users import serve as serve_command
@@ -85,11 +86,34 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(trail_app, name="trail")
 app.add_typer(cases_app, name="cases")
 app.add_typer(letters_app, name="letters")
+app.add_typer(monitor_app, name="monitor")
 app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)
 
 # Wide enough for the tables when the output goes to a file or a pipe rather than a terminal.
 out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+class LogFormatChoice(StrEnum):
+    json = "json"
+    console = "console"
+
+
+@app.callback()
+def structured_logs(
+    log_format: Annotated[
+        LogFormatChoice | None,
+        typer.Option(
+            "--log-format",
+            help="Logs on stderr: json (one object a line) or console (default: SIGNALBOX_LOG_FORMAT, else json "
+            "when stderr is not a terminal).",
+        ),
+    ] = None,
+) -> None:
+    """Logs go through structlog for every command (services/observability/logs.py)."""
+    from services.observability.logs import configure, resolve_format
+
+    configure(resolve_format(log_format.value if log_format else get_settings().log_format))
 
 
 # ---------------------------------------------------------------------------------------------- assess
@@ -385,6 +409,25 @@ def assess_command(
 SPACE_STYLES: dict[str, str] = {Space.FORMAL: "bold red", Space.LEARNING: "yellow", Space.GOOD_PRACTICE: "green"}
 
 
+def print_crossings(summary: RunSummary) -> None:
+    """The CUSUM charts' signals of this run (patient outcomes), each with the space it went to."""
+    if not summary.crossings:
+        return
+    from rules.routing import CROSSING_BANDS
+
+    table = Table(title="CUSUM signals (patient outcomes)")
+    for col in ("space", "ODS", "organisation", "indicator", "date", "chart", "value", "limit h", "outcomes"):
+        table.add_column(col)
+    for c in summary.crossings:
+        space = space_for(*CROSSING_BANDS[c.limit])
+        table.add_row(
+            (space or "recorded only").replace("_", " "), c.ods_code, c.organisation_name, c.indicator_id,
+            c.event_date.isoformat(), f"{c.chart} ({c.limit})", f"{c.value:.2f}", f"{c.h:.2f}", str(c.outcomes),
+            style=SPACE_STYLES.get(space or "", ""),
+        )  # fmt: skip
+    out.print(table)
+
+
 def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 20) -> None:
     from services.core.organisations import display_name
 
@@ -411,9 +454,11 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
             str(c.get("alarm_adverse", 0)), str(c.get("alert_adverse", 0)), str(fav),
             str(c.get("within", 0)), str(c.get("insufficient_data", 0)),
         )  # fmt: skip
-    out.print(table)
+    if summary.releases or not summary.crossings:
+        out.print(table)
     if len(summary.releases) > max_releases:
         out.print(f"… and {len(summary.releases) - max_releases} more releases (see releases.jsonl)")
+    print_crossings(summary)
     flagged = [a for rel in summary.releases[:max_releases] for a in rel.flagged]
     if flagged:
         ft = Table(title="Flagged organisations")
@@ -449,6 +494,10 @@ def route_command(
     ] = None,
     deliver: Annotated[bool, typer.Option(help="Send the letters (SMTP if configured, else .eml files).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on large inputs.")] = True,
+    metrics_textfile: Annotated[
+        Path | None,
+        typer.Option(help="Also write the run's signalbox_* metrics here (node-exporter textfile format, *.prom)."),
+    ] = None,
 ) -> None:
     """The embedded main job: validate → assess → route a file of events, with no Kafka and no Redis.
 
@@ -491,6 +540,10 @@ def route_command(
             summary, report = run_embedded(file, rules, out_dir, recipients, deliver=deliver)
     except UsageError as exc:
         raise fail(str(exc)) from None
+    if metrics_textfile is not None:
+        from services.observability.metrics import write_textfile
+
+        write_textfile(metrics_textfile)
     print_route_summary(summary, out_dir)
     letters = report.letters
     out.print(
@@ -586,6 +639,14 @@ def worker_command(
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve /metrics, /healthz and /readyz on this port (default: SIGNALBOX_METRICS_PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Run the Faust worker: consume audit.results.v1 and route releases as they close.
 
@@ -598,13 +659,18 @@ def worker_command(
     from services.kafka.worker import DataDirError, TopicMissing, create_app
 
     try:
-        faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store)
+        faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store, metrics_port=metrics_port)
     except (RuleSetError, TopicMissing, DataDirError) as exc:
         raise fail(str(exc)) from None
     except KafkaError as exc:
         raise fail(f"Kafka refused or did not answer ({type(exc).__name__}: {exc}); check SIGNALBOX_KAFKA and "
                    "SIGNALBOX_KAFKA_USER/PASSWORD (eval \"$(deploy/local/up)\").") from None  # fmt: skip
-    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+    from services.observability.logs import chosen_format, logging_config
+
+    logs = logging_config(
+        chosen_format(), loglevel, loglevel, process_stderr=True
+    )  # Faust installs logging itself: the same format
+    faust.Worker(faust_app, loglevel=loglevel, logging_config=logs).execute_from_commandline()
 
 
 @app.command("publish")
@@ -708,6 +774,68 @@ def deliver_command(
         for refusal in report.refusals:
             err.print(f"refused: {refusal}", highlight=False, markup=False)
         raise SystemExit(FAILED)
+
+
+@app.command("check")
+def check_command(
+    store: StoreOption = "out/trail.sqlite",
+    release_open_hours: Annotated[
+        float, typer.Option(min=0, help="A release open this long after its last event.")
+    ] = 72,
+    letter_stuck_hours: Annotated[float, typer.Option(min=0, help="A held or dead letter this old.")] = 24,
+    deadline_grace_hours: Annotated[float, typer.Option(min=0, help="A case deadline passed this long ago.")] = 1,
+    checkpoint_hours: Annotated[float, typer.Option(min=0, help="Unsigned trail entries, checkpoint this old.")] = 1,
+    dead_letters_per_hour: Annotated[
+        float, typer.Option(min=0, help="Dead letters an hour, over the last hour.")
+    ] = 100,
+    metrics_textfile: Annotated[
+        Path | None, typer.Option(help="Also write the findings as signalbox_* metrics (node-exporter textfile).")
+    ] = None,
+    notify: Annotated[
+        bool, typer.Option(help="Tell the operations contact (recipient directory) about new findings.")
+    ] = True,
+    mail: Annotated[Path | None, typer.Option(help="Folder for .eml files (when no SMTP).")] = None,
+) -> None:
+    """The watchdogs, once, for cron in an embedded deployment (the worker runs them on a timer).
+
+    Exit 1 when any watchdog found something (each finding is one line: watchdog, audit, id, what), else 0.
+    New findings are sent once to the audit's operations contact in the recipient directory (never a trust or
+    a regulator).
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from services.observability.metrics import write_textfile
+    from services.observability.watchdogs import Thresholds, survey
+
+    thresholds = Thresholds(
+        release_open_after=timedelta(hours=release_open_hours),
+        letter_stuck_after=timedelta(hours=letter_stuck_hours),
+        deadline_grace=timedelta(hours=deadline_grace_hours),
+        checkpoint_interval=timedelta(hours=checkpoint_hours),
+        dead_letters_per_hour=dead_letters_per_hour,
+    )
+    with open_store(store) as db:
+        found = survey(db, datetime.now(UTC), thresholds)
+        if notify and found.findings:
+            from notifications.recipients import Directory
+            from services.letters.delivery import default_transports
+            from services.letters.recipients import recipients_for
+            from services.observability.notify import notify_operations
+
+            settings = get_settings()
+            directory = Directory.load(recipients_for(store, settings.recipients))
+            transports = default_transports(mail or (Path(store).parent / "mail"), settings.smtp)
+            told = notify_operations(db, directory, found, transports)
+            if told.untold:
+                err.print(f"warning: {told.untold} findings have no operations contact in {directory.source}")
+    if metrics_textfile is not None:
+        write_textfile(metrics_textfile)
+    for finding in found.findings:
+        out.print(finding.line(), highlight=False, markup=False)
+    if found.findings:
+        err.print(f"{len(found.findings)} watchdog findings", highlight=False)
+        raise SystemExit(FAILED)
+    out.print("watchdogs: nothing found", highlight=False)
 
 
 def main() -> None:

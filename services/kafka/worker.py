@@ -43,6 +43,7 @@ from notifications.recipients import Directory
 from rules.book import RuleBook, load_rules
 from schemas.cases import CaseCommand, CaseOutcome
 from schemas.notices import FormalNotice
+from schemas.outcomes import is_outcome
 from services.cases.machine import CaseError
 from services.core.ingest import dead_letter, parse_many
 from services.core.pipeline import Outputs, Pipeline
@@ -59,16 +60,31 @@ from services.kafka.outputs import (
     report_record,
     summary_record,
 )
-from services.kafka.topics import CASE_COMMANDS_TOPIC, CONTRACT_TOPICS, INPUT_TOPIC, OutputTopics
+from services.kafka.topics import CASE_COMMANDS_TOPIC, CONTRACT_TOPICS, INPUT_TOPIC, OUTCOMES_TOPIC, OutputTopics
 from services.letters.delivery import default_transports, deliver
 from services.letters.plot import LetterPlots
 from services.letters.recipients import recipients_for
+from services.monitor_store import ChartStore, StagedCharts
+from services.observability import metrics
+from services.observability.health import (
+    Check,
+    Heartbeat,
+    Verdict,
+    database_reachable,
+    operator_app,
+    serve,
+    tcp_reachable,
+)
+from services.observability.logs import get_logger
+from services.observability.notify import notify_operations
+from services.observability.watchdogs import Survey, survey
 from services.recording import Recorder
 from services.release_store import ReleaseStore, StagedStates, StateCache
 from services.settings import Settings, faust_broker_credentials, faust_broker_url, get_settings, kafka_python_config
 from services.trail.checkpoint import checkpoint_now
 
 log = logging.getLogger("signalbox.worker")
+events_log = get_logger("signalbox.worker")  # structured: one event per batch, ids and counts only
 
 BATCH_SIZE = 2000
 BATCH_WITHIN_S = 0.1
@@ -94,6 +110,7 @@ class StreamRouter:
         self.rules = rules
         self.recorder = recorder
         self.releases = ReleaseStore(recorder.db, app.conf.id)
+        self.charts = ChartStore(recorder.db, app.conf.id)  # each unit's CUSUM charts, beside the releases
         self.cache = StateCache()
         self.timings = (0.0, 0.0, 0.0)  # the last batch: decide, produce and wait for acks, commit (seconds)
         self.produced = produced
@@ -106,19 +123,25 @@ class StreamRouter:
 
     async def handle(self, events: Sequence[Any]) -> Outputs:
         states = StagedStates(self.releases, self.cache)
-        pipeline = Pipeline(self.rules, states)
+        charts = StagedCharts(self.charts)
+        pipeline = Pipeline(self.rules, states, charts=charts)
         out = Outputs()
         raws = [bytes(event.value) for event in events]
         try:
             t0 = time.perf_counter()
-            for event, raw, parsed in zip(events, raws, parse_many(raws), strict=True):
-                message = event.message
-                pipeline.feed(raw, f"{message.topic}/{message.partition}/{message.offset}", out, parsed)
+            sources = [f"{e.message.topic}/{e.message.partition}/{e.message.offset}" for e in events]
+            outcomes = [(raw, source) for raw, source in zip(raws, sources, strict=True) if is_outcome(raw)]
+            if outcomes:  # audit.outcomes.v1: the CUSUM charts (services/core/monitor.py)
+                pipeline.feed_outcomes(outcomes, out)
+                kept = [i for i, raw in enumerate(raws) if not is_outcome(raw)]
+                raws, sources = [raws[i] for i in kept], [sources[i] for i in kept]
+            for raw, source, parsed in zip(raws, sources, parse_many(raws), strict=True):
+                pipeline.feed(raw, source, out, parsed)
             pipeline.flush(out)
             t1 = time.perf_counter()
             await self.publish(out)
             t2 = time.perf_counter()
-            await asyncio.to_thread(self.commit, states, out)
+            await asyncio.to_thread(self.commit, states, out, charts)
             self.timings = (t1 - t0, t2 - t1, time.perf_counter() - t2)
         except BaseException:
             self.cache.clear()  # what it holds may be ahead of the database now
@@ -126,10 +149,12 @@ class StreamRouter:
         self.cache.put(states.staged)
         return out
 
-    def commit(self, states: StagedStates, out: Outputs) -> None:
-        """The batch's release states, trail entries, cases and letters, in one transaction."""
+    def commit(self, states: StagedStates, out: Outputs, charts: StagedCharts | None = None) -> None:
+        """The batch's release states, chart states, trail entries, cases and letters, in one transaction."""
         with self.recorder.db.transaction():
             self.releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
+            if charts is not None:
+                self.charts.save(charts.staged, datetime.now(UTC).isoformat())
             self.recorder.record(out)
 
     async def publish(self, out: Outputs, notices: Sequence[FormalNotice] = ()) -> None:
@@ -275,6 +300,7 @@ def create_app(
     web_port: int | None = None,
     batch_size: int = BATCH_SIZE,
     batch_within: float = BATCH_WITHIN_S,
+    metrics_port: int | None = None,
 ) -> faust.App:
     settings = settings or get_settings()
     rules = load_rules(rules_dir)
@@ -310,7 +336,10 @@ def create_app(
         broker_heartbeat_interval=3.0,
     )
     app.conf.producer_enable_idempotence = True
-    results = app.topic(INPUT_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions)
+    # One agent reads both contract topics, so one batch loop and one transaction per batch decide both.
+    results = app.topic(
+        INPUT_TOPIC, OUTCOMES_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
     redis = None
     if settings.redis_url is not None:
         import redis.asyncio as aioredis
@@ -343,13 +372,8 @@ def create_app(
             except BaseException:  # cancelled (rebalance, shutdown) before its outputs were confirmed
                 unackable(events)
                 raise
-            decide, produce, commit = router.timings
-            log.info(
-                "batch of %d: %d releases assessed, %d decisions, %d dead letters, %d redeliveries "
-                "(decide %.0f ms, produce %.0f ms, commit %.0f ms)",
-                len(events), len(out.releases), len(out.decisions), len(out.dead_letters), out.redeliveries,
-                decide * 1e3, produce * 1e3, commit * 1e3,
-            )  # fmt: skip
+            metrics.count_batch(out, len(events), *router.timings)
+            _log_batch(events, out, router.timings)
 
     commands = app.topic(CASE_COMMANDS_TOPIC, key_serializer="raw", value_serializer="raw")
 
@@ -368,10 +392,16 @@ def create_app(
                 outputs, notices = Outputs(), list(outcome.notices)
             await router.until_done(f"case command {source}", partial(router.publish, outputs, notices))
 
+    relay = Heartbeat("the outbox relay (letters timer)", stuck_after=RELAY_STUCK_S)
+
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def case_deadlines() -> None:
         """Fire passed case deadlines once (the store decides, so several workers never fire one twice)."""
-        side = _side_recorder(store, settings)
+        try:
+            side = await asyncio.to_thread(_side_recorder, store, settings)
+        except Exception as exc:  # the database is down: the next tick tries again (readiness says why)
+            log.error("case deadlines skipped: %s: %s", type(exc).__name__, exc)
+            return
         try:
             outcome = await asyncio.to_thread(side.cases.tick)
             await asyncio.to_thread(_checkpoint, side)
@@ -384,15 +414,135 @@ def create_app(
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def letters() -> None:
         """Send the letters that are due (SMTP when configured, else .eml files in the data folder)."""
-        side = _side_recorder(store, settings)
+        try:
+            side = await asyncio.to_thread(_side_recorder, store, settings)
+        except Exception as exc:  # the database is down: the relay is stuck until it is back
+            log.error("letters skipped: %s: %s", type(exc).__name__, exc)
+            return
         try:
             await asyncio.to_thread(_send_letters, side, datadir / "mail", settings.smtp)
             await asyncio.to_thread(_checkpoint, side)
         finally:
             side.db.close()
+        relay.beat()
+
+    @app.timer(interval=WATCHDOG_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def watchdogs() -> None:
+        """The watchdogs over this worker's store: metrics always, a warning event per finding."""
+        try:
+            found = await asyncio.to_thread(_survey, store, settings, datadir / "mail")
+        except Exception as exc:  # the database is down: readiness says so; the next run tries again
+            log.error("watchdogs skipped: %s: %s", type(exc).__name__, exc)
+            return
+        for finding in found.findings:
+            events_log.warning("watchdog", watchdog=finding.watchdog, audit=finding.audit, subject=finding.subject,
+                               detail=finding.detail)  # fmt: skip
+
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port is not None:
+        checks = _readiness_checks(app, settings, store, redis, relay)
+
+        async def before_scrape() -> None:
+            metrics.set_lag(await _input_lag(app))
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def operator_endpoints() -> None:
+            """/metrics, /healthz and /readyz on ``port`` for as long as the worker runs."""
+            runner = await serve(operator_app(checks, before_scrape), port)
+            log.info("serving /metrics, /healthz and /readyz on port %d", port)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
 
     app.signalbox_router = router  # type: ignore[attr-defined]
     return app
+
+
+RELAY_STUCK_S = 300.0  # ten missed letters ticks
+WATCHDOG_INTERVAL_S = 300.0
+
+
+def _survey(store: str, settings: Settings, mail_dir: Path) -> Survey:
+    """The watchdogs over the store, and a notice to the operations contact about what is new."""
+    db = Database(store)
+    try:
+        found = survey(db, datetime.now(UTC))
+        if found.findings:
+            directory = Directory.load(recipients_for(store, settings.recipients))
+            notify_operations(db, directory, found, default_transports(mail_dir, settings.smtp))
+        return found
+    finally:
+        db.close()
+
+
+def _log_batch(events: Sequence[Any], out: Outputs, timings: tuple[float, float, float]) -> None:
+    """One structured event per batch: where it came from, what it decided (counts, release ids), how long it took.
+    Ids and counts only: no assessment, result or letter content reaches the log (the learning space's rule)."""
+    offsets: dict[str, list[int]] = {}
+    for event in events:
+        message = event.message
+        span = offsets.setdefault(f"{message.topic}/{message.partition}", [message.offset, message.offset])
+        span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
+    decide, produce, commit = timings
+    events_log.info(
+        "batch",
+        events=len(events),
+        offsets={k: f"{a}-{b}" for k, (a, b) in sorted(offsets.items())},
+        accepted=out.accepted,
+        redeliveries=out.redeliveries,
+        dead_letters=len(out.dead_letters),
+        releases_assessed=sorted({r.summary.release_id for r in out.releases}),
+        decisions=len(out.decisions),
+        reports=len(out.reports),
+        decide_ms=round(decide * 1e3, 1),
+        produce_ms=round(produce * 1e3, 1),
+        commit_ms=round(commit * 1e3, 1),
+    )
+
+
+def _readiness_checks(app: faust.App, settings: Settings, store: str, redis: Any, relay: Heartbeat) -> dict[str, Check]:
+    async def kafka() -> Verdict:
+        reached = await tcp_reachable(settings.kafka_servers)
+        if reached.status != "ok":
+            return reached
+        mine = [tp for tp in app.consumer.assignment() if tp.topic == INPUT_TOPIC]
+        if not mine:
+            return Verdict("down", f"no partition of {INPUT_TOPIC} assigned to this worker")
+        return Verdict("ok", f"{len(mine)} partitions of {INPUT_TOPIC} assigned")
+
+    async def database() -> Verdict:
+        return await asyncio.to_thread(database_reachable, store)
+
+    async def dedup_cache() -> Verdict:
+        if redis is None:
+            return Verdict("degraded", "no Redis configured: deduplication reads the output topics' tails")
+        try:
+            await asyncio.wait_for(redis.ping(), 2.0)
+        except Exception as exc:
+            return Verdict("degraded", f"Redis unreachable ({type(exc).__name__}); the output topics' tails decide")
+        return Verdict("ok")
+
+    async def outbox_relay() -> Verdict:
+        return relay.verdict()
+
+    return {"kafka": kafka, "database": database, "redis": dedup_cache, "outbox_relay": outbox_relay}
+
+
+async def _input_lag(app: faust.App) -> list[tuple[int, int]]:
+    """Records not yet consumed on each assigned input partition (the broker's high water mark minus our position)."""
+    lags = []
+    for tp in sorted(app.consumer.assignment()):
+        if tp.topic != INPUT_TOPIC:
+            continue
+        try:
+            position = await app.consumer.position(tp)
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # a partition being revoked: no figure this scrape
+            continue
+        if position is not None and highwater is not None:
+            lags.append((tp.partition, highwater - position))
+    return lags
 
 
 def _side_recorder(store: str, settings: Settings) -> Recorder:

@@ -11,19 +11,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from datetime import date
+from typing import Any, Literal
 
 import numpy as np
 
+from notifications.cusum_plot import cusum_chart
 from notifications.plot import FunnelView, PlotFormat, funnel_view, render_funnel, value_label
 from notifications.render import plot_audience
 from rules.book import RuleBook
+from rules.routing import CUSUM_METHOD
 from rules.stats import FunnelResult, FunnelSpec
 from schemas.notices import AnyNotice
 from schemas.signals import Assessment, stable_id
+from services.core.monitor import ChartState, limits_for
 from services.trail.store import Trail
 
 log = logging.getLogger(__name__)
 EMPTY_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+
+
+def cusum_points(db: Any, assessment: Assessment) -> list[tuple[date, float, float, float]] | None:
+    """The unit's chart points up to the crossing's day, from the newest chart state any driver stored."""
+    key = f"{assessment.audit}/{assessment.indicator_id}/{assessment.ods_code}"
+    try:
+        rows = db.query("SELECT state FROM monitor_charts WHERE unit_key = ? ORDER BY updated_at DESC LIMIT 1", (key,))
+    except Exception:  # a store without charts (no outcome was ever routed into it)
+        return None
+    if not rows:
+        return None
+    state = ChartState.model_validate_json(rows[0][0])
+    return [p for p in state.history if p[0] <= assessment.period.end]
 
 
 def release_ref(audit: str, release_id: str, indicator_id: str) -> str:
@@ -73,6 +91,11 @@ class LetterPlots:
     def _draw(self, notice: AnyNotice, fmt: PlotFormat) -> bytes | None:
         a = notice.assessment
         key = (a.audit, a.release_id, a.indicator_id, a.ods_code, plot_audience(notice), fmt)
+        if key not in self._drawn and a.method == CUSUM_METHOD:  # a CUSUM signal: the unit's own chart
+            chart = self._cusum(a, fmt)
+            if chart is None:
+                return None
+            self._drawn[key] = chart
         if key not in self._drawn:
             found = self._view(notice)
             if found is None:
@@ -80,6 +103,20 @@ class LetterPlots:
             view, words = found
             self._drawn[key] = render_funnel(view, fmt=fmt, title=words["title"], y_label=words["y_label"])
         return self._drawn[key]
+
+    def _cusum(self, a: Assessment, fmt: PlotFormat) -> bytes | None:
+        """A CUSUM signal's letter shows the unit's own chart (nothing about any other organisation)."""
+        rule = self.rules.get(a.audit, a.indicator_id)
+        points = cusum_points(self.trail.db, a)
+        if rule is None or rule.indicator.monitoring is None or not points:
+            return None
+        limits = limits_for(rule)
+        chart_fmt: Literal["svg", "png"] = "png" if fmt == "png" else "svg"
+        return cusum_chart(
+            points, alert=limits.alert.h, alarm=limits.alarm.h,
+            improvement=limits.improvement.h if limits.improvement else None,
+            title=f"{a.audit} {a.indicator_id}, {a.ods_code}", fmt=chart_fmt,
+        )  # fmt: skip
 
     def funnel_for(self, notice: AnyNotice) -> str:
         """The release's funnel plot as SVG, as the notice's readers may see it (a web page can show SVG)."""

@@ -141,7 +141,7 @@ class Reader:
             if data.get("space") not in spaces:
                 continue
             a = data["assessment"]
-            if not views.learning_visible(p.audience, a["ods_code"], org=p.org):
+            if not views.learning_visible(p.audience, a["ods_code"], org=p.org, role=p.role, space=data["space"]):
                 continue
             notice = (LearningNotice if data["space"] == Space.LEARNING else GoodPracticeNotice).model_validate(data)
             found.append(notice)

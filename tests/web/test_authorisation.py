@@ -12,10 +12,12 @@ from urllib.parse import quote
 import pytest
 from fastapi import Request
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
+from services.users.store import UserStore
 from services.web.rules import PUBLIC, RULES
-from tests.web.conftest import AUDIT, CONFIRMED_ODS, OPEN_ODS, USERS, Console, case_id_of
+from tests.web.conftest import AUDIT, CONFIRMED_ODS, OPEN_ODS, PASSWORD, USERS, Console, case_id_of
 
 
 def _routes(console: Console) -> list[tuple[str, str]]:
@@ -169,3 +171,23 @@ def test_without_login_pages_redirect_and_the_api_says_401(console: Console) -> 
 
 def test_audit_rule_is_bound_to_its_audits() -> None:
     assert AUDIT in USERS["nela-lead"][2]
+
+
+@pytest.mark.parametrize(
+    ("role", "sees"),
+    [("patient_safety_lead", True), ("lead_clinician", True), ("medical_director", False), ("chief_executive", False)],
+)
+def test_a_learning_alert_is_seen_only_by_the_roles_its_letter_goes_to(console: Console, role: str, sees: bool) -> None:
+    """The learning space is the trust's safety lead and lead clinician (``LearningRole``), on the web as in the
+    letters: a medical director or chief executive of the same trust sees its good practice, not its alerts."""
+    alerts = console.client("rbn-safety").get("/api/v1/learning").json()
+    assert alerts and all(a["assessment"]["ods_code"] == "RBN" for a in alerts)
+    users = UserStore(console.app.state.db)
+    users.add(f"rbn-{role}", role, PASSWORD, org="RBN")
+    client = TestClient(console.app, headers={"Authorization": f"Bearer {users.issue_token(f'rbn-{role}')}"})
+    seen = client.get("/api/v1/learning").json()
+    assert (seen == alerts) if sees else seen == []
+    page = client.get(_url("/learning/{notice_id}", {"notice_id": alerts[0]["notice_id"]}))
+    assert page.status_code == (200 if sees else 404)
+    good_practice = console.client("rbn-safety").get("/api/v1/good-practice").json()
+    assert client.get("/api/v1/good-practice").json() == good_practice

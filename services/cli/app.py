@@ -69,16 +69,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _main(
-    show_version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Route clinical-audit outlier signals: alerts to a protected learning space, alarms to the formal space.
-    Exit codes: 0 done, 1 a check failed or an action was refused, 2 the command could not run as asked."""
-
-
 schemas_app = typer.Typer(help="The v1 event contract and output records as JSON Schema.", no_args_is_help=True)
 rules_app = typer.Typer(help="Rule sets: one YAML file per audit.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
@@ -109,8 +99,11 @@ def structured_logs(
             "when stderr is not a terminal).",
         ),
     ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
-    """Logs go through structlog for every command (services/observability/logs.py)."""
+    """Logs go through structlog for every command (services/observability/logs.py); --version prints the version."""
     from services.observability.logs import configure, resolve_format
 
     configure(resolve_format(log_format.value if log_format else get_settings().log_format))

@@ -476,7 +476,7 @@ def _run_embedded(
             if mail_dir is not None:
                 delivery = send(
                     db, directory, default_transports(mail_dir, settings.smtp),
-                    funnel_for=LetterPlots(recorder.trail, rules).funnel_for, clock=recorder.clock,
+                    plot_for=LetterPlots(recorder.trail, rules).png_for, clock=recorder.clock,
                 )  # fmt: skip
             checkpointer.checkpoint_all()  # and what delivery added
         except CheckpointError as exc:

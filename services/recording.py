@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from notifications.recipients import Directory
-from rules.book import RuleBook
+from rules.book import Recipients, RuleBook
 from schemas.canonical import Canonical, canonical_text
 from schemas.cases import Case, CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice
-from schemas.signals import FormalDecision
+from schemas.signals import FormalDecision, LearningDecision, LearningRecipient, stable_id
+from schemas.vocabulary import Band
 from services.cases.machine import CaseError
 from services.cases.replay import open_in_trail, replay_case
 from services.cases.service import CaseService
@@ -202,3 +203,33 @@ class Recorder:
             entries.append(_entry("notice", notice, case_id=notice.case_id, decision_id=notice.decision_id))
         if entries:
             self.trail.append_many("formal", entries)
+        for transition in outcome.transitions:
+            if transition.outcome == "downgrade_to_alert":
+                case = next(c for c in outcome.cases if c.case_id == transition.case_id)
+                self._into_learning_space(case, transition.seq, now)
+
+    def _into_learning_space(self, case: Case, seq: int, now: datetime) -> None:
+        """A case the review downgraded to an alert enters the protected learning space, as the policy intends:
+        a learning decision for the trust's own learning recipients and the learning letter, in the learning log
+        (never the formal one, which a regulator may read), in the case change's own transaction. The letter
+        states the re-analysed value when the review recorded one."""
+        rule = self.rules.get(case.audit, case.indicator_id)
+        roles = rule.recipients.learning if rule is not None else Recipients().learning
+        update: dict[str, Any] = {"band": Band.ALERT}
+        if case.reanalysed_value is not None:
+            update["value"] = case.reanalysed_value
+        decision = LearningDecision(
+            decision_id=stable_id("dec", case.case_id, "downgraded", str(seq)),
+            assessment=case.assessment.model_copy(update=update),
+            decided_at=now,
+            recipients=tuple(LearningRecipient(role=role, ods_code=case.ods_code) for role in roles),
+        )
+        notice = notice_for(decision, now)
+        outbox.enqueue(self.db, notice, self.directory, now=now)
+        self.trail.append_many(
+            "learning",
+            [
+                _entry("learning_decision", decision, decision_id=decision.decision_id),
+                _entry("notice", notice, decision_id=notice.decision_id),
+            ],
+        )

@@ -328,6 +328,38 @@ def hold(db: Database, message_id: str, error: str) -> None:
         _end_lease(db, message_id)
 
 
+def resend(db: Database, message_id: str, now: datetime) -> OutboxRow:
+    """Put a dead letter back in the queue, due now, with a fresh count of attempts (``letters resend``). The row's
+    letter is checked against the trail again when it is sent (``vouch``), as every letter is. Only a dead letter:
+    a held one waits for the directory to be fixed (``release_held``), a sent one is never sent twice from here."""
+    with db.transaction():
+        row = get(db, message_id)
+        if row is None:
+            raise LookupError(f"there is no letter {message_id}")
+        if row.state != "dead":
+            raise ValueError(
+                f"letter {message_id} is {row.state}; only a dead letter is resent"
+                + (" (a held one goes once the directory is fixed: `signalbox deliver`)" if row.state == "held" else "")
+            )
+        db.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, last_error = ? "
+            "WHERE message_id = ? AND state = 'dead'",
+            (utc_text(now), f"resent by hand after: {row.last_error}", message_id),
+        )
+        found = get(db, message_id)
+        assert found is not None
+        return found
+
+
+def rows(db: Database, *, state: str | None = None, case_id: str | None = None) -> list[OutboxRow]:
+    """The outbox's letters, oldest first, by state and by case (``letters list``)."""
+    found = [_row(r) for r in db.query(f"SELECT {_COLUMNS} FROM outbox ORDER BY created_at, message_id")]
+    return [
+        r for r in found
+        if (state is None or r.state == state) and (case_id is None or r.notice().case_id == case_id)
+    ]  # fmt: skip
+
+
 def release_held(db: Database, directory: Directory, now: datetime, *, notice_id: str | None = None) -> int:
     """Re-address held rows from the (fixed) directory and queue them. Returns how many were released.
 

@@ -228,6 +228,13 @@ def entry_bytes(
         raise CanonicalizationError(str(exc)) from exc
 
 
+def jcs_string(text: str) -> str:
+    """JCS of one string: JSON's C string encoder (``ensure_ascii=False``), whose escapes are RFC 8785's. A lone
+    surrogate passes through here and is refused when the text is encoded to UTF-8, as ``encode_prepared``
+    refuses it."""
+    return _quote(text)
+
+
 def jcs_number_text(value: float) -> str:
     """RFC 8785 text of one double, ``null`` for NaN and infinities (a limit beyond the scale is recorded as
     null, as ``_num`` in the assessment does): the text ``encode_prepared(jcs_number(value))`` would give."""

@@ -117,9 +117,8 @@ class Recorder:
                 notices.append(notice_for(decision, now))  # learning or good practice
             learning += [_entry("release_report", r) for r in out.reports]
             learning += [_entry("dead_letter", d) for d in out.dead_letters]
-            for notice in notices:
-                outbox.enqueue(self.db, notice, self.directory, now=now)
-                learning.append(_entry("notice", notice, decision_id=notice.decision_id))
+            outbox.enqueue_many(self.db, notices, self.directory, now=now)  # one executemany, no read-back
+            learning += [_entry("notice", notice, decision_id=notice.decision_id) for notice in notices]
             if learning:
                 self.trail.append_many("learning", learning)
             self._open_and_supersede(out, formal_decisions)

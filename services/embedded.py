@@ -63,12 +63,11 @@ OTHER_OUTPUTS = (
     "recipients.yaml", "signing-key.pem", "trail.pub", LOCK_NAME, PROBE_NAME,
 )  # fmt: skip
 OUTPUT_FOLDERS = ("checkpoints", "mail")
-CHUNK_LINES = 50_000
 # route's batches: each one's lines, parsed events, assessment lines and trail records are held until it commits,
 # so the batch bounds peak memory (50,000 lines held about 600 MB); 10,000 keeps route under 400 MB at 1M results
 # for one fsync and one transaction per 10,000 lines. The release states route keeps in memory are bounded the
 # same way: releases arrive one after another, and one evicted is read back from the store if it is needed again.
-ROUTE_BATCH_LINES = 10_000
+CHUNK_LINES = 10_000
 ROUTE_CACHED_RELEASES = 256
 EMBEDDED_GROUP = "signalbox-route"  # the release store's consumer group for the embedded runner
 
@@ -566,7 +565,7 @@ def route_resumably(
         _account(summary, fresh)
         summary.already_recorded += len(out.dead_letters) + len(out.reports) - len(ids)
 
-    for chunk in chunks(read_lines(input_path, on_bytes), ROUTE_BATCH_LINES):
+    for chunk in chunks(read_lines(input_path, on_bytes), CHUNK_LINES):
         states = StagedStates(releases, cache)
         try:
             out = Pipeline(rules, states).process(chunk)

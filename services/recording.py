@@ -173,14 +173,14 @@ class Recorder:
         # A release for the case's period that no longer shows the alarm supersedes it, whether the trust's
         # result there is no alarm or is absent (withdrawn, or excluded by the platform): either way the data
         # the alarm rests on no longer say so. A release for another period says nothing about the case.
-        periods: set[tuple[str, str]] = set()
-        alarms: set[tuple[str, str, str]] = set()
-        for line in release.lines:
-            a = json.loads(line)
-            period = (a["period"]["start"], a["period"]["end"])
-            periods.add(period)
-            if a["band"] == "alarm" and a["side"] == "adverse":
-                alarms.add((a["ods_code"], *period))
+        # Every adverse alarm is among the release's flagged assessments (models already, so no line is parsed
+        # again), and an assessed release has one period (``release_problem`` reports any other, unassessed).
+        periods = {(first["start"], first["end"])}
+        alarms = {
+            (a.ods_code, a.period.start.isoformat(), a.period.end.isoformat())
+            for a in release.flagged
+            if a.band == "alarm" and a.side == "adverse"
+        }
         for case in candidates:
             period = (case.period.start.isoformat(), case.period.end.isoformat())
             if period not in periods or (case.ods_code, *period) in alarms:

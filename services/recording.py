@@ -41,6 +41,7 @@ from services.letters.plot import release_ref
 from services.trail.store import NewEntry, Trail, table_for
 
 log = logging.getLogger(__name__)
+REPLAY_CACHE = 50_000  # replayed cases kept between batches (bounded: cleared when full)
 
 
 def _entry(kind: str, record: Any, *, case_id: str | None = None, decision_id: str | None = None) -> NewEntry:
@@ -68,6 +69,7 @@ class Recorder:
         self.trail = Trail(db, clock=clock)
         outbox.ensure_schema(db)
         self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome, trail=self.trail)
+        self._replays: dict[str, tuple[tuple[int, str], Case | None]] = {}  # case id -> (trail stamp, replay)
 
     def _deadlines(self, audit: str, indicator_id: str) -> Any:
         rule = self.rules.get(audit, indicator_id)
@@ -142,6 +144,27 @@ class Recorder:
         for decision in pending:
             self.cases.open_from_decision(decision)
 
+    def _replay(self, case_id: str) -> Case | None:
+        """The case as its formal trail makes it, replayed again only when the trail holds a newer entry for it.
+
+        Every later release for the same key (audit, indicator, period) replays the key's open cases, so without
+        this a long run replays the same cases thousands of times. The stamp is the case's newest formal entry
+        (seq and leaf hash): the log is append-only and every leaf hashes a fresh random salt, so a new entry, or
+        one rolled back and appended again, always changes it."""
+        rows = self.db.query(
+            "SELECT seq, leaf_hash FROM trail_formal WHERE case_id = ? ORDER BY seq DESC LIMIT 1", (case_id,)
+        )
+        stamp = (int(rows[0][0]), str(rows[0][1])) if rows else None
+        cached = self._replays.get(case_id)
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
+        case = replay_case(self.trail, case_id).case
+        if stamp is not None:
+            if len(self._replays) >= REPLAY_CACHE:
+                self._replays.clear()
+            self._replays[case_id] = (stamp, case)
+        return case
+
     def _supersede(self, release: AssessedRelease, in_trail: set[str], replayed: dict[str, Case | None]) -> None:
         audit, release_id, indicator_id = release.summary_key
         if not release.lines:
@@ -157,7 +180,7 @@ class Recorder:
         if not ids:
             return
         for case_id in ids - replayed.keys():
-            replayed[case_id] = replay_case(self.trail, case_id).case
+            replayed[case_id] = self._replay(case_id)
         opened = [replayed[case_id] for case_id in sorted(ids)]
         candidates = [
             c

@@ -112,6 +112,7 @@ def write_input(path: Path, results: int, releases: int, seed: int) -> int:
 class Run:
     command: list[str]
     seconds: float
+    cpu_seconds: float  # user + system time of the child: less sensitive than wall time to a shared machine
     peak_mb: float
     output: str
 
@@ -130,7 +131,8 @@ def run_child(cmd: list[str], log: Path) -> Run:
     if child.returncode != 0:
         sys.stderr.write(text[-4000:])
         raise SystemExit(f"{' '.join(cmd[:4])} exited with {child.returncode}")
-    return Run(cmd, elapsed, usage.ru_maxrss / 1024, text)  # ru_maxrss is in kB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(cmd, elapsed, cpu, usage.ru_maxrss / 1024, text)  # ru_maxrss is in kB on Linux
 
 
 def run_route(input_path: Path, out_dir: Path, deliver: bool) -> Run:
@@ -182,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, run in (("route", route), ("ceiling", ceiling)):
             print(
                 f"{name:8} {lines:,} events in {run.seconds:7.2f} s: {lines / run.seconds:9,.0f} events/s, "
-                f"peak RSS {run.peak_mb:,.0f} MB"
+                f"{lines / run.cpu_seconds:9,.0f} per CPU-second, peak RSS {run.peak_mb:,.0f} MB"
             )
-        print(f"route / ceiling: {ceiling.seconds / route.seconds:.0%} (load average {load[0]:.2f} {load[1]:.2f})")
+        print(
+            f"route / ceiling: {ceiling.seconds / route.seconds:.0%} by wall time, "
+            f"{ceiling.cpu_seconds / route.cpu_seconds:.0%} by CPU time (load average {load[0]:.2f} {load[1]:.2f})"
+        )
         same = filecmp.cmp(out_dir / "assessments.jsonl", work / "ceiling" / "assessments.jsonl", shallow=False)
         print(f"assessments.jsonl byte-identical to the ceiling's: {'yes' if same else 'NO'}")
         outputs = {p.name: count_lines(p) for p in sorted(out_dir.glob("*.jsonl"))}

@@ -44,8 +44,7 @@ from schemas.canonical import jcs_number_text, jcs_number_texts  # noqa: E402
 from services.core.organisations import display_name  # noqa: E402
 
 # As route's batches (services.embedded.CHUNK_LINES): the releases completed in one batch are written grouped by
-# specification,
-# so the same batch size gives the same order of lines (assessments.jsonl is compared byte for byte).
+# specification, so the same batch size gives the same order of lines (assessments.jsonl is compared byte for byte).
 BATCH_LINES = 10_000
 MEASURE_COLUMNS = {
     "proportion": ("numerator", "denominator"),

@@ -24,6 +24,14 @@ product packages. ``eval "$(deploy/local/up)"`` exports the connection settings 
 ``SIGNALBOX_APP_ID``               the worker's Faust app id: consumer group and internal topics (``signalbox``)
 ``SIGNALBOX_WORKER_ID``            this worker's static group member id (default: derived from its data folder)
 ``SIGNALBOX_TOPIC_NAMESPACE``      moves every output topic under a private namespace (tests, benchmarks)
+``SIGNALBOX_WEB_SECRET``           the key that signs ``signalbox serve`` session cookies (default: one kept in
+                                   the store)
+``SIGNALBOX_WEB_TLS``              true when ``serve`` is reached over HTTPS (a TLS proxy): cookies are ``Secure``
+``SIGNALBOX_OIDC_ISSUER``          OpenID Connect issuer URL for ``serve`` logins (with the two below; unset means
+                                   the local user store's passwords)
+``SIGNALBOX_OIDC_CLIENT_ID``       its client id
+``SIGNALBOX_OIDC_CLIENT_SECRET``   its client secret
+``SIGNALBOX_OIDC_USERNAME_CLAIM``  the ID-token claim naming the signalbox user (``preferred_username``)
 =================================  ======================================================================
 
 A value that is empty or only spaces counts as unset; other values are stripped of surrounding spaces (not the
@@ -86,6 +94,12 @@ class Settings(BaseSettings):
     app_id: str = Field(APP_ID, validation_alias="SIGNALBOX_APP_ID")
     worker_id: str | None = Field(None, validation_alias="SIGNALBOX_WORKER_ID")
     topic_namespace: str | None = Field(None, validation_alias="SIGNALBOX_TOPIC_NAMESPACE")
+    web_secret: SecretStr | None = Field(None, validation_alias="SIGNALBOX_WEB_SECRET")
+    web_tls: bool = Field(False, validation_alias="SIGNALBOX_WEB_TLS")
+    oidc_issuer: str | None = Field(None, validation_alias="SIGNALBOX_OIDC_ISSUER")
+    oidc_client_id: str | None = Field(None, validation_alias="SIGNALBOX_OIDC_CLIENT_ID")
+    oidc_client_secret: SecretStr | None = Field(None, validation_alias="SIGNALBOX_OIDC_CLIENT_SECRET")
+    oidc_username_claim: str = Field("preferred_username", validation_alias="SIGNALBOX_OIDC_USERNAME_CLAIM")
 
     @classmethod
     def settings_customise_sources(
@@ -147,6 +161,17 @@ class Settings(BaseSettings):
             raise ValueError("set both SIGNALBOX_SMTP_USER and SIGNALBOX_SMTP_PASSWORD, or neither")
         return self
 
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        given = [self.oidc_issuer, self.oidc_client_id, self.oidc_client_secret]
+        if any(v is not None for v in given) and not all(v is not None for v in given):
+            raise ValueError(
+                "set SIGNALBOX_OIDC_ISSUER, SIGNALBOX_OIDC_CLIENT_ID and SIGNALBOX_OIDC_CLIENT_SECRET together, or none"
+            )
+        if self.oidc_issuer is not None and not self.oidc_issuer.startswith(("https://", "http://127.0.0.1")):
+            raise ValueError("SIGNALBOX_OIDC_ISSUER must be an https:// URL (http only for 127.0.0.1)")
+        return self
+
     # --------------------------------------------------------------------------------------------- Kafka
 
     @property
@@ -193,6 +218,13 @@ class Settings(BaseSettings):
         if self.trail_key is not None:
             return self.trail_key.expanduser()
         return (self.config_home or Path.home() / ".config") / "signalbox" / TRAIL_KEY_FILE
+
+    @property
+    def oidc_metadata_url(self) -> str | None:
+        """The issuer's discovery document, or None when OpenID Connect login is not configured."""
+        if self.oidc_issuer is None:
+            return None
+        return self.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 class _FromEnvironment(Settings):

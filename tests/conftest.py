@@ -10,9 +10,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from services.settings import Settings, get_settings
 from tests.support.credentials import Credentials
+
+# A loaded CI machine (two cores, a broker and two databases beside the tests) makes wall-clock deadlines per
+# example a source of flaky failures that say nothing about the property; the examples themselves stay random.
+settings.register_profile("signalbox", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile("signalbox")
 
 _HOW_TO_START = 'start the local services with: eval "$(deploy/local/up)"'
 

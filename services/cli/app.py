@@ -38,6 +38,8 @@ from schemas.vocabulary import Adverse, Band, Measure, Method, Side, Space, Stre
 from services.cli.cases import app as cases_app
 from services.cli.common import FAILED, USAGE, AtOption, StoreOption, at_option, err, fail, open_recorder, open_store
 from services.cli.trail import app as trail_app
+from services.cli.users import app as users_app
+from services.cli.users import serve as serve_command
 from services.embedded import RunSummary, UsageError, file_size, run_embedded
 from services.kafka.topics import INPUT_TOPIC
 from services.letters.recipients import DEFAULT_RECIPIENTS
@@ -57,6 +59,8 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
 app.add_typer(trail_app, name="trail")
 app.add_typer(cases_app, name="cases")
+app.add_typer(users_app, name="users")
+app.command("serve")(serve_command)
 
 # Wide enough for the tables when the output goes to a file or a pipe rather than a terminal.
 out = Console(width=None if sys.stdout.isatty() else 160)

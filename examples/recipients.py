@@ -57,6 +57,7 @@ def directory(codes: list[str]) -> dict[str, Any]:
             }
             for a in audits
         },
+        "operations": contact("signalbox operations (watchdog notices)", "operations", "audits"),
         "organisations": {
             code: {
                 "name": display_name(code),

@@ -269,6 +269,7 @@ class _AuditEntry(Record):
     name: str = Field(min_length=1)
     audit_clinical_lead: Contact | None = None
     audit_supplier: Contact | None = None
+    operations: Contact | None = None  # who runs signalbox for this audit: told when a watchdog finds something
 
 
 def _one_key_per_audit(value: dict[str, Any]) -> dict[str, Any]:
@@ -307,6 +308,7 @@ class _DirectoryFile(Record):
     national_domains: tuple[str, ...] = ()
     audits: dict[str, _AuditEntry] = Field(default_factory=dict)
     organisations: dict[str, _OrganisationEntry] = Field(default_factory=dict)
+    operations: Contact | None = None  # told about watchdog findings for audits without their own contact
 
     @field_validator("sender")
     @classmethod
@@ -360,7 +362,11 @@ def _regulator_addresses(data: _DirectoryFile) -> RegulatorAddresses:
 def _non_regulator_contacts(data: _DirectoryFile) -> Iterator[tuple[str, Contact]]:
     """Every contact outside ``national``, with the path that names its entry."""
     yield "sender", data.sender
+    if data.operations is not None:
+        yield "operations", data.operations
     for audit, entry in data.audits.items():
+        if entry.operations is not None:
+            yield f"audits.{audit}.operations", entry.operations
         for role in sorted(AUDIT_ROLES):
             contact: Contact | None = getattr(entry, role)
             if contact is not None:
@@ -417,11 +423,31 @@ class Directory:
         ]
         if leaks:
             raise DirectoryError(f"{source}: " + "; ".join(leaks))
+        trusts = {
+            mailbox(c.email)
+            for where, c in _non_regulator_contacts(data)
+            if where.startswith("organisations.") and c.email
+        }
+        shared = [
+            f"{where}: {c.email} is a trust's contact; operations notices never go to a trust"
+            for where, c in _non_regulator_contacts(data)
+            if where.endswith("operations") and c.email and mailbox(c.email) in trusts
+        ]
+        if shared:
+            raise DirectoryError(f"{source}: " + "; ".join(shared))
         return directory
 
     @property
     def sender(self) -> Contact:
         return self._data.sender
+
+    def operations_contact(self, audit: str | None) -> Contact | None:
+        """Who is told about a watchdog's findings: the audit's ``operations`` contact, else the directory's
+        top-level ``operations``; None when neither is listed. Never a trust's or a regulator's contact (refused
+        at load)."""
+        entry = _by_audit(self._data.audits, audit) if audit else None
+        found: Contact | None = entry.operations if entry is not None else None
+        return found or self._data.operations
 
     def organisation_name(self, ods_code: str) -> str | None:
         entry = self._data.organisations.get(ods_code)

@@ -30,6 +30,7 @@ import fcntl
 import gc
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from services.core.calendar import preload as preload_holidays
 from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import unfinished_reports
 from services.db import Database
+from services.observability import metrics
 from services.release_store import ReleaseStore, StagedStates, StateCache
 from services.settings import Settings, get_settings
 
@@ -568,8 +570,11 @@ def route_resumably(
     for chunk in chunks(read_lines(input_path, on_bytes), CHUNK_LINES):
         states = StagedStates(releases, cache)
         try:
+            t0 = time.perf_counter()
             out = Pipeline(rules, states).process(chunk)
+            t1 = time.perf_counter()
             commit(out, states)
+            metrics.count_batch(out, len(chunk), decide=t1 - t0, commit=time.perf_counter() - t1)
         except BaseException:
             cache.clear()  # it may hold states the store never got
             raise
@@ -584,4 +589,5 @@ def route_resumably(
         kept = f" (kept in {db.target}: a later route into the same --out that brings the rest assesses it)"
         reports += [r.model_copy(update={"detail": r.detail + kept}) for r in unfinished_reports(state, now)]
     commit(Outputs(reports=reports), None)
+    metrics.count_batch(Outputs(reports=reports), 0)
     return summary

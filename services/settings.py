@@ -32,6 +32,8 @@ product packages. ``eval "$(deploy/local/up)"`` exports the connection settings 
 ``SIGNALBOX_OIDC_CLIENT_ID``       its client id
 ``SIGNALBOX_OIDC_CLIENT_SECRET``   its client secret
 ``SIGNALBOX_OIDC_USERNAME_CLAIM``  the ID-token claim naming the signalbox user (``preferred_username``)
+``SIGNALBOX_METRICS_PORT``         the worker's /metrics, /healthz, /readyz port (unset: not served)
+``SIGNALBOX_LOG_FORMAT``           ``json`` or ``console`` (default: json when stderr is not a terminal)
 =================================  ======================================================================
 
 A value that is empty or only spaces counts as unset; other values are stripped of surrounding spaces (not the
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -100,6 +102,8 @@ class Settings(BaseSettings):
     oidc_client_id: str | None = Field(None, validation_alias="SIGNALBOX_OIDC_CLIENT_ID")
     oidc_client_secret: SecretStr | None = Field(None, validation_alias="SIGNALBOX_OIDC_CLIENT_SECRET")
     oidc_username_claim: str = Field("preferred_username", validation_alias="SIGNALBOX_OIDC_USERNAME_CLAIM")
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="SIGNALBOX_METRICS_PORT")
+    log_format: Literal["json", "console"] | None = Field(None, validation_alias="SIGNALBOX_LOG_FORMAT")
 
     @classmethod
     def settings_customise_sources(

@@ -66,6 +66,28 @@ app.command("serve")(serve_command)
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 
+class LogFormatChoice(StrEnum):
+    json = "json"
+    console = "console"
+
+
+@app.callback()
+def structured_logs(
+    log_format: Annotated[
+        LogFormatChoice | None,
+        typer.Option(
+            "--log-format",
+            help="Logs on stderr: json (one object a line) or console (default: SIGNALBOX_LOG_FORMAT, else json "
+            "when stderr is not a terminal).",
+        ),
+    ] = None,
+) -> None:
+    """Logs go through structlog for every command (services/observability/logs.py)."""
+    from services.observability.logs import configure, resolve_format
+
+    configure(resolve_format(log_format.value if log_format else get_settings().log_format))
+
+
 # ---------------------------------------------------------------------------------------------- assess
 
 
@@ -292,6 +314,10 @@ def route_command(
     ] = DEFAULT_RECIPIENTS,
     deliver: Annotated[bool, typer.Option(help="Send the letters (SMTP if configured, else .eml files).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on large inputs.")] = True,
+    metrics_textfile: Annotated[
+        Path | None,
+        typer.Option(help="Also write the run's signalbox_* metrics here (node-exporter textfile format, *.prom)."),
+    ] = None,
 ) -> None:
     """The embedded main job: validate → assess → route a file of events, with no Kafka and no Redis.
 
@@ -329,6 +355,10 @@ def route_command(
             summary, report = run_embedded(file, rules, out_dir, recipients, deliver=deliver)
     except UsageError as exc:
         raise fail(str(exc)) from None
+    if metrics_textfile is not None:
+        from services.observability.metrics import write_textfile
+
+        write_textfile(metrics_textfile)
     print_route_summary(summary, out_dir)
     letters = report.letters
     out.print(
@@ -424,6 +454,14 @@ def worker_command(
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve /metrics, /healthz and /readyz on this port (default: SIGNALBOX_METRICS_PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Run the Faust worker: consume audit.results.v1 and route releases as they close.
 
@@ -436,13 +474,18 @@ def worker_command(
     from services.kafka.worker import DataDirError, TopicMissing, create_app
 
     try:
-        faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store)
+        faust_app = create_app(rules_dir=rules_dir, datadir=datadir, store=store, metrics_port=metrics_port)
     except (RuleSetError, TopicMissing, DataDirError) as exc:
         raise fail(str(exc)) from None
     except KafkaError as exc:
         raise fail(f"Kafka refused or did not answer ({type(exc).__name__}: {exc}); check SIGNALBOX_KAFKA and "
                    "SIGNALBOX_KAFKA_USER/PASSWORD (eval \"$(deploy/local/up)\").") from None  # fmt: skip
-    faust.Worker(faust_app, loglevel=loglevel).execute_from_commandline()
+    from services.observability.logs import chosen_format, logging_config
+
+    logs = logging_config(
+        chosen_format(), loglevel, loglevel, process_stderr=True
+    )  # Faust installs logging itself: the same format
+    faust.Worker(faust_app, loglevel=loglevel, logging_config=logs).execute_from_commandline()
 
 
 @app.command("publish")
@@ -546,6 +589,68 @@ def deliver_command(
         for refusal in report.refusals:
             err.print(f"refused: {refusal}", highlight=False, markup=False)
         raise SystemExit(FAILED)
+
+
+@app.command("check")
+def check_command(
+    store: StoreOption = "out/trail.sqlite",
+    release_open_hours: Annotated[
+        float, typer.Option(min=0, help="A release open this long after its last event.")
+    ] = 72,
+    letter_stuck_hours: Annotated[float, typer.Option(min=0, help="A held or dead letter this old.")] = 24,
+    deadline_grace_hours: Annotated[float, typer.Option(min=0, help="A case deadline passed this long ago.")] = 1,
+    checkpoint_hours: Annotated[float, typer.Option(min=0, help="Unsigned trail entries, checkpoint this old.")] = 1,
+    dead_letters_per_hour: Annotated[
+        float, typer.Option(min=0, help="Dead letters an hour, over the last hour.")
+    ] = 100,
+    metrics_textfile: Annotated[
+        Path | None, typer.Option(help="Also write the findings as signalbox_* metrics (node-exporter textfile).")
+    ] = None,
+    notify: Annotated[
+        bool, typer.Option(help="Tell the operations contact (recipient directory) about new findings.")
+    ] = True,
+    mail: Annotated[Path | None, typer.Option(help="Folder for .eml files (when no SMTP).")] = None,
+) -> None:
+    """The watchdogs, once, for cron in an embedded deployment (the worker runs them on a timer).
+
+    Exit 1 when any watchdog found something (each finding is one line: watchdog, audit, id, what), else 0.
+    New findings are sent once to the audit's operations contact in the recipient directory (never a trust or
+    a regulator).
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from services.observability.metrics import write_textfile
+    from services.observability.watchdogs import Thresholds, survey
+
+    thresholds = Thresholds(
+        release_open_after=timedelta(hours=release_open_hours),
+        letter_stuck_after=timedelta(hours=letter_stuck_hours),
+        deadline_grace=timedelta(hours=deadline_grace_hours),
+        checkpoint_interval=timedelta(hours=checkpoint_hours),
+        dead_letters_per_hour=dead_letters_per_hour,
+    )
+    with open_store(store) as db:
+        found = survey(db, datetime.now(UTC), thresholds)
+        if notify and found.findings:
+            from notifications.recipients import Directory
+            from services.letters.delivery import default_transports
+            from services.letters.recipients import recipients_for
+            from services.observability.notify import notify_operations
+
+            settings = get_settings()
+            directory = Directory.load(recipients_for(store, settings.recipients))
+            transports = default_transports(mail or (Path(store).parent / "mail"), settings.smtp)
+            told = notify_operations(db, directory, found, transports)
+            if told.untold:
+                err.print(f"warning: {told.untold} findings have no operations contact in {directory.source}")
+    if metrics_textfile is not None:
+        write_textfile(metrics_textfile)
+    for finding in found.findings:
+        out.print(finding.line(), highlight=False, markup=False)
+    if found.findings:
+        err.print(f"{len(found.findings)} watchdog findings", highlight=False)
+        raise SystemExit(FAILED)
+    out.print("watchdogs: nothing found", highlight=False)
 
 
 def main() -> None:

@@ -63,12 +63,26 @@ from services.kafka.topics import CASE_COMMANDS_TOPIC, CONTRACT_TOPICS, INPUT_TO
 from services.letters.delivery import default_transports, deliver
 from services.letters.plot import LetterPlots
 from services.letters.recipients import recipients_for
+from services.observability import metrics
+from services.observability.health import (
+    Check,
+    Heartbeat,
+    Verdict,
+    database_reachable,
+    operator_app,
+    serve,
+    tcp_reachable,
+)
+from services.observability.logs import get_logger
+from services.observability.notify import notify_operations
+from services.observability.watchdogs import Survey, survey
 from services.recording import Recorder
 from services.release_store import ReleaseStore, StagedStates, StateCache
 from services.settings import Settings, faust_broker_credentials, faust_broker_url, get_settings, kafka_python_config
 from services.trail.checkpoint import checkpoint_now
 
 log = logging.getLogger("signalbox.worker")
+events_log = get_logger("signalbox.worker")  # structured: one event per batch, ids and counts only
 
 BATCH_SIZE = 2000
 BATCH_WITHIN_S = 0.1
@@ -275,6 +289,7 @@ def create_app(
     web_port: int | None = None,
     batch_size: int = BATCH_SIZE,
     batch_within: float = BATCH_WITHIN_S,
+    metrics_port: int | None = None,
 ) -> faust.App:
     settings = settings or get_settings()
     rules = load_rules(rules_dir)
@@ -343,13 +358,8 @@ def create_app(
             except BaseException:  # cancelled (rebalance, shutdown) before its outputs were confirmed
                 unackable(events)
                 raise
-            decide, produce, commit = router.timings
-            log.info(
-                "batch of %d: %d releases assessed, %d decisions, %d dead letters, %d redeliveries "
-                "(decide %.0f ms, produce %.0f ms, commit %.0f ms)",
-                len(events), len(out.releases), len(out.decisions), len(out.dead_letters), out.redeliveries,
-                decide * 1e3, produce * 1e3, commit * 1e3,
-            )  # fmt: skip
+            metrics.count_batch(out, len(events), *router.timings)
+            _log_batch(events, out, router.timings)
 
     commands = app.topic(CASE_COMMANDS_TOPIC, key_serializer="raw", value_serializer="raw")
 
@@ -368,10 +378,16 @@ def create_app(
                 outputs, notices = Outputs(), list(outcome.notices)
             await router.until_done(f"case command {source}", partial(router.publish, outputs, notices))
 
+    relay = Heartbeat("the outbox relay (letters timer)", stuck_after=RELAY_STUCK_S)
+
     @app.timer(interval=60.0)  # type: ignore[untyped-decorator]
     async def case_deadlines() -> None:
         """Fire passed case deadlines once (the store decides, so several workers never fire one twice)."""
-        side = _side_recorder(store, settings)
+        try:
+            side = await asyncio.to_thread(_side_recorder, store, settings)
+        except Exception as exc:  # the database is down: the next tick tries again (readiness says why)
+            log.error("case deadlines skipped: %s: %s", type(exc).__name__, exc)
+            return
         try:
             outcome = await asyncio.to_thread(side.cases.tick)
             await asyncio.to_thread(_checkpoint, side)
@@ -384,15 +400,135 @@ def create_app(
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def letters() -> None:
         """Send the letters that are due (SMTP when configured, else .eml files in the data folder)."""
-        side = _side_recorder(store, settings)
+        try:
+            side = await asyncio.to_thread(_side_recorder, store, settings)
+        except Exception as exc:  # the database is down: the relay is stuck until it is back
+            log.error("letters skipped: %s: %s", type(exc).__name__, exc)
+            return
         try:
             await asyncio.to_thread(_send_letters, side, datadir / "mail", settings.smtp)
             await asyncio.to_thread(_checkpoint, side)
         finally:
             side.db.close()
+        relay.beat()
+
+    @app.timer(interval=WATCHDOG_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def watchdogs() -> None:
+        """The watchdogs over this worker's store: metrics always, a warning event per finding."""
+        try:
+            found = await asyncio.to_thread(_survey, store, settings, datadir / "mail")
+        except Exception as exc:  # the database is down: readiness says so; the next run tries again
+            log.error("watchdogs skipped: %s: %s", type(exc).__name__, exc)
+            return
+        for finding in found.findings:
+            events_log.warning("watchdog", watchdog=finding.watchdog, audit=finding.audit, subject=finding.subject,
+                               detail=finding.detail)  # fmt: skip
+
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port is not None:
+        checks = _readiness_checks(app, settings, store, redis, relay)
+
+        async def before_scrape() -> None:
+            metrics.set_lag(await _input_lag(app))
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def operator_endpoints() -> None:
+            """/metrics, /healthz and /readyz on ``port`` for as long as the worker runs."""
+            runner = await serve(operator_app(checks, before_scrape), port)
+            log.info("serving /metrics, /healthz and /readyz on port %d", port)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
 
     app.signalbox_router = router  # type: ignore[attr-defined]
     return app
+
+
+RELAY_STUCK_S = 300.0  # ten missed letters ticks
+WATCHDOG_INTERVAL_S = 300.0
+
+
+def _survey(store: str, settings: Settings, mail_dir: Path) -> Survey:
+    """The watchdogs over the store, and a notice to the operations contact about what is new."""
+    db = Database(store)
+    try:
+        found = survey(db, datetime.now(UTC))
+        if found.findings:
+            directory = Directory.load(recipients_for(store, settings.recipients))
+            notify_operations(db, directory, found, default_transports(mail_dir, settings.smtp))
+        return found
+    finally:
+        db.close()
+
+
+def _log_batch(events: Sequence[Any], out: Outputs, timings: tuple[float, float, float]) -> None:
+    """One structured event per batch: where it came from, what it decided (counts, release ids), how long it took.
+    Ids and counts only: no assessment, result or letter content reaches the log (the learning space's rule)."""
+    offsets: dict[str, list[int]] = {}
+    for event in events:
+        message = event.message
+        span = offsets.setdefault(f"{message.topic}/{message.partition}", [message.offset, message.offset])
+        span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
+    decide, produce, commit = timings
+    events_log.info(
+        "batch",
+        events=len(events),
+        offsets={k: f"{a}-{b}" for k, (a, b) in sorted(offsets.items())},
+        accepted=out.accepted,
+        redeliveries=out.redeliveries,
+        dead_letters=len(out.dead_letters),
+        releases_assessed=sorted({r.summary.release_id for r in out.releases}),
+        decisions=len(out.decisions),
+        reports=len(out.reports),
+        decide_ms=round(decide * 1e3, 1),
+        produce_ms=round(produce * 1e3, 1),
+        commit_ms=round(commit * 1e3, 1),
+    )
+
+
+def _readiness_checks(app: faust.App, settings: Settings, store: str, redis: Any, relay: Heartbeat) -> dict[str, Check]:
+    async def kafka() -> Verdict:
+        reached = await tcp_reachable(settings.kafka_servers)
+        if reached.status != "ok":
+            return reached
+        mine = [tp for tp in app.consumer.assignment() if tp.topic == INPUT_TOPIC]
+        if not mine:
+            return Verdict("down", f"no partition of {INPUT_TOPIC} assigned to this worker")
+        return Verdict("ok", f"{len(mine)} partitions of {INPUT_TOPIC} assigned")
+
+    async def database() -> Verdict:
+        return await asyncio.to_thread(database_reachable, store)
+
+    async def dedup_cache() -> Verdict:
+        if redis is None:
+            return Verdict("degraded", "no Redis configured: deduplication reads the output topics' tails")
+        try:
+            await asyncio.wait_for(redis.ping(), 2.0)
+        except Exception as exc:
+            return Verdict("degraded", f"Redis unreachable ({type(exc).__name__}); the output topics' tails decide")
+        return Verdict("ok")
+
+    async def outbox_relay() -> Verdict:
+        return relay.verdict()
+
+    return {"kafka": kafka, "database": database, "redis": dedup_cache, "outbox_relay": outbox_relay}
+
+
+async def _input_lag(app: faust.App) -> list[tuple[int, int]]:
+    """Records not yet consumed on each assigned input partition (the broker's high water mark minus our position)."""
+    lags = []
+    for tp in sorted(app.consumer.assignment()):
+        if tp.topic != INPUT_TOPIC:
+            continue
+        try:
+            position = await app.consumer.position(tp)
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # a partition being revoked: no figure this scrape
+            continue
+        if position is not None and highwater is not None:
+            lags.append((tp.partition, highwater - position))
+    return lags
 
 
 def _side_recorder(store: str, settings: Settings) -> Recorder:

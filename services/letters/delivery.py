@@ -22,6 +22,7 @@ from notifications.render import renderer_for
 from schemas.notices import AnyNotice
 from services.db import Database
 from services.letters.relay import DeliveryReport, deliver_due
+from services.observability import metrics
 
 PASS_LIMIT = 500  # letters per relay pass; passes repeat until one finds nothing to do
 
@@ -55,4 +56,5 @@ def deliver(
                 return
 
     asyncio.run(run())
+    metrics.count_delivery(total.latencies)
     return total

@@ -45,8 +45,10 @@ class DeliveryReport:
     reclaimed: int = 0  # letters whose relay died mid-send, taken back before their lease ran out
     refused: int = 0  # not vouched for by the trail; also counted in ``dead``
     refusals: list[str] = field(default_factory=list)
+    latencies: list[tuple[str, float]] = field(default_factory=list)  # (space, seconds from queued to sent)
 
     def add(self, other: DeliveryReport) -> None:
+        self.latencies += other.latencies
         self.reclaimed += other.reclaimed
         self.refused += other.refused
         self.refusals += other.refusals
@@ -188,5 +190,7 @@ async def _deliver_one(
         outbox.mark_failed(db, row.message_id, error, clock(), rng=rng, policy=policy)
         report.failed += 1
         return
-    outbox.mark_sent(db, row.message_id, clock())
+    sent_at = clock()
+    outbox.mark_sent(db, row.message_id, sent_at)
     report.sent += 1
+    report.latencies.append((str(row.space), (sent_at - row.created_at).total_seconds()))

@@ -280,7 +280,7 @@ class Worker:
 
     def errors(self) -> list[str]:
         """Log lines that say something went wrong (tracebacks, crashes)."""
-        bad = re.compile(r"\[ERROR\]|\[CRITICAL\]|Traceback|crashed", re.IGNORECASE)
+        bad = re.compile(r"\[ERROR\]|\[CRITICAL\]|\"level\": \"(error|critical)\"|Traceback|crashed", re.IGNORECASE)
         benign = re.compile(r"not found in cluster metadata")  # a learning topic being auto-created
         return [line for line in self.log_since().splitlines() if bad.search(line) and not benign.search(line)]
 

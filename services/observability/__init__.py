@@ -1,0 +1,1 @@
+"""What an operator sees of a running signalbox: metrics, health, structured logs. Drivers call it; the core never."""

@@ -75,10 +75,10 @@ EMBEDDED_GROUP = "signalbox-route"  # the release store's consumer group for the
 
 
 # Generation-0 threshold and the two older ones while route runs (the default is 700, 10, 10). Measured on 100k
-# results (benchmarks/route.py --results 100000 --releases 500, 2-core machine): with the start-up heap frozen, the
-# default spent about a quarter of the run in collections; 50,000 / 20 / 100 brought the collector under 3%, and
-# larger first thresholds did not measure faster. Nothing route keeps per result has cycles that need the
-# collector to free them promptly: reference counting frees each batch.
+# results (2-core shared machine, gc.callbacks timing): the default spent 15% of the run in collections,
+# 10,000/10/10 6%, 50,000/20/100 4%, 200,000/50/100 3% (wall times too noisy there to rank the last two). Nothing
+# route keeps per result has cycles that need the collector to free them promptly: reference counting frees each
+# batch.
 GC_THRESHOLD = (50_000, 20, 100)
 
 

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rules.monitoring import Monitoring
 from rules.stats import FunnelSpec, critical_z
 from schemas.config_files import ConfigFileError, load_yaml
 from schemas.signals import LearningRole, RuleRef, TrustRole
@@ -141,6 +142,7 @@ class Indicator(Strict):
     overdispersion: Overdispersion = Overdispersion()
     deadlines: Deadlines | None = None
     recipients: Recipients | None = None
+    monitoring: Monitoring | None = None  # continuous risk-adjusted CUSUM on patient outcomes (rules/monitoring.py)
 
 
 class Policy(Strict):

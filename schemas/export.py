@@ -15,13 +15,16 @@ from pydantic import TypeAdapter
 from schemas.cases import CaseCommand
 from schemas.events import EVENT_ADAPTER
 from schemas.notices import Notice
-from schemas.signals import Assessment, DeadLetter, Decision, ReleaseReport, ReleaseSummary
+from schemas.outcomes import OUTCOME_ADAPTER
+from schemas.signals import Assessment, CusumCrossing, DeadLetter, Decision, ReleaseReport, ReleaseSummary
 
 
 def schemas() -> dict[str, dict[str, Any]]:
     """File name → JSON Schema."""
     return {
         "audit-event.v1.json": EVENT_ADAPTER.json_schema(),
+        "patient-outcome.v1.json": OUTCOME_ADAPTER.json_schema(),
+        "cusum-crossing.json": CusumCrossing.model_json_schema(),
         "assessment.json": Assessment.model_json_schema(),
         "decision.json": TypeAdapter(Decision).json_schema(),
         "dead-letter.json": DeadLetter.model_json_schema(),

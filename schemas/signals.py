@@ -11,13 +11,13 @@ The separation of the two spaces is a property of these types, not of the code t
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from schemas.events import Period
-from schemas.vocabulary import Band, Measure, Record, Side, Space
+from schemas.vocabulary import Band, CrossedLimit, Measure, Record, Side, Space
 
 LearningRole = Literal["patient_safety_lead", "lead_clinician"]
 TrustRole = Literal["patient_safety_lead", "lead_clinician", "medical_director", "chief_executive"]
@@ -215,3 +215,33 @@ def stable_id(prefix: str, *parts: str) -> str:
 def case_id_for(audit: str, indicator_id: str, period: Period, ods_code: str) -> str:
     """Alarm cases are keyed by audit × indicator × period × organisation (docs/outlier-process.md §3)."""
     return f"{audit}:{indicator_id}:{period.start.isoformat()}..{period.end.isoformat()}:{ods_code}"
+
+
+class CusumCrossing(Record):
+    """A unit's CUSUM chart reaching one of its limits: the record the monitoring decisions are routed from.
+
+    ``chart`` is ``deterioration`` (Steiner's RA-CUSUM at the rule's odds ratio > 1; limits ``alert`` and
+    ``alarm``) or ``improvement`` (its twin at an odds ratio < 1; limit ``improvement``). ``limit_record`` says
+    how the limit was obtained (``rules/monitoring.py``). The decision ids are derived from ``crossing_id``.
+    """
+
+    crossing_id: str
+    audit: str
+    indicator_id: str
+    ods_code: str
+    organisation_name: str
+    country: str
+    chart: Literal["deterioration", "improvement"]
+    limit: CrossedLimit
+    h: float
+    value: float
+    odds_ratio: float
+    outcomes: int  # outcomes on the chart so far
+    run_outcomes: int  # outcomes since the chart last left zero
+    run_observed: int
+    run_expected: float
+    run_start: date
+    event_id: str  # the outcome that crossed
+    event_date: date
+    limit_record: dict[str, str | float | int]
+    rules: RuleRef

@@ -31,6 +31,15 @@ class Band(StrEnum):
     INSUFFICIENT_DATA = "insufficient_data"
 
 
+class CrossedLimit(StrEnum):
+    """Which control limit a monitoring chart crossed: the deterioration chart's alert and alarm limits (named as
+    the bands they route like) or the improvement chart's one limit."""
+
+    ALERT = "alert"
+    ALARM = "alarm"
+    IMPROVEMENT = "improvement"
+
+
 class Side(StrEnum):
     """Which side of the target a result beyond a limit lies on: worse (adverse) or better (favourable)."""
 

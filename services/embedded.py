@@ -39,12 +39,21 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, NamedTuple
 
 from rules.book import RuleBook
-from schemas.signals import AnyDecision, Assessment, DeadLetter, ReleaseReport, ReleaseSummary, stable_id
+from schemas.signals import (
+    AnyDecision,
+    Assessment,
+    CusumCrossing,
+    DeadLetter,
+    ReleaseReport,
+    ReleaseSummary,
+    stable_id,
+)
 from schemas.vocabulary import Space, Stream
 from services.core.calendar import preload as preload_holidays
 from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import unfinished_reports
 from services.db import Database
+from services.monitor_store import ChartStore, StagedCharts
 from services.observability import metrics
 from services.release_store import ReleaseStore, StagedStates, StateCache
 from services.settings import Settings, get_settings
@@ -137,6 +146,7 @@ class RunSummary:
     releases: list[ReleaseLine] = field(default_factory=list)
     open_releases: int = 0  # releases left incomplete at the end of the input; a later run resumes them
     already_recorded: int = 0  # dead letters and release reports an earlier run over the same --out wrote
+    crossings: list[CusumCrossing] = field(default_factory=list)  # CUSUM crossings of patient outcomes
 
 
 class JsonlOutputs:
@@ -301,6 +311,7 @@ def _account(summary: RunSummary, outputs: Outputs) -> None:
     summary.dead_letters += len(outputs.dead_letters)
     summary.reports += len(outputs.reports)
     summary.releases += [ReleaseLine(r.summary, flagged_rows(r.flagged)) for r in outputs.releases]
+    summary.crossings += outputs.crossings
     d: AnyDecision
     for d in outputs.decisions:
         summary.decisions[d.space] += 1
@@ -372,6 +383,7 @@ class OutputLedger:
             reports=[r for r in out.reports if keep(report_id(r))],
             accepted=out.accepted,
             redeliveries=out.redeliveries,
+            crossings=out.crossings,
         )
         return fresh, kept
 
@@ -546,19 +558,22 @@ def route_resumably(
     them: each batch's outputs are appended to the files, then committed with its states and trail entries."""
     db = recorder.db
     releases = ReleaseStore(db, EMBEDDED_GROUP)
+    chart_store = ChartStore(db, EMBEDDED_GROUP)  # each unit's CUSUM charts, beside the release states
     ledger = OutputLedger(db)
     writer = JsonlOutputs(out_dir, stack, ledger.lengths())
     cache = StateCache(ROUTE_CACHED_RELEASES)
     summary = RunSummary()
     touched: set[str] = set()
 
-    def commit(out: Outputs, states: StagedStates | None) -> None:
+    def commit(out: Outputs, states: StagedStates | None, charts: StagedCharts | None = None) -> None:
         fresh, ids = ledger.fresh(out)
         writer.write(fresh)
         lengths = writer.sync()
         with db.transaction():
             if states is not None:
                 releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
+            if charts is not None:
+                chart_store.save(charts.staged, datetime.now(UTC).isoformat())
             recorder.record(fresh)
             ledger.mark(ids, lengths)
         if states is not None:
@@ -569,11 +584,12 @@ def route_resumably(
 
     for chunk in chunks(read_lines(input_path, on_bytes), CHUNK_LINES):
         states = StagedStates(releases, cache)
+        charts = StagedCharts(chart_store)
         try:
             t0 = time.perf_counter()
-            out = Pipeline(rules, states).process(chunk)
+            out = Pipeline(rules, states, charts=charts).process(chunk)
             t1 = time.perf_counter()
-            commit(out, states)
+            commit(out, states, charts)
             metrics.count_batch(out, len(chunk), decide=t1 - t0, commit=time.perf_counter() - t1)
         except BaseException:
             cache.clear()  # it may hold states the store never got

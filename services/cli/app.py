@@ -37,6 +37,7 @@ from schemas.config_files import ConfigFileError
 from schemas.vocabulary import Adverse, Band, Measure, Method, Side, Space, Stream, count_key
 from services.cli.cases import app as cases_app
 from services.cli.common import FAILED, USAGE, AtOption, StoreOption, at_option, err, fail, open_recorder, open_store
+from services.cli.monitor import app as monitor_app
 from services.cli.trail import app as trail_app
 from services.cli.users import app as users_app
 from services.cli.users import serve as serve_command
@@ -59,6 +60,7 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
 app.add_typer(trail_app, name="trail")
 app.add_typer(cases_app, name="cases")
+app.add_typer(monitor_app, name="monitor")
 app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)
 
@@ -254,6 +256,25 @@ def assess_command(
 SPACE_STYLES: dict[str, str] = {Space.FORMAL: "bold red", Space.LEARNING: "yellow", Space.GOOD_PRACTICE: "green"}
 
 
+def print_crossings(summary: RunSummary) -> None:
+    """The CUSUM charts' signals of this run (patient outcomes), each with the space it went to."""
+    if not summary.crossings:
+        return
+    from rules.routing import CROSSING_BANDS
+
+    table = Table(title="CUSUM signals (patient outcomes)")
+    for col in ("space", "ODS", "organisation", "indicator", "date", "chart", "value", "limit h", "outcomes"):
+        table.add_column(col)
+    for c in summary.crossings:
+        space = space_for(*CROSSING_BANDS[c.limit])
+        table.add_row(
+            (space or "recorded only").replace("_", " "), c.ods_code, c.organisation_name, c.indicator_id,
+            c.event_date.isoformat(), f"{c.chart} ({c.limit})", f"{c.value:.2f}", f"{c.h:.2f}", str(c.outcomes),
+            style=SPACE_STYLES.get(space or "", ""),
+        )  # fmt: skip
+    out.print(table)
+
+
 def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 20) -> None:
     from services.core.organisations import display_name
 
@@ -280,9 +301,11 @@ def print_route_summary(summary: RunSummary, out_dir: Path, max_releases: int = 
             str(c.get("alarm_adverse", 0)), str(c.get("alert_adverse", 0)), str(fav),
             str(c.get("within", 0)), str(c.get("insufficient_data", 0)),
         )  # fmt: skip
-    out.print(table)
+    if summary.releases or not summary.crossings:
+        out.print(table)
     if len(summary.releases) > max_releases:
         out.print(f"… and {len(summary.releases) - max_releases} more releases (see releases.jsonl)")
+    print_crossings(summary)
     flagged = [a for rel in summary.releases[:max_releases] for a in rel.flagged]
     if flagged:
         ft = Table(title="Flagged organisations")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from rules.routing import CUSUM_METHOD
 from schemas.notices import GoodPracticeNotice, LearningNotice, notice_id_for
 from schemas.signals import GoodPracticeDecision, LearningDecision
 from services.core.calendar import add_working_days
@@ -20,6 +21,8 @@ LEARNING_REVIEW_WORKING_DAYS = 25
 def notice_for(decision: LearningDecision | GoodPracticeDecision, now: datetime) -> LearningNotice | GoodPracticeNotice:
     """The one notice a learning-space alert or a good-practice signal sends to its trust."""
     a = decision.assessment
+    if isinstance(decision, LearningDecision) and a.method == CUSUM_METHOD:
+        return cusum_notice(decision, now)
     if isinstance(decision, LearningDecision):
         return LearningNotice(
             notice_id=notice_id_for(decision.decision_id, "learning_alert"),
@@ -41,4 +44,26 @@ def notice_for(decision: LearningDecision | GoodPracticeDecision, now: datetime)
         created_at=now,
         template="favourable_notice",
         recipients=decision.recipients,
+    )
+
+
+def cusum_notice(decision: LearningDecision, now: datetime) -> LearningNotice:
+    """The ``cusum_signal`` letter of a CUSUM alert crossing (``rules/routing.py::crossing_assessment``): its
+    threshold, the day it was crossed, and the run's observed and expected outcomes (the assessment's reason)."""
+    a = decision.assessment
+    threshold = a.limits.alert_upper
+    return LearningNotice(
+        notice_id=notice_id_for(decision.decision_id, "cusum_signal"),
+        ods_code=a.ods_code,
+        assessment=a,
+        decision_id=decision.decision_id,
+        created_at=now,
+        respond_by=add_working_days(now.date(), LEARNING_REVIEW_WORKING_DAYS, a.country),
+        template="cusum_signal",
+        recipients=decision.recipients,
+        facts={
+            "cusum_threshold": None if threshold is None else f"{threshold:.2f}",
+            "signalled_on": a.period.end.isoformat(),
+            "run_summary": (a.reason or "")[:1].upper() + (a.reason or "")[1:],
+        },
     )

@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from rules.book import IndicatorRule, RuleBook
 from rules.routing import route
 from schemas.events import AuditResult
-from schemas.signals import AnyDecision, DeadLetter, ReleaseReport
+from schemas.outcomes import is_outcome
+from schemas.signals import AnyDecision, CusumCrossing, DeadLetter, ReleaseReport
 from services.core.assess import AssessedRelease, assess_releases
 from services.core.ingest import Accepted, Event, Rejected, dead_letter, ingest, parse_many
+from services.core.monitor import ChartState, Monitor, MonitorOutputs
 from services.core.releases import (
     ReleaseLedger,
     ReleaseState,
@@ -39,8 +41,10 @@ class Outputs:
     reports: list[ReleaseReport] = field(default_factory=list)
     accepted: int = 0
     redeliveries: int = 0
+    crossings: list[CusumCrossing] = field(default_factory=list)  # CUSUM crossings (their decisions are above)
 
     def extend(self, other: Outputs) -> None:
+        self.crossings += other.crossings
         self.releases += other.releases
         self.decisions += other.decisions
         self.dead_letters += other.dead_letters
@@ -61,8 +65,10 @@ class Pipeline:
         rules: RuleBook,
         states: MutableMapping[str, ReleaseState] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        charts: MutableMapping[str, ChartState] | None = None,
     ) -> None:
         self.rules = rules
+        self.monitor = Monitor(rules, charts)
         self.states: MutableMapping[str, ReleaseState] = {} if states is None else states
         self.ledger = ReleaseLedger(self.states)
         self.clock = clock
@@ -146,11 +152,27 @@ class Pipeline:
     def process(self, records: Sequence[tuple[bytes, str]]) -> Outputs:
         """A batch of raw events: parsed together, then fed in order, then the completed releases assessed."""
         out = Outputs()
+        outcomes = [(raw, source) for raw, source in records if is_outcome(raw)]
+        if outcomes:  # patient outcomes (audit.outcomes.v1) go to the CUSUM charts
+            self.feed_outcomes(outcomes, out)
+            records = [(raw, source) for raw, source in records if not is_outcome(raw)]
         parsed = parse_many([raw for raw, _ in records])
         for (raw, source), event in zip(records, parsed, strict=True):
             self.feed(raw, source, out, event)
         self.flush(out)
         return out
+
+    def feed_outcomes(self, records: Sequence[tuple[bytes, str]], out: Outputs) -> None:
+        """Patient outcomes, in arrival order, through their units' charts (``services/core/monitor.py``)."""
+        got = MonitorOutputs()
+        now = self.clock()
+        for raw, source in records:
+            self.monitor.feed(raw, source, got, now)
+        out.crossings += got.crossings
+        out.decisions += got.decisions
+        out.dead_letters += got.dead_letters
+        out.accepted += got.accepted
+        out.redeliveries += got.redeliveries
 
     def finish(self) -> list[ReleaseReport]:
         """At the end of a finite input: report every release that never completed."""

@@ -46,6 +46,7 @@ from services.kafka.topics import (
     FORMAL_TOPIC,
     INPUT_TOPIC,
     LEARNING_TOPIC_PREFIX,
+    OUTCOMES_TOPIC,
     REGULATOR_TOPIC,
     SERVICE_PREFIX,
     learning_topic,
@@ -130,6 +131,8 @@ def service_acls() -> list[ACL]:
         _acl(SERVICE, ResourceType.TRANSACTIONAL_ID, SERVICE_PREFIX, ACLOperation.ALL, prefixed=True),
         _acl(SERVICE, ResourceType.TOPIC, INPUT_TOPIC, ACLOperation.READ),
         _acl(SERVICE, ResourceType.TOPIC, INPUT_TOPIC, ACLOperation.DESCRIBE),
+        _acl(SERVICE, ResourceType.TOPIC, OUTCOMES_TOPIC, ACLOperation.READ),
+        _acl(SERVICE, ResourceType.TOPIC, OUTCOMES_TOPIC, ACLOperation.DESCRIBE),
     ]
 
 
@@ -137,6 +140,8 @@ def audit_platform_acls() -> list[ACL]:
     return [
         _acl(AUDIT_PLATFORM, ResourceType.TOPIC, INPUT_TOPIC, ACLOperation.WRITE),
         _acl(AUDIT_PLATFORM, ResourceType.TOPIC, INPUT_TOPIC, ACLOperation.DESCRIBE),
+        _acl(AUDIT_PLATFORM, ResourceType.TOPIC, OUTCOMES_TOPIC, ACLOperation.WRITE),
+        _acl(AUDIT_PLATFORM, ResourceType.TOPIC, OUTCOMES_TOPIC, ACLOperation.DESCRIBE),
     ]
 
 

@@ -26,10 +26,13 @@ from services.settings import Settings, kafka_python_config
 
 
 def contract_key(line: bytes) -> bytes | None:
-    """``{audit}/{release_id}`` from an event; None for a line that is not a JSON object (it is still sent,
-    so the worker can dead-letter it with its reason)."""
+    """``{audit}/{release_id}`` from an event (``{audit}/{indicator_id}/{ods_code}`` from a patient outcome, so a
+    unit's outcomes stay ordered on one partition); None for a line that is not a JSON object (it is still
+    sent, so the worker can dead-letter it with its reason)."""
     try:
         event = json.loads(line)
+        if event.get("kind") == "patient_outcome":
+            return f"{event['audit']}/{event['indicator_id']}/{event['organisation']['ods_code']}".encode()
         return f"{event['audit']}/{event['release_id']}".encode()
     except (ValueError, KeyError, TypeError):
         return None

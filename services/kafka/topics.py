@@ -19,6 +19,7 @@ from schemas.vocabulary import is_ods_code
 SERVICE_PREFIX = "signalbox"
 
 INPUT_TOPIC = "audit.results.v1"
+OUTCOMES_TOPIC = "audit.outcomes.v1"  # patient_outcome events, keyed {audit}/{indicator_id}/{ods_code}
 LEARNING_TOPIC_PREFIX = "signalbox.learning."  # every version: what the regulator is denied
 LEARNING_TOPIC_V1_PREFIX = "signalbox.learning.v1."  # + ODS code: one topic per trust
 FORMAL_TOPIC = "signalbox.formal.v1"  # potential alarms: confidential between the audit and the trust
@@ -29,6 +30,7 @@ RELEASES_TOPIC = "signalbox.releases.v1"
 CASE_COMMANDS_TOPIC = "signalbox.case-commands.v1"
 FIXED_TOPICS: tuple[str, ...] = (
     INPUT_TOPIC,
+    OUTCOMES_TOPIC,
     FORMAL_TOPIC,
     REGULATOR_TOPIC,
     GOOD_PRACTICE_TOPIC,

@@ -43,6 +43,7 @@ from notifications.recipients import Directory
 from rules.book import RuleBook, load_rules
 from schemas.cases import CaseCommand, CaseOutcome
 from schemas.notices import FormalNotice
+from schemas.outcomes import is_outcome
 from services.cases.machine import CaseError
 from services.core.ingest import dead_letter, parse_many
 from services.core.pipeline import Outputs, Pipeline
@@ -59,10 +60,11 @@ from services.kafka.outputs import (
     report_record,
     summary_record,
 )
-from services.kafka.topics import CASE_COMMANDS_TOPIC, CONTRACT_TOPICS, INPUT_TOPIC, OutputTopics
+from services.kafka.topics import CASE_COMMANDS_TOPIC, CONTRACT_TOPICS, INPUT_TOPIC, OUTCOMES_TOPIC, OutputTopics
 from services.letters.delivery import default_transports, deliver
 from services.letters.plot import LetterPlots
 from services.letters.recipients import recipients_for
+from services.monitor_store import ChartStore, StagedCharts
 from services.observability import metrics
 from services.observability.health import (
     Check,
@@ -108,6 +110,7 @@ class StreamRouter:
         self.rules = rules
         self.recorder = recorder
         self.releases = ReleaseStore(recorder.db, app.conf.id)
+        self.charts = ChartStore(recorder.db, app.conf.id)  # each unit's CUSUM charts, beside the releases
         self.cache = StateCache()
         self.timings = (0.0, 0.0, 0.0)  # the last batch: decide, produce and wait for acks, commit (seconds)
         self.produced = produced
@@ -120,19 +123,25 @@ class StreamRouter:
 
     async def handle(self, events: Sequence[Any]) -> Outputs:
         states = StagedStates(self.releases, self.cache)
-        pipeline = Pipeline(self.rules, states)
+        charts = StagedCharts(self.charts)
+        pipeline = Pipeline(self.rules, states, charts=charts)
         out = Outputs()
         raws = [bytes(event.value) for event in events]
         try:
             t0 = time.perf_counter()
-            for event, raw, parsed in zip(events, raws, parse_many(raws), strict=True):
-                message = event.message
-                pipeline.feed(raw, f"{message.topic}/{message.partition}/{message.offset}", out, parsed)
+            sources = [f"{e.message.topic}/{e.message.partition}/{e.message.offset}" for e in events]
+            outcomes = [(raw, source) for raw, source in zip(raws, sources, strict=True) if is_outcome(raw)]
+            if outcomes:  # audit.outcomes.v1: the CUSUM charts (services/core/monitor.py)
+                pipeline.feed_outcomes(outcomes, out)
+                kept = [i for i, raw in enumerate(raws) if not is_outcome(raw)]
+                raws, sources = [raws[i] for i in kept], [sources[i] for i in kept]
+            for raw, source, parsed in zip(raws, sources, parse_many(raws), strict=True):
+                pipeline.feed(raw, source, out, parsed)
             pipeline.flush(out)
             t1 = time.perf_counter()
             await self.publish(out)
             t2 = time.perf_counter()
-            await asyncio.to_thread(self.commit, states, out)
+            await asyncio.to_thread(self.commit, states, out, charts)
             self.timings = (t1 - t0, t2 - t1, time.perf_counter() - t2)
         except BaseException:
             self.cache.clear()  # what it holds may be ahead of the database now
@@ -140,10 +149,12 @@ class StreamRouter:
         self.cache.put(states.staged)
         return out
 
-    def commit(self, states: StagedStates, out: Outputs) -> None:
-        """The batch's release states, trail entries, cases and letters, in one transaction."""
+    def commit(self, states: StagedStates, out: Outputs, charts: StagedCharts | None = None) -> None:
+        """The batch's release states, chart states, trail entries, cases and letters, in one transaction."""
         with self.recorder.db.transaction():
             self.releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
+            if charts is not None:
+                self.charts.save(charts.staged, datetime.now(UTC).isoformat())
             self.recorder.record(out)
 
     async def publish(self, out: Outputs, notices: Sequence[FormalNotice] = ()) -> None:
@@ -325,7 +336,10 @@ def create_app(
         broker_heartbeat_interval=3.0,
     )
     app.conf.producer_enable_idempotence = True
-    results = app.topic(INPUT_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions)
+    # One agent reads both contract topics, so one batch loop and one transaction per batch decide both.
+    results = app.topic(
+        INPUT_TOPIC, OUTCOMES_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
     redis = None
     if settings.redis_url is not None:
         import redis.asyncio as aioredis

@@ -11,19 +11,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from datetime import date
+from typing import Any
 
 import numpy as np
 
+from notifications.cusum_plot import cusum_chart
 from notifications.plot import funnel_view, render_funnel_svg
 from notifications.render import plot_audience
 from rules.book import RuleBook
+from rules.routing import CUSUM_METHOD
 from rules.stats import FunnelResult, FunnelSpec
 from schemas.notices import AnyNotice
 from schemas.signals import Assessment, stable_id
+from services.core.monitor import ChartState, limits_for
 from services.trail.store import Trail
 
 log = logging.getLogger(__name__)
 EMPTY_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>'
+
+
+def cusum_points(db: Any, assessment: Assessment) -> list[tuple[date, float, float, float]] | None:
+    """The unit's chart points up to the crossing's day, from the newest chart state any driver stored."""
+    key = f"{assessment.audit}/{assessment.indicator_id}/{assessment.ods_code}"
+    try:
+        rows = db.query("SELECT state FROM monitor_charts WHERE unit_key = ? ORDER BY updated_at DESC LIMIT 1", (key,))
+    except Exception:  # a store without charts (no outcome was ever routed into it)
+        return None
+    if not rows:
+        return None
+    state = ChartState.model_validate_json(rows[0][0])
+    return [p for p in state.history if p[0] <= assessment.period.end]
 
 
 def release_ref(audit: str, release_id: str, indicator_id: str) -> str:
@@ -43,8 +61,10 @@ class LetterPlots:
         self._svgs: dict[tuple[str, str, str, str, str], str] = {}
 
     def funnel_for(self, notice: AnyNotice) -> str:
-        """The release's funnel plot as the notice's readers may see it."""
+        """The release's funnel plot as the notice's readers may see it (a CUSUM signal's: its own chart)."""
         a: Assessment = notice.assessment
+        if a.method == CUSUM_METHOD:
+            return self.cusum_for(a)
         key = (a.audit, a.release_id, a.indicator_id)
         if key not in self._funnels:
             found = self.trail.find(release_ref(*key), "learning")
@@ -68,6 +88,23 @@ class LetterPlots:
             svg = render_funnel_svg(view, title=title)
             self._svgs[svg_key] = svg[svg.find("<svg") :]  # inline in a letter: no XML prolog or DOCTYPE
         return self._svgs[svg_key]
+
+    def cusum_for(self, a: Assessment) -> str:
+        """A CUSUM signal's letter shows the unit's own chart (nothing about any other organisation)."""
+        key = (a.audit, a.release_id, a.indicator_id, a.ods_code, "cusum")
+        if key not in self._svgs:
+            rule = self.rules.get(a.audit, a.indicator_id)
+            points = cusum_points(self.trail.db, a)
+            if rule is None or rule.indicator.monitoring is None or not points:
+                return EMPTY_SVG
+            limits = limits_for(rule)
+            svg = cusum_chart(
+                points, alert=limits.alert.h, alarm=limits.alarm.h,
+                improvement=limits.improvement.h if limits.improvement else None,
+                title=f"{a.audit} {a.indicator_id}, {a.ods_code}", fmt="svg",
+            ).decode()  # fmt: skip
+            self._svgs[key] = svg[svg.find("<svg") :]
+        return self._svgs[key]
 
 
 def _nan(x: float | None) -> float:

@@ -37,7 +37,7 @@ from kafka.structs import OffsetAndMetadata
 from services.kafka.acl import ADMIN, AUDIT_PLATFORM, ensure_topics
 from services.kafka.clients import publish_lines
 from services.kafka.outputs import ID_HEADER, KIND_HEADER
-from services.kafka.topics import INPUT_TOPIC, OutputTopics, namespaced
+from services.kafka.topics import INPUT_TOPIC, OUTCOMES_TOPIC, OutputTopics, namespaced
 from services.settings import Settings, kafka_python_config
 from tests.support.credentials import Credentials
 
@@ -97,7 +97,7 @@ class Namespace:
 
     def create(self) -> None:
         """The fixed output topics (learning topics are created by the worker's first record, per trust)."""
-        ensure_topics(self.admin, [INPUT_TOPIC, *self.fixed_topics], partitions=8)
+        ensure_topics(self.admin, [INPUT_TOPIC, OUTCOMES_TOPIC, *self.fixed_topics], partitions=8)
 
     def new_app_id(self, offsets: dict[TopicPartition, int] | None = None) -> str:
         """A fresh consumer group (and empty release table) starting at ``offsets``, by default the input's end."""
@@ -146,6 +146,8 @@ def input_end_offsets(settings: Settings) -> dict[TopicPartition, int]:
         parts = [TopicPartition(INPUT_TOPIC, p) for p in sorted(consumer.partitions_for_topic(INPUT_TOPIC) or ())]
         if not parts:
             raise RuntimeError(f"{INPUT_TOPIC} does not exist; create it as admin")
+        outcomes = sorted(consumer.partitions_for_topic(OUTCOMES_TOPIC) or ())
+        parts += [TopicPartition(OUTCOMES_TOPIC, p) for p in outcomes]  # the worker reads both contract topics
         ends: dict[TopicPartition, int] = consumer.end_offsets(parts)
         return ends
     finally:
@@ -174,9 +176,9 @@ def wait_committed(settings: Settings, group: str, targets: dict[TopicPartition,
         consumer.close()
 
 
-def publish(ns: Namespace, lines: Iterable[bytes]) -> int:
+def publish(ns: Namespace, lines: Iterable[bytes], topic: str = INPUT_TOPIC) -> int:
     """As the audit platform, keyed ``{audit}/{release_id}``: what a real platform does."""
-    return publish_lines(ns.platform, lines)
+    return publish_lines(ns.platform, lines, topic)
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -194,7 +196,9 @@ class Worker:
         *,
         cwd: Path = ROOT,
         pass_datadir: bool = True,
+        args: tuple[str, ...] = (),
     ) -> None:
+        self.args = args  # more options for `signalbox worker` (e.g. --rules)
         self.cwd = cwd
         self.pass_datadir = pass_datadir  # False: the worker's own default (relative to ``cwd``)
         self.ns = ns
@@ -217,7 +221,7 @@ class Worker:
         t0 = time.monotonic()
         datadir = ["--datadir", str(self.datadir / "faust")] if self.pass_datadir else []
         self.proc = subprocess.Popen(
-            [str(SIGNALBOX), "worker", *datadir, "--loglevel", "info"],
+            [str(SIGNALBOX), "worker", *datadir, "--loglevel", "info", *self.args],
             cwd=self.cwd,
             env=env,
             stdout=self._log,

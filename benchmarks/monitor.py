@@ -1,0 +1,141 @@
+"""Throughput of continuous monitoring (issue 14): patient outcomes through the CUSUM charts.
+
+    python benchmarks/monitor.py                     # 200,000 outcomes over 200 trusts
+    python benchmarks/monitor.py --worker            # and one worker over the local broker
+    python benchmarks/monitor.py --outcomes 50000 --units 100
+
+Three figures, each on the same synthetic stream (NELA-like case mix, in event-date order, generated with numpy
+and f-strings so generation is not what is measured):
+
+1. **embedded path**: ``Pipeline.process`` on the raw JSON lines, in batches of ``CHUNK_LINES`` as
+   ``signalbox route`` feeds it — parse and validate each event, the identifier guard, redelivery ledger,
+   event-date window, the charts' recursion and routing of every crossing (no files, no database);
+2. **chart recursion**: ``services.core.monitor.apply_outcomes`` alone, unit by unit (the sequential part);
+3. **vectorised across units**: ``rules.monitoring.yearly_maxima``'s engine — one matrix of units × outcomes,
+   the chart as cumulative sum minus its running minimum along each row — as the limit simulation runs it.
+
+With ``--worker`` (needs the local services: ``eval "$(deploy/local/up)"``), in a private output namespace:
+
+4. **one worker**: the outcomes are published to ``audit.outcomes.v1`` before a fresh worker starts; timed from
+   its Ready line to its consumer group's committed offsets reaching the end of every partition.
+
+Targets (issue 14): ≥ 100,000 outcomes/s embedded, ≥ 20,000/s per worker, p99 < 500 ms from publishing the
+crossing record to the learning decision at 5,000 outcomes/s (not measured here yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from rules.book import load_rules  # noqa: E402
+from rules.stats.cusum import bernoulli_llr  # noqa: E402
+from services.core.monitor import ChartState, Pending, apply_outcomes, limits_for  # noqa: E402
+from services.core.pipeline import Pipeline  # noqa: E402
+from services.embedded import CHUNK_LINES  # noqa: E402
+from tests.support.outcomes import stream  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--outcomes", type=int, default=200_000)
+    parser.add_argument("--units", type=int, default=200)
+    parser.add_argument("--worker", action="store_true", help="also measure one worker (local services)")
+    args = parser.parse_args()
+    rules = load_rules()
+    rule = rules.get("NELA", "NELA-MORT30")
+    assert rule is not None
+    limits = limits_for(rule)  # computed once per rule-set version: not part of the timings
+    lines, unit, risk, y = stream(args.outcomes, args.units)
+    units = int(unit.max()) + 1
+
+    pipeline = Pipeline(rules)
+    records = [(raw, "bench") for raw in lines]
+    began = time.perf_counter()
+    crossings = 0
+    for i in range(0, len(records), CHUNK_LINES):
+        out = pipeline.process(records[i : i + CHUNK_LINES])
+        crossings += len(out.crossings)
+        assert not out.dead_letters, out.dead_letters[0].reason
+    embedded = len(lines) / (time.perf_counter() - began)
+
+    states = [ChartState(key=str(u), audit="NELA", indicator_id="NELA-MORT30", ods_code="RXF", country="ENG")
+              for u in range(units)]  # fmt: skip
+    by_unit: list[list[Pending]] = [[] for _ in range(units)]
+    start = date(2024, 12, 1)
+    for i, (u, p, o) in enumerate(zip(unit.tolist(), risk.tolist(), y.tolist(), strict=True)):
+        by_unit[u].append(Pending(event_date=start, event_id=f"e{i}", risk=p, outcome=o))
+    began = time.perf_counter()
+    for state, pending in zip(states, by_unit, strict=True):
+        apply_outcomes(state, rule, limits, pending)
+    recursion = len(lines) / (time.perf_counter() - began)
+
+    width = int(np.bincount(unit).max())
+    matrix_p = np.full((units, width), 0.5)
+    matrix_y = np.zeros((units, width))
+    order = np.argsort(unit, kind="stable")
+    position = np.arange(len(unit)) - np.searchsorted(unit[order], unit[order])
+    matrix_p[unit[order], position], matrix_y[unit[order], position] = risk[order], y[order]
+    began = time.perf_counter()
+    path = np.cumsum(bernoulli_llr(matrix_p, matrix_y, 2.0), axis=1)
+    chart = path - np.minimum(np.minimum.accumulate(path, axis=1), 0.0)
+    first = np.argmax(chart >= limits.alert.h, axis=1)
+    vectorised = len(lines) / (time.perf_counter() - began)
+    assert first.shape == (units,)
+
+    print(f"{len(lines):,} outcomes over {units} units ({crossings} crossings)")
+    print(f"embedded path (Pipeline.process):        {embedded:>12,.0f} outcomes/s   target ≥ 100,000")
+    print(f"chart recursion (apply_outcomes):        {recursion:>12,.0f} outcomes/s")
+    print(f"vectorised across units (numpy engine):  {vectorised:>12,.0f} outcomes/s")
+    if args.worker:
+        return measure_worker(lines)
+    return 0
+
+
+def measure_worker(lines: list[bytes]) -> int:
+    import tempfile
+
+    from services.kafka.topics import OUTCOMES_TOPIC
+    from services.settings import get_settings
+    from tests.support.credentials import Credentials
+    from tests.support.stream import Namespace, Worker, input_end_offsets, publish, wait_committed
+
+    settings = get_settings()
+    if not settings.credentials_path:
+        print('SIGNALBOX_CREDENTIALS is not set: eval "$(deploy/local/up)"')
+        return 2
+    ns = Namespace(settings, Credentials.load(settings.credentials_path))
+    with tempfile.TemporaryDirectory(prefix="signalbox-monitor-bench-") as tmp:
+        worker: Worker | None = None
+        try:
+            ns.create()
+            group = ns.new_app_id()
+            publish(ns, lines, OUTCOMES_TOPIC)
+            targets = {tp: o for tp, o in input_end_offsets(settings).items() if tp.topic == OUTCOMES_TOPIC}
+            worker = Worker(ns, group, Path(tmp) / "w0", {"SIGNALBOX_POSTGRES": ""})
+            worker.start()
+            began = time.perf_counter()
+            if not wait_committed(settings, group, targets, timeout=900):
+                print(f"worker did not consume everything:\n{worker.log_tail()}")
+                return 1
+            rate = len(lines) / (time.perf_counter() - began)
+            print(f"one worker (from Ready to committed offsets): {rate:>8,.0f} outcomes/s   target ≥ 20,000")
+
+        finally:
+            if worker is not None:
+                worker.stop(timeout=60)
+            ns.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

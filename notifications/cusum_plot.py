@@ -1,0 +1,55 @@
+"""A unit's CUSUM chart (deterioration above zero, improvement below, VLAD underneath) as SVG or PNG bytes.
+
+Drawn for ``signalbox monitor show --plot`` and for the trust's own ``cusum_signal`` learning letter: only the
+one unit's own chart and limits, so nothing in it concerns any other organisation. matplotlib is imported
+lazily, object-oriented API, no pyplot, as in ``notifications/plot.py``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import date
+from typing import Literal
+
+ALERT_COLOUR, ALARM_COLOUR, IMPROVEMENT_COLOUR = "#e69f00", "#d55e00", "#56b4e9"
+
+
+def cusum_chart(
+    points: Sequence[tuple[date, float, float, float]],
+    *,
+    alert: float,
+    alarm: float,
+    improvement: float | None,
+    title: str,
+    fmt: Literal["svg", "png"] = "svg",
+) -> bytes:
+    """``points`` are (event date, deterioration, improvement, VLAD) after each outcome, in order."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5.5), dpi=110)
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    n = list(range(1, len(points) + 1))
+    top.step(n, [p[1] for p in points], where="post", color="#333333", lw=1.2, label="deterioration (OR > 1)")
+    if improvement is not None:
+        top.step(n, [-p[2] for p in points], where="post", color=IMPROVEMENT_COLOUR, lw=1.0,
+                 label="improvement (OR < 1), drawn below zero")  # fmt: skip
+        top.axhline(-improvement, color=IMPROVEMENT_COLOUR, ls="--", lw=1, label=f"improvement limit {improvement:.2f}")
+    top.axhline(alert, color=ALERT_COLOUR, ls="--", lw=1, label=f"alert limit {alert:.2f}")
+    top.axhline(alarm, color=ALARM_COLOUR, ls="-", lw=1, label=f"alarm limit {alarm:.2f}")
+    top.axhline(0, color="#999999", lw=0.5)
+    top.set_ylabel("risk-adjusted CUSUM")
+    top.set_title(title, fontsize=10)
+    top.legend(fontsize=7, loc="upper left")
+    bottom.plot(n, [p[3] for p in points], color="#0072b2", lw=1)
+    bottom.axhline(0, color="#999999", lw=0.5)
+    bottom.set_ylabel("VLAD (E − O)")
+    bottom.set_xlabel("outcomes, in event-date order")
+    if points:
+        bottom.set_title(f"{points[0][0].isoformat()} to {points[-1][0].isoformat()}", fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+    return buffer.getvalue()

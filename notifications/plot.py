@@ -116,48 +116,142 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
 
 
-def render_funnel_svg(view: FunnelView, title: str = "") -> str:
-    """Draw a ``FunnelView``: target, alert and alarm limits over a volume grid, and the view's points.
+PlotFormat = Literal["svg", "png", "pdf"]
+PLOT_FORMATS: tuple[PlotFormat, ...] = ("svg", "png", "pdf")
+# A letter's PNG: drawn at twice the pixels it is shown at, so it stays sharp on a high-density screen.
+PNG_SCALE = 2
+LETTER_WIDTH_PX = 640  # the width a letter shows the plot at (CSS pixels); narrower screens scale it down
+_FIGSIZE = (6.4, 4.6)  # inches; at 100 dpi this is LETTER_WIDTH_PX wide
+HIGHLIGHT_Z = 10  # above every line, point and label: the reader's own point is never hidden
 
-    The highlighted point (the addressee) is ringed and named. The SVG is deterministic for the same view.
+# What each colour means, for the analyst's legend only (a letter's legend never names a band).
+_COLOUR_MEANING = {
+    BAND_COLOURS["alarm"]: "Beyond 99.8% limit",
+    BAND_COLOURS["alert"]: "Between 95% and 99.8% limits",
+    BAND_COLOURS["within"]: "Inside 95% limits",
+    BAND_COLOURS["insufficient_data"]: "Too few cases to judge",
+    FAVOURABLE_COLOURS["alarm"]: "Beyond 99.8% limit (favourable)",
+    FAVOURABLE_COLOURS["alert"]: "Beyond 95% limit (favourable)",
+}
+
+
+def render_funnel(
+    view: FunnelView,
+    *,
+    fmt: PlotFormat,
+    title: str = "",
+    x_label: str | None = None,
+    y_label: str | None = None,
+    limits: Literal["95", "99.8", "both"] = "both",
+    multiplier: float = 1.0,
+    labels: Sequence[tuple[str, float, float]] = (),
+) -> bytes:
+    """Draw a ``FunnelView`` as ``fmt`` bytes: target, labelled alert and alarm limits, the view's points.
+
+    The highlighted point (the addressee) is ringed, named and drawn above everything else; the legend sits
+    outside the data area, below it, so it never covers a point. The output is deterministic for the same view
+    (no dates or software versions in it), so a letter sent twice is byte-identical.
+
+    The analyst's options (``signalbox assess``): ``limits`` which pair of limits to draw, ``multiplier`` the
+    display scale (100 shows a proportion as a percentage; classification never uses it), ``labels`` further
+    points to name (organisation, volume, value). Letters use the defaults.
     """
+    if fmt not in PLOT_FORMATS:
+        raise ValueError(f"unknown plot format {fmt!r}; one of {', '.join(PLOT_FORMATS)}")
     import matplotlib
-    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     curve = view.curve
     finite = curve["volume"][np.isfinite(curve["volume"])]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (1.0, 10.0)
-    with matplotlib.rc_context({"svg.hashsalt": "signalbox", "svg.fonttype": "none"}):
-        figure = Figure(figsize=(7.0, 4.8))
-        FigureCanvasSVG(figure)
+    with matplotlib.rc_context({"svg.hashsalt": "signalbox", "svg.fonttype": "none", "pdf.compression": 6}):
+        figure = Figure(figsize=_FIGSIZE, layout="constrained")
+        FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        axes.axhline(view.target, color="#333333", linewidth=1.0, label="Target")
-        axes.plot(curve["volume"], curve["ll_alert"], color="#e69f00", linestyle="--", label="95% limits")
-        axes.plot(curve["volume"], curve["ul_alert"], color="#e69f00", linestyle="--")
-        axes.plot(curve["volume"], curve["ll_alarm"], color="#d55e00", linestyle="-", label="99.8% limits")
-        axes.plot(curve["volume"], curve["ul_alarm"], color="#d55e00", linestyle="-")
+        k = float(multiplier)
+        curve = {name: (column * k if name != "volume" else column) for name, column in curve.items()}
+        axes.axhline(view.target * k, color="#333333", linewidth=1.0, label="Target (national figure)")
+        pairs = {"95": ("alert", "95%", "#e69f00", "--", -3), "99.8": ("alarm", "99.8%", "#d55e00", "-", 3)}
+        shown = [pairs[x] for x in (("95", "99.8") if limits == "both" else (limits,))]
+        for level, text, colour, style, _ in shown:
+            axes.plot(curve["volume"], curve[f"ll_{level}"], color=colour, linestyle=style, label=f"{text} limits")
+            axes.plot(curve["volume"], curve[f"ul_{level}"], color=colour, linestyle=style)
+        # Each limit named at the wide end of its line: the outer (99.8%) above it, the inner (95%) below it.
+        for level, text, colour, _, dy in shown:
+            key = f"ul_{level}"
+            ys = curve[key][np.isfinite(curve[key])]
+            if ys.size:
+                xs = curve["volume"][np.isfinite(curve[key])]
+                axes.annotate(
+                    text, (float(xs[-1]), float(ys[-1])), xytext=(-2, dy), textcoords="offset points", ha="right",
+                    va="top" if dy < 0 else "bottom", fontsize=7, color=colour,
+                )  # fmt: skip
+        handles: list[object] = []
         if view.volume.size:
             axes.scatter(
-                view.volume, view.value, c=list(view.colour), s=22, zorder=3, edgecolors="white", linewidths=0.5,
+                view.volume, view.value * k, c=list(view.colour), s=22, zorder=3, edgecolors="white", linewidths=0.5,
                 label=view.points_label,
             )  # fmt: skip
+            if view.points_label is None:  # the analyst's plot: one legend entry per colour shown
+                for colour in dict.fromkeys(view.colour):
+                    meaning = _COLOUR_MEANING.get(colour, colour)
+                    handles.append(Line2D([], [], marker="o", linestyle="", color=colour, label=meaning))
+        for name, x, y in labels:
+            axes.annotate(printable(name), (x, y * k), xytext=(4, 4), textcoords="offset points", fontsize=7)
         if view.highlight is not None:
             name, x, y = view.highlight
+            y = y * k
             axes.scatter(
-                [x], [y], s=120, facecolors="none", edgecolors="black", linewidths=1.5, zorder=4, label=name,
+                [x], [y], s=120, facecolors="none", edgecolors="black", linewidths=1.5, zorder=HIGHLIGHT_Z, label=name,
+                clip_on=False,
             )  # fmt: skip
-            axes.annotate(name, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=9)
+            # The name points inwards, so it is never cut off at the plot's right-hand edge.
+            right = (np.log(x / low) / np.log(high / low) if high > low > 0 and x > 0 else 0.0) > 0.7
+            axes.annotate(
+                name, (x, y), xytext=(-8 if right else 8, 6), textcoords="offset points", fontsize=9,
+                ha="right" if right else "left", zorder=HIGHLIGHT_Z, annotation_clip=False,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+            )  # fmt: skip
         axes.set_xscale("log" if high / max(low, 1e-9) > 20 else "linear")
-        axes.set_xlabel(_volume_label(view.spec))
-        axes.set_ylabel(_value_label(view.spec))
+        axes.set_xlabel(x_label or _volume_label(view.spec))
+        axes.set_ylabel(y_label or _value_label(view.spec))
         if title:
-            axes.set_title(printable(title))
-        axes.text(0.99, 0.01, view.note, transform=axes.transAxes, ha="right", va="bottom", fontsize=8, color="#555555")
-        axes.legend(loc="upper right", fontsize=8, frameon=False)
-        buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
+            axes.set_title(printable(title), fontsize=10, wrap=True)
+        axes.text(0.99, 0.01, view.note, transform=axes.transAxes, ha="right", va="bottom", fontsize=7, color="#555555")
+        legend_handles, _ = axes.get_legend_handles_labels()
+        figure.legend(
+            handles=[*legend_handles, *handles], loc="outside lower center", ncols=3, fontsize=7, frameon=False
+        )
+        buffer = io.BytesIO()
+        if fmt == "png":
+            figure.savefig(buffer, format="png", dpi=100 * PNG_SCALE, metadata={"Software": None})
+        elif fmt == "pdf":
+            figure.savefig(buffer, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
+        else:
+            figure.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
+
+
+def render_funnel_svg(view: FunnelView, title: str = "", x_label: str | None = None, y_label: str | None = None) -> str:
+    """The plot as an SVG document: the web view and the analyst's ``.svg``. Letters carry the PNG."""
+    return render_funnel(view, fmt="svg", title=title, x_label=x_label, y_label=y_label).decode("utf-8")
+
+
+def render_funnel_png(
+    view: FunnelView, title: str = "", x_label: str | None = None, y_label: str | None = None
+) -> bytes:
+    """The plot as a PNG at ``PNG_SCALE``× ``LETTER_WIDTH_PX``: what a letter embeds (mail clients show no SVG)."""
+    return render_funnel(view, fmt="png", title=title, x_label=x_label, y_label=y_label)
+
+
+def value_label(measure: str, unit: str = "", name: str = "") -> str:
+    """The y axis in words and in the rule set's unit: ``unit: days`` on a mean gives "Mean length of stay (days)"."""
+    base = name or {"proportion": "Proportion", "standardised_ratio": "Observed / expected", "mean": "Mean"}[measure]
+    if measure == "mean" and name and not name.lower().startswith("mean"):
+        base = f"Mean {name[0].lower()}{name[1:]}"
+    return f"{base} ({unit})" if unit else base
 
 
 def _volume_label(spec: FunnelSpec) -> str:

@@ -26,7 +26,7 @@ from markupsafe import Markup
 from notifications.recipients import ROLE_LABELS, Contact, ResolvedRecipient
 from schemas.notices import AnyNotice
 from schemas.signals import REGULATOR_ROLES, Assessment
-from schemas.vocabulary import Space
+from schemas.vocabulary import Band, Space
 
 TEMPLATE_ROOT = Path(__file__).parent / "templates"
 SPACES: tuple[Space, ...] = tuple(Space)
@@ -38,6 +38,7 @@ REQUIRED_FACTS: dict[str, tuple[str, ...]] = {
     "regulator_notice": ("potential_notified_on", "confirmed_on"),
     "reminder": ("stage", "notified_on"),
     "non_compliance": ("confirmed_on", "reminder_sent_on"),
+    "case_outcome": ("outcome", "reason", "closed_on"),
 }
 NEEDS_RESPOND_BY = frozenset(
     {"learning_alert", "potential_alarm", "alarm_confirmation", "regulator_notice", "reminder", "non_compliance"}
@@ -57,6 +58,20 @@ class RenderError(ValueError):
     """A notice cannot be rendered as asked: wrong space, unknown template, or a missing fact."""
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True, slots=True)
+class InlineImage:
+    """An image the HTML part shows by ``cid:`` reference (mail clients show no inline SVG and block remote
+    images): sent beside the HTML in ``multipart/related``."""
+
+    cid: str  # without angle brackets
+    data: bytes
+    alt: str
+    subtype: str = "png"
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedMessage:
     subject: str
@@ -64,6 +79,7 @@ class RenderedMessage:
     html: str
     message_id: str
     headers: dict[str, str] = field(default_factory=dict)
+    images: tuple[InlineImage, ...] = ()
 
 
 def plot_audience(notice: AnyNotice) -> Literal["trust", "regulator"]:
@@ -73,6 +89,33 @@ def plot_audience(notice: AnyNotice) -> Literal["trust", "regulator"]:
     every other letter goes to the trust itself or the audit, and shows the others neutrally.
     """
     return "regulator" if any(r.role in REGULATOR_ROLES for r in notice.recipients) else "trust"
+
+
+def plot_cid(notice_id: str) -> str:
+    """The Content-ID of a notice's funnel plot: from the notice id, so a retry is the same letter."""
+    return f"funnel.{hashlib.sha256(notice_id.encode()).hexdigest()[:16]}@{MESSAGE_ID_DOMAIN}"
+
+
+def plot_alt(a: Assessment) -> str:
+    """The finding in words, for the plot's alt text (what a screen reader or a client blocking images shows):
+    "RNQ: 1.67, above the 95% limit of 1.58 for 19.2 expected events"."""
+    m = a.measure
+    value = _on_scale(a.value, m)
+    volume = _volume(a.volume, m)
+    if a.band == Band.INSUFFICIENT_DATA or a.value is None:
+        return f"{a.ods_code}: {value} for {volume}, too few to judge against the limits"
+    high = a.target is None or a.value >= a.target
+    lim = a.limits
+    if a.band == Band.ALARM:
+        level, limit = "99.8%", lim.alarm_upper if high else lim.alarm_lower
+    elif a.band == Band.ALERT:
+        level, limit = "95%", lim.alert_upper if high else lim.alert_lower
+    if a.band in (Band.ALARM, Band.ALERT):
+        where = "above" if high else "below"
+        return f"{a.ods_code}: {value}, {where} the {level} limit of {_on_scale(limit, m)} for {volume}"
+    return (
+        f"{a.ods_code}: {value}, inside the 95% limits of {_limits(lim.alert_lower, lim.alert_upper, m)} for {volume}"
+    )
 
 
 def message_id_for(notice_id: str, address: str) -> str:
@@ -131,8 +174,13 @@ def _volume(value: float, measure: str) -> str:
 _MEASURES = {"proportion": "proportion", "standardised_ratio": "observed/expected ratio", "mean": "mean"}
 
 
-def _numbers(a: Assessment) -> SimpleNamespace:
+def _numbers(a: Assessment, reanalysed: float | None = None) -> SimpleNamespace:
+    """The figures a letter states. A value re-analysed from the trust's corrected data (recorded at review)
+    replaces the original, which is still stated beside it."""
     m = a.measure
+    original = a.value
+    if reanalysed is not None:
+        a = a.model_copy(update={"value": float(reanalysed)})
     z = a.z_adjusted if a.z_adjusted is not None else a.z
     relation = "at"
     if a.value is not None and a.target is not None and a.value != a.target:
@@ -152,6 +200,8 @@ def _numbers(a: Assessment) -> SimpleNamespace:
         relation=relation,
         level="99.8% (alarm)" if a.band == "alarm" else "95% (alert)",
         measure=_MEASURES[m],
+        reanalysed=reanalysed is not None,
+        original_value=_on_scale(original, m),
     )
 
 
@@ -160,13 +210,13 @@ _SVG_HANDLER = re.compile(r"\son[a-z]+\s*=")
 
 
 @lru_cache(maxsize=1024)
-def _trusted_svg(svg: str) -> Markup:
+def trusted_svg(svg: str) -> Markup:
     """The funnel plot comes from our own plotting code; refuse anything that is not a plain SVG image.
 
     Cached: a notice's plot is embedded once per recipient, and the check is the dearest part of a render.
     """
     if not _SVG_START.match(svg):
-        raise RenderError("funnel_svg must be an <svg> document")
+        raise RenderError("a funnel plot SVG must be an <svg> document")
     lowered = svg.lower()
     if "<script" in lowered or "<foreignobject" in lowered or "javascript:" in lowered or _SVG_HANDLER.search(lowered):
         raise RenderError("funnel_svg contains script or event handlers; refusing to embed it")
@@ -218,10 +268,14 @@ class Renderer:
         recipient: ResolvedRecipient,
         *,
         organisation_name: str,
-        funnel_svg: str,
+        funnel_png: bytes | None,
         contact: Contact,
+        audit_name: str | None = None,
+        signatory: Contact | None = None,
     ) -> RenderedMessage:
-        """Render ``notice`` for one of its recipients. ``contact`` is who the reader should reply to."""
+        """Render ``notice`` for one of its recipients. ``contact`` is who the reader should reply to;
+        ``audit_name`` the audit's full name and ``signatory`` who signs (its clinical lead), from the directory;
+        ``funnel_png`` the release's plot as this notice's readers may see it (None: the letter says so)."""
         if notice.space != self.space:
             raise RenderError(f"the {self.space} renderer does not render {notice.space} notices ({notice.notice_id})")
         pair = self._templates.get(notice.template)
@@ -233,12 +287,20 @@ class Renderer:
         self._check_facts(notice)
         text_t, html_t = pair
         a = notice.assessment
+        plot = None
+        if funnel_png is not None:
+            if not funnel_png.startswith(PNG_SIGNATURE):
+                raise RenderError("the funnel plot must be a PNG image")
+            plot = InlineImage(cid=plot_cid(notice.notice_id), data=funnel_png, alt=plot_alt(a))
         context: dict[str, Any] = {
             "notice": notice,
             "facts": notice.facts,
             "a": a,
-            "audit_name": str(notice.facts.get("audit_name") or a.audit.upper()),
-            "n": _numbers(a),
+            "audit_name": str(notice.facts.get("audit_name") or audit_name or a.audit.upper()),
+            "signatory": signatory,
+            # A reader at the trust reads about their own result; a regulator or the audit about the trust's.
+            "result_label": "Your result" if recipient.ods_code == notice.ods_code else f"{organisation_name}'s result",
+            "n": _numbers(a, notice.facts.get("reanalysed_value")),
             "org": SimpleNamespace(name=organisation_name, ods_code=notice.ods_code, country=a.country),
             "country_name": COUNTRY_NAMES.get(a.country, a.country),
             "period": f"{a.period.label} ({_long_date(a.period.start)} to {_long_date(a.period.end)})",
@@ -246,7 +308,8 @@ class Renderer:
             "copied": [ROLE_LABELS.get(role, role) for role in roles if role != recipient.role],
             "respond_by": _long_date(notice.respond_by) if notice.respond_by else None,
             "contact": contact,
-            "funnel_svg": _trusted_svg(funnel_svg),
+            "plot": plot,
+            "plot_missing": "The funnel plot could not be drawn for this letter; the figures above are complete.",
             "plot_shows_others": plot_audience(notice) == "trust",
             "case_id": notice.case_id,
             "sent_on": _long_date(notice.created_at),
@@ -272,7 +335,10 @@ class Renderer:
             "X-Signalbox-Space": self.space,
             "X-Signalbox-Template": notice.template,
         }
-        return RenderedMessage(subject=subject, text=text, html=html, message_id=message_id, headers=headers)
+        images = (plot,) if plot is not None else ()
+        return RenderedMessage(
+            subject=subject, text=text, html=html, message_id=message_id, headers=headers, images=images
+        )
 
     def _check_facts(self, notice: AnyNotice) -> None:
         missing = [k for k in REQUIRED_FACTS.get(notice.template, ()) if notice.facts.get(k) in (None, "")]
@@ -301,10 +367,18 @@ def render(
     recipient: ResolvedRecipient,
     *,
     organisation_name: str,
-    funnel_svg: str,
+    funnel_png: bytes | None,
     contact: Contact,
+    audit_name: str | None = None,
+    signatory: Contact | None = None,
 ) -> RenderedMessage:
     """Render with the renderer of the notice's own space (the only one that has its templates)."""
     return renderer_for(notice.space).render(
-        notice, recipient, organisation_name=organisation_name, funnel_svg=funnel_svg, contact=contact
+        notice,
+        recipient,
+        organisation_name=organisation_name,
+        funnel_png=funnel_png,
+        contact=contact,
+        audit_name=audit_name,
+        signatory=signatory,
     )

@@ -226,3 +226,39 @@ def entry_bytes(
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise CanonicalizationError(str(exc)) from exc
+
+
+def jcs_string(text: str) -> str:
+    """JCS of one string: JSON's C string encoder (``ensure_ascii=False``), whose escapes are RFC 8785's. A lone
+    surrogate passes through here and is refused when the text is encoded to UTF-8, as ``encode_prepared``
+    refuses it."""
+    return _quote(text)
+
+
+def jcs_number_text(value: float) -> str:
+    """RFC 8785 text of one double, ``null`` for NaN and infinities (a limit beyond the scale is recorded as
+    null, as ``_num`` in the assessment does): the text ``encode_prepared(jcs_number(value))`` would give."""
+    if not math.isfinite(value):
+        return "null"
+    integral = value.is_integer()
+    if integral and abs(value) <= _SAFE_INT:
+        return str(int(value))
+    if not integral and 1e-4 <= abs(value) < 1e16:
+        return repr(value)
+    return es_number(value)
+
+
+def jcs_number_texts(values: Any) -> list[str]:
+    """``jcs_number_text`` of every element of a float array, without a Python call per ordinary number: the
+    common case (finite, not integral, in [1e-4, 1e16)) is ``float.__repr__``, which is the shortest round-trip
+    repr that ECMAScript prints too; the rest (integral, tiny, huge, NaN, infinite) go one by one."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=float)
+    texts = list(map(float.__repr__, array.tolist()))
+    with np.errstate(invalid="ignore"):
+        magnitude = np.abs(array)
+        ordinary = np.isfinite(array) & (array != np.floor(array)) & (magnitude >= 1e-4) & (magnitude < 1e16)
+    for i in np.flatnonzero(~ordinary).tolist():
+        texts[i] = jcs_number_text(float(array[i]))
+    return texts

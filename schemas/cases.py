@@ -48,6 +48,12 @@ ActionKind = Literal[
     "acknowledgement",
     "publish",
     "supersession_override",
+    # Recorded without moving the case on (issue 12): the trail says who and why.
+    "note",  # a note or a document reference
+    "phone_call",  # stage 5: the audit clinical lead's call to the trust before the written confirmation
+    "correction",  # a compensating entry for a mis-recorded action (the trail stays append-only)
+    "extend_deadline",  # a later deadline for the current stage, with the reason
+    "reopen",  # a closed case opened again, with the reason
 ]
 Outcome = Literal["case_to_answer", "no_case_to_answer", "confirmed", "downgrade_to_alert"]
 # People act on a case; regulators never do (they are only ever told), so their roles are not in this type.
@@ -77,7 +83,7 @@ OUTCOMES_BY_KIND: dict[str, tuple[str, ...]] = {
 # Closing or downgrading a case must say why (§3: "close, with reason").
 OUTCOMES_NEEDING_REASON = frozenset({"no_case_to_answer", "downgrade_to_alert"})
 # Going on with a case whose data a later release no longer supports is an override: it must say why.
-KINDS_NEEDING_REASON = frozenset({"supersession_override"})
+KINDS_NEEDING_REASON = frozenset({"supersession_override", "correction", "extend_deadline", "reopen", "phone_call"})
 
 
 class Case(Record):
@@ -117,6 +123,11 @@ class Case(Record):
     overridden_releases: tuple[str, ...] = Field(
         default=(), description="later releases without an alarm that the audit reviewed and overrode, with reason"
     )
+    response_note: str | None = Field(None, description="the trust's written response, as recorded (stage 3)")
+    review_note: str | None = Field(None, description="the audit's review reasoning, as recorded (stage 4)")
+    reanalysed_value: float | None = Field(
+        None, description="the value re-analysed from corrected data at review, if any", allow_inf_nan=False
+    )
     previous_case_id: str | None = Field(
         None, description="the closed case of the same key this new alarm followed (a new case, never swallowed)"
     )
@@ -143,6 +154,13 @@ class CaseAction(Record):
     note: str = Field("", max_length=10_000)
     documents: tuple[str, ...] = ()
     corrected_data: bool = Field(False, description="provider_response only: the trust sent corrected data")
+    new_deadline: date | None = Field(None, description="extend_deadline only: the stage's new, later deadline")
+    reanalysed_value: float | None = Field(
+        None,
+        description="review only: the indicator's value re-analysed from the trust's corrected data, on the "
+        "indicator's own scale (a proportion as a fraction); later letters show it instead of the original",
+        allow_inf_nan=False,
+    )
     at: datetime
 
     @model_validator(mode="after")
@@ -158,6 +176,12 @@ class CaseAction(Record):
             raise ValueError(f"a {self.kind} needs a reason in the note")
         if self.corrected_data and self.kind != "provider_response":
             raise ValueError("only a provider_response can carry corrected data")
+        if self.reanalysed_value is not None and self.kind != "review":
+            raise ValueError("only a review can record a re-analysed value")
+        if (self.new_deadline is not None) != (self.kind == "extend_deadline"):
+            raise ValueError("an extend_deadline, and only it, gives the new deadline")
+        if self.kind == "note" and not (self.note.strip() or self.documents):
+            raise ValueError("a note needs the note's text or a document reference")
         return self
 
 
@@ -182,6 +206,7 @@ class CaseTransition(Record):
     note: str = ""
     notice_ids: tuple[str, ...] = ()
     corrected_data: bool = False
+    reanalysed_value: float | None = Field(None, allow_inf_nan=False)
     # What a replay of the case needs beyond the fields above (services/cases/replay.py): the opening
     # decision, the deadlines pinned at opening and the closed case it follows; the release that superseded it.
     decision_id: str | None = None

@@ -31,6 +31,7 @@ FormalTemplate = Literal[
     "regulator_notice",
     "reminder",
     "non_compliance",
+    "case_outcome",
 ]
 
 

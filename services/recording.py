@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from notifications.recipients import Directory
-from rules.book import RuleBook
+from rules.book import Recipients, RuleBook
 from schemas.canonical import Canonical, canonical_text
 from schemas.cases import Case, CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice
-from schemas.signals import FormalDecision
+from schemas.signals import FormalDecision, LearningDecision, LearningRecipient, stable_id
+from schemas.vocabulary import Band
 from services.cases.machine import CaseError
 from services.cases.replay import open_in_trail, replay_case
 from services.cases.service import CaseService
@@ -41,6 +42,7 @@ from services.letters.plot import release_ref
 from services.trail.store import NewEntry, Trail, table_for
 
 log = logging.getLogger(__name__)
+REPLAY_CACHE = 50_000  # replayed cases kept between batches (bounded: cleared when full)
 
 
 def _entry(kind: str, record: Any, *, case_id: str | None = None, decision_id: str | None = None) -> NewEntry:
@@ -68,6 +70,7 @@ class Recorder:
         self.trail = Trail(db, clock=clock)
         outbox.ensure_schema(db)
         self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome, trail=self.trail)
+        self._replays: dict[str, tuple[tuple[int, str], Case | None]] = {}  # case id -> (trail stamp, replay)
 
     def _deadlines(self, audit: str, indicator_id: str) -> Any:
         rule = self.rules.get(audit, indicator_id)
@@ -117,9 +120,8 @@ class Recorder:
                 notices.append(notice_for(decision, now))  # learning or good practice
             learning += [_entry("release_report", r) for r in out.reports]
             learning += [_entry("dead_letter", d) for d in out.dead_letters]
-            for notice in notices:
-                outbox.enqueue(self.db, notice, self.directory, now=now)
-                learning.append(_entry("notice", notice, decision_id=notice.decision_id))
+            outbox.enqueue_many(self.db, notices, self.directory, now=now)  # one executemany, no read-back
+            learning += [_entry("notice", notice, decision_id=notice.decision_id) for notice in notices]
             if learning:
                 self.trail.append_many("learning", learning)
             self._open_and_supersede(out, formal_decisions)
@@ -143,6 +145,27 @@ class Recorder:
         for decision in pending:
             self.cases.open_from_decision(decision)
 
+    def _replay(self, case_id: str) -> Case | None:
+        """The case as its formal trail makes it, replayed again only when the trail holds a newer entry for it.
+
+        Every later release for the same key (audit, indicator, period) replays the key's open cases, so without
+        this a long run replays the same cases thousands of times. The stamp is the case's newest formal entry
+        (seq and leaf hash): the log is append-only and every leaf hashes a fresh random salt, so a new entry, or
+        one rolled back and appended again, always changes it."""
+        rows = self.db.query(
+            "SELECT seq, leaf_hash FROM trail_formal WHERE case_id = ? ORDER BY seq DESC LIMIT 1", (case_id,)
+        )
+        stamp = (int(rows[0][0]), str(rows[0][1])) if rows else None
+        cached = self._replays.get(case_id)
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
+        case = replay_case(self.trail, case_id).case
+        if stamp is not None:
+            if len(self._replays) >= REPLAY_CACHE:
+                self._replays.clear()
+            self._replays[case_id] = (stamp, case)
+        return case
+
     def _supersede(self, release: AssessedRelease, in_trail: set[str], replayed: dict[str, Case | None]) -> None:
         audit, release_id, indicator_id = release.summary_key
         if not release.lines:
@@ -158,7 +181,7 @@ class Recorder:
         if not ids:
             return
         for case_id in ids - replayed.keys():
-            replayed[case_id] = replay_case(self.trail, case_id).case
+            replayed[case_id] = self._replay(case_id)
         opened = [replayed[case_id] for case_id in sorted(ids)]
         candidates = [
             c
@@ -174,14 +197,14 @@ class Recorder:
         # A release for the case's period that no longer shows the alarm supersedes it, whether the trust's
         # result there is no alarm or is absent (withdrawn, or excluded by the platform): either way the data
         # the alarm rests on no longer say so. A release for another period says nothing about the case.
-        periods: set[tuple[str, str]] = set()
-        alarms: set[tuple[str, str, str]] = set()
-        for line in release.lines:
-            a = json.loads(line)
-            period = (a["period"]["start"], a["period"]["end"])
-            periods.add(period)
-            if a["band"] == "alarm" and a["side"] == "adverse":
-                alarms.add((a["ods_code"], *period))
+        # Every adverse alarm is among the release's flagged assessments (models already, so no line is parsed
+        # again), and an assessed release has one period (``release_problem`` reports any other, unassessed).
+        periods = {(first["start"], first["end"])}
+        alarms = {
+            (a.ods_code, a.period.start.isoformat(), a.period.end.isoformat())
+            for a in release.flagged
+            if a.band == "alarm" and a.side == "adverse"
+        }
         for case in candidates:
             period = (case.period.start.isoformat(), case.period.end.isoformat())
             if period not in periods or (case.ods_code, *period) in alarms:
@@ -202,3 +225,33 @@ class Recorder:
             entries.append(_entry("notice", notice, case_id=notice.case_id, decision_id=notice.decision_id))
         if entries:
             self.trail.append_many("formal", entries)
+        for transition in outcome.transitions:
+            if transition.outcome == "downgrade_to_alert":
+                case = next(c for c in outcome.cases if c.case_id == transition.case_id)
+                self._into_learning_space(case, transition.seq, now)
+
+    def _into_learning_space(self, case: Case, seq: int, now: datetime) -> None:
+        """A case the review downgraded to an alert enters the protected learning space, as the policy intends:
+        a learning decision for the trust's own learning recipients and the learning letter, in the learning log
+        (never the formal one, which a regulator may read), in the case change's own transaction. The letter
+        states the re-analysed value when the review recorded one."""
+        rule = self.rules.get(case.audit, case.indicator_id)
+        roles = rule.recipients.learning if rule is not None else Recipients().learning
+        update: dict[str, Any] = {"band": Band.ALERT}
+        if case.reanalysed_value is not None:
+            update["value"] = case.reanalysed_value
+        decision = LearningDecision(
+            decision_id=stable_id("dec", case.case_id, "downgraded", str(seq)),
+            assessment=case.assessment.model_copy(update=update),
+            decided_at=now,
+            recipients=tuple(LearningRecipient(role=role, ods_code=case.ods_code) for role in roles),
+        )
+        notice = notice_for(decision, now)
+        outbox.enqueue(self.db, notice, self.directory, now=now)
+        self.trail.append_many(
+            "learning",
+            [
+                _entry("learning_decision", decision, decision_id=decision.decision_id),
+                _entry("notice", notice, decision_id=notice.decision_id),
+            ],
+        )

@@ -35,6 +35,8 @@ class OutgoingMessage:
     sender: Contact
     recipient: ResolvedRecipient
     metadata: dict[str, Any]
+    reply_to: Contact | None = None  # the audit team: a reply must reach people, not the service's sender
+    cc: tuple[Contact, ...] = ()  # the notice's other recipients, shown as copied (each gets its own letter)
 
     @property
     def message_id(self) -> str:
@@ -51,18 +53,46 @@ def _address(contact: Contact) -> Address:
     return Address(display_name=contact.name, username=username, domain=domain)
 
 
+def header_message_id(message_id: str, sender: Contact) -> str:
+    """The Message-ID as sent: the outbox's id (one per notice and recipient) in the sender's own domain, as
+    RFC 5322 asks; the same letter always gets the same header."""
+    local = message_id.strip("<>").rsplit("@", 1)[0]
+    domain = (sender.email or "").rsplit("@", 1)[-1] or "localhost"
+    return f"<{local}@{domain}>"
+
+
 def build_email(message: OutgoingMessage) -> EmailMessage:
-    """A multipart/alternative letter (text, then HTML). Byte-identical for the same message, so a retry or
-    a rewritten .eml is the same letter: the Date is the notice's, the MIME boundary derives from the id."""
+    """A letter: ``multipart/alternative`` of the text and a ``multipart/related`` part holding the HTML and the
+    funnel plot PNG it shows by ``cid:`` (RFC 2387; Outlook, Outlook on the web and Gmail show no inline SVG and
+    block remote images). Without a plot the HTML part is plain ``text/html``.
+
+    Byte-identical for the same message, so a retry or a rewritten .eml is the same letter: the Date is the
+    notice's, every MIME boundary derives from the id. It is an automatic letter (RFC 3834
+    ``Auto-Submitted``), so out-of-office replies are not sent back to it; replies go to ``reply_to``."""
     if message.recipient.contact.email is None:
         raise DeliveryError(f"{message.recipient.role} has no email address", permanent=True)
     email = EmailMessage(policy=LETTER_POLICY)
     email["From"] = _address(message.sender)
     email["To"] = _address(message.recipient.contact)
+    copied = [_address(c) for c in message.cc if c.email is not None and c.email != message.recipient.contact.email]
+    if copied:
+        email["Cc"] = copied
+    if message.reply_to is not None and message.reply_to.email is not None:
+        email["Reply-To"] = _address(message.reply_to)
     email["Subject"] = message.rendered.subject
     for name, value in message.rendered.headers.items():
-        email[name] = value
+        email[name] = header_message_id(value, message.sender) if name == "Message-ID" else value
+    email["Auto-Submitted"] = "auto-generated"
+    email["X-Auto-Response-Suppress"] = "All"  # Outlook/Exchange: no out-of-office or read-receipt replies
     email.set_content(message.rendered.text, subtype="plain", charset="utf-8")
     email.add_alternative(message.rendered.html, subtype="html", charset="utf-8")
-    email.set_boundary("=_signalbox_" + hashlib.sha256(message.message_id.encode()).hexdigest()[:32])
+    html = next(part for part in email.iter_parts() if part.get_content_type() == "text/html")
+    for image in message.rendered.images:
+        html.add_related(
+            image.data, maintype="image", subtype=image.subtype, cid=f"<{image.cid}>", disposition="inline",
+            filename=f"funnel-plot.{image.subtype}",
+        )  # fmt: skip
+    seed = hashlib.sha256(message.message_id.encode()).hexdigest()
+    for depth, part in enumerate(p for p in email.walk() if p.is_multipart()):
+        part.set_boundary(f"=_signalbox_{depth}_{seed[:32]}")
     return email

@@ -56,6 +56,14 @@ OVERRIDER: tuple[ActorRole, ...] = ("audit_clinical_lead",)
 for _stage, _kinds in ALLOWED.items():
     if _stage != "closed":
         _kinds["supersession_override"] = OVERRIDER
+        # Recorded at any open stage without moving the case on: who and why go to the trail.
+        _kinds["note"] = (*AUDIT, "lead_clinician", "medical_director", "chief_executive")
+        _kinds["correction"] = AUDIT
+        _kinds["extend_deadline"] = ("audit_clinical_lead",)
+ALLOWED["confirmation"]["phone_call"] = ("audit_clinical_lead",)  # HQIP stage 5: a call before the letter
+ALLOWED["closed"]["reopen"] = ("audit_clinical_lead",)
+# Kinds that record something on the case without moving it to another stage.
+IN_PLACE = frozenset({"note", "phone_call", "correction", "extend_deadline"})
 
 # Who owes the action at each stage with a deadline: the party a missed deadline reminds.
 # A reminder for a missed (non-escalating) deadline asks for the action within this many working days.
@@ -215,8 +223,11 @@ def _pinned(case: Case) -> Deadlines:
 
 def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -> Result:
     """Apply a person's action to a case, or raise CaseError saying why it is not allowed."""
-    if case.stage == "closed":
-        raise CaseError(f"case {case.case_id} is closed ({case.status}); no further action can be recorded")
+    if case.stage == "closed" and action.kind != "reopen":
+        raise CaseError(
+            f"case {case.case_id} is closed ({case.status}); no further action can be recorded (the audit clinical"
+            " lead may reopen it with a reason)"
+        )
     allowed = ALLOWED[case.stage]
     if action.kind not in allowed:
         raise CaseError(f"{action.kind} is not allowed at stage {case.stage}; expected {' or '.join(allowed)}")
@@ -248,6 +259,10 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
         raise CaseError(f"no later release has superseded the data of case {case.case_id}; nothing to override")
     step = _Step(case, deadlines, action.at)
     kind, outcome = action.kind, action.outcome
+    if kind == "review":  # the audit's reasoning and re-analysed figure go into the letters that follow
+        step.case = step.case.model_copy(
+            update={"review_note": action.note or None, "reanalysed_value": action.reanalysed_value}
+        )
     if kind == "supersession_override":
         assert case.superseded_by is not None
         step.move(case.stage)
@@ -255,19 +270,37 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
             update={"superseded_by": None, "overridden_releases": (*case.overridden_releases, case.superseded_by)}
         )
         step.event("supersession_overridden", f"going on despite release {case.superseded_by}: {action.note}")
+    elif kind in ("note", "phone_call", "correction"):
+        step.move(case.stage)  # nothing moves: the transition records who, what and why
+    elif kind == "extend_deadline":
+        assert action.new_deadline is not None
+        if case.deadline is None or action.new_deadline <= case.deadline:
+            raise CaseError(
+                f"the new deadline {action.new_deadline.isoformat()} must be later than the current one "
+                f"({case.deadline.isoformat() if case.deadline else 'none at this stage'})"
+            )
+        step.move(case.stage)
+        step.case = step.case.model_copy(update={"deadline": action.new_deadline})
+    elif kind == "reopen":
+        # Back to where the audit decides again: the data check if the trust was never told, else the review.
+        step.move("data_check" if case.provider_told_at is None else "review", status="open")
+        step.case = step.case.model_copy(update={"reason": None})
     elif kind == "data_check" and outcome == "case_to_answer":
         step.move("provider_told")
     elif kind in ("data_check", "review") and outcome == "no_case_to_answer":
         step.move("closed", status="closed_no_case", reason=action.note)
         step.event("closed_no_case", f"no case to answer: {action.note}")
+        _outcome_letter(step, action)
     elif kind == "provider_told":
         step.move("provider_response", stamp="provider_told_at")
         _potential_alarm(step)
     elif kind == "provider_response":
         step.move("review", stamp="response_received_at")
+        step.case = step.case.model_copy(update={"response_note": action.note or None})
     elif kind == "review" and outcome == "downgrade_to_alert":
         step.move("closed", status="downgraded_to_alert", reason=action.note)
         step.event("downgraded_to_alert", f"downgraded to alert level: {action.note}")
+        _outcome_letter(step, action)
     elif kind == "review" and outcome == "confirmed":
         step.move("confirmation", status="confirmed", confirmed_at=action.at)
     elif kind == "confirmation_sent":
@@ -287,6 +320,7 @@ def apply(case: Case, action: CaseAction, deadlines: Deadlines, now: datetime) -
         documents=action.documents,
         note=action.note + (" (with corrected data)" if action.corrected_data else ""),
         corrected_data=action.corrected_data,
+        reanalysed_value=action.reanalysed_value,
     )
 
 
@@ -425,6 +459,7 @@ class _Step:
         note: str,
         corrected_data: bool = False,
         release_id: str | None = None,
+        reanalysed_value: float | None = None,
     ) -> Result:
         seq = self.before.seq + 1
         self.case = self.case.model_copy(update={"seq": seq})
@@ -448,6 +483,7 @@ class _Step:
             notice_ids=tuple(n.notice_id for n in self.notices),
             corrected_data=corrected_data,
             release_id=release_id,
+            reanalysed_value=reanalysed_value,
         )
         return self.case, [transition], self.notices, self.events
 
@@ -495,6 +531,7 @@ def _confirmation_sent(step: _Step) -> None:
         addressed_to="lead_clinician",
         copy_to=["medical_director", "chief_executive"],
         **_dates(case),
+        **_story(case),
     )
     regulators = _regulators(case)
     if not regulators:
@@ -510,6 +547,40 @@ def _confirmation_sent(step: _Step) -> None:
         asked=None,
         acknowledgement_due=case.deadline.isoformat() if case.deadline else None,
         **_dates(case),
+    )
+
+
+def _story(case: Case) -> dict[str, Any]:
+    """What the confirmation states beyond the numbers (HQIP stage 5): the audit's review reasoning, the trust's
+    response, and the re-analysed figure when corrected data were sent."""
+    return {
+        "review_note": case.review_note,
+        "response_note": case.response_note,
+        "reanalysed_value": case.reanalysed_value,
+    }
+
+
+def _outcome_letter(step: _Step, action: CaseAction) -> None:
+    """A case closed after the trust was told of the potential alarm: the trust is told the outcome, by the same
+    people the potential-alarm letter went to. Closed before the trust was told (at the data check), nobody is
+    written to: the trust never knew."""
+    case = step.case
+    if case.provider_told_at is None:
+        return
+    copies = [role for role in case.trust_roles if role != "lead_clinician"]
+    step.notice(
+        "case_outcome",
+        "outcome",
+        _trust(case, ("lead_clinician", *copies)),
+        respond_by=None,
+        asked=None,
+        addressed_to="lead_clinician",
+        copy_to=copies,
+        outcome=action.outcome,
+        reason=action.note,
+        closed_on=uk_date(step.at).isoformat(),
+        **_dates(case),
+        **_story(case),
     )
 
 

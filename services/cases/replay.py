@@ -108,6 +108,8 @@ def _step(case: Case, t: CaseTransition, deadlines: Deadlines) -> machine.Result
         note=note,
         documents=t.documents,
         corrected_data=t.corrected_data,
+        reanalysed_value=t.reanalysed_value,
+        new_deadline=t.deadline if t.kind == "extend_deadline" else None,
         at=t.at,
     )
     return machine.apply(case, action, deadlines, t.at)

@@ -13,7 +13,7 @@ timer or to supersede it, saying so in one sentence.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date, datetime
 
 from rules.book import Deadlines
@@ -148,7 +148,7 @@ class CaseService:
                 CaseOutcome(cases=(case,), transitions=tuple(transitions), notices=tuple(notices), events=tuple(events))
             )
 
-    def tick(self) -> CaseOutcome:
+    def tick(self, only: Collection[str] | None = None) -> CaseOutcome:
         """Fire every deadline that has passed, once: each case in its own transaction.
 
         Which deadlines have passed is asked of each open case's trail as well as of the table: a row whose
@@ -160,6 +160,8 @@ class CaseService:
         today = uk_date(now)
         total = CaseOutcome()
         candidates = sorted({c.case_id for c in self.store.due(now)} | set(open_in_trail(self.trail)))
+        if only is not None:  # ``cases tick --case``: these cases' deadlines only
+            candidates = [c for c in candidates if c in only]
         for case_id in candidates:
             try:
                 with self.db.transaction():

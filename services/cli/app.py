@@ -16,6 +16,7 @@ recipient directory that does not load).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -28,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from notifications.plot import funnel_view, render_funnel_svg
+from notifications.plot import PlotFormat, funnel_view, render_funnel
 from rules.book import RuleSetError, load_rules
 from rules.routing import space_for
 from rules.stats import FunnelResult, FunnelSpec, assess
@@ -37,6 +38,7 @@ from schemas.config_files import ConfigFileError
 from schemas.vocabulary import Adverse, Band, Measure, Method, Side, Space, Stream, count_key
 from services.cli.cases import app as cases_app
 from services.cli.common import FAILED, USAGE, AtOption, StoreOption, at_option, err, fail, open_recorder, open_store
+from services.cli.letters import app as letters_app
 from services.cli.monitor import app as monitor_app
 from services.cli.trail import app as trail_app
 from services.cli.users import app as users_app
@@ -51,15 +53,29 @@ app = typer.Typer(
     help="Route clinical-audit outlier signals: alerts to a protected learning space, alarms to the formal space. "
     "Exit codes: 0 done, 1 a check failed or an action was refused, 2 the command could not run as asked.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"signalbox {version('signalbox')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("signalbox (not installed)")
+        raise typer.Exit()
+
+
 schemas_app = typer.Typer(help="The v1 event contract and output records as JSON Schema.", no_args_is_help=True)
 rules_app = typer.Typer(help="Rule sets: one YAML file per audit.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rules_app, name="rules")
 app.add_typer(trail_app, name="trail")
 app.add_typer(cases_app, name="cases")
+app.add_typer(letters_app, name="letters")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)
@@ -83,8 +99,11 @@ def structured_logs(
             "when stderr is not a terminal).",
         ),
     ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
-    """Logs go through structlog for every command (services/observability/logs.py)."""
+    """Logs go through structlog for every command (services/observability/logs.py); --version prints the version."""
     from services.observability.logs import configure, resolve_format
 
     configure(resolve_format(log_format.value if log_format else get_settings().log_format))
@@ -98,6 +117,25 @@ class Format(StrEnum):
     json = "json"
 
 
+class PlotLabels(StrEnum):
+    outliers = "outliers"
+    highlight = "highlight"
+    both = "both"
+    none = "none"
+
+
+class PlotLimits(StrEnum):
+    p95 = "95"
+    p998 = "99.8"
+    both = "both"
+
+
+class AssessFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
 CSV_COLUMNS = COLUMNS_BY_MEASURE
 
 
@@ -107,8 +145,15 @@ def read_release_csv(path: Path, measure: str) -> tuple[list[str], dict[str, np.
         raise UsageError(f"The CSV file {path} does not exist.")
     needed = CSV_COLUMNS[measure]
     with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
+        first = f.readline()
+        f.seek(0)
+        # A spreadsheet in a continental locale saves `;`-separated CSV; headers are matched case-insensitively.
+        delimiter = ";" if first.count(";") > first.count(",") else ","
+        if delimiter == ";":
+            err.print(f"note: {path.name} is read as `;`-separated")
+        reader = csv.DictReader(f, delimiter=delimiter)
+        reader.fieldnames = [h.strip().lower() for h in (reader.fieldnames or [])]
+        header = list(reader.fieldnames)
         missing = [c for c in ("org", *needed) if c not in header]
         if missing:
             raise UsageError(
@@ -189,47 +234,148 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+PLOT_SUFFIXES: dict[str, PlotFormat] = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
+
+
+def _rule_for(rule_set: str, indicator: str | None) -> tuple[Any, str]:
+    """The shipped rule set's indicator rule (``--rule-set NAME --indicator ID``), matched case-insensitively
+    by rule-set name or audit: ``assess`` then uses exactly the spec ``route`` uses."""
+    from rules.book import load_rules
+
+    book = load_rules()
+    matches = [rs for rs in book.rule_sets if rule_set.lower() in (rs.rule_set.lower(), rs.audit.lower())]
+    if not matches:
+        names = ", ".join(sorted(rs.rule_set for rs in book.rule_sets))
+        raise UsageError(f"There is no rule set {rule_set!r}; the shipped ones are {names}.")
+    rs = matches[0]
+    if indicator is None or indicator not in rs.indicators:
+        raise UsageError(
+            f"Name the indicator of rule set {rs.rule_set} with --indicator: one of {', '.join(sorted(rs.indicators))}."
+        )
+    rule = book.get(rs.audit, indicator)
+    assert rule is not None
+    return rule, f"{rs.rule_set} {rs.version}"
+
+
 @app.command("assess")
 def assess_command(
     file: Annotated[Path, typer.Argument(help="CSV: org plus numerator,denominator | observed,expected | mean,sd,n")],
-    measure: Annotated[Measure, typer.Option(help="What the CSV holds.")],
-    method: Annotated[Method, typer.Option(help="How the limits are drawn (which apply depends on the measure).")],
+    measure: Annotated[Measure | None, typer.Option(help="What the CSV holds (from the rule set if given).")] = None,
+    method: Annotated[
+        Method | None, typer.Option(help="How the limits are drawn (which apply depends on the measure).")
+    ] = None,
+    rule_set: Annotated[
+        str | None, typer.Option("--rule-set", help="Use a shipped rule set's indicator exactly, e.g. SSNAP.")
+    ] = None,
+    indicator: Annotated[str | None, typer.Option(help="The rule set's indicator id, e.g. SSNAP-MORT30.")] = None,
     no_overdispersion: Annotated[bool, typer.Option("--no-overdispersion", help="Unadjusted limits.")] = False,
-    adverse: Annotated[Adverse, typer.Option(help="Which direction is worse.")] = Adverse.HIGH,
-    min_volume: Annotated[float, typer.Option(help="Below this volume: insufficient data.")] = 0.0,
-    output_format: Annotated[Format, typer.Option("--format", help="table for people, json for programs.")] = (
-        Format.table
+    adverse: Annotated[Adverse | None, typer.Option(help="Which direction is worse (default high).")] = None,
+    min_volume: Annotated[float | None, typer.Option(help="Below this volume: insufficient data.")] = None,
+    output_format: Annotated[
+        AssessFormat, typer.Option("--format", help="table for people; json (one object a line) or csv for programs.")
+    ] = AssessFormat.table,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write the funnel plot; the format from the extension: .svg, .png, .pdf.")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="The plot's title (default: the file's name).")] = None,
+    x_label: Annotated[str | None, typer.Option("--x-label", help="The plot's x axis label.")] = None,
+    y_label: Annotated[str | None, typer.Option("--y-label", help="The plot's y axis label.")] = None,
+    highlight: Annotated[str | None, typer.Option(help="Ring and name this organisation in the plot.")] = None,
+    label: Annotated[
+        PlotLabels, typer.Option(help="Name in the plot: the organisations beyond a limit, the highlighted one, both.")
+    ] = PlotLabels.highlight,
+    limits: Annotated[PlotLimits, typer.Option(help="Which limits the plot draws (classification uses both).")] = (
+        PlotLimits.both
     ),
-    plot: Annotated[Path | None, typer.Option(help="Also write the funnel plot as SVG to this file.")] = None,
+    multiplier: Annotated[float, typer.Option(help="Display scale of the plot's y axis, e.g. 100 for per cent.")] = 1.0,
+    trim: Annotated[
+        float | None, typer.Option(help="Winsorisation/truncation fraction for the overdispersion estimate (0–0.5).")
+    ] = None,
 ) -> None:
     """Assess one national release from a CSV against funnel-plot limits with overdispersion.
 
     Example: signalbox assess release.csv --measure standardised_ratio --method shmi --format json
+    Or, exactly as a shipped rule set decides: signalbox assess release.csv --rule-set SSNAP --indicator SSNAP-MORT30
     """
+    plot_format = None
+    if plot is not None:
+        if plot.is_dir():
+            raise fail(f"The funnel plot cannot be written to {plot} (it is a folder); name a .svg, .png or .pdf file.")
+        plot_format = PLOT_SUFFIXES.get(plot.suffix.lower())
+        if plot_format is None:
+            raise fail(f"--plot {plot}: unknown extension {plot.suffix!r}; use .svg, .png or .pdf.")
     try:
-        orgs, cols = read_release_csv(file, measure.value)
-        overrides: dict[str, Any] = {"adverse": adverse.value, "min_volume": min_volume}
-        if no_overdispersion:
-            overrides["overdispersion"] = "none"
-        spec = FunnelSpec.preset(measure, method, **overrides)
+        source: str
+        if rule_set is not None:
+            if measure is not None or method is not None:
+                raise UsageError("--rule-set sets the measure and the method; leave out --measure and --method.")
+            rule, source = _rule_for(rule_set, indicator)
+            spec = rule.spec
+            overrides: dict[str, Any] = {}
+            if adverse is not None:
+                overrides["adverse"] = adverse.value
+            if min_volume is not None:
+                overrides["min_volume"] = min_volume
+            if no_overdispersion:
+                overrides["overdispersion"] = "none"
+            if trim is not None:
+                overrides["trim_fraction"] = trim
+            if overrides:
+                spec = dataclasses.replace(spec, **overrides)
+        else:
+            if measure is None or method is None:
+                raise UsageError("Give --measure and --method, or --rule-set and --indicator.")
+            overrides = {"adverse": (adverse or Adverse.HIGH).value, "min_volume": min_volume or 0.0}
+            if no_overdispersion:
+                overrides["overdispersion"] = "none"
+            if trim is not None:
+                overrides["trim_fraction"] = trim
+            spec = FunnelSpec.preset(measure, method, **overrides)
+            source = f"{measure.value}, method {method.value}"
+        orgs, cols = read_release_csv(file, str(spec.measure))
         result = assess(spec, **cols)
+        if highlight is not None and highlight not in orgs:
+            raise UsageError(f"--highlight {highlight}: no such organisation in {file.name}.")
     except (UsageError, ValueError) as exc:
         raise fail(str(exc)) from None
-    if plot is not None:
+    if plot is not None and plot_format is not None:
         try:
             plot.parent.mkdir(parents=True, exist_ok=True)
-            view = funnel_view(result, orgs, audience="analyst")  # the analyst's own assessment: every band
-            plot.write_text(render_funnel_svg(view, title=file.stem), encoding="utf-8")
+            view = funnel_view(result, orgs, audience="analyst", addressee=highlight)  # the analyst's own: every band
+            named = []
+            if label in (PlotLabels.outliers, PlotLabels.both):
+                named = [
+                    (o, float(result.volume[i]), float(result.value[i]))
+                    for i, o in enumerate(orgs)
+                    if str(result.band[i]) in (Band.ALERT, Band.ALARM) and o != highlight
+                ]
+            if label in (PlotLabels.outliers, PlotLabels.none) and highlight is not None:
+                view = dataclasses.replace(view, highlight=None)
+            drawn = render_funnel(
+                view,
+                fmt=plot_format,
+                title=title if title is not None else file.stem,
+                x_label=x_label,
+                y_label=y_label,
+                limits=limits.value,
+                multiplier=multiplier,
+                labels=named,
+            )
+            plot.write_bytes(drawn)
         except OSError as exc:
             raise fail(f"The funnel plot cannot be written to {plot} ({exc.strerror}).") from None
     rows = assessment_rows(orgs, result)
     summary = summary_row(result, rows)
-    if output_format is Format.json:
+    if output_format is AssessFormat.json:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
         sys.stdout.write(json.dumps(summary) + "\n")
+    elif output_format is AssessFormat.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     else:
-        table = Table(title=f"{file.name}: {measure.value}, method {method.value} ({result.od_method})")
+        table = Table(title=f"{file.name}: {source} ({result.od_method})")
         for col in ("org", "value", "volume", "z", "z adj", "95% limits", "99.8% limits", "band", "side"):
             table.add_column(col, justify="left" if col in ("org", "band", "side") else "right")
         for r in rows:
@@ -333,8 +479,12 @@ def route_command(
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the outputs are written.")] = Path("out"),
     recipients: Annotated[
-        Path, typer.Option(help="Recipient directory (YAML): who holds each role at each trust.")
-    ] = DEFAULT_RECIPIENTS,
+        Path | None,
+        typer.Option(
+            help="Recipient directory (YAML): who holds each role at each trust (default: SIGNALBOX_RECIPIENTS, "
+            "else the shipped example)."
+        ),
+    ] = None,
     deliver: Annotated[bool, typer.Option(help="Send the letters (SMTP if configured, else .eml files).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on large inputs.")] = True,
     metrics_textfile: Annotated[
@@ -354,6 +504,11 @@ def route_command(
         rules = load_rules(rules_dir)
     except RuleSetError as exc:
         raise fail(str(exc)) from None
+    if recipients is None:  # the same directory every other command uses: the setting, else the example
+        try:
+            recipients = get_settings().recipients or DEFAULT_RECIPIENTS
+        except SettingsError as exc:
+            raise fail(str(exc)) from None
     if not file.is_file():
         raise fail(f"The input file {file} does not exist or is not a file.")
     size = file_size(file)
@@ -594,7 +749,7 @@ def deliver_command(
         released = outbox.release_held(db, recorder.directory, now)
         report = deliver(
             db, recorder.directory, default_transports(mail_dir, settings.smtp),
-            funnel_for=LetterPlots(recorder.trail, recorder.rules).funnel_for, clock=recorder.clock,
+            plot_for=LetterPlots(recorder.trail, recorder.rules).png_for, clock=recorder.clock,
         )  # fmt: skip
         counts = outbox.counts(db)
         problem = checkpoint_now(recorder.trail, recorder.key_path)  # the delivery batch is signed at once

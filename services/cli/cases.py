@@ -9,6 +9,13 @@ recorder's ``record_case_outcome``); ``signalbox deliver`` sends the letters. Ex
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
+import sys
+import tempfile
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
@@ -16,8 +23,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStatus, Outcome
+from schemas.cases import ActionKind, ActorRole, Case, CaseAction, CaseStage, CaseStatus, Outcome
 from services.cases.machine import CaseError
+from services.cases.next import NextAction, by_urgency, next_actions, owed_action, resolve_case_id
 from services.cases.replay import disagreement, replay_case
 from services.cases.store import CaseStore
 from services.cli.common import (
@@ -33,12 +41,16 @@ from services.cli.common import (
     warn,
 )
 from services.core.calendar import uk_date
+from services.db import Database, is_postgres_url
+from services.letters.recipients import BESIDE_STORE
 from services.recording import Recorder
+from services.settings import get_settings
 from services.trail.checkpoint import checkpoint_now
 from services.trail.store import Trail
 
 app = typer.Typer(name="cases", help="Alarm cases in the formal accountability space.", no_args_is_help=True)
-console = Console(markup=False, highlight=False)  # people type notes and names: never parsed as markup
+# People type notes and names: never parsed as markup. Wide when piped, so case ids are never cut.
+console = Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 200)
 
 FormatOption = Annotated[str, typer.Option("--format", help="table (for people) or json (for tools).")]
 
@@ -53,22 +65,63 @@ def list_cases(
     store: StoreOption = DEFAULT_STORE,
     status: Annotated[str | None, typer.Option(help="Only cases with this status.")] = None,
     ods: Annotated[str | None, typer.Option(help="Only cases of this organisation (ODS code).")] = None,
+    audit: Annotated[str | None, typer.Option(help="Only cases of this audit (e.g. NELA).")] = None,
+    stage: Annotated[str | None, typer.Option(help="Only cases at this stage.")] = None,
+    owed_by: Annotated[
+        str | None, typer.Option(help="Only cases waiting for this party (trust or audit) or role.")
+    ] = None,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only cases whose owed action is overdue.")] = False,
     fmt: FormatOption = "table",
 ) -> None:
-    """List alarm cases, oldest first.  Example: signalbox cases list --status confirmed"""
+    """List alarm cases with what is next, overdue first.  Example: signalbox cases list --owed-by trust"""
     _check_format(fmt)
     if status is not None and status not in get_args(CaseStatus):
         raise fail(f"--status must be one of {', '.join(get_args(CaseStatus))}, not {status!r}")
+    if stage is not None and stage not in get_args(CaseStage):
+        raise fail(f"--stage must be one of {', '.join(get_args(CaseStage))}, not {stage!r}")
+    parties = ("trust", "audit", *get_args(ActorRole))
+    if owed_by is not None and owed_by not in parties:
+        raise fail(f"--owed-by must be one of {', '.join(parties)}, not {owed_by!r}")
+    today = uk_date(system_now())
     with open_store(store) as db:
         cases = CaseStore(db).list(status=status, ods=ods)  # type: ignore[arg-type]
         unreadable = CaseStore(db).unreadable()
+    chosen = []
+    for case in by_urgency(cases, today):
+        owed = owed_action(case, today)
+        if audit is not None and case.audit.lower() != audit.lower():
+            continue
+        if stage is not None and case.stage != stage:
+            continue
+        if owed_by is not None and (owed is None or owed_by not in (owed.party, *owed.roles)):
+            continue
+        if overdue and (owed is None or not owed.overdue):
+            continue
+        chosen.append((case, owed))
     if fmt == "json":
-        typer.echo(json.dumps([c.model_dump(mode="json") for c in cases], indent=2))
+        typer.echo(
+            json.dumps(
+                [
+                    {**c.model_dump(mode="json"), "next": [_action_json(a) for a in next_actions(c, today)]}
+                    for c, _ in chosen
+                ],
+                indent=2,
+            )
+        )
     else:
-        table = Table("case", "organisation", "stage", "status", "deadline", title=f"{len(cases)} alarm case(s)")
-        today = uk_date(system_now())
-        for case in cases:
-            table.add_row(case.case_id, case.ods_code, case.stage, case.status, _deadline(case, today))
+        table = Table(title=f"{len(chosen)} alarm case(s), overdue first")
+        for column in ("case", "organisation", "stage", "status", "next", "owed by", "due", "days left", "note"):
+            # Folded, never cut with an ellipsis: a case id is copied from here into the next command.
+            table.add_column(column, overflow="fold")
+        for case, owed in chosen:
+            table.add_row(
+                case.case_id, case.ods_code, case.stage, case.status,
+                owed.kind if owed else "—",
+                f"{owed.party}: {' or '.join(owed.roles)}" if owed else "—",
+                _deadline(case, today),
+                _days_left(owed),
+                case.reason or "",
+            )  # fmt: skip
         console.print(table)
     if unreadable:  # never silently left out of the list
         raise fail(
@@ -78,11 +131,34 @@ def list_cases(
         )
 
 
+def _days_left(owed: NextAction | None) -> str:
+    if owed is None or owed.working_days_left is None:
+        return "—"
+    return "overdue" if owed.overdue else str(owed.working_days_left)
+
+
+def _action_json(a: NextAction) -> dict[str, object]:
+    return {
+        "action": a.kind, "roles": list(a.roles), "party": a.party, "outcomes": list(a.outcomes), "owed": a.owed,
+        "due": a.due.isoformat() if a.due else None, "working_days_left": a.working_days_left,
+        "overdue": a.overdue, "asked": a.asked, "condition": a.condition,
+    }  # fmt: skip
+
+
+def _case_id(db: Database, given: str) -> str:
+    """The full case id for ``given`` (a full id or a unique prefix), or a usage error with "did you mean"."""
+    try:
+        return resolve_case_id(given, (str(r[0]) for r in db.query("SELECT case_id FROM cases")))
+    except LookupError as exc:
+        raise fail(str(exc)) from None
+
+
 @app.command("show")
 def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOption = "table") -> None:
     """Show one case and every transition it went through."""
     _check_format(fmt)
     with open_store(store) as db:
+        case_id = _case_id(db, case_id)
         try:
             case = CaseStore(db).get(case_id)
         except CaseError as exc:  # an unreadable case row: a problem found, named
@@ -99,6 +175,7 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
         body = {
             "case": case.model_dump(mode="json"),
             "transitions": [t.model_dump(mode="json") for t in transitions],
+            "next": [_action_json(a) for a in next_actions(case, uk_date(system_now()))],
         }
         typer.echo(json.dumps(body, indent=2))
         return
@@ -108,7 +185,24 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
     console.print(f"policy {case.policy_version}; opened {case.opened_at.isoformat()}")
     if case.reason:
         console.print(f"reason: {case.reason}")
-    table = Table("#", "at", "what", "from → to", "by", "deadline", "documents")
+    actions = next_actions(case, today)
+    if actions:
+        console.print("next:")
+        for a in actions:
+            when = ""
+            if a.due is not None:
+                when = f", due {a.due.isoformat()}" + (
+                    " (OVERDUE)" if a.overdue else f" ({a.working_days_left} working days left)"
+                )
+            outcomes = f" --outcome {'|'.join(a.outcomes)}" if a.outcomes else ""
+            owed = "owed by" if a.owed else "may be recorded by"
+            console.print(
+                f"  {a.kind}{outcomes}: {owed} the {a.party} ({' or '.join(a.roles)}){when}: {a.asked}"
+                + (f" [{a.condition}]" if a.condition else "")
+            )
+    else:
+        console.print("next: nothing; the case is closed")
+    table = Table("#", "at", "what", "from → to", "by", "deadline", "documents", "note")
     for t in transitions:
         what = t.kind + (f" ({t.outcome})" if t.outcome else "")
         table.add_row(
@@ -119,6 +213,7 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
             f"{t.actor} ({t.actor_role})",
             t.deadline.isoformat() if t.deadline else "—",
             ", ".join(t.documents),
+            t.note,
         )
     console.print(table)
 
@@ -133,6 +228,13 @@ def act(
     outcome: Annotated[str | None, typer.Option(help="For data_check and review.")] = None,
     document: Annotated[list[str] | None, typer.Option(help="A document reference (repeatable).")] = None,
     corrected_data: Annotated[bool, typer.Option(help="provider_response: corrected data were sent.")] = False,
+    new_deadline: Annotated[
+        str | None, typer.Option(help="extend_deadline: the stage's new deadline (YYYY-MM-DD), with --note why.")
+    ] = None,
+    reanalysed_value: Annotated[
+        float | None,
+        typer.Option(help="review: the value re-analysed from corrected data (a proportion as a fraction)."),
+    ] = None,
     at: AtOption = None,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
@@ -155,12 +257,15 @@ def act(
                 "note": note,
                 "documents": tuple(document or ()),
                 "corrected_data": corrected_data,
+                "reanalysed_value": reanalysed_value,
+                "new_deadline": new_deadline,
                 "at": when,
             }
         )
     except ValidationError as exc:
         raise fail(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
     with open_store(store) as db:
+        case_id = _case_id(db, case_id)
         recorder = open_recorder(db, now)
         try:
             result = recorder.cases.act(case_id, recorded)
@@ -189,25 +294,67 @@ def _deadline(case: Case, today: object) -> str:
 def tick(
     store: StoreOption = DEFAULT_STORE,
     at: AtOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would fire, on a copy of the store; record nothing.")
+    ] = False,
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate", help="Allow an --at in the future: runs on a throwaway copy of the store, never the store."
+        ),
+    ] = False,
+    case: Annotated[list[str] | None, typer.Option("--case", help="Only this case (id or prefix; repeatable).")] = None,
 ) -> None:
     """Fire every case deadline that has passed, once: reminders, and escalation at stages 6–7.
 
-    Run it from cron or a timer; a second run at the same time does nothing.
+    Run it from cron or a timer; a second run at the same time does nothing. ``--dry-run`` and ``--simulate``
+    work on a copy of the store, so a look at next month never fires real deadlines or blocks real actions.
+    Example: signalbox cases tick --simulate --at 2026-03-01T09:00 --case NELA
     """
-    now = at_option(at)
-    with open_store(store) as db:
-        recorder = open_recorder(db, now)
-        outcome = recorder.cases.tick()
-        _checkpoint(recorder)
+    now = at_option(at, FAR_FUTURE) if simulate and at is not None else at_option(at)
+    copy = dry_run or simulate
+    with open_store(store) as real:
+        only = [_case_id(real, c) for c in case] if case else None
+        if copy and is_postgres_url(store):
+            raise fail("--dry-run and --simulate copy a SQLite store; for PostgreSQL, use a copy of the database")
+    with tempfile.TemporaryDirectory(prefix="signalbox-tick-") as folder:
+        target = _sqlite_copy(store, Path(folder)) if copy else store
+        with open_store(target) as db:
+            recorder = open_recorder(db, now)
+            outcome = recorder.cases.tick(only)
+            if not copy:
+                _checkpoint(recorder)
+    prefix = "would fire: " if copy else ""
     for event in outcome.events:
-        typer.echo(f"{event.case_id}: {event.kind}: {event.detail}")
+        typer.echo(f"{prefix}{event.case_id}: {event.kind}: {event.detail}")
     for notice in outcome.notices:
-        typer.echo(f"{notice.case_id}: letter {notice.template} to {', '.join(r.role for r in notice.recipients)}")
-    typer.echo(f"{len(outcome.transitions)} transitions, {len(outcome.notices)} letters queued")
+        typer.echo(
+            f"{prefix}{notice.case_id}: letter {notice.template} to {', '.join(r.role for r in notice.recipients)}"
+        )
+    verb = "would be" if copy else ""
+    typer.echo(
+        f"{len(outcome.transitions)} transitions, {len(outcome.notices)} letters {verb + ' ' if verb else ''}queued"
+        + (" (on a copy: nothing was recorded)" if copy else "")
+    )
     for refused in outcome.refused[:-1]:
         fail(refused, FAILED)
     if outcome.refused:
         raise fail(outcome.refused[-1], FAILED)
+
+
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _sqlite_copy(store: str, folder: Path) -> str:
+    """A consistent copy of a SQLite store (and the recipient directory beside it) in ``folder``."""
+    source = Path(store.removeprefix("sqlite:///"))
+    target = folder / source.name
+    with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+    beside = source.parent / BESIDE_STORE
+    if beside.is_file() and not get_settings().recipients:
+        shutil.copyfile(beside, folder / BESIDE_STORE)
+    return str(target)
 
 
 def _checkpoint(recorder: Recorder) -> None:

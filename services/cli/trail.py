@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.common import FAILED, StoreOption, beside_store, fail, open_store
+from services.cli.common import DEFAULT_STORE, FAILED, StoreOption, beside_store, fail, open_store
 from services.integrity import verify as verify_all
 from services.settings import TRAIL_KEY_SETTING, get_settings
 from services.trail.checkpoint import (
@@ -84,7 +84,7 @@ def _default_keys(store: str) -> list[Path]:
 
 @app.command("verify")
 def verify_command(
-    store: StoreOption,
+    store: StoreOption = DEFAULT_STORE,
     public_key: Annotated[
         list[Path] | None,
         typer.Option(
@@ -152,7 +152,7 @@ def _pick(trail: Trail, ref: str, audience: Audience | None) -> Entry:
 @app.command("prove")
 def prove_command(
     ref: Annotated[str, typer.Argument(help="A decision id, or learning:SEQ / formal:SEQ.")],
-    store: StoreOption,
+    store: StoreOption = DEFAULT_STORE,
     audience: Annotated[str | None, typer.Option("--audience", help="learning or formal.")] = None,
 ) -> None:
     """Print a JSON inclusion proof of an entry against the latest checkpoint that covers it."""
@@ -271,7 +271,7 @@ def check_proof_command(
 @app.command("show")
 def show_command(
     case: Annotated[str, typer.Option("--case", help="Case id.")],
-    store: StoreOption,
+    store: StoreOption = DEFAULT_STORE,
     audience: Annotated[
         list[str] | None, typer.Option("--audience", help="Only this log (repeatable); default both.")
     ] = None,
@@ -283,6 +283,8 @@ def show_command(
         raise fail("--format must be table or json")
     with open_store(store) as db:
         history = Trail(db).history(case, chosen)
+    if not history:  # an unknown case, or a typo: not an empty success
+        raise fail(f"no trail entries for case {case!r} in {store} (`signalbox cases list` shows the case ids)")
     if output == "json":
         rows = [
             {
@@ -310,7 +312,7 @@ def show_command(
 
 @app.command("checkpoint")
 def checkpoint_command(
-    store: StoreOption,
+    store: StoreOption = DEFAULT_STORE,
     key: Annotated[
         Path | None,
         typer.Option(

@@ -19,7 +19,15 @@ from pydantic import TypeAdapter
 
 from rules.book import IndicatorRule
 from rules.stats import FunnelResult, FunnelSpec, assess, assess_many
-from schemas.canonical import Canonical, encode_prepared, jcs_number
+from schemas.canonical import (
+    Canonical,
+    CanonicalizationError,
+    encode_prepared,
+    jcs_number,
+    jcs_number_text,
+    jcs_number_texts,
+    jcs_string,
+)
 from schemas.events import AuditResult
 from schemas.signals import Assessment, ReleaseSummary, stable_id
 from schemas.vocabulary import Band, count_key
@@ -83,6 +91,12 @@ def _prepared(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def reference_line(row: dict[str, Any]) -> Canonical:
+    """The canonical line of a row built as ``_row`` builds it, through the general encoder: what
+    ``canonical_lines`` must equal byte for byte (the unit tests hold it to this)."""
+    return encode_prepared(_prepared(row))
+
+
 def _limits(lo_alert: float, hi_alert: float, lo_alarm: float, hi_alarm: float) -> dict[str, float | None]:
     return {
         "alert_lower": _num(lo_alert),
@@ -92,77 +106,134 @@ def _limits(lo_alert: float, hi_alert: float, lo_alarm: float, hi_alarm: float) 
     }
 
 
+def _row(first: AuditResult, result: AuditResult, rule: IndicatorRule, funnel: FunnelResult, i: int) -> dict[str, Any]:
+    """One organisation's assessment as a dict of Python values: built only for flagged organisations, which
+    become ``Assessment`` models (a decision may follow); every other organisation is only a canonical line."""
+    band, side = str(funnel.band[i]), str(funnel.side[i])
+    insufficient = band == "insufficient_data"
+    n_kept = int(funnel.n_kept)
+    f = funnel
+    return {
+        "assessment_id": stable_id(
+            "asm", first.audit, first.release_id, first.indicator_id, result.organisation.ods_code, rule.ref.version
+        ),
+        "audit": first.audit,
+        "release_id": first.release_id,
+        "indicator_id": first.indicator_id,
+        "indicator_name": rule.indicator.name,
+        "period": result.period.model_dump(mode="json"),
+        "ods_code": result.organisation.ods_code,
+        "organisation_name": display_name(result.organisation.ods_code),
+        "country": result.organisation.country,
+        "event_id": result.event_id,
+        "measure": result.measure.type,
+        "method": rule.spec.method,
+        "value": _num(float(f.value[i])),
+        "volume": float(f.volume[i]),
+        "z": None if insufficient else _num(float(f.z[i])),
+        "z_adjusted": None if insufficient else _num(float(f.z_adjusted[i])),
+        "limits": _limits(float(f.ll_alert[i]), float(f.ul_alert[i]), float(f.ll_alarm[i]), float(f.ul_alarm[i])),
+        "limits_unadjusted": _limits(
+            float(f.ll_alert_unadjusted[i]),
+            float(f.ul_alert_unadjusted[i]),
+            float(f.ll_alarm_unadjusted[i]),
+            float(f.ul_alarm_unadjusted[i]),
+        ),
+        "target": _num(f.target),
+        "band": band,
+        "side": None if insufficient else side,
+        "reason": INSUFFICIENT_REASON if insufficient else None,
+        "phi": _num(f.phi),
+        "tau2": _num(f.tau2) if n_kept else None,
+        "n_kept": n_kept,
+        "od_method": f.od_method,
+        "od_applied": bool(f.od_applied),
+        "rules": rule.ref.model_dump(),
+    }
+
+
+_INSUFFICIENT = jcs_string(INSUFFICIENT_REASON)
+
+
+def canonical_lines(results: Sequence[AuditResult], rule: IndicatorRule, funnel: FunnelResult) -> list[Canonical]:
+    """Every organisation's assessment as its RFC 8785 line, built from the funnel's columns: what is the same
+    for the whole release is encoded once, the numbers a column at a time (``jcs_number_texts``), and each line
+    is one f-string in JCS key order, with no dict or float object per field. ``_row`` through
+    ``encode_prepared`` gives the same bytes (the unit tests compare them); text that is not Unicode scalar
+    values (a lone surrogate) is refused with ``CanonicalizationError``, as JCS requires."""
+    first = results[0]
+    ref = rule.ref
+    n_kept = int(funnel.n_kept)
+    q = jcs_string
+    target, phi = jcs_number_text(funnel.target), jcs_number_text(funnel.phi)
+    tau2 = jcs_number_text(funnel.tau2) if n_kept else "null"
+    rules = f'{{"policy_version":{q(ref.policy_version)},"rule_set":{q(ref.rule_set)},"version":{q(ref.version)}}}'
+    a, r, i, version = first.audit, first.release_id, first.indicator_id, ref.version
+    head = f'"audit":{q(a)},"band":'
+    mid = f'"indicator_id":{q(i)},"indicator_name":{q(rule.indicator.name)},"limits":{{"alarm_lower":'
+    meth = (
+        f'"method":{q(rule.spec.method)},"n_kept":{n_kept},'
+        f'"od_applied":{"true" if funnel.od_applied else "false"},"od_method":{q(funnel.od_method)},"ods_code":'
+    )
+    first_period = _period_text(first)
+    tail2 = f',"release_id":{q(r)},"rules":{rules},"side":'
+    tail3 = f',"target":{target},"tau2":{tau2},"value":'
+    f = funnel
+    cols = [
+        jcs_number_texts(c)
+        for c in (
+            f.ll_alarm, f.ul_alarm, f.ll_alert, f.ul_alert,
+            f.ll_alarm_unadjusted, f.ul_alarm_unadjusted, f.ll_alert_unadjusted, f.ul_alert_unadjusted,
+            f.value, f.volume, f.z, f.z_adjusted,
+        )
+    ]  # fmt: skip
+    lines: list[Canonical] = []
+    for result, (band, side, *nums) in zip(
+        results, zip(f.band.tolist(), f.side.tolist(), *cols, strict=True), strict=True
+    ):
+        lam, uam, lal, ual, lamu, uamu, lalu, ualu, value, volume, z, za = nums
+        ods = result.organisation.ods_code
+        ok = band != "insufficient_data"
+        period = first_period if result.period == first.period else _period_text(result)
+        lines.append(
+            Canonical(
+                f'{{"assessment_id":"{stable_id("asm", a, r, i, ods, version)}",{head}{q(band)},"country":'
+                f'{q(result.organisation.country)},"event_id":{q(result.event_id)},{mid}{lam},"alarm_upper":{uam},'
+                f'"alert_lower":{lal},"alert_upper":{ual}}},"limits_unadjusted":{{"alarm_lower":{lamu},'
+                f'"alarm_upper":{uamu},"alert_lower":{lalu},"alert_upper":{ualu}}},"measure":'
+                f'{q(result.measure.type)},{meth}{q(ods)},"organisation_name":{q(display_name(ods))},'
+                f'"period":{period},"phi":{phi},"reason":{"null" if ok else _INSUFFICIENT}{tail2}'
+                f'{q(side) if ok else "null"}{tail3}{value},"volume":{volume},'
+                f'"z":{z if ok else "null"},"z_adjusted":{za if ok else "null"}}}'
+            )
+        )
+    try:
+        "".join(lines).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalizationError(str(exc)) from exc
+    return lines
+
+
+def _period_text(result: AuditResult) -> str:
+    p = result.period
+    return f'{{"end":"{p.end.isoformat()}","label":{jcs_string(p.label)},"start":"{p.start.isoformat()}"}}'
+
+
 def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: FunnelResult) -> AssessedRelease:
     first = results[0]
     spec = rule.spec
     method = spec.method
-    n_kept, od_applied = int(funnel.n_kept), bool(funnel.od_applied)
+    n_kept = int(funnel.n_kept)
     # A release with no eligible unit has no target and no dispersion: recorded as null, never as NaN.
     target, phi = _num(funnel.target), _num(funnel.phi)
     tau2 = _num(funnel.tau2) if n_kept else None
+    bands, sides = funnel.band.tolist(), funnel.side.tolist()
     counts: dict[str, int] = defaultdict(int)
-    cols = (
-        funnel.value.tolist(),
-        funnel.volume.tolist(),
-        funnel.z.tolist(),
-        funnel.z_adjusted.tolist(),
-        funnel.ll_alert.tolist(),
-        funnel.ul_alert.tolist(),
-        funnel.ll_alarm.tolist(),
-        funnel.ul_alarm.tolist(),
-        funnel.ll_alert_unadjusted.tolist(),
-        funnel.ul_alert_unadjusted.tolist(),
-        funnel.ll_alarm_unadjusted.tolist(),
-        funnel.ul_alarm_unadjusted.tolist(),
-        funnel.band.tolist(),
-        funnel.side.tolist(),
-    )
-    # Rows are built as plain dicts and validated in one pydantic call per release: this loop runs once per
-    # organisation per release, the embedded runner's hot path.
-    period = first.period.model_dump(mode="json")
-    ref = rule.ref.model_dump()
-    rows: list[dict[str, Any]] = []
-    for result, row in zip(results, zip(*cols, strict=True), strict=True):
-        value, volume, z, z_adj, la, ua, lm, um, lau, uau, lmu, umu, band, side = row
-        ods = result.organisation.ods_code
-        insufficient = band == "insufficient_data"
+    for band, side in zip(bands, sides, strict=True):
         counts[count_key(band, side)] += 1
-        rows.append(
-            {
-                "assessment_id": stable_id(
-                    "asm", first.audit, first.release_id, first.indicator_id, ods, ref["version"]
-                ),
-                "audit": first.audit,
-                "release_id": first.release_id,
-                "indicator_id": first.indicator_id,
-                "indicator_name": rule.indicator.name,
-                "period": period if result.period == first.period else result.period.model_dump(mode="json"),
-                "ods_code": ods,
-                "organisation_name": display_name(ods),
-                "country": result.organisation.country,
-                "event_id": result.event_id,
-                "measure": result.measure.type,
-                "method": method,
-                "value": _num(value),
-                "volume": float(volume),
-                "z": None if insufficient else _num(z),
-                "z_adjusted": None if insufficient else _num(z_adj),
-                "limits": _limits(la, ua, lm, um),
-                "limits_unadjusted": _limits(lau, uau, lmu, umu),
-                "target": target,
-                "band": band,
-                "side": None if insufficient else side,
-                "reason": INSUFFICIENT_REASON if insufficient else None,
-                "phi": phi,
-                "tau2": tau2,
-                "n_kept": n_kept,
-                "od_method": funnel.od_method,
-                "od_applied": od_applied,
-                "rules": ref,
-            }
-        )
-    lines = [encode_prepared(_prepared(row)) for row in rows]
-    flagged = ASSESSMENTS.validate_python([row for row in rows if row["band"] in (Band.ALARM, Band.ALERT)])
+    lines = canonical_lines(results, rule, funnel)
+    flagged_at = [k for k, band in enumerate(bands) if band in (Band.ALARM, Band.ALERT)]
+    flagged = ASSESSMENTS.validate_python([_row(first, results[k], rule, funnel, k) for k in flagged_at])
     summary = ReleaseSummary(
         audit=first.audit,
         release_id=first.release_id,

@@ -81,3 +81,12 @@ def uk_date(moment: datetime) -> date:
     if moment.tzinfo is None:
         return moment.date()
     return moment.astimezone(UK_TIME).date()
+
+
+def preload(today: date, years_ahead: int = 2) -> None:
+    """Build the bank-holiday tables a run will use (last year to ``years_ahead`` on, every country) at
+    start-up: the ``holidays`` package takes about a second for its first table, which otherwise lands on the
+    first deadline computed in the middle of a batch."""
+    for year in range(today.year - 1, today.year + years_ahead + 1):
+        for country in _SUBDIVISION:
+            bank_holidays(year, country)

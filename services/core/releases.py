@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -96,12 +97,17 @@ def _report(
     )
 
 
-class Outcome(BaseModel):
-    """What adding an event did: whether it was absorbed, why not, and what must be reported."""
+@dataclass(frozen=True)
+class Outcome:
+    """What adding an event did: whether it was absorbed, why not, and what must be reported. A dataclass, not
+    a model: one is made per event on the hot path, from values that are already valid."""
 
     absorbed: bool
     rejection: str | None = None
-    reports: list[ReleaseReport] = []
+    reports: tuple[ReleaseReport, ...] = ()
+
+
+ABSORBED = Outcome(absorbed=True)
 
 
 def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outcome:
@@ -109,7 +115,7 @@ def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outco
     name = f"release {state.release_id} ({state.indicator_id})"
     if state.assessed:
         detail = f"{ods}'s result {result.event_id} arrived after {name} was assessed; it was not included"
-        return Outcome(absorbed=False, reports=[_report(state, "late_result", detail, now, result.event_id)])
+        return Outcome(absorbed=False, reports=(_report(state, "late_result", detail, now, result.event_id),))
     earlier = state.results.get(ods)
     if earlier is not None:
         return Outcome(
@@ -121,9 +127,9 @@ def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outco
             f"{name} was closed with {state.closed.result_count} results; {ods}'s result {result.event_id} "
             "is one more than announced and was not included"
         )
-        return Outcome(absorbed=False, reports=[_report(state, "count_exceeded", detail, now, result.event_id)])
+        return Outcome(absorbed=False, reports=(_report(state, "count_exceeded", detail, now, result.event_id),))
     state.results[ods] = result
-    return Outcome(absorbed=True)
+    return ABSORBED
 
 
 def close_release(state: ReleaseState, closed: ReleaseClosed, now: datetime) -> Outcome:
@@ -137,12 +143,12 @@ def close_release(state: ReleaseState, closed: ReleaseClosed, now: datetime) -> 
     have, want = len(state.results), closed.result_count
     if have > want:
         detail = f"{name} was closed with {want} results but {have} had arrived; it will not be assessed"
-        return Outcome(absorbed=True, reports=[_report(state, "count_exceeded", detail, now, closed.event_id)])
+        return Outcome(absorbed=True, reports=(_report(state, "count_exceeded", detail, now, closed.event_id),))
     if have < want:
         state.missing_reported = True
         detail = f"{name} closed with {want} results announced but only {have} received; waiting for the rest"
-        return Outcome(absorbed=True, reports=[_report(state, "results_missing", detail, now, closed.event_id)])
-    return Outcome(absorbed=True)
+        return Outcome(absorbed=True, reports=(_report(state, "results_missing", detail, now, closed.event_id),))
+    return ABSORBED
 
 
 def mark_assessed(state: ReleaseState) -> list[AuditResult]:

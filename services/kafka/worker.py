@@ -558,7 +558,7 @@ def _send_letters(recorder: Recorder, mail_dir: Path, smtp: SmtpSettings | None)
     ``mail_dir``."""
     transports = default_transports(mail_dir, smtp)
     plots = LetterPlots(recorder.trail, recorder.rules)
-    deliver(recorder.db, recorder.directory, transports, funnel_for=plots.funnel_for, clock=recorder.clock)
+    deliver(recorder.db, recorder.directory, transports, plot_for=plots.png_for, clock=recorder.clock)
 
 
 def _checkpoint(recorder: Recorder) -> None:

@@ -38,7 +38,7 @@ def deliver(
     directory: Directory,
     transports: Mapping[str, Transport],
     *,
-    funnel_for: Callable[[AnyNotice], str],
+    plot_for: Callable[[AnyNotice], bytes | None],
     clock: Callable[[], datetime],
 ) -> DeliveryReport:
     """Send every letter that is due, pass after pass, in this call's own event loop (callers are synchronous:
@@ -48,7 +48,7 @@ def deliver(
     async def run() -> None:
         while True:
             report = await deliver_due(
-                db, directory, renderer_for, transports, funnel_for=funnel_for,
+                db, directory, renderer_for, transports, plot_for=plot_for,
                 clock=clock, rng=random.Random(), limit=PASS_LIMIT,
             )  # fmt: skip
             total.add(report)

@@ -30,7 +30,7 @@ import json
 import os
 import random
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -177,46 +177,62 @@ def held_message_id(notice_id: str, role: str) -> str:
     return message_id_for(notice_id, f"unresolved:{role}")
 
 
+_INSERT = (
+    f"INSERT INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL) ON CONFLICT DO NOTHING"
+)
+
+
+def _rows_to_insert(notice: AnyNotice, directory: Directory, moment: str) -> Iterator[tuple[object, ...]]:
+    """The outbox rows of one notice, one per distinct recipient role: addressed (``pending``), or ``held`` with
+    the reason when the recipient is missing or refused."""
+    body = notice.model_dump_json()
+    audit = notice.assessment.audit
+    seen: set[str] = set()
+    for recipient in notice.recipients:
+        if recipient.role in seen:
+            continue
+        seen.add(recipient.role)
+        try:
+            contact = directory.resolve(recipient.ods_code, recipient.role, audit=audit)
+            refusal = regulator_refusal(notice, recipient.role, contact, directory)
+            if refusal is not None:
+                raise MissingRecipient(refusal)
+        except MissingRecipient as exc:
+            yield (
+                held_message_id(notice.notice_id, recipient.role),
+                notice.notice_id, notice.space, notice.template, recipient.role, notice.ods_code,
+                None, None, body, "held", moment, str(exc), moment,
+            )  # fmt: skip
+        else:
+            yield (
+                message_id_for(notice.notice_id, contact.address),
+                notice.notice_id, notice.space, notice.template, recipient.role, notice.ods_code,
+                contact.channel, contact.address, body, "pending", moment, None, moment,
+            )  # fmt: skip
+
+
 def enqueue(db: Database, notice: AnyNotice, directory: Directory, *, now: datetime | None = None) -> list[OutboxRow]:
-    """Write one row per recipient of ``notice``, inside the caller's transaction.
+    """Write one row per recipient of ``notice``, inside the caller's transaction, and return the notice's rows.
 
     Idempotent: asking again for the same notice adds nothing (the message id and ``(notice_id, role)`` are
     unique). A recipient missing from the directory gives a ``held`` row carrying the reason; it is never
     dropped.
     """
-    moment = utc_text(now or datetime.now(UTC))
-    body = notice.model_dump_json()
-    audit = notice.assessment.audit
-    insert = (
-        f"INSERT INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, NULL) "
-        "ON CONFLICT DO NOTHING"
-    )
     with db.transaction():
-        seen: set[str] = set()
-        for recipient in notice.recipients:
-            if recipient.role in seen:
-                continue
-            seen.add(recipient.role)
-            params: tuple[object, ...]
-            try:
-                contact = directory.resolve(recipient.ods_code, recipient.role, audit=audit)
-                refusal = regulator_refusal(notice, recipient.role, contact, directory)
-                if refusal is not None:
-                    raise MissingRecipient(refusal)
-            except MissingRecipient as exc:
-                params = (
-                    held_message_id(notice.notice_id, recipient.role),
-                    notice.notice_id, notice.space, notice.template, recipient.role, notice.ods_code,
-                    None, None, body, "held", moment, str(exc), moment,
-                )  # fmt: skip
-            else:
-                params = (
-                    message_id_for(notice.notice_id, contact.address),
-                    notice.notice_id, notice.space, notice.template, recipient.role, notice.ods_code,
-                    contact.channel, contact.address, body, "pending", moment, None, moment,
-                )  # fmt: skip
-            db.execute(insert, params)
+        enqueue_many(db, [notice], directory, now=now)
         return rows_for_notice(db, notice.notice_id)
+
+
+def enqueue_many(
+    db: Database, notices: Sequence[AnyNotice], directory: Directory, *, now: datetime | None = None
+) -> None:
+    """``enqueue`` for many notices in one ``executemany`` and without reading the rows back: the hot path of a
+    batch of decisions. Same rows, same idempotence, inside the caller's transaction."""
+    moment = utc_text(now or datetime.now(UTC))
+    rows = [row for notice in notices for row in _rows_to_insert(notice, directory, moment)]
+    if rows:
+        with db.transaction():
+            db.executemany(_INSERT, rows)
 
 
 def rows_for_notice(db: Database, notice_id: str) -> list[OutboxRow]:
@@ -326,6 +342,38 @@ def hold(db: Database, message_id: str, error: str) -> None:
     with db.transaction():
         db.execute("UPDATE outbox SET state = 'held', last_error = ? WHERE message_id = ?", (error, message_id))
         _end_lease(db, message_id)
+
+
+def resend(db: Database, message_id: str, now: datetime) -> OutboxRow:
+    """Put a dead letter back in the queue, due now, with a fresh count of attempts (``letters resend``). The row's
+    letter is checked against the trail again when it is sent (``vouch``), as every letter is. Only a dead letter:
+    a held one waits for the directory to be fixed (``release_held``), a sent one is never sent twice from here."""
+    with db.transaction():
+        row = get(db, message_id)
+        if row is None:
+            raise LookupError(f"there is no letter {message_id}")
+        if row.state != "dead":
+            raise ValueError(
+                f"letter {message_id} is {row.state}; only a dead letter is resent"
+                + (" (a held one goes once the directory is fixed: `signalbox deliver`)" if row.state == "held" else "")
+            )
+        db.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, last_error = ? "
+            "WHERE message_id = ? AND state = 'dead'",
+            (utc_text(now), f"resent by hand after: {row.last_error}", message_id),
+        )
+        found = get(db, message_id)
+        assert found is not None
+        return found
+
+
+def rows(db: Database, *, state: str | None = None, case_id: str | None = None) -> list[OutboxRow]:
+    """The outbox's letters, oldest first, by state and by case (``letters list``)."""
+    found = [_row(r) for r in db.query(f"SELECT {_COLUMNS} FROM outbox ORDER BY created_at, message_id")]
+    return [
+        r for r in found
+        if (state is None or r.state == state) and (case_id is None or r.notice().case_id == case_id)
+    ]  # fmt: skip
 
 
 def release_held(db: Database, directory: Directory, now: datetime, *, notice_id: str | None = None) -> int:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from notifications.cusum_plot import cusum_chart
-from notifications.plot import funnel_view, render_funnel_svg
+from notifications.plot import FunnelView, PlotFormat, funnel_view, render_funnel, value_label
 from notifications.render import plot_audience
 from rules.book import RuleBook
 from rules.routing import CUSUM_METHOD
@@ -53,60 +53,84 @@ def release_ref(audit: str, release_id: str, indicator_id: str) -> str:
 
 class LetterPlots:
     """The plots of the letters one process sends, each release read from the trail once and each view drawn
-    once. A release the trail does not hold, or a rule set no longer loaded, gives an empty drawing (the letter
+    once. A release the trail does not hold, or a rule set no longer loaded, gives no drawing (the letter
     still goes; its text carries the figures)."""
 
     def __init__(self, trail: Trail, rules: RuleBook) -> None:
         self.trail = trail
         self.rules = rules
         self._funnels: dict[tuple[str, str, str], tuple[FunnelResult, list[str]]] = {}
-        self._svgs: dict[tuple[str, str, str, str, str], str] = {}
+        self._drawn: dict[tuple[str, str, str, str, str, str], bytes] = {}
 
-    def funnel_for(self, notice: AnyNotice) -> str:
-        """The release's funnel plot as the notice's readers may see it (a CUSUM signal's: its own chart)."""
+    def _view(self, notice: AnyNotice) -> tuple[FunnelView, dict[str, str]] | None:
         a: Assessment = notice.assessment
-        if a.method == CUSUM_METHOD:
-            return self.cusum_for(a)
         key = (a.audit, a.release_id, a.indicator_id)
+        rule = self.rules.get(a.audit, a.indicator_id)
         if key not in self._funnels:
             found = self.trail.find(release_ref(*key), "learning")
-            rule = self.rules.get(a.audit, a.indicator_id)
             if not found or rule is None:
-                return EMPTY_SVG
+                return None
             try:
                 stored = found[-1].data()["assessments"]
                 self._funnels[key] = funnel_result([Assessment.model_validate(x) for x in stored], rule.spec)
             except (KeyError, TypeError, ValueError) as exc:  # an altered entry: `trail verify` names it
                 log.error("the trail's release %s cannot be redrawn (%s); its letters go without a plot", key, exc)
-                return EMPTY_SVG
-        audience = plot_audience(notice)
-        svg_key = (*key, a.ods_code, audience)
-        if svg_key not in self._svgs:
-            result, labels = self._funnels[key]
-            if a.ods_code not in labels:
-                return EMPTY_SVG
-            title = f"{a.audit} {a.indicator_id}, {a.release_id}"
-            view = funnel_view(result, labels, audience=audience, addressee=a.ods_code)
-            svg = render_funnel_svg(view, title=title)
-            self._svgs[svg_key] = svg[svg.find("<svg") :]  # inline in a letter: no XML prolog or DOCTYPE
-        return self._svgs[svg_key]
+                return None
+        result, labels = self._funnels[key]
+        if a.ods_code not in labels:
+            return None
+        view = funnel_view(result, labels, audience=plot_audience(notice), addressee=a.ods_code)
+        words = {
+            "title": f"{a.indicator_name}, {a.period.label}",
+            "y_label": value_label(
+                a.measure,
+                rule.indicator.unit if rule is not None else "",
+                a.indicator_name if a.measure == "mean" else "",
+            ),
+        }
+        return view, words
 
-    def cusum_for(self, a: Assessment) -> str:
+    def _draw(self, notice: AnyNotice, fmt: PlotFormat) -> bytes | None:
+        a = notice.assessment
+        key = (a.audit, a.release_id, a.indicator_id, a.ods_code, plot_audience(notice), fmt)
+        if key not in self._drawn and a.method == CUSUM_METHOD:  # a CUSUM signal: the unit's own chart
+            chart = self._cusum(a, fmt)
+            if chart is None:
+                return None
+            self._drawn[key] = chart
+        if key not in self._drawn:
+            found = self._view(notice)
+            if found is None:
+                return None
+            view, words = found
+            self._drawn[key] = render_funnel(view, fmt=fmt, title=words["title"], y_label=words["y_label"])
+        return self._drawn[key]
+
+    def _cusum(self, a: Assessment, fmt: PlotFormat) -> bytes | None:
         """A CUSUM signal's letter shows the unit's own chart (nothing about any other organisation)."""
-        key = (a.audit, a.release_id, a.indicator_id, a.ods_code, "cusum")
-        if key not in self._svgs:
-            rule = self.rules.get(a.audit, a.indicator_id)
-            points = cusum_points(self.trail.db, a)
-            if rule is None or rule.indicator.monitoring is None or not points:
-                return EMPTY_SVG
-            limits = limits_for(rule)
-            svg = cusum_chart(
-                points, alert=limits.alert.h, alarm=limits.alarm.h,
-                improvement=limits.improvement.h if limits.improvement else None,
-                title=f"{a.audit} {a.indicator_id}, {a.ods_code}", fmt="svg",
-            ).decode()  # fmt: skip
-            self._svgs[key] = svg[svg.find("<svg") :]
-        return self._svgs[key]
+        rule = self.rules.get(a.audit, a.indicator_id)
+        points = cusum_points(self.trail.db, a)
+        if rule is None or rule.indicator.monitoring is None or not points:
+            return None
+        limits = limits_for(rule)
+        chart_fmt: Literal["svg", "png"] = "png" if fmt == "png" else "svg"
+        return cusum_chart(
+            points, alert=limits.alert.h, alarm=limits.alarm.h,
+            improvement=limits.improvement.h if limits.improvement else None,
+            title=f"{a.audit} {a.indicator_id}, {a.ods_code}", fmt=chart_fmt,
+        )  # fmt: skip
+
+    def funnel_for(self, notice: AnyNotice) -> str:
+        """The release's funnel plot as SVG, as the notice's readers may see it (a web page can show SVG)."""
+        svg = self._draw(notice, "svg")
+        if svg is None:
+            return EMPTY_SVG
+        text = svg.decode("utf-8")
+        return text[text.find("<svg") :]  # inline in a page: no XML prolog or DOCTYPE
+
+    def png_for(self, notice: AnyNotice) -> bytes | None:
+        """The same plot as the PNG a letter embeds (``cid:``), or None when the release cannot be redrawn."""
+        return self._draw(notice, "png")
 
 
 def _nan(x: float | None) -> float:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from notifications.channels.base import DeliveryError, OutgoingMessage, Transport
-from notifications.recipients import Directory, MissingRecipient, ResolvedRecipient
+from notifications.recipients import Contact, Directory, MissingRecipient, ResolvedRecipient
 from notifications.render import Renderer, RenderError
 from schemas.notices import AnyNotice
 from services.db import Database
@@ -84,7 +84,7 @@ async def deliver_due(
     renderer_lookup: Callable[[str], Renderer],
     transports: Mapping[str, Transport],
     *,
-    funnel_for: Callable[[AnyNotice], str],
+    plot_for: Callable[[AnyNotice], bytes | None],
     clock: Callable[[], datetime],
     rng: random.Random,
     policy: outbox.RetryPolicy = outbox.DEFAULT_POLICY,
@@ -108,7 +108,7 @@ async def deliver_due(
             report.refusals.append(refusal)
             continue
         await _deliver_one(
-            db, row, verdict.notice, directory, renderer_lookup, transports, funnel_for, clock, rng, policy, report
+            db, row, verdict.notice, directory, renderer_lookup, transports, plot_for, clock, rng, policy, report
         )
     return report
 
@@ -120,7 +120,7 @@ async def _deliver_one(
     directory: Directory,
     renderer_lookup: Callable[[str], Renderer],
     transports: Mapping[str, Transport],
-    funnel_for: Callable[[AnyNotice], str],
+    plot_for: Callable[[AnyNotice], bytes | None],
     clock: Callable[[], datetime],
     rng: random.Random,
     policy: outbox.RetryPolicy,
@@ -159,13 +159,16 @@ async def _deliver_one(
         dead(f"refusing to render a {row.space} row with the {renderer.space} renderer")
         return
     recipient = ResolvedRecipient(role=row.recipient_role, ods_code=ods, contact=contact)
+    reply_to = directory.reply_contact(notice.assessment.audit)
     try:
         rendered = renderer.render(
             notice,
             recipient,
             organisation_name=notice.assessment.organisation_name,
-            funnel_svg=funnel_for(notice),
-            contact=directory.reply_contact(notice.assessment.audit),
+            funnel_png=plot_for(notice),
+            contact=reply_to,
+            audit_name=directory.audit_name(notice.assessment.audit),
+            signatory=_signatory(notice, directory),
         )
     except RenderError as exc:
         dead(f"cannot render: {exc}")
@@ -173,7 +176,10 @@ async def _deliver_one(
     if rendered.message_id != row.message_id:
         dead(f"rendered Message-ID {rendered.message_id} does not match the row {row.message_id}")
         return
-    message = OutgoingMessage(rendered, directory.sender, recipient, _metadata(notice, row))
+    message = OutgoingMessage(
+        rendered, directory.sender, recipient, _metadata(notice, row), reply_to=reply_to,
+        cc=copied_contacts(notice, row.recipient_role, directory),
+    )  # fmt: skip
     try:
         await transport.send(message)
     except DeliveryError as exc:
@@ -194,3 +200,28 @@ async def _deliver_one(
     outbox.mark_sent(db, row.message_id, sent_at)
     report.sent += 1
     report.latencies.append((str(row.space), (sent_at - row.created_at).total_seconds()))
+
+
+def copied_contacts(notice: AnyNotice, role: str, directory: Directory) -> tuple[Contact, ...]:
+    """The notice's other recipients with an email address, for the letter's ``Cc:`` (each gets its own copy;
+    the header only tells the reader who else was told). The same checks as their own letters: a role the
+    directory cannot resolve, or one the regulator guard would hold, is not named."""
+    copied: list[Contact] = []
+    for other in notice.recipients:
+        if other.role == role:
+            continue
+        try:
+            contact = directory.resolve(other.ods_code, other.role, audit=notice.assessment.audit)
+        except MissingRecipient:
+            continue
+        if contact.email is not None and outbox.regulator_refusal(notice, other.role, contact, directory) is None:
+            copied.append(contact)
+    return tuple(copied)
+
+
+def _signatory(notice: AnyNotice, directory: Directory) -> Contact | None:
+    """Who signs a letter: the audit's clinical lead from the directory (none listed: the letter is unsigned)."""
+    try:
+        return directory.resolve(None, "audit_clinical_lead", audit=notice.assessment.audit)
+    except MissingRecipient:
+        return None

@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS access_log (
 ;;
 CREATE INDEX IF NOT EXISTS access_log_ods ON access_log (ods_code, at)
 ;;
+CREATE TABLE IF NOT EXISTS web_sessions (
+    session_hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL REFERENCES users (name),
+    created_at TEXT NOT NULL
+)
+;;
 CREATE TABLE IF NOT EXISTS web_secrets (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -146,6 +152,7 @@ class UserStore:
                 raise UserError(f"there is no user {name!r}")
             self.db.execute("UPDATE users SET disabled = 1 WHERE name = ?", (name,))
             self.db.execute("DELETE FROM user_tokens WHERE name = ?", (name,))
+            self.db.execute("DELETE FROM web_sessions WHERE name = ?", (name,))
 
     def authenticate(self, name: str, password: str) -> Principal | None:
         """The principal for a correct password of an enabled, unlocked user; else None (and a failure counted).
@@ -162,6 +169,7 @@ class UserStore:
                 return None
             stored, disabled, failures, locked_until = rows[0]
             if locked_until is not None and datetime.fromisoformat(locked_until) > now:
+                _hasher_dummy(password)  # as slow as any other answer: a quick one would say the user exists
                 return None
             try:
                 _hasher.verify(stored, password)
@@ -208,6 +216,35 @@ class UserStore:
             return None
         rows = self.db.query("SELECT name FROM user_tokens WHERE token_hash = ?", (token_hash(token),))
         return self.active_principal(rows[0][0]) if rows else None
+
+    # --------------------------------------------------------------------------------------- sessions
+
+    def open_session(self, name: str, max_age: timedelta) -> str:
+        """A new web session id for ``name``, kept (as its hash) until log-out, disable or ``max_age``.
+
+        The session cookie is signed but held by the browser: without this record a copy of it taken before
+        log-out would stay valid until it expired. Sessions older than ``max_age`` are dropped here.
+        """
+        session = secrets.token_urlsafe(32)
+        now = self.clock()
+        with self.db.transaction():
+            self.db.execute("DELETE FROM web_sessions WHERE created_at < ?", ((now - max_age).isoformat(),))
+            self.db.execute(
+                "INSERT INTO web_sessions (session_hash, name, created_at) VALUES (?, ?, ?)",
+                (token_hash(session), name, now.isoformat()),
+            )
+        return session
+
+    def principal_for_session(self, session: str) -> Principal | None:
+        """The enabled user whose session this is, while it is open."""
+        if len(session) > 200:
+            return None
+        rows = self.db.query("SELECT name FROM web_sessions WHERE session_hash = ?", (token_hash(session),))
+        return self.active_principal(str(rows[0][0])) if rows else None
+
+    def close_session(self, session: str) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM web_sessions WHERE session_hash = ?", (token_hash(session),))
 
     # ------------------------------------------------------------------------------------- access log
 

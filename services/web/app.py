@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -44,13 +44,14 @@ from services.settings import Settings
 from services.trail.checkpoint import checkpoint_now, exported_folder, load_trusted_key, public_key_path
 from services.trail.store import AUDIENCES
 from services.users.principals import Principal
-from services.users.store import UserStore
+from services.users.store import AccessRecord, UserStore
 from services.web import security
 from services.web.data import Reader
 from services.web.rules import PUBLIC, RULES
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
+SESSION_AGE = timedelta(seconds=security.SESSION_AGE)
 PUBLIC_KEY_FILE = "trail.pub"  # beside a SQLite store, as ``signalbox route`` writes it (services/cli/trail.py)
 
 
@@ -103,11 +104,11 @@ def create_app(
     secret = settings.web_secret.get_secret_value() if settings.web_secret is not None else users.session_secret()
 
     def principal_of(request: Request) -> Principal | None:
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            return users.principal_for_token(header[7:].strip())
-        name = request.session.get("user")
-        return users.active_principal(name) if isinstance(name, str) else None
+        token = _bearer(request)
+        if token is not None:
+            return users.principal_for_token(token)
+        session = request.session.get("sid")
+        return users.principal_for_session(session) if isinstance(session, str) else None
 
     async def _guard(request: Request) -> None:
         route = request.scope.get("route")
@@ -198,7 +199,7 @@ def create_app(
         principal = users.authenticate(name or "", password or "") if name and password else None
         if principal is None:
             return page(request, "login.html", 401, error=_LOGIN_FAILED, username=name or "")
-        security.start_session(request, principal.name)
+        security.start_session(request, users.open_session(principal.name, SESSION_AGE))
         return RedirectResponse("/", status_code=303)
 
     if oidc is not None:
@@ -220,7 +221,7 @@ def create_app(
             principal = users.active_principal(name) if isinstance(name, str) else None
             if principal is None:
                 return page(request, "login.html", 401, error=_LOGIN_FAILED)
-            security.start_session(request, principal.name)
+            security.start_session(request, users.open_session(principal.name, SESSION_AGE))
             return RedirectResponse("/", status_code=303)
 
     # -------------------------------------------------------------------------------- everyone
@@ -230,6 +231,9 @@ def create_app(
         form = await request.form()
         if not security.csrf_ok(request, _text(form.get(security.CSRF_FIELD))):
             return page(request, "error.html", 403, title="Refused", message=_CSRF_MESSAGE)
+        session = request.session.get("sid")
+        if isinstance(session, str):
+            users.close_session(session)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
@@ -239,8 +243,10 @@ def create_app(
 
     @app.get("/trail", response_class=HTMLResponse, include_in_schema=False)
     async def trail_page(request: Request, p: Who) -> Response:
-        # The learning log's size counts alerts: a regulator sees the formal log only.
-        shown = ("formal",) if p.audience == "regulator" else AUDIENCES
+        # The learning log's size counts alerts: a regulator sees the formal log only; and of that, whether it
+        # verifies, not its size, time or root, which grow with every potential alarm and data check.
+        regulator = p.audience == "regulator"
+        shown = ("formal",) if regulator else AUDIENCES
         keys = []
         own = public_key_path(settings.trail_key_path)
         beside = None if is_postgres_url(store) else Path(store).parent / PUBLIC_KEY_FILE
@@ -249,14 +255,18 @@ def create_app(
                 keys.append(load_trusted_key(candidate))
                 break
         report = verify_all(db, keys or None, exported=exported_folder(store), require_checkpoint=True)
-        logs = []
+        logs: list[dict[str, Any]] = []
         for audience in shown:
             latest = recorder.trail.latest_checkpoint(audience)
             log_report = report.logs[audience]
+            if regulator:
+                summary = "the log and its signed checkpoints check out" if log_report.ok else "see the audit team"
+                logs.append({"audience": audience, "checkpoint": None, "ok": log_report.ok, "summary": summary})
+                continue
             logs.append(
                 {"audience": audience, "checkpoint": latest, "ok": log_report.ok, "summary": log_report.summary()}
             )
-        return page(request, "trail.html", logs=logs, signatures=bool(keys))
+        return page(request, "trail.html", logs=logs, signatures=bool(keys), withheld=regulator)
 
     # -------------------------------------------------------------------------------- cases
 
@@ -352,10 +362,16 @@ def create_app(
         users.record_views(p, [(item.ods_code, item.notice_id)], "/learning/{notice_id}")
         return page(request, "learning_item.html", item=item, plot=reader.learning_plot(item))
 
+    def access_log(p: Principal) -> list[AccessRecord]:
+        """Views of the items ``p`` may see: the log of an alert would tell a role it is not addressed to (a
+        medical director, a chief executive) that the alert exists."""
+        assert p.org is not None
+        mine = {n.notice_id for n in reader.learning(p)}
+        return [r for r in users.views_of(p.org) if r.item in mine]
+
     @app.get("/access-log", response_class=HTMLResponse, include_in_schema=False)
     async def access_log_page(request: Request, p: Who) -> Response:
-        assert p.org is not None
-        return page(request, "access_log.html", records=users.views_of(p.org))
+        return page(request, "access_log.html", records=access_log(p))
 
     # -------------------------------------------------------------------------------- audits
 
@@ -401,9 +417,9 @@ def create_app(
     @app.post("/api/v1/cases/{case_id}/actions", tags=["cases"])
     async def api_act(request: Request, p: Who, case_id: str, body: Annotated[ActionBody, Body()]) -> JSONResponse:
         """Record an action on a case as this principal (their role, their name)."""
-        if "authorization" not in request.headers and not security.csrf_ok(
-            request, request.headers.get(security.CSRF_HEADER)
-        ):
+        # Only a bearer token exempts a call from CSRF: it is no ambient credential. Any other Authorization
+        # header leaves the session cookie as the credential, which a forged request carries too.
+        if _bearer(request) is None and not security.csrf_ok(request, request.headers.get(security.CSRF_HEADER)):
             return JSONResponse({"detail": _CSRF_MESSAGE}, status_code=403)
         status, message = act(p, case_id, body)
         if status != 200:
@@ -428,8 +444,7 @@ def create_app(
     @app.get("/api/v1/access-log", tags=["learning space"])
     async def api_access_log(p: Who) -> list[dict[str, str]]:
         """Who looked at the trust's learning-space items, newest first."""
-        assert p.org is not None
-        return [r.__dict__ for r in users.views_of(p.org)]
+        return [r.__dict__ for r in access_log(p)]
 
     @app.get("/api/v1/regulator/notices", tags=["regulators"])
     async def api_regulator_notices(p: Who) -> list[dict[str, Any]]:
@@ -463,6 +478,12 @@ def _first_error(exc: ValidationError) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     where = ".".join(str(x) for x in error.get("loc", ()))
     return f"{where}: {message}" if where else message
+
+
+def _bearer(request: Request) -> str | None:
+    """The bearer token of the request's Authorization header, if it has one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _text(value: object) -> str | None:

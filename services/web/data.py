@@ -81,7 +81,11 @@ class Reader:
     def history(self, p: Principal, case: Case) -> tuple[list[CaseTransition], str | None]:
         """The case's transitions as its trail vouches for them, cut for ``p``; and any disagreement."""
         replayed = replay_case(self.trail, case.case_id)
-        return views.history_for(case, replayed.transitions, p.audience), disagreement(case, replayed)
+        problem = disagreement(case, replayed)
+        if problem is not None and p.audience == "regulator":
+            # Which fields, transitions or decisions differ would tell of the process before confirmation.
+            problem = f"case {case.case_id}: the stored case disagrees with its trail; the audit team can see how"
+        return views.history_for(case, replayed.transitions, p.audience), problem
 
     def board(self, p: Principal, today: date, *, audit: str = "", stage: str = "", ods: str = "") -> list[BoardRow]:
         rows = []

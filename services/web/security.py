@@ -2,8 +2,8 @@
 
 * Sessions: a signed cookie (Starlette's ``SessionMiddleware``, itsdangerous), HttpOnly, ``SameSite=Lax``,
   ``Secure`` when ``SIGNALBOX_WEB_TLS`` says the console is reached over HTTPS, expiring after ``SESSION_AGE``.
-  The cookie holds the user's name and the session's CSRF token only; the user is looked up on every request, so
-  disabling a user ends their sessions at once.
+  The cookie holds a session id and the session's CSRF token only; the session is looked up in the user store on
+  every request, so log-out ends it for every copy of the cookie, and disabling a user ends their sessions at once.
 * CSRF: every state-changing form carries the session's token (synchroniser pattern); a missing, forged or
   other-session token is refused and nothing changes. A login or logout starts a new token, so a token from
   before is a replay and refused. JSON API calls with a session cookie send it as ``X-CSRF-Token``; calls with a
@@ -43,10 +43,11 @@ def csrf_ok(request: Request, given: str | None) -> bool:
     return isinstance(expected, str) and isinstance(given, str) and hmac.compare_digest(expected, given)
 
 
-def start_session(request: Request, user: str) -> None:
-    """A new session for ``user``: everything of the one before (its CSRF token too) is dropped."""
+def start_session(request: Request, session: str) -> None:
+    """A new session (``session``, the user store's id for it): everything of the one before (its CSRF token too)
+    is dropped."""
     request.session.clear()
-    request.session["user"] = user
+    request.session["sid"] = session
     request.session["csrf"] = secrets.token_urlsafe(32)
 
 
@@ -125,8 +126,15 @@ SECURITY_HEADERS = [
 ]
 
 
+# Pages and API answers hold protected data (learning-space alerts, cases): no browser cache or proxy may keep
+# one, where the back button after log-out, or the next user of a shared machine, would find it. Static files may.
+NO_STORE = (b"cache-control", b"no-store")
+CACHEABLE = ("/static/", "/assets/")
+
+
 class SecurityHeaders:
-    """Add ``SECURITY_HEADERS`` to every HTTP response (pages, API, static files, errors)."""
+    """Add ``SECURITY_HEADERS`` to every HTTP response (pages, API, static files, errors), and ``NO_STORE`` to
+    every response but a static file's."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -136,9 +144,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        cacheable = str(scope.get("path", "")).startswith(CACHEABLE)
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+                headers = list(message.get("headers", []))
+                if not cacheable:
+                    headers = [h for h in headers if h[0].lower() != b"cache-control"] + [NO_STORE]
+                message = {**message, "headers": [*headers, *SECURITY_HEADERS]}
             await send(message)
 
         await self.app(scope, receive, with_headers)

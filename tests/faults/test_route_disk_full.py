@@ -76,7 +76,7 @@ def assert_completes(out: Path, whole: Picture) -> None:
         recorder = open_recorder(db, datetime.now(UTC) + timedelta(days=2), get_settings())
         plots = LetterPlots(recorder.trail, recorder.rules)
         transports = default_transports(out / "mail", None)
-        deliver(db, recorder.directory, transports, funnel_for=plots.funnel_for, clock=recorder.clock)
+        deliver(db, recorder.directory, transports, plot_for=plots.png_for, clock=recorder.clock)
     with sqlite3.connect(out / "trail.sqlite") as db:
         assert dict(db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()) == {"sent": 99}
 

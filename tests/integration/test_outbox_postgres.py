@@ -22,7 +22,7 @@ from notifications.render import message_id_for, renderer_for
 from services.db import Database
 from services.letters import outbox
 from services.letters.relay import deliver_due
-from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.samples import SAMPLE_PNG, sample_assessment, sample_notice
 from tests.support.vouched import enqueue_vouched
 
 pytestmark = pytest.mark.postgres
@@ -147,7 +147,7 @@ async def test_the_relay_delivers_from_postgres(db: Database, tmp_path: Path) ->
         DIRECTORY,
         renderer_for,
         {"email": EmlTransport(tmp_path)},
-        funnel_for=lambda notice: SAMPLE_SVG,
+        plot_for=lambda notice: SAMPLE_PNG,
         clock=lambda: NOW,
         rng=random.Random(1),
     )

@@ -70,8 +70,12 @@ def action(
     outcome: Outcome | None = None,
     note: str = "",
     documents: tuple[str, ...] = (),
+    new_deadline: date | None = None,
 ) -> CaseAction:
-    return CaseAction(kind=kind, outcome=outcome, role=role, actor=f"a {role}", note=note, documents=documents, at=when)
+    return CaseAction(
+        kind=kind, outcome=outcome, role=role, actor=f"a {role}", note=note, documents=documents, at=when,
+        new_deadline=new_deadline,
+    )  # fmt: skip
 
 
 class Clock:

@@ -5,6 +5,8 @@ The organisations are real ODS codes with fictional numbers; nothing here reache
 
 from __future__ import annotations
 
+import struct
+import zlib
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -21,6 +23,20 @@ SAMPLE_SVG = (
     '<circle cx="240" cy="40" r="6" fill="#d5281b" stroke="#212b32" data-highlight="true"/>'
     "</svg>"
 )
+
+
+def _png(width: int, height: int) -> bytes:
+    """A small, valid, grey PNG: what a letter's plot is, without drawing one in every test."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = b"".join(b"\x00" + b"\xb4" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+SAMPLE_PNG = _png(8, 6)
 
 CREATED_AT = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
 RESPOND_BY = date(2025, 4, 7)
@@ -77,6 +93,7 @@ FORMAL_RECIPIENTS: dict[str, tuple[str, ...]] = {
     "regulator_notice": ("nhs_england", "cqc"),
     "reminder": ("chief_executive",),
     "non_compliance": ("nhs_england", "cqc"),
+    "case_outcome": ("lead_clinician", "medical_director"),
 }
 WELSH_REGULATORS = ("welsh_government", "hiw")
 FORMAL_FACTS: dict[str, dict[str, Any]] = {
@@ -89,6 +106,13 @@ FORMAL_FACTS: dict[str, dict[str, Any]] = {
     },
     "reminder": {"stage": "acknowledgement", "notified_on": "2025-02-28"},
     "non_compliance": {"confirmed_on": "2025-02-28", "reminder_sent_on": "2025-03-17"},
+    "case_outcome": {
+        "outcome": "downgrade_to_alert",
+        "reason": "Corrected data for 14 patients move the result inside the 99.8% limit.",
+        "closed_on": "2025-02-28",
+        "potential_notified_on": "2025-01-06",
+        "response_note": "14 patients were coded as emergencies in error; corrected data attached.",
+    },
 }
 
 
@@ -152,4 +176,5 @@ ALL_TEMPLATES: tuple[str, ...] = (
     "regulator_notice",
     "reminder",
     "non_compliance",
+    "case_outcome",
 )

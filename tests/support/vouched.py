@@ -76,6 +76,22 @@ def run_a_case(db: Database, directory: Directory) -> None:
     tick(at(2026, 3, 19, 9))  # non_compliance
 
 
+def run_a_downgraded_case(db: Database, directory: Directory) -> None:
+    """A real alarm case (7A1, Wales) the review downgrades to an alert after the trust was told: the trust's
+    outcome letter (``case_outcome``) and, in the learning space, the learning letter the alert gets."""
+    clock = [at(2025, 11, 3)]
+    recorder = _Recorder(db, load_rules(), directory, clock=lambda: clock[0])
+    case = recorder.cases.open_from_decision(decision("7A1", "WLS")).cases[0]
+    for when, kind, role, outcome, note in (
+        (at(2025, 11, 14), "data_check", "audit_supplier", "case_to_answer", ""),
+        (at(2025, 11, 20), "provider_told", "audit_clinical_lead", None, ""),
+        (at(2025, 12, 10), "provider_response", "lead_clinician", None, "coding errors; corrected data sent"),
+        (at(2026, 1, 12), "review", "audit_supplier", "downgrade_to_alert", "corrected data: inside the 99.8% limit"),
+    ):
+        clock[0] = when
+        recorder.cases.act(case.case_id, action(kind, role, when, outcome, note))  # type: ignore[arg-type]
+
+
 CASE_DONE = at(2026, 6, 1)
 
 
@@ -98,6 +114,7 @@ OTHER_TEMPLATE = {
     "regulator_notice": "non_compliance",
     "reminder": "regulator_notice",
     "non_compliance": "regulator_notice",
+    "case_outcome": "potential_alarm",
 }
 ATTACKER = "outliers@attacker.example"
 

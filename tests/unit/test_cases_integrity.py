@@ -239,8 +239,11 @@ def _random_history(data: st.DataObject, service: CaseService, clock: Clock, cas
         outcomes = {"data_check": ["case_to_answer", "no_case_to_answer"],
                     "review": ["confirmed", "no_case_to_answer", "downgrade_to_alert"]}.get(kind)  # fmt: skip
         outcome = data.draw(st.sampled_from(outcomes), label="outcome") if outcomes else None
+        later = None
+        if kind == "extend_deadline":  # the one action that carries a date: some days after the current deadline
+            later = (case.deadline or clock.now.date()) + timedelta(days=data.draw(st.integers(-3, 20), label="later"))
         try:
-            service.act(case_id, action(kind, role, clock.now, outcome, note="because"))  # type: ignore[arg-type]
+            service.act(case_id, action(kind, role, clock.now, outcome, note="because", new_deadline=later))  # type: ignore[arg-type]
         except CaseError:
             continue
 

@@ -59,15 +59,20 @@ def test_no_case_to_answer_at_review_closes_with_the_reason() -> None:
     step = action("review", "audit_supplier", at(2025, 12, 15), "no_case_to_answer", note="explained by casemix")
     case, _, notices, events = apply(at_stage("review"), step, DEFAULTS, at(2025, 12, 15))
     assert (case.stage, case.status, case.reason) == ("closed", "closed_no_case", "explained by casemix")
-    assert notices == []
+    # The trust was told of the potential alarm, so it is told the outcome (issue 12).
+    [outcome] = notices
+    assert outcome.template == "case_outcome" and outcome.facts["outcome"] == "no_case_to_answer"
+    assert outcome.facts["reason"] == "explained by casemix"
+    assert [r.role for r in outcome.recipients] == ["lead_clinician", "medical_director"]
     assert [e.kind for e in events] == ["closed_no_case"]
 
 
-def test_downgrade_to_alert_closes_the_case_without_any_letter() -> None:
+def test_downgrade_to_alert_closes_the_case_telling_the_trust_the_outcome_only() -> None:
     step = action("review", "audit_supplier", at(2025, 12, 15), "downgrade_to_alert", note="corrected data: z=2.4")
     case, _, notices, events = apply(at_stage("review"), step, DEFAULTS, at(2025, 12, 15))
     assert (case.stage, case.status) == ("closed", "downgraded_to_alert")
-    assert notices == []
+    assert [(n.template, n.facts["outcome"]) for n in notices] == [("case_outcome", "downgrade_to_alert")]
+    assert not any(r.role in ("nhs_england", "cqc") for n in notices for r in n.recipients)
     assert [e.kind for e in events] == ["downgraded_to_alert"]
 
 

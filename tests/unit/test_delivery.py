@@ -22,7 +22,7 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 
-from notifications.channels.base import OutgoingMessage, Transport, build_email
+from notifications.channels.base import OutgoingMessage, Transport, build_email, header_message_id
 from notifications.channels.eml import EmlTransport, eml_name
 from notifications.channels.smtp import SmtpSettings, SmtpTransport
 from notifications.channels.webhook import WebhookTransport
@@ -31,9 +31,9 @@ from notifications.render import renderer_for
 from services.db import Database
 from services.letters import outbox
 from services.letters.delivery import default_transports
-from services.letters.relay import DeliveryReport, deliver_due
+from services.letters.relay import DeliveryReport, copied_contacts, deliver_due
 from services.settings import Settings
-from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.samples import SAMPLE_PNG, sample_assessment, sample_notice
 from tests.support.vouched import enqueue_vouched
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
@@ -149,7 +149,7 @@ async def _pass(
         directory,
         renderer_for,
         transports,
-        funnel_for=lambda notice: SAMPLE_SVG,
+        plot_for=lambda notice: SAMPLE_PNG,
         clock=clock,
         rng=rng,
         policy=POLICY,
@@ -183,13 +183,17 @@ async def test_a_letter_arrives_by_smtp_with_text_html_plot_and_its_message_id(
     rows = enqueue_vouched(db, sample_notice("learning_alert"), directory, now=START)
     report = await _pass(db, directory, {"email": SmtpTransport(settings)}, Clock(), random.Random(1))
     assert (report.sent, report.failed, report.held, report.dead) == (2, 0, 0, 0)
-    assert {m["Message-ID"] for m in recorder.accepted} == {r.message_id for r in rows}
+    # The outbox's id, in the sender's own domain (RFC 5322), the same for every retry.
+    assert {m["Message-ID"] for m in recorder.accepted} == {
+        header_message_id(r.message_id, directory.sender) for r in rows
+    }
     letter = next(m for m in recorder.accepted if m["To"].endswith("<safety@rxf.example.nhs.uk>"))
     assert letter["From"] == "signalbox test <signalbox@example.nhs.uk>"
     assert letter["Subject"].startswith("For local learning")
-    parts = {p.get_content_type(): str(p.get_content()) for p in letter.walk() if not p.is_multipart()}
-    assert set(parts) == {"text/plain", "text/html"}
-    assert "<svg" in parts["text/html"] and "Mid Yorkshire Teaching NHS Trust" in parts["text/plain"]
+    parts = {p.get_content_type(): p.get_content() for p in letter.walk() if not p.is_multipart()}
+    assert set(parts) == {"text/plain", "text/html", "image/png"}
+    assert parts.pop("image/png") == SAMPLE_PNG
+    assert 'src="cid:' in parts["text/html"] and "Mid Yorkshire Teaching NHS Trust" in parts["text/plain"]
     for part in (*parts.values(), letter["Subject"]):
         assert "CQC" not in part and "NHS England" not in part
     assert {r.state for r in outbox.rows_for_notice(db, rows[0].notice_id)} == {"sent"}
@@ -216,7 +220,7 @@ async def test_an_interrupted_smtp_delivery_is_retried_and_accepted_exactly_once
     second = await _pass(db, directory, transports, clock, random.Random(3))
     assert (second.sent, second.failed) == (1, 0)
     assert recorder.attempts == 2
-    assert [m["Message-ID"] for m in recorder.accepted] == [row.message_id]
+    assert [m["Message-ID"] for m in recorder.accepted] == [header_message_id(row.message_id, directory.sender)]
     sent = outbox.get(db, row.message_id)
     assert sent is not None and sent.state == "sent" and sent.attempts == 2
 
@@ -244,7 +248,7 @@ async def test_a_crash_between_send_and_mark_sent_gives_at_most_one_duplicate_wi
     assert (await _pass(db, directory, transports, clock, random.Random(1))).sent == 0  # lease still held
     clock.advance(timedelta(minutes=1))
     assert (await _pass(db, directory, transports, clock, random.Random(1))).sent == 1
-    assert [m["Message-ID"] for m in recorder.accepted] == [row.message_id, row.message_id]
+    assert [m["Message-ID"] for m in recorder.accepted] == [header_message_id(row.message_id, directory.sender)] * 2
     assert (await _until_quiet(db, directory, transports, clock, random.Random(1))) == DeliveryReport()
     assert len(recorder.accepted) == 2
 
@@ -335,12 +339,15 @@ async def test_eml_files_are_named_by_message_id_and_a_rerun_rewrites_them(db: D
         recipient = directory.recipient(row.ods_code, row.recipient_role, audit="nela")
         rendered = renderer_for("formal").render(
             notice, recipient, organisation_name=notice.assessment.organisation_name,
-            funnel_svg=SAMPLE_SVG, contact=directory.reply_contact("nela"),
+            funnel_png=SAMPLE_PNG, contact=directory.reply_contact("nela"), audit_name=directory.audit_name("nela"),
+            signatory=directory.resolve(None, "audit_clinical_lead", audit="nela"),
         )  # fmt: skip
-        await transport.send(OutgoingMessage(rendered, directory.sender, recipient, {}))
+        copied = copied_contacts(notice, row.recipient_role, directory)
+        reply_to = directory.reply_contact("nela")
+        await transport.send(OutgoingMessage(rendered, directory.sender, recipient, {}, reply_to=reply_to, cc=copied))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
     parsed = email.message_from_bytes(next(iter(first.values())))
-    assert parsed["Message-ID"] in {r.message_id for r in rows}
+    assert parsed["Message-ID"] in {header_message_id(r.message_id, directory.sender) for r in rows}
 
 
 def test_the_same_letter_builds_to_the_same_bytes() -> None:
@@ -348,7 +355,7 @@ def test_the_same_letter_builds_to_the_same_bytes() -> None:
     notice = sample_notice("reminder")
     recipient = directory.recipient("RXF", "chief_executive")
     rendered = renderer_for("formal").render(
-        notice, recipient, organisation_name="Trust", funnel_svg=SAMPLE_SVG, contact=directory.sender
+        notice, recipient, organisation_name="Trust", funnel_png=SAMPLE_PNG, contact=directory.sender
     )
     message = OutgoingMessage(rendered, directory.sender, recipient, {})
     assert build_email(message).as_bytes() == build_email(message).as_bytes()

@@ -27,7 +27,7 @@ from schemas.signals import FormalRecipient
 from services.db import Database
 from services.letters import outbox
 from services.letters.relay import deliver_due
-from tests.support.samples import SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.samples import SAMPLE_PNG, sample_assessment, sample_notice
 from tests.support.vouched import enqueue_vouched
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
@@ -335,7 +335,7 @@ def _deliver(db: Database, directory: Directory, mail: Path) -> Any:
     return asyncio.run(
         deliver_due(
             db, directory, renderer_for, {"email": EmlTransport(mail), "webhook": EmlTransport(mail)},
-            funnel_for=lambda notice: SAMPLE_SVG, clock=lambda: NOW, rng=random.Random(1),
+            plot_for=lambda notice: SAMPLE_PNG, clock=lambda: NOW, rng=random.Random(1),
         )
     )  # fmt: skip
 

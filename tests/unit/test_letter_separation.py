@@ -27,10 +27,11 @@ from notifications.plot import (
     Audience,
     band_colour,
     funnel_view,
+    render_funnel_png,
     render_funnel_svg,
 )
 from notifications.recipients import Contact, ResolvedRecipient
-from notifications.render import plot_audience, renderer_for
+from notifications.render import PNG_SIGNATURE, plot_audience, renderer_for
 from rules.book import load_rules
 from rules.stats import FunnelResult, FunnelSpec, assess_ratios
 from schemas.signals import Assessment
@@ -119,12 +120,14 @@ def test_every_letter_type_shows_no_other_trusts_band(recorded: tuple[Recorder, 
         a = notice.assessment
         svg = plots.funnel_for(notice)
         assert svg.startswith("<svg"), notice.template
+        png = plots.png_for(notice)
+        assert png is not None and png.startswith(PNG_SIGNATURE), notice.template
         audience = plot_audience(notice)
         assert audience == ("regulator" if notice.template in ("regulator_notice", "non_compliance") else "trust")
         for r in notice.recipients:
             resolved = ResolvedRecipient(role=r.role, ods_code=r.ods_code, contact=READER)
             message = renderer_for(notice.space).render(
-                notice, resolved, organisation_name=a.organisation_name, funnel_svg=svg, contact=READER
+                notice, resolved, organisation_name=a.organisation_name, funnel_png=png, contact=READER
             )
             for other in flagged:
                 if other.ods_code == a.ods_code:
@@ -215,6 +218,9 @@ def test_other_units_bands_names_and_order_do_not_change_one_byte(release: Any, 
     renamed = [labels[own] if i == own else f"X{rng.randrange(10**6)}" for i in order]
     again = render_funnel_svg(funnel_view(changed, renamed, audience=audience, addressee=labels[own]), title="t")
     assert again == svg
+    # The PNG a letter carries is drawn from the same view: not one byte depends on the others' bands either.
+    png = render_funnel_png(funnel_view(base, labels, audience=audience, addressee=labels[own]), title="t")
+    assert png == render_funnel_png(funnel_view(changed, renamed, audience=audience, addressee=labels[own]), title="t")
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

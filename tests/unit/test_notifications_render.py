@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,11 @@ import jinja2
 import pytest
 
 from notifications.recipients import Directory
-from notifications.render import Renderer, RenderError, message_id_for, renderer_for
+from notifications.render import Renderer, RenderError, message_id_for, plot_alt, plot_cid, renderer_for, trusted_svg
 from schemas.notices import AnyNotice
 from schemas.signals import Assessment
 from schemas.vocabulary import Space
-from tests.support.samples import ALL_TEMPLATES, SAMPLE_SVG, sample_assessment, sample_notice
+from tests.support.samples import ALL_TEMPLATES, SAMPLE_PNG, sample_assessment, sample_notice
 
 DIRECTORY = Directory.load(Path(__file__).parents[1] / "data" / "recipients.yaml")
 REGULATOR_WORDS = ("CQC", "Care Quality Commission", "NHS England", "Welsh Government", "HIW", "Inspectorate")
@@ -57,7 +58,7 @@ def _render(notice: AnyNotice, role: str | None = None, org_name: str | None = N
         notice,
         resolved,
         organisation_name=org_name or notice.assessment.organisation_name,
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.reply_contact(notice.assessment.audit),
     )
     return message.subject, message.text, message.html
@@ -84,11 +85,17 @@ def test_every_template_states_who_what_numbers_and_deadline(template: str, kind
             assert "6.1% to 11.8%" in body and "4.7% to 13.6%" in body
             assert a.method in body and a.od_method in body
             assert "1.734" in body and "0.0123" in body  # phi and tau²
-            assert "Monday 7 April 2025" in body  # respond_by
+            if template != "case_outcome":  # an outcome asks nothing more of the trust
+                assert "Monday 7 April 2025" in body  # respond_by
             assert notice.notice_id in body
         assert a.ods_code in subject
-        assert "<svg" in html and 'data-highlight="true"' in html
-        assert "funnel plot" in text.lower()
+        assert ("Your result" in text) == (recipient.ods_code == a.ods_code)  # a regulator reads the trust's
+        # The plot is a PNG by cid (no inline SVG: mail clients drop it), with the finding in words as alt text.
+        assert "<svg" not in html
+        cid = plot_cid(notice.notice_id)
+        assert f'src="cid:{cid}"' in html and f'alt="{plot_alt(a)}"' in html
+        assert plot_alt(a).startswith(f"{a.ods_code}: ") and "limit" in plot_alt(a)
+        assert "funnel plot" in text.lower() and plot_alt(a) in text
 
 
 @pytest.mark.parametrize("kind", FIXTURES)
@@ -185,7 +192,7 @@ def test_a_malicious_organisation_name_is_escaped_in_html() -> None:
     evil = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
     for template in ALL_TEMPLATES:
         _, text, html = _render(sample_notice(template), org_name=evil)
-        assert "<script>" not in html and "<img" not in html
+        assert "<script>" not in html and "<img src=x" not in html
         assert "&lt;script&gt;" in html and "&amp;" in html
         assert evil in text  # plain text is not HTML: shown as written
 
@@ -195,14 +202,30 @@ def test_subject_is_one_line_even_if_the_name_has_newlines() -> None:
     assert "\n" not in subject and "\r" not in subject
 
 
-def test_an_svg_with_script_is_refused() -> None:
+def test_a_plot_that_is_not_a_png_is_refused() -> None:
     notice = sample_notice("learning_alert")
     resolved = DIRECTORY.recipient("RXF", "patient_safety_lead")
+    for bad in (b'<svg onload="alert(1)"></svg>', b"GIF89a", b""):
+        with pytest.raises(RenderError, match="PNG"):
+            renderer_for("learning").render(
+                notice, resolved, organisation_name="x", funnel_png=bad, contact=DIRECTORY.sender
+            )
+
+
+def test_an_svg_with_script_is_refused_for_a_page() -> None:
     for bad in ('<svg onload="alert(1)"></svg>', "<svg><script>alert(1)</script></svg>", "<div>not svg</div>"):
         with pytest.raises(RenderError):
-            renderer_for("learning").render(
-                notice, resolved, organisation_name="x", funnel_svg=bad, contact=DIRECTORY.sender
-            )
+            trusted_svg(bad)
+
+
+def test_a_letter_without_a_plot_says_so() -> None:
+    notice = sample_notice("potential_alarm")
+    resolved = DIRECTORY.recipient("RXF", "lead_clinician", audit="nela")
+    message = renderer_for("formal").render(
+        notice, resolved, organisation_name="x", funnel_png=None, contact=DIRECTORY.sender
+    )
+    assert message.images == () and "cid:" not in message.html
+    assert "could not be drawn" in message.text and "could not be drawn" in message.html
 
 
 def test_an_undefined_variable_is_an_error_not_a_blank(tmp_path: Path) -> None:
@@ -217,7 +240,7 @@ def test_an_undefined_variable_is_an_error_not_a_blank(tmp_path: Path) -> None:
             sample_notice("learning_alert"),
             DIRECTORY.recipient("RXF", "patient_safety_lead"),
             organisation_name="x",
-            funnel_svg=SAMPLE_SVG,
+            funnel_png=SAMPLE_PNG,
             contact=DIRECTORY.sender,
         )
 
@@ -235,7 +258,7 @@ def test_the_learning_renderer_cannot_render_or_even_find_formal_templates() -> 
             formal_notice,
             DIRECTORY.recipient("RXF", "lead_clinician"),
             organisation_name="x",
-            funnel_svg=SAMPLE_SVG,
+            funnel_png=SAMPLE_PNG,
             contact=DIRECTORY.sender,
         )
     for name in ("potential_alarm.txt.j2", "../formal/potential_alarm.txt.j2", "formal/potential_alarm.txt.j2"):
@@ -251,7 +274,7 @@ def test_the_formal_renderer_cannot_render_or_even_find_learning_templates() -> 
             sample_notice("learning_alert"),
             DIRECTORY.recipient("RXF", "patient_safety_lead"),
             organisation_name="x",
-            funnel_svg=SAMPLE_SVG,
+            funnel_png=SAMPLE_PNG,
             contact=DIRECTORY.sender,
         )
     for name in ("learning_alert.txt.j2", "../learning/learning_alert.html.j2"):
@@ -266,7 +289,7 @@ def test_a_recipient_not_on_the_notice_is_refused() -> None:
             sample_notice("potential_alarm"),
             DIRECTORY.recipient(None, "cqc"),
             organisation_name="x",
-            funnel_svg=SAMPLE_SVG,
+            funnel_png=SAMPLE_PNG,
             contact=DIRECTORY.sender,
         )
 
@@ -277,21 +300,21 @@ def test_message_id_is_deterministic_per_notice_and_recipient() -> None:
         notice,
         DIRECTORY.recipient("RXF", "lead_clinician"),
         organisation_name="x",
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.sender,
     )
     again = renderer_for("formal").render(
         notice,
         DIRECTORY.recipient("RXF", "lead_clinician"),
         organisation_name="x",
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.sender,
     )
     md = renderer_for("formal").render(
         notice,
         DIRECTORY.recipient("RXF", "medical_director"),
         organisation_name="x",
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.sender,
     )
     assert first == again
@@ -319,7 +342,7 @@ def test_render_rate_is_at_least_two_thousand_a_second() -> None:
                     notice,
                     resolved,
                     organisation_name=notice.assessment.organisation_name,
-                    funnel_svg=SAMPLE_SVG,
+                    funnel_png=SAMPLE_PNG,
                     contact=contact,
                 )
                 n += 1
@@ -338,8 +361,31 @@ def test_module_level_render_uses_the_notices_own_space() -> None:
         notice,
         DIRECTORY.recipient("RXF", "lead_clinician", audit="nela"),
         organisation_name="Mid Yorkshire Teaching NHS Trust",
-        funnel_svg=SAMPLE_SVG,
+        funnel_png=SAMPLE_PNG,
         contact=DIRECTORY.sender,
     )
     assert message.headers["X-Signalbox-Space"] == "learning"
     assert "CUSUM" in message.text and "4.5" in message.text and "Thursday 27 February 2025" in message.text
+
+
+def test_letters_name_the_audit_in_full_and_are_signed_by_its_clinical_lead() -> None:
+    notice = sample_notice("regulator_notice")
+    resolved = DIRECTORY.recipient(None, "nhs_england")
+    lead = DIRECTORY.resolve(None, "audit_clinical_lead", audit="nela")
+    message = renderer_for("formal").render(
+        notice, resolved, organisation_name="Mid Yorkshire Teaching NHS Trust", funnel_png=None,
+        contact=DIRECTORY.sender, audit_name=DIRECTORY.audit_name("nela"), signatory=lead,
+    )  # fmt: skip
+    for body in (message.text, unescape(message.html)):
+        assert "The National Emergency Laparotomy Audit has confirmed" in body and "The NELA" not in body
+        assert lead.name in body and "Clinical lead, National Emergency Laparotomy Audit" in body
+        assert "Your result" not in body and "Mid Yorkshire Teaching NHS Trust's result" in body
+
+
+def test_a_learning_letter_addresses_each_reader_by_role_and_promises_no_secrecy_it_cannot_keep() -> None:
+    notice = sample_notice("learning_alert")
+    for role, other in (("patient_safety_lead", "lead clinician"), ("lead_clinician", "patient-safety lead")):
+        _, text, page = _render(notice, role)
+        for body in (text, unescape(page)):
+            assert f"confidential to you and the trust's {other}" in body
+            assert "not published" not in body and "signalbox sends it to no regulator" in body

@@ -25,7 +25,7 @@ from notifications.render import renderer_for
 from services.db import Database
 from services.letters import outbox
 from services.letters.relay import deliver_due
-from tests.support.samples import SAMPLE_SVG, sample_notice
+from tests.support.samples import SAMPLE_PNG, sample_notice
 from tests.support.vouched import enqueue_vouched
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
@@ -181,7 +181,7 @@ async def test_the_relay_reclaims_before_it_sends_and_says_so(db: Database, tmp_
     message_id = claimed(db, dead_owner())
     report = await deliver_due(
         db, DIRECTORY, renderer_for, {"email": EmlTransport(tmp_path / "mail")},
-        funnel_for=lambda _n: SAMPLE_SVG, clock=lambda: NOW + timedelta(seconds=1), rng=random.Random(0),
+        plot_for=lambda _n: SAMPLE_PNG, clock=lambda: NOW + timedelta(seconds=1), rng=random.Random(0),
     )  # fmt: skip
     assert report.reclaimed == 1 and report.sent >= 1
     assert state(db, message_id)[0] == "sent" and outbox.in_flight(db) == []

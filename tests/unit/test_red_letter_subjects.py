@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from notifications.recipients import Contact, ResolvedRecipient
 from notifications.render import render
 from schemas.events import Period
-from tests.support.samples import ALL_TEMPLATES, SAMPLE_SVG, sample_notice
+from tests.support.samples import ALL_TEMPLATES, SAMPLE_PNG, sample_notice
 
 HOSTILE = ["\u202e", "\u2066", "\u200b", "\x1b[31m", "\x00", "\r\nBcc: x@cqc.org.uk", "\u2028", "\x85", "\ufeff"]
 CONTACT = Contact(name="NELA team", email="nela@example.nhs.uk")
@@ -29,7 +29,7 @@ def _subject(template: str, label: str) -> str:
     notice = notice.model_copy(update={"assessment": notice.assessment.model_copy(update={"period": period})})
     role = notice.recipients[0].role
     recipient = ResolvedRecipient(role=role, ods_code=notice.ods_code, contact=CONTACT)
-    rendered = render(notice, recipient, organisation_name="Mid Yorkshire", funnel_svg=SAMPLE_SVG, contact=CONTACT)
+    rendered = render(notice, recipient, organisation_name="Mid Yorkshire", funnel_png=SAMPLE_PNG, contact=CONTACT)
     return rendered.subject
 
 

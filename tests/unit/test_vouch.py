@@ -33,8 +33,16 @@ from services.letters import outbox, vouch
 from services.letters.outbox import OutboxRow
 from services.letters.relay import DeliveryReport, deliver_due
 from services.trail.store import Audience, Trail
-from tests.support.samples import ALL_TEMPLATES, SAMPLE_SVG, sample_assessment, sample_notice
-from tests.support.vouched import ATTACKER, CASE_DONE, HELD_ONLY, TAMPERINGS, enqueue_vouched, run_a_case
+from tests.support.samples import ALL_TEMPLATES, SAMPLE_PNG, sample_assessment, sample_notice
+from tests.support.vouched import (
+    ATTACKER,
+    CASE_DONE,
+    HELD_ONLY,
+    TAMPERINGS,
+    enqueue_vouched,
+    run_a_case,
+    run_a_downgraded_case,
+)
 
 DATA = Path(__file__).parents[1] / "data" / "recipients.yaml"
 DIRECTORY = Directory.load(DATA)
@@ -57,7 +65,7 @@ def deliver(db: Database) -> tuple[DeliveryReport, Recording]:
     report = asyncio.run(
         deliver_due(
             db, DIRECTORY, renderer_for, {"email": transport, "webhook": transport},
-            funnel_for=lambda notice: SAMPLE_SVG, clock=lambda: CASE_DONE, rng=random.Random(1), limit=1000,
+            plot_for=lambda notice: SAMPLE_PNG, clock=lambda: CASE_DONE, rng=random.Random(1), limit=1000,
         )
     )  # fmt: skip
     return report, transport
@@ -82,7 +90,9 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
-FORMAL_TEMPLATES = ("potential_alarm", "alarm_confirmation", "regulator_notice", "reminder", "non_compliance")
+FORMAL_TEMPLATES = (
+    "potential_alarm", "alarm_confirmation", "regulator_notice", "reminder", "non_compliance", "case_outcome",
+)  # fmt: skip
 
 
 def partner(template: str) -> str:
@@ -94,6 +104,7 @@ def genuine_store(db: Database) -> dict[str, list[OutboxRow]]:
     """Every kind of letter as the service makes it: a real alarm case run to non-compliance (every formal
     letter), and a learning alert, a CUSUM signal and a favourable notice recorded as the recorder does."""
     run_a_case(db, DIRECTORY)
+    run_a_downgraded_case(db, DIRECTORY)
     for template in ("learning_alert", "cusum_signal", "favourable_notice"):
         enqueue_vouched(db, sample_notice(template, decision_id=f"dec-{template}"), DIRECTORY, now=NOW)
     by_template: dict[str, list[OutboxRow]] = {}
@@ -202,7 +213,7 @@ def test_a_formal_notice_in_the_trail_that_no_case_step_sent_is_refused(db: Data
     """An insider who can append to the formal log writes a well-formed notice entry (leaves need no key) for a
     real case, and its letter: the notice is in the trail, but no transition of the case sent it."""
     genuine_store(db)
-    [case_id] = {r.notice().case_id for r in all_rows(db).values() if r.space == "formal"}
+    [case_id] = {r.notice().case_id for r in all_rows(db).values() if r.space == "formal" and r.ods_code == "RXF"}
     forged = sample_notice(template, decision_id="dec-forged", case_id=case_id)
     with db.transaction():
         rows = outbox.enqueue(db, forged, DIRECTORY, now=NOW)
@@ -264,7 +275,9 @@ def test_what_is_sent_is_the_trails_notice_not_the_rows_copy(db: Database) -> No
 
 def test_a_batch_looks_up_the_trail_once(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(40):
-        enqueue_vouched(db, sample_notice(ALL_TEMPLATES[i % 8], decision_id=f"dec-{i}"), DIRECTORY, now=NOW)
+        enqueue_vouched(
+            db, sample_notice(ALL_TEMPLATES[i % len(ALL_TEMPLATES)], decision_id=f"dec-{i}"), DIRECTORY, now=NOW
+        )
     queries: list[str] = []
     original = Database.query
 

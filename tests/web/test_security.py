@@ -115,7 +115,8 @@ def test_an_expired_session_is_no_session(console: Console) -> None:
     case_id = case_id_of(console.store, OPEN_ODS)
     before = _case(console, case_id)
     secret = UserStore(console.app.state.db).session_secret()
-    payload = b64encode(json.dumps({"user": "nela-lead", "csrf": "t"}).encode())
+    session = UserStore(console.app.state.db).open_session("nela-lead", timedelta(seconds=security.SESSION_AGE))
+    payload = b64encode(json.dumps({"sid": session, "csrf": "t"}).encode())
 
     class Old(itsdangerous.TimestampSigner):
         def get_timestamp(self) -> int:

@@ -1,0 +1,96 @@
+"""The columnar assessment lines (``canonical_lines``, ``jcs_number_texts``) equal the general encoder's bytes.
+
+``route`` writes every organisation's assessment from the funnel's columns with one f-string per line; the
+trail hashes those bytes, so they must be exactly what ``encode_prepared`` (held to the RFC 8785 reference
+encoder elsewhere) gives for the same row, for any numbers (integral, tiny, huge, NaN, infinite) and any text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules.book import load_rules
+from rules.stats import assess
+from schemas.canonical import CanonicalizationError, jcs_number_texts, jcs_string
+from schemas.events import EVENT_ADAPTER, AuditResult
+from services.core.assess import _row, assess_releases, canonical_lines, columns, reference_line
+from tests.support.builders import nela_release
+
+ODD_NUMBERS = [0.0, -0.0, 1e-4, 9.99e-5, 1e16, 2.0**53, 2.0**53 - 1, -(2.0**53) - 2, 1e21, 5e-324, 150.0, 0.5]
+
+
+def _reference_number(x: float) -> str:
+    return "null" if not np.isfinite(x) else rfc8785.dumps(x).decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=40))
+def test_number_columns_equal_the_reference_encoder(values: list[float]) -> None:
+    values += ODD_NUMBERS
+    texts = jcs_number_texts(np.array(values, dtype=float))
+    assert texts == [_reference_number(x) for x in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_strings_equal_the_reference_encoder(text: str) -> None:
+    try:
+        expected = rfc8785.dumps(text).decode()
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(UnicodeEncodeError):
+            jcs_string(text).encode("utf-8")
+        return
+    assert jcs_string(text) == expected
+
+
+def _release(label: str = "Year 11", event_suffix: str = "") -> list[AuditResult]:
+    events = nela_release(40, alarm=None, alert=None)[:-1]
+    for e in events:
+        e["period"] = {**e["period"], "label": label}
+        e["event_id"] += event_suffix
+    return [EVENT_ADAPTER.validate_json(json.dumps(e)) for e in events]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("label", ["Year 11", 'quote " back\\slash \n\t\u2028 é 😀 \x00'])
+def test_lines_equal_the_general_encoder_byte_for_byte(label: str) -> None:
+    rules = load_rules()
+    results = _release(label, event_suffix="\u00e9\x1f")
+    rule = rules.get("NELA", "NELA-MORT30")
+    assert rule is not None
+    (assessed,) = assess_releases([(results, rule)])
+    ordered = sorted(results, key=lambda r: r.organisation.ods_code)
+    expected = [reference_line(_row(ordered[0], r, rule, assessed.funnel, k)) for k, r in enumerate(ordered)]
+    assert assessed.lines == expected
+    assert {json.loads(line)["band"] for line in assessed.lines} >= {"within"}
+
+
+def test_odd_numbers_and_insufficient_rows_equal_the_general_encoder() -> None:
+    rules = load_rules()
+    rule = rules.get("NELA", "NELA-MORT30")
+    assert rule is not None
+    results = sorted(_release(), key=lambda r: r.organisation.ods_code)
+    funnel = assess(rule.spec, **columns(results, rule.indicator.measure))
+    n = len(results)
+    odd = np.resize(np.array([np.nan, np.inf, -np.inf, *ODD_NUMBERS]), n)
+    band = np.resize(np.array(["alarm", "alert", "within", "insufficient_data"]), n)
+    funnel = dataclasses.replace(funnel, z=odd, ll_alarm=odd[::-1].copy(), value=odd, band=band, target=2.0**60)
+    lines = canonical_lines(results, rule, funnel)
+    assert lines == [reference_line(_row(results[0], r, rule, funnel, k)) for k, r in enumerate(results)]
+
+
+def test_a_lone_surrogate_is_refused_as_jcs_refuses_it() -> None:
+    rules = load_rules()
+    rule = rules.get("NELA", "NELA-MORT30")
+    assert rule is not None
+    results = sorted(_release(), key=lambda r: r.organisation.ods_code)
+    results[3] = results[3].model_copy(update={"event_id": "bad\ud800"})
+    funnel = assess(rule.spec, **columns(results, rule.indicator.measure))
+    with pytest.raises(CanonicalizationError):
+        canonical_lines(results, rule, funnel)

@@ -18,17 +18,25 @@ With ``--worker`` (needs the local services: ``eval "$(deploy/local/up)"``), in 
 
 4. **one worker**: the outcomes are published to ``audit.outcomes.v1`` before a fresh worker starts; timed from
    its Ready line to its consumer group's committed offsets reaching the end of every partition.
+5. **latency**: a second fresh worker, already Ready, while ``--latency-outcomes`` outcomes (another seed) are
+   published at ``--rate`` per second (default 5,000). For each learning decision: the producer timestamp of its
+   record on the trust's learning topic (set by the worker) minus the moment the *crossing record* was handed to
+   the producer. The crossing record is the outcome after which the in-memory ``Monitor`` emits the crossing when
+   fed the same lines one by one — the outcome that moves the unit's watermark past the crossing (the lateness
+   window holds an outcome back until a later one passes it, so this is when the decision can first exist).
 
 Targets (issue 14): ≥ 100,000 outcomes/s embedded, ≥ 20,000/s per worker, p99 < 500 ms from publishing the
-crossing record to the learning decision at 5,000 outcomes/s (not measured here yet).
+crossing record to the learning decision at 5,000 outcomes/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
-from datetime import date
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +58,8 @@ def main() -> int:
     parser.add_argument("--outcomes", type=int, default=200_000)
     parser.add_argument("--units", type=int, default=200)
     parser.add_argument("--worker", action="store_true", help="also measure one worker (local services)")
+    parser.add_argument("--rate", type=int, default=5000, help="outcomes/s published for the latency (--worker)")
+    parser.add_argument("--latency-outcomes", type=int, default=60_000, help="outcomes published for the latency")
     args = parser.parse_args()
     rules = load_rules()
     rule = rules.get("NELA", "NELA-MORT30")
@@ -97,17 +107,46 @@ def main() -> int:
     print(f"chart recursion (apply_outcomes):        {recursion:>12,.0f} outcomes/s")
     print(f"vectorised across units (numpy engine):  {vectorised:>12,.0f} outcomes/s")
     if args.worker:
-        return measure_worker(lines)
+        latency_lines, *_ = stream(args.latency_outcomes, args.units, seed=11)
+        return measure_worker(lines, latency_lines, args.rate)
     return 0
 
 
-def measure_worker(lines: list[bytes]) -> int:
+def crossing_records(lines: list[bytes]) -> dict[str, int]:
+    """Each decision id → the index of the line after which the ``Monitor`` emits it (fed one line at a time)."""
+    from services.core.monitor import Monitor, MonitorOutputs
+
+    monitor = Monitor(load_rules())
+    out = MonitorOutputs()
+    now = datetime.now(UTC)
+    trigger: dict[str, int] = {}
+    for i, raw in enumerate(lines):
+        before = len(out.decisions)
+        monitor.feed(raw, "bench", out, now)
+        for decision in out.decisions[before:]:
+            trigger[decision.decision_id] = i
+    return trigger
+
+
+def paced(lines: list[bytes], rate: int, sent: list[float]) -> Iterator[bytes]:
+    """The lines at ``rate`` per second; ``sent[i]`` is when line i was handed to the producer (epoch seconds)."""
+    began = time.monotonic()
+    for i, raw in enumerate(lines):
+        ahead = began + i / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        sent.append(time.time())
+        yield raw
+
+
+def measure_worker(lines: list[bytes], latency_lines: list[bytes], rate: int) -> int:
     import tempfile
 
+    from services.kafka.clients import publish_lines
     from services.kafka.topics import OUTCOMES_TOPIC
     from services.settings import get_settings
     from tests.support.credentials import Credentials
-    from tests.support.stream import Namespace, Worker, input_end_offsets, publish, wait_committed
+    from tests.support.stream import Collector, Namespace, Worker, input_end_offsets, publish, wait_committed
 
     settings = get_settings()
     if not settings.credentials_path:
@@ -127,9 +166,46 @@ def measure_worker(lines: list[bytes]) -> int:
             if not wait_committed(settings, group, targets, timeout=900):
                 print(f"worker did not consume everything:\n{worker.log_tail()}")
                 return 1
-            rate = len(lines) / (time.perf_counter() - began)
-            print(f"one worker (from Ready to committed offsets): {rate:>8,.0f} outcomes/s   target ≥ 20,000")
+            throughput = len(lines) / (time.perf_counter() - began)
+            print(f"one worker (from Ready to committed offsets): {throughput:>8,.0f} outcomes/s   target ≥ 20,000")
+            worker.stop(timeout=60)
+            worker = None
 
+            trigger = crossing_records(latency_lines)
+            latency_ns = Namespace(settings, Credentials.load(settings.credentials_path))
+            latency_ns.create()
+            # Trusts' learning topics exist before their first signal in service: not part of the figure.
+            latency_ns.create_learning_topics(
+                {m.decode() for m in re.findall(rb'"ods_code":"([A-Z0-9]+)"', b" ".join(latency_lines))}
+            )
+            try:
+                worker = Worker(latency_ns, latency_ns.new_app_id(), Path(tmp) / "w1", {"SIGNALBOX_POSTGRES": ""})
+                worker.start()
+                sent: list[float] = []
+                publish_lines(latency_ns.platform, paced(latency_lines, rate, sent), OUTCOMES_TOPIC)
+                learning = Collector(latency_ns, lambda r: r.topic.startswith(latency_ns.learning_prefix))
+                expected = len(trigger)  # decisions in every space; only the learning ones are collected
+                learning.drain(quiet=10.0, timeout=180.0)
+                learning.close()
+                delays = sorted(
+                    r.timestamp / 1000 - sent[trigger[r.value["decision_id"]]]
+                    for r in learning.records
+                    if r.value.get("decision_id") in trigger
+                )
+                if not delays:
+                    print(f"latency: no learning decision arrived ({expected} decisions expected in all spaces)")
+                    return 1
+                p50, p99 = (float(np.quantile(delays, q)) * 1000 for q in (0.5, 0.99))
+                print(
+                    f"publish → learning decision at {rate:,}/s ({len(delays)} decisions, "
+                    f"{len(latency_lines):,} outcomes): p50 {p50:,.0f} ms, p99 {p99:,.0f} ms, max "
+                    f"{delays[-1] * 1000:,.0f} ms   target p99 < 500 ms"
+                )
+            finally:
+                if worker is not None:
+                    worker.stop(timeout=60)
+                    worker = None
+                latency_ns.cleanup()
         finally:
             if worker is not None:
                 worker.stop(timeout=60)

@@ -573,7 +573,7 @@ def route_resumably(
             if states is not None:
                 releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
             if charts is not None:
-                chart_store.save(charts.staged, datetime.now(UTC).isoformat())
+                chart_store.save(charts.staged, datetime.now(UTC).isoformat(), charts.known)
             recorder.record(fresh)
             ledger.mark(ids, lengths)
         if states is not None:

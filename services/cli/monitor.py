@@ -40,7 +40,7 @@ def show(
         raise fail(f"no rule set gives {audit} {indicator} monitoring rules")
     key = f"{audit}/{indicator}/{org}"
     with open_store(store) as db:
-        state = ChartStore(db, group).get(key)
+        state = ChartStore(db, group).get(key, with_history=plot is not None)
     if state is None:
         raise fail(f"no chart for {key} in {store} (group {group}): no outcome for it has been routed", code=1)
     limits = limits_for(rule)

@@ -19,11 +19,11 @@ trust's back, and the late outcome is still counted by the audit's next funnel r
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from rules.book import IndicatorRule, RuleBook
 from rules.monitoring import ChartLimits, Limit, chart_limits
@@ -84,9 +84,16 @@ class ChartState(BaseModel):
     applied_through: date | None = None  # the watermark when outcomes were last applied
     risk_model_version: str | None = None
     pending: list[Pending] = []
-    seen: dict[str, str] = {}
     signals: list[Signal] = []
-    history: list[tuple[date, float, float, float]] = []  # (date, deterioration, improvement, vlad) per outcome
+    # Neither of the two growing parts is in the serialised state (A95): a store keeps them in their own keyed,
+    # append-only rows, so a batch writes only the fixed-size fields above plus its own new digests and points.
+    # ``seen`` holds the digests of accepted event ids this process knows of (a store fills in the batch's ids
+    # before it is fed: ``prefetch_seen``); ``history`` the chart points not yet written, or all of them for a
+    # state kept in memory (the latest ``HISTORY``).
+    seen: dict[str, str] = Field(default_factory=dict, exclude=True)
+    history: list[tuple[date, float, float, float]] = Field(
+        default_factory=list, exclude=True
+    )  # (date, det, imp, vlad)
 
 
 def new_chart(event: PatientOutcome) -> ChartState:
@@ -155,11 +162,25 @@ class Monitor:
         self._limits: dict[str, ChartLimits] = {}
 
     def feed(self, raw: bytes, source: str, out: MonitorOutputs, now: datetime) -> None:
-        parsed = parse_outcome(raw)
-        if isinstance(parsed, str):
-            out.dead_letters.append(outcome_dead_letter(raw, source, parsed))
-            return
-        event = parsed
+        self.feed_many([(raw, source)], out, now)
+
+    def feed_many(self, records: Sequence[tuple[bytes, str]], out: MonitorOutputs, now: datetime) -> None:
+        """A batch of outcome lines, in arrival order: all parsed first, so a store can look up the batch's
+        event ids in one keyed query (``prefetch_seen``) instead of loading every unit's whole ledger."""
+        events: list[tuple[bytes, str, PatientOutcome]] = []
+        for raw, source in records:
+            parsed = parse_outcome(raw)
+            if isinstance(parsed, str):
+                out.dead_letters.append(outcome_dead_letter(raw, source, parsed))
+            else:
+                events.append((raw, source, parsed))
+        prefetch = getattr(self.charts, "prefetch_seen", None)
+        if prefetch is not None and events:
+            prefetch([(outcome_topic_key(event), event.event_id) for _, _, event in events])
+        for raw, source, event in events:
+            self._feed_event(raw, source, event, out, now)
+
+    def _feed_event(self, raw: bytes, source: str, event: PatientOutcome, out: MonitorOutputs, now: datetime) -> None:
         # The model refuses unknown fields and checks the ids; its free-text fields may still hold an identifier.
         problem: str | None = free_text_identifiers(event)
         try:
@@ -197,10 +218,11 @@ class Monitor:
             out.dead_letters.append(outcome_dead_letter(raw, source, reason, event.event_id))
             return
         state.seen[event.event_id] = digest
-        state.risk_model_version = event.risk_model_version
-        state.pending.append(
-            Pending(event_date=event.event_date, event_id=event.event_id, risk=event.predicted_risk,
-                    outcome=event.outcome)
+        if state.risk_model_version != event.risk_model_version:
+            state.risk_model_version = event.risk_model_version
+        state.pending.append(  # built from a validated event: no second validation
+            Pending.model_construct(event_date=event.event_date, event_id=event.event_id, risk=event.predicted_risk,
+                                    outcome=event.outcome)
         )  # fmt: skip
         out.accepted += 1
         if state.latest_date is None or event.event_date > state.latest_date:
@@ -216,6 +238,8 @@ def advance(state: ChartState, rule: IndicatorRule, limits: ChartLimits) -> list
     monitoring = rule.indicator.monitoring
     assert monitoring is not None and state.latest_date is not None
     watermark = state.latest_date - timedelta(days=monitoring.lateness_days)
+    if not state.pending or min(p.event_date for p in state.pending) >= watermark:
+        return []
     ready = sorted((p for p in state.pending if p.event_date < watermark), key=lambda p: (p.event_date, p.event_id))
     if not ready:
         return []
@@ -236,41 +260,65 @@ def apply_outcomes(
     ri = monitoring.improvement_odds_ratio
     log_ri = math.log(ri) if ri is not None else 0.0
     restart_det = limits.alarm.h / 2 if monitoring.reset == "head_start" else 0.0
+    alarm_h, alert_h = limits.alarm.h, limits.alert.h
+    improvement_h = limits.improvement.h if ri is not None and limits.improvement is not None else None
+    min_outcomes = monitoring.min_outcomes
+    log1p = math.log1p
+    det_step, imp_step = ra - 1.0, (ri - 1.0) if ri is not None else 0.0
     crossings: list[CusumCrossing] = []
+    # The recursion runs on local floats and ints (a pydantic attribute write costs more than the arithmetic):
+    # the state's fields are read once here and written back before every crossing and at the end.
+    det, imp, armed = state.deterioration, state.improvement, state.alert_armed
+    n, n_obs, n_exp, v = state.outcomes, state.observed, state.expected, state.vlad
+    run_start, run_n, run_o, run_e = state.run_start, state.run_outcomes, state.run_observed, state.run_expected
+    imp_start, (imp_n, imp_o, imp_e) = state.improvement_start, state.improvement_run
+    history = state.history
+
+    def sync() -> None:  # into the model's field dict: no validation on assignment is configured to skip
+        state.__dict__.update(
+            deterioration=det, improvement=imp, alert_armed=armed, outcomes=n, observed=n_obs, expected=n_exp,
+            vlad=v, run_start=run_start, run_outcomes=run_n, run_observed=run_o, run_expected=run_e,
+            improvement_start=imp_start, improvement_run=(imp_n, imp_o, imp_e),
+        )  # fmt: skip
+
     for o in outcomes:
-        p, y = o.risk, o.outcome
-        if state.deterioration == 0.0:
-            state.run_start, state.run_outcomes, state.run_observed, state.run_expected = o.event_date, 0, 0, 0.0
-            state.alert_armed = True
-        state.deterioration = max(0.0, state.deterioration - math.log1p((ra - 1.0) * p) + y * log_ra)
-        state.outcomes += 1
-        state.observed += y
-        state.expected += p
-        state.vlad += p - y
-        state.run_outcomes += 1
-        state.run_observed += y
-        state.run_expected += p
-        can_signal = state.outcomes >= monitoring.min_outcomes
-        x = state.deterioration
-        if can_signal and x >= limits.alarm.h:
+        p, y, day = o.risk, o.outcome, o.event_date
+        if det == 0.0:
+            run_start, run_n, run_o, run_e = day, 0, 0, 0.0
+            armed = True
+        det = max(0.0, det - log1p(det_step * p) + y * log_ra)
+        n += 1
+        n_obs += y
+        n_exp += p
+        v += p - y
+        run_n += 1
+        run_o += y
+        run_e += p
+        can_signal = n >= min_outcomes
+        x = det
+        if can_signal and x >= alarm_h:
+            sync()
             crossings.append(_crossing(state, rule, limits.alarm, "deterioration", x, o))
-            state.deterioration = restart_det
-            state.alert_armed = restart_det == 0.0
+            det = restart_det
+            armed = restart_det == 0.0
             if restart_det:
-                state.run_start, state.run_outcomes, state.run_observed, state.run_expected = o.event_date, 0, 0, 0.0
-        elif can_signal and state.alert_armed and x >= limits.alert.h:
+                run_start, run_n, run_o, run_e = day, 0, 0, 0.0
+        elif can_signal and armed and x >= alert_h:
+            sync()
             crossings.append(_crossing(state, rule, limits.alert, "deterioration", x, o))
-            state.alert_armed = False
-        if ri is not None and limits.improvement is not None:
-            if state.improvement == 0.0:
-                state.improvement_start, state.improvement_run = o.event_date, (0, 0, 0.0)
-            n_i, o_i, e_i = state.improvement_run
-            state.improvement_run = (n_i + 1, o_i + y, e_i + p)
-            state.improvement = max(0.0, state.improvement - math.log1p((ri - 1.0) * p) + y * log_ri)
-            if can_signal and state.improvement >= limits.improvement.h:
-                crossings.append(_crossing(state, rule, limits.improvement, "improvement", state.improvement, o))
-                state.improvement = 0.0
-        state.history.append((o.event_date, state.deterioration, state.improvement, state.vlad))
+            armed = False
+        if improvement_h is not None:
+            if imp == 0.0:
+                imp_start, imp_n, imp_o, imp_e = day, 0, 0, 0.0
+            imp_n, imp_o, imp_e = imp_n + 1, imp_o + y, imp_e + p
+            imp = max(0.0, imp - log1p(imp_step * p) + y * log_ri)
+            if can_signal and imp >= improvement_h:
+                sync()
+                assert limits.improvement is not None
+                crossings.append(_crossing(state, rule, limits.improvement, "improvement", imp, o))
+                imp = 0.0
+        history.append((day, det, imp, v))
+    sync()
     del state.history[:-HISTORY]
     return crossings
 

@@ -166,8 +166,7 @@ class Pipeline:
         """Patient outcomes, in arrival order, through their units' charts (``services/core/monitor.py``)."""
         got = MonitorOutputs()
         now = self.clock()
-        for raw, source in records:
-            self.monitor.feed(raw, source, got, now)
+        self.monitor.feed_many(records, got, now)
         out.crossings += got.crossings
         out.decisions += got.decisions
         out.dead_letters += got.dead_letters

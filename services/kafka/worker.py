@@ -154,7 +154,7 @@ class StreamRouter:
         with self.recorder.db.transaction():
             self.releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
             if charts is not None:
-                self.charts.save(charts.staged, datetime.now(UTC).isoformat())
+                self.charts.save(charts.staged, datetime.now(UTC).isoformat(), charts.known)
             self.recorder.record(out)
 
     async def publish(self, out: Outputs, notices: Sequence[FormalNotice] = ()) -> None:

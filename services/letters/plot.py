@@ -24,7 +24,8 @@ from rules.routing import CUSUM_METHOD
 from rules.stats import FunnelResult, FunnelSpec
 from schemas.notices import AnyNotice
 from schemas.signals import Assessment, stable_id
-from services.core.monitor import ChartState, limits_for
+from services.core.monitor import limits_for
+from services.monitor_store import points as chart_points
 from services.trail.store import Trail
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,14 @@ def cusum_points(db: Any, assessment: Assessment) -> list[tuple[date, float, flo
     """The unit's chart points up to the crossing's day, from the newest chart state any driver stored."""
     key = f"{assessment.audit}/{assessment.indicator_id}/{assessment.ods_code}"
     try:
-        rows = db.query("SELECT state FROM monitor_charts WHERE unit_key = ? ORDER BY updated_at DESC LIMIT 1", (key,))
+        rows = db.query(
+            "SELECT consumer_group FROM monitor_charts WHERE unit_key = ? ORDER BY updated_at DESC LIMIT 1", (key,)
+        )
     except Exception:  # a store without charts (no outcome was ever routed into it)
         return None
     if not rows:
         return None
-    state = ChartState.model_validate_json(rows[0][0])
-    return [p for p in state.history if p[0] <= assessment.period.end]
+    return [p for p in chart_points(db, str(rows[0][0]), key) if p[0] <= assessment.period.end]
 
 
 def release_ref(audit: str, release_id: str, indicator_id: str) -> str:

@@ -152,12 +152,13 @@ class Recorder:
         cases of the same key that this release no longer shows their alarm (``CaseService.supersede``)."""
         self._sync_open()  # the entries appended since the last batch; once more after this batch changes cases
         replayed: dict[str, Case | None] = {}  # once a batch each, until this batch changes the case
-        pending = list(formal_decisions)
+        # The batch's potential alarms by release key, in their order (one pass; comparing models is slow).
+        pending: dict[tuple[str, str, str], list[FormalDecision]] = {}
+        for d in formal_decisions:
+            pending.setdefault((d.assessment.audit, d.assessment.release_id, d.assessment.indicator_id), []).append(d)
         for release in out.releases:
             audit, release_id, indicator_id = release.summary_key
-            mine = [d for d in pending if (d.assessment.audit, d.assessment.release_id) == (audit, release_id)]
-            mine = [d for d in mine if d.assessment.indicator_id == indicator_id]
-            pending = [d for d in pending if d not in mine]
+            mine = pending.pop((audit, release_id, indicator_id), [])
             for decision in mine:
                 self.cases.open_from_decision(decision)  # writes the decision and its case to the formal trail
                 for case_id in [i for i in replayed if i.startswith(decision.case_id)]:
@@ -165,7 +166,8 @@ class Recorder:
             if mine:
                 self._sync_open()
             self._supersede(release, replayed)
-        for decision in pending:
+        left = {id(d) for group in pending.values() for d in group}  # of no release in this batch
+        for decision in [d for d in formal_decisions if id(d) in left]:
             self.cases.open_from_decision(decision)
 
     def _sync_open(self) -> None:

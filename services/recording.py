@@ -31,7 +31,7 @@ from schemas.notices import GoodPracticeNotice, LearningNotice
 from schemas.signals import FormalDecision, LearningDecision, LearningRecipient, stable_id
 from schemas.vocabulary import Band
 from services.cases.machine import CaseError
-from services.cases.replay import open_in_trail, replay_case
+from services.cases.replay import Replayed, replay_case
 from services.cases.service import CaseService
 from services.core.assess import AssessedRelease
 from services.core.notices import notice_for
@@ -48,6 +48,11 @@ REPLAY_CACHE = 50_000  # replayed cases kept between batches (bounded: cleared w
 def _entry(kind: str, record: Any, *, case_id: str | None = None, decision_id: str | None = None) -> NewEntry:
     data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record  # Canonical passes as is
     return NewEntry(kind=kind, record=data, case_id=case_id, decision_id=decision_id)
+
+
+def _key_of(case_id: str) -> str:
+    """The key prefix ``audit:indicator:start..end:`` of a case id (ODS codes have no colon)."""
+    return case_id.rpartition(":")[0] + ":"
 
 
 class Recorder:
@@ -69,8 +74,16 @@ class Recorder:
         self.clock = clock
         self.trail = Trail(db, clock=clock)
         outbox.ensure_schema(db)
-        self.cases = CaseService(db, self._deadlines, clock, on_outcome=self.record_case_outcome, trail=self.trail)
-        self._replays: dict[str, tuple[tuple[int, str], Case | None]] = {}  # case id -> (trail stamp, replay)
+        self.cases = CaseService(
+            db, self._deadlines, clock, on_outcome=self.record_case_outcome, trail=self.trail, replay=self._replayed
+        )
+        self._replays: dict[str, tuple[tuple[int, str], Replayed]] = {}  # case id -> (trail stamp, replay)
+        # The cases the formal trail holds open, by key prefix ``audit:indicator:start..end:``: read in full once,
+        # then kept up to date from the entries appended after ``_seen`` (the newest formal seq read), so a
+        # batch reads only what was appended since, by this process or any other writer of the trail.
+        self._open: dict[str, set[str]] | None = None
+        self._closed: set[str] = set()
+        self._seen = -1
 
     def _deadlines(self, audit: str, indicator_id: str) -> Any:
         rule = self.rules.get(audit, indicator_id)
@@ -90,6 +103,14 @@ class Recorder:
         return found
 
     def record(self, out: Outputs) -> None:
+        try:
+            self._record(out)
+        except BaseException:
+            # The index may hold entries that were rolled back, and their seqs are used again: read it afresh.
+            self._open = None
+            raise
+
+    def _record(self, out: Outputs) -> None:
         now = self.clock()
         with self.db.transaction():
             refs = [release_ref(*r.summary_key) for r in out.releases]
@@ -129,29 +150,61 @@ class Recorder:
     def _open_and_supersede(self, out: Outputs, formal_decisions: list[FormalDecision]) -> None:
         """Release by release, in order: open (or join) the cases of its potential alarms, then tell the open
         cases of the same key that this release no longer shows their alarm (``CaseService.supersede``)."""
-        in_trail = set(open_in_trail(self.trail))  # once a batch: the cases the trail holds open
+        self._sync_open()  # the entries appended since the last batch; once more after this batch changes cases
         replayed: dict[str, Case | None] = {}  # once a batch each, until this batch changes the case
-        pending = list(formal_decisions)
+        # The batch's potential alarms by release key, in their order (one pass; comparing models is slow).
+        pending: dict[tuple[str, str, str], list[FormalDecision]] = {}
+        for d in formal_decisions:
+            pending.setdefault((d.assessment.audit, d.assessment.release_id, d.assessment.indicator_id), []).append(d)
         for release in out.releases:
             audit, release_id, indicator_id = release.summary_key
-            mine = [d for d in pending if (d.assessment.audit, d.assessment.release_id) == (audit, release_id)]
-            mine = [d for d in mine if d.assessment.indicator_id == indicator_id]
-            pending = [d for d in pending if d not in mine]
+            mine = pending.pop((audit, release_id, indicator_id), [])
             for decision in mine:
                 self.cases.open_from_decision(decision)  # writes the decision and its case to the formal trail
                 for case_id in [i for i in replayed if i.startswith(decision.case_id)]:
                     del replayed[case_id]
-            self._supersede(release, in_trail, replayed)
-        for decision in pending:
+            if mine:
+                self._sync_open()
+            self._supersede(release, replayed)
+        left = {id(d) for group in pending.values() for d in group}  # of no release in this batch
+        for decision in [d for d in formal_decisions if id(d) in left]:
             self.cases.open_from_decision(decision)
 
-    def _replay(self, case_id: str) -> Case | None:
+    def _sync_open(self) -> None:
+        """Bring the index of open cases up to the trail: the whole formal log the first time (and after a
+        rolled-back batch), then only the case transitions appended after the newest one read.
+
+        The same rule as ``open_in_trail``: a case is open once the trail holds a transition of it and none to
+        the closed stage (records are RFC 8785 text, so ``"to_stage":"closed"`` cannot match inside a note)."""
+        if self._open is None:
+            self._open, self._closed, self._seen = {}, set(), -1
+        rows = self.db.query(
+            'SELECT seq, case_id, record LIKE \'%"to_stage":"closed"%\' FROM trail_formal'
+            " WHERE seq > ? AND kind = 'case_transition' AND case_id IS NOT NULL ORDER BY seq",
+            (self._seen,),
+        )
+        for seq, raw_id, closed in rows:
+            case_id = str(raw_id)
+            self._seen = max(self._seen, int(seq))
+            key = _key_of(case_id)
+            if closed:
+                self._closed.add(case_id)
+                held = self._open.get(key)
+                if held is not None:
+                    held.discard(case_id)
+                    if not held:
+                        del self._open[key]
+            elif case_id not in self._closed:
+                self._open.setdefault(key, set()).add(case_id)
+
+    def _replayed(self, case_id: str) -> Replayed:
         """The case as its formal trail makes it, replayed again only when the trail holds a newer entry for it.
 
-        Every later release for the same key (audit, indicator, period) replays the key's open cases, so without
-        this a long run replays the same cases thousands of times. The stamp is the case's newest formal entry
-        (seq and leaf hash): the log is append-only and every leaf hashes a fresh random salt, so a new entry, or
-        one rolled back and appended again, always changes it."""
+        Every later release for the same key (audit, indicator, period) replays the key's open cases, and every
+        supersession and opening checks them, so without this a long run replays the same cases thousands of
+        times. The stamp is the case's newest formal entry (seq and leaf hash): the log is append-only and every
+        leaf hashes a fresh random salt, so a new entry, or one rolled back and appended again, always changes
+        it. The stored row is still compared with this replay on every action (``CaseService.checked``)."""
         rows = self.db.query(
             "SELECT seq, leaf_hash FROM trail_formal WHERE case_id = ? ORDER BY seq DESC LIMIT 1", (case_id,)
         )
@@ -159,25 +212,29 @@ class Recorder:
         cached = self._replays.get(case_id)
         if stamp is not None and cached is not None and cached[0] == stamp:
             return cached[1]
-        case = replay_case(self.trail, case_id).case
+        replayed = replay_case(self.trail, case_id)
         if stamp is not None:
             if len(self._replays) >= REPLAY_CACHE:
                 self._replays.clear()
-            self._replays[case_id] = (stamp, case)
-        return case
+            self._replays[case_id] = (stamp, replayed)
+        return replayed
 
-    def _supersede(self, release: AssessedRelease, in_trail: set[str], replayed: dict[str, Case | None]) -> None:
+    def _replay(self, case_id: str) -> Case | None:
+        return self._replayed(case_id).case
+
+    def _supersede(self, release: AssessedRelease, replayed: dict[str, Case | None]) -> None:
         audit, release_id, indicator_id = release.summary_key
         if not release.lines:
             return
         # Only the cases of this release's key (audit, indicator, period) are replayed: their ids start with it.
         first = json.loads(release.lines[0])["period"]
         prefix = f"{audit}:{indicator_id}:{first['start']}..{first['end']}:"
-        # The key's open cases as the trail has them: a row closed (or garbled) by SQL does not hide its case
-        # from a later release; superseding a tampered case is refused below and logged. Cases this batch
-        # opened are in the table (and the trail) already.
-        ids = {i for i in in_trail if i.startswith(prefix)}
-        ids |= {i for i in self.cases.store.open_case_ids(audit) if i.startswith(prefix)}
+        # The key's open cases as the trail has them (the index, by key): a row closed (or garbled) by SQL does
+        # not hide its case from a later release; superseding a tampered case is refused below and logged. A row
+        # the trail does not vouch for (inserted by SQL) replays to no case, so the table adds no candidate.
+        # Cases this batch opened are in the index already (``_sync_open`` after each opening).
+        assert self._open is not None
+        ids = set(self._open.get(prefix, ()))
         if not ids:
             return
         for case_id in ids - replayed.keys():
@@ -212,6 +269,7 @@ class Recorder:
             replayed.pop(case.case_id, None)
             try:
                 self.cases.supersede(case.case_id, release_id)
+                self._sync_open()
             except CaseError as exc:  # a tampered case: `trail verify` names it; the release is still recorded
                 log.error("release %s could not supersede %s: %s", release_id, case.case_id, exc)
 

@@ -21,7 +21,7 @@ from schemas.cases import Case, CaseAction, CaseOutcome
 from schemas.signals import FormalDecision
 from services.cases import machine
 from services.cases.machine import CaseError
-from services.cases.replay import check_case, disagreement, open_in_trail, replay_case
+from services.cases.replay import Replayed, disagreement, open_in_trail, replay_case
 from services.cases.store import CaseConflict, CaseStore, UnreadableCase
 from services.core.calendar import uk_date
 from services.db import Database
@@ -49,6 +49,7 @@ class CaseService:
         clock: Callable[[], datetime],
         on_outcome: OutcomeHook | None = None,
         trail: Trail | None = None,
+        replay: Callable[[str], Replayed] | None = None,
     ) -> None:
         self.db = db
         self.store = CaseStore(db)
@@ -56,6 +57,9 @@ class CaseService:
         self.rules_lookup = rules_lookup
         self.clock = clock
         self.on_outcome = on_outcome
+        # How a case is replayed from its trail: afresh by default; the recorder passes its cache, which replays
+        # a case again only when the trail holds a newer entry for it.
+        self.replay: Callable[[str], Replayed] = replay or (lambda case_id: replay_case(self.trail, case_id))
 
     def open_from_decision(self, decision: FormalDecision) -> CaseOutcome:
         """Open the case for a potential alarm; a redelivered decision returns the existing case unchanged.
@@ -112,7 +116,7 @@ class CaseService:
         taken = 0
         while True:
             case_id = key if taken == 0 else f"{key}#{taken + 1}"
-            replayed = replay_case(self.trail, case_id)
+            replayed = self.replay(case_id)
             if replayed.case is not None:
                 found.append(replayed.case)
             elif not replayed.transitions and not self.db.query("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)):
@@ -207,7 +211,7 @@ class CaseService:
     def checked(self, case_id: str) -> Case:
         """The stored case, or CaseTampered when it disagrees with a replay of its trail."""
         case = self.get(case_id)
-        problem = check_case(self.trail, case)
+        problem = disagreement(case, self.replay(case_id))
         if problem is not None:
             raise CaseTampered(f"{problem}; nothing was recorded (run `signalbox trail verify`)")
         return case

@@ -24,6 +24,8 @@ product packages. ``eval "$(deploy/local/up)"`` exports the connection settings 
 ``SIGNALBOX_APP_ID``               the worker's Faust app id: consumer group and internal topics (``signalbox``)
 ``SIGNALBOX_WORKER_ID``            this worker's static group member id (default: derived from its data folder)
 ``SIGNALBOX_TOPIC_NAMESPACE``      moves every output topic under a private namespace (tests, benchmarks)
+``SIGNALBOX_TEST_SERVICES``        the tests' backing services: ``local`` (default: the ones the environment
+                                   names, from ``deploy/local/up``) or ``containers`` (started by the tests)
 ``SIGNALBOX_WEB_SECRET``           the key that signs ``signalbox serve`` session cookies (default: one kept in
                                    the store)
 ``SIGNALBOX_WEB_TLS``              true when ``serve`` is reached over HTTPS (a TLS proxy): cookies are ``Secure``
@@ -96,6 +98,7 @@ class Settings(BaseSettings):
     app_id: str = Field(APP_ID, validation_alias="SIGNALBOX_APP_ID")
     worker_id: str | None = Field(None, validation_alias="SIGNALBOX_WORKER_ID")
     topic_namespace: str | None = Field(None, validation_alias="SIGNALBOX_TOPIC_NAMESPACE")
+    test_services: Literal["local", "containers"] = Field("local", validation_alias="SIGNALBOX_TEST_SERVICES")
     web_secret: SecretStr | None = Field(None, validation_alias="SIGNALBOX_WEB_SECRET")
     web_tls: bool = Field(False, validation_alias="SIGNALBOX_WEB_TLS")
     oidc_issuer: str | None = Field(None, validation_alias="SIGNALBOX_OIDC_ISSUER")

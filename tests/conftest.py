@@ -1,7 +1,9 @@
 """Session fixtures for the real backing services (Kafka, Redis, PostgreSQL).
 
-Start them with ``eval "$(deploy/local/up)"``. When a variable is missing the dependent tests are skipped,
-except in CI (``CI`` or ``SIGNALBOX_REQUIRE_SERVICES`` set), where they fail: CI must not go green by skipping.
+Start them with ``eval "$(deploy/local/up)"``, or set ``SIGNALBOX_TEST_SERVICES=containers`` to have the session
+start them as containers (``tests/support/service_containers.py``; needs ``deploy/container/engine up``). When a
+variable is missing the dependent tests are skipped, except in CI (``CI`` or ``SIGNALBOX_REQUIRE_SERVICES`` set),
+where they fail: CI must not go green by skipping.
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ def _trail_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     """Tests sign trails with a key of their own, never the user's (~/.config/signalbox/): SIGNALBOX_TRAIL_KEY."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SIGNALBOX_TRAIL_KEY", str(tmp_path_factory.mktemp("trail-key") / "trail-signing-key.pem"))
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _container_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """With ``SIGNALBOX_TEST_SERVICES=containers``, the session's Kafka, Redis and PostgreSQL are testcontainers,
+    and the connection variables below name them instead of the local stack's."""
+    if get_settings().test_services != "containers":
+        yield
+        return
+    from tests.support.service_containers import container_stack
+
+    with container_stack(tmp_path_factory.mktemp("container-stack")) as env, pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
         yield
 
 

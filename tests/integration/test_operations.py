@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from services.settings import Settings
+from services.settings import Settings, get_settings
 from tests.support.credentials import Credentials
 from tests.support.operations import free_port, get, readiness, scrape, total, wait_for
 from tests.support.stream import (
@@ -174,6 +174,11 @@ def test_worker_logs_are_json_batches_without_learning_content(ns: Namespace, wo
 
 
 def _local(script: str, action: str, env_port: tuple[str, str]) -> None:
+    if get_settings().test_services == "containers":  # the session's services are testcontainers
+        from tests.support.service_containers import control
+
+        control(script, action)
+        return
     env = dict(os.environ, **dict([env_port]))
     done = subprocess.run([str(ROOT / "deploy" / "local" / script), action], env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip

@@ -206,6 +206,7 @@ VARIABLES = [
     "SIGNALBOX_APP_ID",
     "SIGNALBOX_WORKER_ID",
     "SIGNALBOX_TOPIC_NAMESPACE",
+    "SIGNALBOX_TEST_SERVICES",
 ]
 
 
@@ -242,6 +243,7 @@ def test_every_variable_is_a_setting(clean: pytest.MonkeyPatch, tmp_path: Path) 
         "SIGNALBOX_APP_ID": "signalbox-bench",
         "SIGNALBOX_WORKER_ID": "w-1",
         "SIGNALBOX_TOPIC_NAMESPACE": "signalbox-t1",
+        "SIGNALBOX_TEST_SERVICES": " containers ",
     }
     assert set(values) == set(VARIABLES)
     for name, value in values.items():
@@ -264,6 +266,7 @@ def test_every_variable_is_a_setting(clean: pytest.MonkeyPatch, tmp_path: Path) 
     assert smtp.password == " s3cret "  # a password is kept as given, spaces and all
     assert read.trail_key_path == tmp_path / "key.pem"
     assert (read.app_id, read.worker_id, read.topic_namespace) == ("signalbox-bench", "w-1", "signalbox-t1")
+    assert read.test_services == "containers"
     for secret in ("kafka-secret", "s3cret", "u:p@h"):
         assert secret not in repr(read) and secret not in str(read) and secret not in repr(smtp)
 

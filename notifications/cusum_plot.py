@@ -12,6 +12,11 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Literal
 
+from notifications.plot import LETTER_WIDTH_PX, PNG_SCALE
+
+# Shown at the letter's plot width (LETTER_WIDTH_PX at 100 dpi); a PNG is drawn at PNG_SCALE times those pixels,
+# like the funnel plot, so it stays sharp on a high-density screen.
+_FIGSIZE = (LETTER_WIDTH_PX / 100, 4.4)
 ALERT_COLOUR, ALARM_COLOUR, IMPROVEMENT_COLOUR = "#e69f00", "#d55e00", "#56b4e9"
 
 
@@ -28,7 +33,7 @@ def cusum_chart(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(8, 5.5), dpi=110)
+    figure = Figure(figsize=_FIGSIZE, dpi=100)
     FigureCanvasAgg(figure)
     top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     n = list(range(1, len(points) + 1))
@@ -51,5 +56,8 @@ def cusum_chart(
         bottom.set_title(f"{points[0][0].isoformat()} to {points[-1][0].isoformat()}", fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+    if fmt == "png":
+        figure.savefig(buffer, format="png", dpi=100 * PNG_SCALE, metadata={"Software": None})
+    else:
+        figure.savefig(buffer, format=fmt, metadata={"Date": None})
     return buffer.getvalue()

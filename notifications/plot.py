@@ -145,6 +145,7 @@ def render_funnel(
     limits: Literal["95", "99.8", "both"] = "both",
     multiplier: float = 1.0,
     labels: Sequence[tuple[str, float, float]] = (),
+    draw: Literal["adjusted", "unadjusted", "both"] = "adjusted",
 ) -> bytes:
     """Draw a ``FunnelView`` as ``fmt`` bytes: target, labelled alert and alarm limits, the view's points.
 
@@ -152,12 +153,15 @@ def render_funnel(
     outside the data area, below it, so it never covers a point. The output is deterministic for the same view
     (no dates or software versions in it), so a letter sent twice is byte-identical.
 
-    The analyst's options (``signalbox assess``): ``limits`` which pair of limits to draw, ``multiplier`` the
+    The analyst's options (``signalbox assess``): ``limits`` which pair of limits to draw, ``draw`` whether
+    adjusted, unadjusted or both sets of limits are drawn, ``multiplier`` the
     display scale (100 shows a proportion as a percentage; classification never uses it), ``labels`` further
     points to name (organisation, volume, value). Letters use the defaults.
     """
     if fmt not in PLOT_FORMATS:
         raise ValueError(f"unknown plot format {fmt!r}; one of {', '.join(PLOT_FORMATS)}")
+    if draw not in ("adjusted", "unadjusted", "both"):
+        raise ValueError(f"draw must be adjusted, unadjusted or both, not {draw!r}")
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -175,12 +179,22 @@ def render_funnel(
         axes.axhline(view.target * k, color="#333333", linewidth=1.0, label="Target (national figure)")
         pairs = {"95": ("alert", "95%", "#e69f00", "--", -3), "99.8": ("alarm", "99.8%", "#d55e00", "-", 3)}
         shown = [pairs[x] for x in (("95", "99.8") if limits == "both" else (limits,))]
+        # ``draw``: the overdispersion-adjusted limits (what classifies), the unadjusted ones, or both (the
+        # unadjusted then thin and dotted, so the reader sees how much the adjustment widened the funnel).
+        main = "_unadjusted" if draw == "unadjusted" else ""
         for level, text, colour, style, _ in shown:
-            axes.plot(curve["volume"], curve[f"ll_{level}"], color=colour, linestyle=style, label=f"{text} limits")
-            axes.plot(curve["volume"], curve[f"ul_{level}"], color=colour, linestyle=style)
+            named = f"{text} limits" + (" (unadjusted)" if main else " (adjusted)" if draw == "both" else "")
+            axes.plot(curve["volume"], curve[f"ll_{level}{main}"], color=colour, linestyle=style, label=named)
+            axes.plot(curve["volume"], curve[f"ul_{level}{main}"], color=colour, linestyle=style)
+            if draw == "both":
+                for side in ("ll", "ul"):
+                    axes.plot(
+                        curve["volume"], curve[f"{side}_{level}_unadjusted"], color=colour, linestyle=":",
+                        linewidth=0.8, label=f"{text} limits (unadjusted)" if side == "ll" else None,
+                    )  # fmt: skip
         # Each limit named at the wide end of its line: the outer (99.8%) above it, the inner (95%) below it.
         for level, text, colour, _, dy in shown:
-            key = f"ul_{level}"
+            key = f"ul_{level}{main}"
             ys = curve[key][np.isfinite(curve[key])]
             if ys.size:
                 xs = curve["volume"][np.isfinite(curve[key])]

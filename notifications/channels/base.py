@@ -10,11 +10,11 @@ import hashlib
 from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
-from email.message import EmailMessage
-from typing import Any, Protocol
+from email.message import EmailMessage, MIMEPart
+from typing import Any, Protocol, cast
 
 from notifications.recipients import Contact, ResolvedRecipient
-from notifications.render import RenderedMessage
+from notifications.render import MESSAGE_ID_DOMAIN, RenderedMessage
 
 # CRLF line ends, and headers folded only past SMTP's own 998-character limit, so a long Message-ID stays on
 # its header's line and matches the outbox row byte for byte.
@@ -61,10 +61,17 @@ def header_message_id(message_id: str, sender: Contact) -> str:
     return f"<{local}@{domain}>"
 
 
+def root_content_id(message_id: str) -> str:
+    """The Content-ID (without angle brackets) of a letter's root part, the text/HTML alternative."""
+    local = message_id.strip("<>").rsplit("@", 1)[0]
+    return f"body.{hashlib.sha256(local.encode()).hexdigest()[:24]}@{MESSAGE_ID_DOMAIN}"
+
+
 def build_email(message: OutgoingMessage) -> EmailMessage:
-    """A letter: ``multipart/alternative`` of the text and a ``multipart/related`` part holding the HTML and the
-    funnel plot PNG it shows by ``cid:`` (RFC 2387; Outlook, Outlook on the web and Gmail show no inline SVG and
-    block remote images). Without a plot the HTML part is plain ``text/html``.
+    """A letter: ``multipart/related`` (RFC 2387; ``type=multipart/alternative``, ``start`` naming the root)
+    whose root is ``multipart/alternative`` of the text and the HTML, followed by the funnel plot PNG the HTML
+    shows by ``cid:`` (Outlook, Outlook on the web and Gmail show no inline SVG and block remote images).
+    Letters without a plot have the same shape with the root alone.
 
     Byte-identical for the same message, so a retry or a rewritten .eml is the same letter: the Date is the
     notice's, every MIME boundary derives from the id. It is an automatic letter (RFC 3834
@@ -84,11 +91,20 @@ def build_email(message: OutgoingMessage) -> EmailMessage:
         email[name] = header_message_id(value, message.sender) if name == "Message-ID" else value
     email["Auto-Submitted"] = "auto-generated"
     email["X-Auto-Response-Suppress"] = "All"  # Outlook/Exchange: no out-of-office or read-receipt replies
-    email.set_content(message.rendered.text, subtype="plain", charset="utf-8")
-    email.add_alternative(message.rendered.html, subtype="html", charset="utf-8")
-    html = next(part for part in email.iter_parts() if part.get_content_type() == "text/html")
+    root = MIMEPart(policy=LETTER_POLICY)
+    root.set_content(message.rendered.text, subtype="plain", charset="utf-8")
+    root.add_alternative(message.rendered.html, subtype="html", charset="utf-8")
+    # The top level is multipart/related (RFC 2387) whose root, named by ``start`` and described by ``type``,
+    # is the alternative of text and HTML; the images sit beside it. Every letter has this shape, with or
+    # without a plot, so a reader (and a test) finds the same structure in every kind of letter.
+    email.make_related()
+    email.attach(cast(EmailMessage, root))  # typeshed types attach() as taking the parent's class
+    root_cid = f"<{root_content_id(message.message_id)}>"
+    root["Content-ID"] = root_cid
+    email.set_param("type", "multipart/alternative")
+    email.set_param("start", root_cid)
     for image in message.rendered.images:
-        html.add_related(
+        email.add_related(
             image.data, maintype="image", subtype=image.subtype, cid=f"<{image.cid}>", disposition="inline",
             filename=f"funnel-plot.{image.subtype}",
         )  # fmt: skip

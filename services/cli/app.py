@@ -130,6 +130,12 @@ class PlotLimits(StrEnum):
     both = "both"
 
 
+class DrawLimits(StrEnum):
+    adjusted = "adjusted"
+    unadjusted = "unadjusted"
+    both = "both"
+
+
 class AssessFormat(StrEnum):
     table = "table"
     json = "json"
@@ -188,26 +194,61 @@ def _finite(x: Any) -> float | None:
     return float(x) if math.isfinite(float(x)) else None
 
 
+def _limit_set(lo_alert: Any, hi_alert: Any, lo_alarm: Any, hi_alarm: Any) -> dict[str, float | None]:
+    return {
+        "alarm_lower": _finite(lo_alarm), "alarm_upper": _finite(hi_alarm),
+        "alert_lower": _finite(lo_alert), "alert_upper": _finite(hi_alert),
+    }  # fmt: skip
+
+
 def assessment_rows(orgs: list[str], result: FunnelResult) -> list[dict[str, Any]]:
+    """Each organisation's assessment under exactly the field names of ``route``'s ``assessments.jsonl`` (the
+    fields a CSV on its own can fill: no audit, release, period or event), so one program reads both."""
+    from services.core.assess import INSUFFICIENT_REASON
+
     rows = []
     for i, org in enumerate(orgs):
         band = str(result.band[i])
+        insufficient = band == "insufficient_data"
         rows.append(
             {
-                "org": org,
+                "ods_code": org,
+                "measure": str(result.spec.measure),
+                "method": str(result.spec.method),
                 "value": _finite(result.value[i]),
                 "volume": _finite(result.volume[i]),
-                "z": _finite(result.z[i]),
-                "z_adjusted": _finite(result.z_adjusted[i]),
-                "ll95": _finite(result.ll_alert[i]),
-                "ul95": _finite(result.ul_alert[i]),
-                "ll998": _finite(result.ll_alarm[i]),
-                "ul998": _finite(result.ul_alarm[i]),
+                "z": None if insufficient else _finite(result.z[i]),
+                "z_adjusted": None if insufficient else _finite(result.z_adjusted[i]),
+                "limits": _limit_set(result.ll_alert[i], result.ul_alert[i], result.ll_alarm[i], result.ul_alarm[i]),
+                "limits_unadjusted": _limit_set(
+                    result.ll_alert_unadjusted[i],
+                    result.ul_alert_unadjusted[i],
+                    result.ll_alarm_unadjusted[i],
+                    result.ul_alarm_unadjusted[i],
+                ),
+                "target": _finite(result.target),
                 "band": band,
-                "side": None if band == "insufficient_data" else str(result.side[i]),
+                "side": None if insufficient else str(result.side[i]),
+                "reason": INSUFFICIENT_REASON if insufficient else None,
+                "phi": _finite(result.phi),
+                "tau2": _finite(result.tau2) if result.n_kept else None,
+                "n_kept": int(result.n_kept),
+                "od_method": result.od_method,
+                "od_applied": bool(result.od_applied),
             }
         )
     return rows
+
+
+def flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for CSV: the nested limits as ``limits.alert_lower`` and so on (the JSON path of each field)."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def summary_row(result: FunnelResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -288,6 +329,10 @@ def assess_command(
         PlotLimits.both
     ),
     multiplier: Annotated[float, typer.Option(help="Display scale of the plot's y axis, e.g. 100 for per cent.")] = 1.0,
+    draw: Annotated[
+        DrawLimits,
+        typer.Option(help="The plot's limits: overdispersion-adjusted (what classifies), unadjusted, or both."),
+    ] = DrawLimits.adjusted,
     trim: Annotated[
         float | None, typer.Option(help="Winsorisation/truncation fraction for the overdispersion estimate (0–0.5).")
     ] = None,
@@ -360,6 +405,7 @@ def assess_command(
                 limits=limits.value,
                 multiplier=multiplier,
                 labels=named,
+                draw=draw.value,
             )
             plot.write_bytes(drawn)
         except OSError as exc:
@@ -369,20 +415,22 @@ def assess_command(
     if output_format is AssessFormat.json:
         for row in rows:
             sys.stdout.write(json.dumps(row) + "\n")
-        sys.stdout.write(json.dumps(summary) + "\n")
     elif output_format is AssessFormat.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        flat = [flat_row(r) for r in rows]
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(flat[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat)
     else:
         table = Table(title=f"{file.name}: {source} ({result.od_method})")
         for col in ("org", "value", "volume", "z", "z adj", "95% limits", "99.8% limits", "band", "side"):
             table.add_column(col, justify="left" if col in ("org", "band", "side") else "right")
         for r in rows:
             style = {"alarm": "bold red", "alert": "yellow"}.get(r["band"], "")
+            lim = r["limits"]
             table.add_row(
-                r["org"], _fmt(r["value"]), _fmt(r["volume"], 1), _fmt(r["z"], 2), _fmt(r["z_adjusted"], 2),
-                f"{_fmt(r['ll95'])}–{_fmt(r['ul95'])}", f"{_fmt(r['ll998'])}–{_fmt(r['ul998'])}",
+                r["ods_code"], _fmt(r["value"]), _fmt(r["volume"], 1), _fmt(r["z"], 2), _fmt(r["z_adjusted"], 2),
+                f"{_fmt(lim['alert_lower'])}–{_fmt(lim['alert_upper'])}",
+                f"{_fmt(lim['alarm_lower'])}–{_fmt(lim['alarm_upper'])}",
                 r["band"], r["side"] or "", style=style,
             )  # fmt: skip
         out.print(table)

@@ -183,7 +183,7 @@ def prove_command(
             "checkpoint": anchor.note,
             "entry": entry.leaf_data().decode("utf-8"),
         }
-    _out.print_json(json.dumps(proof))
+    typer.echo(json.dumps(proof, indent=2))  # never wrapped to the terminal (rich would), so a saved proof checks
 
 
 def _decode(value: Any, what: str) -> bytes:
@@ -344,7 +344,7 @@ def checkpoint_command(
                 note = signer.checkpoint(name)
             except CheckpointError as exc:
                 raise fail(str(exc), FAILED) from None
-            _out.print(note, end="", highlight=False)
+            typer.echo(note, nl=False)  # byte for byte: a note re-flowed to the terminal's width no longer verifies
         if export is not None:
             for path in export_checkpoints(signer.trail, export, chosen):
                 _err.print(f"wrote {path}")

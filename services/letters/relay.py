@@ -168,7 +168,7 @@ async def _deliver_one(
             funnel_png=plot_for(notice),
             contact=reply_to,
             audit_name=directory.audit_name(notice.assessment.audit),
-            signatory=_signatory(notice, directory),
+            signatory=signatory(notice, directory),
         )
     except RenderError as exc:
         dead(f"cannot render: {exc}")
@@ -219,7 +219,7 @@ def copied_contacts(notice: AnyNotice, role: str, directory: Directory) -> tuple
     return tuple(copied)
 
 
-def _signatory(notice: AnyNotice, directory: Directory) -> Contact | None:
+def signatory(notice: AnyNotice, directory: Directory) -> Contact | None:
     """Who signs a letter: the audit's clinical lead from the directory (none listed: the letter is unsigned)."""
     try:
         return directory.resolve(None, "audit_clinical_lead", audit=notice.assessment.audit)

@@ -295,7 +295,7 @@ def create_app(
             "history": history,
             "problem": problem,
             "letters": reader.letters(p, case),
-            "actions": reader.allowed_actions(p, case),
+            "actions": reader.allowed_actions(p, case, uk_date(clock())),
             "outcomes": OUTCOMES_BY_KIND,
             "notices": [n for n in reader.regulator_notices(p) if n.case_id == case.case_id],
         }
@@ -410,7 +410,7 @@ def create_app(
         return {
             "case": views.case_fields(case, p.audience),
             "transitions": [t.model_dump(mode="json") for t in history],
-            "allowed_actions": reader.allowed_actions(p, case),
+            "allowed_actions": reader.allowed_actions(p, case, uk_date(clock())),
             "problem": problem,
         }
 

@@ -19,7 +19,8 @@ from schemas.cases import Case, CaseTransition
 from schemas.notices import FormalNotice, GoodPracticeNotice, LearningNotice
 from schemas.signals import Assessment
 from schemas.vocabulary import Space
-from services.cases.machine import ALLOWED, ASKED, OWED_BY, REGULATOR_TEMPLATES, REGULATORS
+from services.cases.machine import ASKED, OWED_BY, REGULATOR_TEMPLATES, REGULATORS
+from services.cases.next import next_actions
 from services.cases.replay import disagreement, replay_case
 from services.cases.store import CaseStore
 from services.core.calendar import working_days_between
@@ -105,12 +106,13 @@ class Reader:
         return rows
 
     @staticmethod
-    def allowed_actions(p: Principal, case: Case) -> list[str]:
-        """The actions ``p``'s role may record at the case's stage, read from the case machine's own table, so an
-        action added there appears on the web without a change here."""
+    def allowed_actions(p: Principal, case: Case, today: date) -> list[str]:
+        """The actions ``p``'s role may record on the case now: ``services.cases.next.next_actions``, the case
+        CLI's own answer (the owed one first; an override only while a later release awaits review), so the web
+        and the CLI never offer different actions."""
         if p.audience == "regulator" or case.is_closed:
             return []
-        return [kind for kind, roles in ALLOWED.get(case.stage, {}).items() if p.role in roles]
+        return [a.kind for a in next_actions(case, today) if p.role in a.roles]
 
     def letters(self, p: Principal, case: Case) -> list[dict[str, Any]]:
         """The case's letters in the outbox (sent, held, pending…): the audit's and the trust's view."""

@@ -68,14 +68,20 @@ def test_a_shipped_rule_set_is_reproduced_band_for_band(routed: list[dict[str, A
             app, ["assess", str(path), "--rule-set", audit, "--indicator", indicator, "--format", "json"]
         )
         assert result.exit_code == 0, result.output
-        rows = [json.loads(line) for line in result.stdout.splitlines()][:-1]
-        assert {r["org"]: (r["band"], r["side"]) for r in rows} == {
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        assert {r["ods_code"]: (r["band"], r["side"]) for r in rows} == {
             ods: (a["band"], a["side"]) for ods, a in assessed.items()
         }, indicator
         for r in rows:
-            a = assessed[r["org"]]
-            if a["z_adjusted"] is not None:
-                assert r["z_adjusted"] == pytest.approx(a["z_adjusted"], rel=1e-9, abs=1e-12)
+            a = assessed[r["ods_code"]]
+            # The same field names as assessments.jsonl, nested the same way, and the same values.
+            assert set(r) <= set(a) and set(r["limits"]) == set(a["limits"]), set(r) - set(a)
+            for key in ("band", "side", "reason", "measure", "method", "n_kept", "od_method", "od_applied"):
+                assert r[key] == a[key], (indicator, key)
+            for key in ("z_adjusted", "z", "value", "phi", "target"):
+                expected = None if a[key] is None else pytest.approx(a[key], rel=1e-9, abs=1e-12)
+                assert r[key] == expected, (indicator, key)
+            assert r["limits"] == pytest.approx(a["limits"], rel=1e-9, abs=1e-12)
         checked += 1
     assert checked >= 5
 
@@ -94,8 +100,16 @@ def test_semicolons_and_header_case_are_accepted_with_a_note(ratio_csv: Path) ->
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     table = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [r["org"] for r in table][:2] == ["RXF", "RAE"] and len(table) == 10
-    assert {"org", "value", "z_adjusted", "band", "side"} <= set(table[0])
+    assert [r["ods_code"] for r in table][:2] == ["RXF", "RAE"] and len(table) == 10
+    assert {
+        "ods_code",
+        "value",
+        "z_adjusted",
+        "band",
+        "side",
+        "limits.alarm_upper",
+        "limits_unadjusted.alert_lower",
+    } <= set(table[0])
     assert "`;`-separated" in result.stderr
 
 
@@ -134,8 +148,8 @@ def test_funnelplotr_level_plot_options(ratio_csv: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     text = plot.read_text()
     assert ">95% limits<" in text and ">99.8% limits<" not in text  # the legend entries of the limit lines
-    rows = [json.loads(line) for line in runner.invoke(app, [*base, "--format", "json"]).stdout.splitlines()[:-1]]
-    flagged = [r["org"] for r in rows if r["band"] in ("alert", "alarm")]
+    rows = [json.loads(line) for line in runner.invoke(app, [*base, "--format", "json"]).stdout.splitlines()]
+    flagged = [r["ods_code"] for r in rows if r["band"] in ("alert", "alarm")]
     assert flagged and all(org in text for org in flagged)
     scaled = tmp_path / "scaled.svg"
     assert runner.invoke(app, [*base, "--plot", str(scaled), "--multiplier", "100"]).exit_code == 0
@@ -145,3 +159,20 @@ def test_funnelplotr_level_plot_options(ratio_csv: Path, tmp_path: Path) -> None
         for t in ("0.05", "0.3")
     ]
     assert phi[0] != phi[1]  # the trim fraction reaches the overdispersion estimate
+
+
+def test_draw_chooses_adjusted_unadjusted_or_both_sets_of_limits(ratio_csv: Path, tmp_path: Path) -> None:
+    drawn: dict[str, str] = {}
+    for draw in ("adjusted", "unadjusted", "both"):
+        plot = tmp_path / f"{draw}.svg"
+        args = ["assess", str(ratio_csv), "--measure", "standardised_ratio", "--method", "cqc", "--plot", str(plot),
+                "--draw", draw]  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        drawn[draw] = plot.read_text()
+    assert "(unadjusted)" in drawn["both"] and "(adjusted)" in drawn["both"]
+    assert "(unadjusted)" in drawn["unadjusted"] and "unadjusted" not in drawn["adjusted"].split("<metadata")[0]
+    assert drawn["adjusted"] != drawn["unadjusted"]  # the cqc method adjusts these ratios for overdispersion
+    bad = runner.invoke(app, ["assess", str(ratio_csv), "--measure", "standardised_ratio", "--method", "cqc",
+                              "--plot", str(tmp_path / "x.svg"), "--draw", "sideways"])  # fmt: skip
+    assert bad.exit_code == 2

@@ -91,18 +91,17 @@ def ratio_csv(tmp_path: Path) -> Path:
     return path
 
 
-def test_assess_json_has_one_object_per_organisation_and_a_summary(ratio_csv: Path) -> None:
+def test_assess_json_has_one_object_per_organisation_named_as_in_assessments_jsonl(ratio_csv: Path) -> None:
     result = runner.invoke(
         app, ["assess", str(ratio_csv), "--measure", "standardised_ratio", "--method", "shmi", "--format", "json"]
     )
     assert result.exit_code == 0, result.output
-    objects = [json.loads(line) for line in result.stdout.splitlines()]
-    orgs, summary = objects[:-1], objects[-1]
+    orgs = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(orgs) == 31
-    for key in ("org", "value", "z", "z_adjusted", "ll95", "ul95", "ll998", "ul998", "band", "side"):
+    for key in ("ods_code", "value", "z", "z_adjusted", "limits", "limits_unadjusted", "band", "side", "phi", "tau2"):
         assert key in orgs[0]
-    assert orgs[-1]["org"] == "BAD" and orgs[-1]["band"] == "alarm" and orgs[-1]["side"] == "adverse"
-    assert {"phi", "tau2", "counts"} <= summary.keys()
+    assert set(orgs[0]["limits"]) == {"alert_lower", "alert_upper", "alarm_lower", "alarm_upper"}
+    assert orgs[-1]["ods_code"] == "BAD" and orgs[-1]["band"] == "alarm" and orgs[-1]["side"] == "adverse"
 
 
 def test_assess_writes_a_funnel_plot(ratio_csv: Path, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Every letter kind, sent through the real relay to ``.eml`` files, parses with the ``email`` package as a
-letter NHSmail / Outlook / Gmail can show: the HTML in ``multipart/related`` with the funnel plot as a PNG
-referenced by ``cid:``, alt text stating the finding, replies to the audit team, an automatic letter, the
-Message-ID in the sender's domain, and the other recipients shown as ``Cc:``."""
+letter NHSmail / Outlook / Gmail can show: ``multipart/related`` at the top, its root the text/HTML
+``multipart/alternative`` and beside it the funnel plot as a PNG referenced by ``cid:``, alt text stating the
+finding, replies to the audit team, an automatic letter, the Message-ID in the sender's domain,
+and the other recipients shown as ``Cc:``."""
 
 from __future__ import annotations
 
@@ -78,11 +79,13 @@ def test_every_letter_kind_parses_as_related_html_with_a_png_plot(db: Database, 
     team = DIRECTORY.reply_contact(notice.assessment.audit)
     sender_domain = (DIRECTORY.sender.email or "").rsplit("@", 1)[1]
     for letter in letters:
-        assert letter.get_content_type() == "multipart/alternative", template
-        text_part, related = _parts(letter)
+        # related { alternative { text/plain, text/html }, image/png }: the root named by start and type.
+        assert letter.get_content_type() == "multipart/related", template
+        alternative, image = _parts(letter)
+        assert letter.get_param("type") == "multipart/alternative" == alternative.get_content_type()
+        assert letter.get_param("start") == alternative["Content-ID"] and alternative["Content-ID"].startswith("<")
+        text_part, html_part = _parts(alternative)
         assert text_part.get_content_type() == "text/plain"
-        assert related.get_content_type() == "multipart/related"
-        html_part, image = _parts(related)
         assert html_part.get_content_type() == "text/html"
         assert image.get_content_type() == "image/png" and image.get_content_disposition() == "inline"
         assert image.get_payload(decode=True) == PLOT

@@ -63,3 +63,23 @@ def test_show_reads_the_letter_and_resend_requeues_only_a_dead_one(store: str) -
     again = runner.invoke(app, ["resend", message_id, "--store", store])
     assert again.exit_code == 1 and "only a dead letter is resent" in again.stderr
     assert runner.invoke(app, ["show", "nope", "--store", store]).exit_code == 2
+
+
+@pytest.mark.parametrize("template", ["learning_alert", "regulator_notice"])
+def test_preview_renders_a_template_with_sample_facts_to_stdout_and_an_eml(tmp_path: Path, template: str) -> None:
+    from email import message_from_bytes, policy
+
+    eml = tmp_path / "preview.eml"
+    result = runner.invoke(app, ["preview", "--template", template, "--eml", str(eml)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Subject: ") and "Mid Yorkshire Teaching NHS Trust" in result.stdout
+    letter = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert letter.get_content_type() == "multipart/related"
+    assert [p.get_content_type() for p in letter.walk()][-1] == "image/png"
+
+
+def test_preview_refuses_an_unknown_template_or_a_recipient_the_letter_does_not_go_to() -> None:
+    unknown = runner.invoke(app, ["preview", "--template", "nope"])
+    assert unknown.exit_code == 2 and "learning_alert" in unknown.output
+    wrong = runner.invoke(app, ["preview", "--template", "learning_alert", "--recipient", "cqc"])
+    assert wrong.exit_code == 2 and "patient_safety_lead" in wrong.output

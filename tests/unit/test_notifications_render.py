@@ -389,3 +389,24 @@ def test_a_learning_letter_addresses_each_reader_by_role_and_promises_no_secrecy
         for body in (text, unescape(page)):
             assert f"confidential to you and the trust's {other}" in body
             assert "not published" not in body and "signalbox sends it to no regulator" in body
+
+
+TECHNICAL = ("z-score", "Method", "Overdispersion", "1.734", "0.0123", "Spiegelhalter")
+
+
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
+def test_plain_english_first_and_the_technical_details_in_an_appendix_at_the_end(template: str) -> None:
+    notice = sample_notice(template)
+    a = notice.assessment
+    assert a.z_adjusted is not None
+    for recipient in notice.recipients:
+        _subject, text, html = _render(notice, recipient.role)
+        for body, heading in ((text, "APPENDIX: TECHNICAL DETAILS"), (unescape(html), "Appendix: technical details")):
+            assert body.count(heading) == 1, (template, recipient.role)
+            letter, appendix = body.split(heading)
+            assert notice.notice_id in letter  # the appendix follows the whole letter, reference and all
+            for word in TECHNICAL:
+                assert word not in letter, (template, recipient.role, word)
+                assert word in appendix, (template, recipient.role, word)
+            assert f"{a.z_adjusted:.2f}" not in letter and f"{a.z_adjusted:.2f}" in appendix
+            assert "φ" not in letter and "τ²" not in letter

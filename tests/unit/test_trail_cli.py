@@ -106,3 +106,39 @@ def test_checkpoint_exports_one_file_per_log(store: str, tmp_path: Path) -> None
 def test_checkpoint_with_a_missing_key_file_is_a_usage_error(store: str, tmp_path: Path) -> None:
     result = runner.invoke(app, ["checkpoint", "--store", store, "--key", str(tmp_path / "none.pem")])
     assert result.exit_code == 2 and "no signing key" in result.output
+
+
+def test_on_a_narrow_terminal_the_printed_note_and_proof_are_never_wrapped(store: str, tmp_path: Path) -> None:
+    """A checkpoint note or proof copied from a 40-column terminal (or redirected with COLUMNS=40) to a file must
+    still verify: the commands write them byte for byte, never re-flowed to the terminal's width."""
+    narrow = {"COLUMNS": "40", "LINES": "20"}
+    _checkpoint(store, "--audience", "learning")
+    printed = runner.invoke(app, ["checkpoint", "--store", store, "--audience", "formal"], env=narrow)
+    assert printed.exit_code == 0, printed.output
+    assert max(len(line) for line in printed.stdout.splitlines()) > 40  # the note's lines are longer than that
+    note = tmp_path / "formal.checkpoint"
+    note.write_text(printed.stdout)
+    verified = runner.invoke(app, ["verify", "--store", store, "--checkpoint", str(note)], env=narrow)
+    assert verified.exit_code == 0, verified.output
+    proved = runner.invoke(app, ["prove", "dec-3", "--store", store], env=narrow)
+    assert proved.exit_code == 0, proved.output
+    proof = tmp_path / "proof.json"
+    proof.write_text(proved.stdout)
+    public = str(public_key_path(get_settings().trail_key_path))
+    checked = runner.invoke(app, ["check-proof", str(proof), "--public-key", public], env=narrow)
+    assert checked.exit_code == 0, checked.output
+
+
+def test_the_demo_says_where_the_signing_key_is_and_why_it_matters(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    assert "scripts/demo-key-note" in (root / "scripts" / "demo").read_text()
+    key = tmp_path / "keys" / "trail.pem"
+    env = {**os.environ, "SIGNALBOX_TRAIL_KEY": str(key), "SIGNALBOX_PYTHON": sys.executable, "PYTHONPATH": str(root)}
+    said = subprocess.run(
+        [str(root / "scripts" / "demo-key-note")], env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert f"  {key}\n" in said and "Ed25519" in said and "rewritten history" in said and "trail.pub" in said

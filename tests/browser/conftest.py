@@ -71,8 +71,10 @@ def served(routed: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[Serv
     console.app.state.db.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Module-scoped on purpose: Playwright's sync API runs an event loop on this thread until it stops, and any
+    later asyncio test in the session fails with "cannot be called from a running event loop" while it runs."""
     if not CHROMIUM.exists():
         if os.environ.get("SIGNALBOX_REQUIRE_SERVICES"):
             pytest.fail(f"{CHROMIUM} is missing: run scripts/chromium (as root)")

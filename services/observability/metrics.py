@@ -157,6 +157,24 @@ def set_lag(lags: Iterable[tuple[int, int]]) -> None:
         CONSUMER_LAG.labels(str(partition)).set(max(lag, 0))
 
 
+HTTP_REQUESTS = PromCounter(
+    "signalbox_http_requests_total",
+    "Requests to signalbox serve, by method, route template (never an id) and status code.",
+    ["method", "route", "status"], registry=REGISTRY,
+)  # fmt: skip
+HTTP_DURATION = Histogram(
+    "signalbox_http_request_duration_seconds", "Time to answer one request to signalbox serve, by route template.",
+    ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=REGISTRY,
+)  # fmt: skip
+
+
+def count_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One answered request. ``route`` is the matched template (``/cases/{case_id}``), so no case id, notice id
+    or ODS code becomes a label; anything unmatched is one label, ``unmatched``."""
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_DURATION.labels(route).observe(seconds)
+
+
 def exposition() -> bytes:
     """The registry in the Prometheus text format (what ``/metrics`` serves)."""
     return generate_latest(REGISTRY)

@@ -13,7 +13,8 @@ see is a 404, the same answer as for one that does not exist.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from urllib.parse import quote
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,6 +41,7 @@ from services.core.calendar import uk_date
 from services.db import Database, is_postgres_url
 from services.integrity import verify as verify_all
 from services.letters.recipients import recipients_for
+from services.observability import metrics
 from services.recording import Recorder
 from services.settings import Settings
 from services.trail.checkpoint import checkpoint_now, exported_folder, load_trusted_key, public_key_path
@@ -183,6 +186,11 @@ def create_app(
         except Exception as exc:  # the driver's own errors: the store is unreachable
             return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        """Prometheus text: request counts and times by route template; no id or ODS code is ever a label."""
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     async def login_form(request: Request) -> Response:
@@ -465,6 +473,16 @@ def create_app(
     )
     app.add_middleware(security.BodyLimit)
     app.add_middleware(security.SecurityHeaders)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = route.path if isinstance(route, APIRoute | Mount) else "unmatched"
+        metrics.count_request(request.method, template, response.status_code, time.perf_counter() - started)
+        return response
+
     return app
 
 

@@ -19,6 +19,7 @@ PUBLIC = "public"
 
 RULES: dict[tuple[str, str], frozenset[Audience] | str] = {
     ("GET", "/healthz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/static"): PUBLIC,
     ("GET", "/assets"): PUBLIC,

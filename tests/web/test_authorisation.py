@@ -191,3 +191,19 @@ def test_a_learning_alert_is_seen_only_by_the_roles_its_letter_goes_to(console: 
     assert page.status_code == (200 if sees else 404)
     good_practice = console.client("rbn-safety").get("/api/v1/good-practice").json()
     assert client.get("/api/v1/good-practice").json() == good_practice
+
+
+def test_metrics_count_requests_by_route_template_never_by_id(console: Console) -> None:
+    """``/metrics`` (public, for Prometheus) labels requests by the matched route template: a case id, a notice id
+    or an ODS code in a path never becomes a label, so the scrape says nothing about which trust was looked at."""
+    case_id = case_id_of(console.store, CONFIRMED_ODS)
+    lead = console.client("nela-lead")
+    assert lead.get(_url("/cases/{case_id}", {"case_id": case_id})).status_code == 200
+    assert lead.get("/cases/NELA:nothing-here").status_code == 404
+    console.client().get("/healthz")
+    scrape = console.client().get("/metrics")
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    text = scrape.text
+    assert 'signalbox_http_requests_total{method="GET",route="/cases/{case_id}",status="200"}' in text
+    assert 'route="/healthz",status="200"' in text
+    assert case_id not in text and CONFIRMED_ODS not in text and "nothing-here" not in text

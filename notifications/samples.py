@@ -9,10 +9,19 @@ from __future__ import annotations
 import struct
 import zlib
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, get_args
 
 from schemas.events import Period
-from schemas.notices import AnyNotice, FormalNotice, GoodPracticeNotice, LearningNotice, notice_id_for
+from schemas.notices import (
+    AnyNotice,
+    FormalNotice,
+    FormalTemplate,
+    GoodPracticeNotice,
+    GoodPracticeTemplate,
+    LearningNotice,
+    LearningTemplate,
+    notice_id_for,
+)
 from schemas.signals import Assessment, FormalRecipient, LearningRecipient, Limits, RuleRef, TrustRecipient
 
 SAMPLE_SVG = (
@@ -168,14 +177,7 @@ def sample_notice(template: str, assessment: Assessment | None = None, **overrid
     return cls.model_validate(fields)
 
 
+# Every letter template, from the contract's own lists (a new template cannot be missed by the tests and previews).
 ALL_TEMPLATES: tuple[str, ...] = (
-    "learning_alert",
-    "cusum_signal",
-    "favourable_notice",
-    "potential_alarm",
-    "alarm_confirmation",
-    "regulator_notice",
-    "reminder",
-    "non_compliance",
-    "case_outcome",
-)
+    *get_args(LearningTemplate), *get_args(GoodPracticeTemplate), *get_args(FormalTemplate)
+)  # fmt: skip

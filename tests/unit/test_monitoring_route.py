@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from notifications.plot import LETTER_WIDTH_PX, PNG_SCALE
 from rules.book import load_rules
 from services.cli.app import app
 from services.db import Database
@@ -133,12 +134,12 @@ def test_the_cusum_signal_letter_carries_the_units_own_chart(tmp_path: Path) -> 
     cusum = [text for text in letters if "X-Signalbox-Template: cusum_signal" in text]
     assert len(cusum) == 4  # two alerts, each to the safety lead and the lead clinician
     for text in cusum:
-        # The chart is the letter's PNG (issue 12: mail clients show no inline SVG): the CUSUM chart's own size
-        # (8 × 5.5 in at 110 dpi), not the funnel plot's, and not missing.
+        # The chart is the letter's PNG (issue 12: mail clients show no inline SVG), drawn like the funnel plot at
+        # PNG_SCALE times the width a letter shows it at, and not missing.
         letter = email.message_from_string(text, policy=email.policy.default)
         [png] = [part.get_content() for part in letter.walk() if part.get_content_type() == "image/png"]
         size = (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big"))
-        assert png.startswith(b"\x89PNG") and size == (880, 605)
+        assert png.startswith(b"\x89PNG") and size[0] == LETTER_WIDTH_PX * PNG_SCALE and 0.5 < size[1] / size[0] < 1
         assert "RCF" in text or "RNS" in text
         other = {"RCF", "RNS"} - {o for o in ("RCF", "RNS") if f"({o})" in text}
         assert len(other) == 1  # the letter names its own trust only

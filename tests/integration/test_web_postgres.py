@@ -55,7 +55,8 @@ def test_the_console_on_postgresql(store: str, tmp_path: Path) -> None:
         response = lead.post(url + "/actions", json={"kind": "data_check", "outcome": "case_to_answer"})
         assert response.status_code == 200, response.text
         assert lead.post(url + "/actions", json={"kind": "provider_told"}).status_code == 200
-        assert trust.get(url).json()["allowed_actions"] == ["provider_response"]
+        # The action the process waits on comes first; a note never moves the stage and is always open to the trust.
+        assert trust.get(url).json()["allowed_actions"] == ["provider_response", "note"]
         assert cqc.get(url).status_code == 404
         rows = app.state.db.query(
             "SELECT record FROM trail_formal WHERE kind = 'case_transition' AND case_id = ? ORDER BY seq", (case_id,)

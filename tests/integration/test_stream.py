@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -43,23 +42,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 EXAMPLES = ROOT / "examples" / "results.jsonl"
 DECISION_FILES = ("learning.jsonl", "formal.jsonl", "good-practice.jsonl")
-
-
-@pytest.fixture(scope="module")
-def ns(kafka_settings: Settings, credentials: Credentials, redis_url: str) -> Iterator[Namespace]:
-    namespace = Namespace(kafka_settings, credentials)
-    namespace.create()
-    yield namespace
-    namespace.cleanup()
-
-
-@pytest.fixture(scope="module")
-def worker(ns: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(ns, ns.new_app_id(), tmp_path_factory.mktemp("worker"))
-    w.start()
-    yield w
-    code = w.stop()
-    assert code == 0, f"worker did not stop cleanly ({code}):\n{w.log_tail()}"
 
 
 def mine(*release_ids: str) -> Any:

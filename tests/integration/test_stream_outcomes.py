@@ -9,7 +9,6 @@ regulator topic.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -38,23 +37,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 OUTCOMES = ROOT / "examples" / "outcomes.jsonl"
 DECISION_FILES = ("learning.jsonl", "formal.jsonl", "good-practice.jsonl")
-
-
-@pytest.fixture(scope="module")
-def ns(kafka_settings: Settings, credentials: Credentials, redis_url: str) -> Iterator[Namespace]:
-    namespace = Namespace(kafka_settings, credentials)
-    namespace.create()
-    yield namespace
-    namespace.cleanup()
-
-
-@pytest.fixture(scope="module")
-def worker(ns: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(ns, ns.new_app_id(), tmp_path_factory.mktemp("worker"))
-    w.start()
-    yield w
-    code = w.stop()
-    assert code == 0, f"worker did not stop cleanly ({code}):\n{w.log_tail()}"
 
 
 def cusum(out: Out) -> bool:

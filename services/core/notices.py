@@ -21,18 +21,19 @@ LEARNING_REVIEW_WORKING_DAYS = 25
 def notice_for(decision: LearningDecision | GoodPracticeDecision, now: datetime) -> LearningNotice | GoodPracticeNotice:
     """The one notice a learning-space alert or a good-practice signal sends to its trust."""
     a = decision.assessment
-    if isinstance(decision, LearningDecision) and a.method == CUSUM_METHOD:
-        return cusum_notice(decision, now)
     if isinstance(decision, LearningDecision):
+        cusum = a.method == CUSUM_METHOD
+        template = "cusum_signal" if cusum else "learning_alert"
         return LearningNotice(
-            notice_id=notice_id_for(decision.decision_id, "learning_alert"),
+            notice_id=notice_id_for(decision.decision_id, template),
             ods_code=a.ods_code,
             assessment=a,
             decision_id=decision.decision_id,
             created_at=now,
             respond_by=add_working_days(now.date(), LEARNING_REVIEW_WORKING_DAYS, a.country),
-            template="learning_alert",
+            template=template,
             recipients=decision.recipients,
+            facts=_cusum_facts(decision) if cusum else {},
         )
     if not isinstance(decision, GoodPracticeDecision):  # a formal decision must never leave as a trust's notice
         raise TypeError(f"no learning or good-practice notice for a {type(decision).__name__}")
@@ -47,23 +48,13 @@ def notice_for(decision: LearningDecision | GoodPracticeDecision, now: datetime)
     )
 
 
-def cusum_notice(decision: LearningDecision, now: datetime) -> LearningNotice:
-    """The ``cusum_signal`` letter of a CUSUM alert crossing (``rules/routing.py::crossing_assessment``): its
-    threshold, the day it was crossed, and the run's observed and expected outcomes (the assessment's reason)."""
+def _cusum_facts(decision: LearningDecision) -> dict[str, str | None]:
+    """What the ``cusum_signal`` letter of a CUSUM alert crossing (``rules/routing.py::crossing_assessment``) adds:
+    its threshold, the day it was crossed, and the run's observed and expected outcomes (the assessment's reason)."""
     a = decision.assessment
     threshold = a.limits.alert_upper
-    return LearningNotice(
-        notice_id=notice_id_for(decision.decision_id, "cusum_signal"),
-        ods_code=a.ods_code,
-        assessment=a,
-        decision_id=decision.decision_id,
-        created_at=now,
-        respond_by=add_working_days(now.date(), LEARNING_REVIEW_WORKING_DAYS, a.country),
-        template="cusum_signal",
-        recipients=decision.recipients,
-        facts={
-            "cusum_threshold": None if threshold is None else f"{threshold:.2f}",
-            "signalled_on": a.period.end.isoformat(),
-            "run_summary": (a.reason or "")[:1].upper() + (a.reason or "")[1:],
-        },
-    )
+    return {
+        "cusum_threshold": None if threshold is None else f"{threshold:.2f}",
+        "signalled_on": a.period.end.isoformat(),
+        "run_summary": (a.reason or "")[:1].upper() + (a.reason or "")[1:],
+    }

@@ -9,7 +9,6 @@ exactly once (by ``signalbox-id``), every release has its one summary, and the t
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any

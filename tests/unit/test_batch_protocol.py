@@ -148,8 +148,8 @@ def new_run(tmp_path: Path, lines: list[tuple[bytes, bytes]]) -> Run:
 
 
 async def run_batch(run: Run, events: list[Event]) -> None:
-    """The batch loop's body (``services/kafka/batches.py``): handle the batch; a hung acknowledgement is ended by cancelling it, as a
-    rebalance or shutdown cancels the agent (the batch's offsets then stay uncommitted)."""
+    """The batch loop's body (``services/kafka/batches.py``): handle the batch; a hung acknowledgement is ended by
+    cancelling it, as a rebalance or shutdown cancels the batch (its offsets then stay uncommitted)."""
     router = run.worker.router
     assert router is not None
     task = asyncio.ensure_future(router.handle([e.record for e in events]))

@@ -19,6 +19,7 @@ import functools
 import json
 import operator
 import re
+import string
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
@@ -287,23 +288,31 @@ def _published(value: Any) -> bool:
     return True
 
 
-def _lines_matching(values: list[str], found: Callable[[str], Iterator[int]], hint: re.Pattern[str]) -> set[int]:
-    """The indexes of ``values`` in which ``found`` (run once over them all, joined by newlines) reports a match
-    start. None of the guard's patterns can match a newline, and a newline is a boundary for all of them, so each
-    value is scanned exactly as it would be alone. ``hint`` is a cheaper pattern every match must contain: when
-    it is absent from the whole column, so is the identifier."""
-    text = "\n".join(values)
-    if not values or hint.search(text) is None:
+def _lines_matching(
+    values: list[str], text: str, shapes: str | None, found: Callable[[str], Iterator[int]], hints: tuple[str, ...]
+) -> set[int]:
+    """The indexes of ``values`` in which ``found``, run once over ``text`` (the values joined by newlines),
+    reports a match start. None of the guard's patterns can match a newline, and a newline is a boundary for all
+    of them, so each value is scanned exactly as it would be alone. ``shapes`` is ``text`` with every ASCII digit
+    written 0 and every ASCII letter a (None if ``text`` is not ASCII: case folding can make other letters match);
+    when none of ``hints`` — what every match must contain, in that form — is in it, nothing can match, and a
+    substring search is much cheaper than the patterns' scan."""
+    if not values or (shapes is not None and not any(hint in shapes for hint in hints)):
         return set()
     ends = list(accumulate(len(v) + 1 for v in values))
     return {bisect_right(ends, start) for start in found(text)}
 
 
-# What every match of the guard's patterns contains: the NHS candidate without its boundaries; a postcode's
-# inward code; a date's digit, separator, digit.
-_NHS_HINT = re.compile(r"[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}")
-_POSTCODE_HINT = re.compile(r"[0-9][ABD-HJLNP-UW-Z]{2}", re.IGNORECASE)
-_DATE_HINT = re.compile(r"[0-9][-/.][0-9]")
+_SHAPES = str.maketrans({**dict.fromkeys(string.digits, "0"), **dict.fromkeys(string.ascii_letters, "a")})
+# What every match contains: an NHS candidate's ten digits with its optional separators; a postcode's inward code
+# (digit, two letters); a date's digit, separator, digit.
+_NHS_HINTS = tuple(f"000{a}000{b}0000" for a in ("", " ", "-") for b in ("", " ", "-"))
+_POSTCODE_HINTS = ("0aa",)
+_DATE_HINTS = ("0-0", "0/0", "0.0")
+
+
+def _shapes(text: str) -> str | None:
+    return text.translate(_SHAPES) if text.isascii() else None
 
 
 def _nhs_numbers(text: str) -> Iterator[int]:
@@ -358,10 +367,15 @@ def outcome_rows(raws: Sequence[bytes]) -> list[OutcomeRow | None]:
         ids, episodes = [event_ids[k] for k in strings], [episode_ids[k] for k in strings]
     else:
         strings, ids, episodes = list(range(len(good))), event_ids, episode_ids
-    for found in (_lines_matching(ids, _nhs_numbers, _NHS_HINT), _lines_matching(ids, _postcodes, _POSTCODE_HINT),
-                  _lines_matching(episodes, _nhs_numbers, _NHS_HINT),
-                  _lines_matching(episodes, _postcodes, _POSTCODE_HINT),
-                  _lines_matching(episodes, _dates, _DATE_HINT)):  # fmt: skip
+    ids_text, episodes_text = "\n".join(ids), "\n".join(episodes)
+    ids_shapes, episodes_shapes = _shapes(ids_text), _shapes(episodes_text)
+    for found in (
+        _lines_matching(ids, ids_text, ids_shapes, _nhs_numbers, _NHS_HINTS),
+        _lines_matching(ids, ids_text, ids_shapes, _postcodes, _POSTCODE_HINTS),
+        _lines_matching(episodes, episodes_text, episodes_shapes, _nhs_numbers, _NHS_HINTS),
+        _lines_matching(episodes, episodes_text, episodes_shapes, _postcodes, _POSTCODE_HINTS),
+        _lines_matching(episodes, episodes_text, episodes_shapes, _dates, _DATE_HINTS),
+    ):
         bad.update(strings[j] for j in found)
     _check_column(risks, lambda v: 0.0 < v < 1.0, bad, float)
     _check_column(outcomes, lambda v: v == 0 or v == 1, bad, int)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import gc
 import math
+import operator
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -189,8 +191,7 @@ class _Unit:
     rule: IndicatorRule
     limits: ChartLimits
     lateness: timedelta
-    pending: list[Outcome | OutcomeRow]
-    oldest: date | None  # the earliest date among ``pending``
+    pending: list[Outcome | OutcomeRow]  # in (date, event id) order
     latest: date | None
     through: date | None
     model: str | None
@@ -307,8 +308,7 @@ class Monitor:
         pending: list[Outcome | OutcomeRow] = [
             Outcome(p.event_date, p.event_id, p.risk, p.outcome) for p in state.pending
         ]
-        oldest = min((p.event_date for p in pending), default=None)
-        return _Unit(state, rule, limits, timedelta(days=monitoring.lateness_days), pending, oldest, state.latest_date,
+        return _Unit(state, rule, limits, timedelta(days=monitoring.lateness_days), pending, state.latest_date,
                      state.applied_through, state.risk_model_version)  # fmt: skip
 
 
@@ -347,7 +347,7 @@ def _feed_unit(
     index of the event whose arrival applied it. Returns how many were accepted. Plain local values: this loop
     runs once per outcome."""
     seen = unit.state.seen
-    pending, oldest, latest, through, lateness = unit.pending, unit.oldest, unit.latest, unit.through, unit.lateness
+    pending, latest, through, lateness = unit.pending, unit.latest, unit.through, unit.lateness
     applied, triggers, model = unit.applied, unit.triggers, unit.model
     accepted = 0
     for index in indexes:
@@ -367,23 +367,26 @@ def _feed_unit(
             continue
         seen[event_id] = digest
         model = row[8]
-        pending.append(row)
         accepted += 1
-        if oldest is None or day < oldest:
-            oldest = day
+        if not pending or row > pending[-1]:
+            pending.append(row)  # in date order, the common case
+        else:
+            insort(pending, row)  # kept in (date, event id) order: the order they are applied in
         if latest is None or day > latest:
             latest = day  # the watermark moves: outcomes it passed are applied, in (date, event id) order
             watermark = day - lateness
-            if oldest < watermark:
-                ready = sorted(p for p in pending if p[0] < watermark)
-                pending = [p for p in pending if p[0] >= watermark]
-                oldest = min((p[0] for p in pending), default=None)
+            if pending[0][0] < watermark:
+                ready = bisect_left(pending, watermark, key=_DATE)
+                applied += pending[:ready]
+                triggers += [index] * ready
+                del pending[:ready]
                 through = watermark
-                applied += ready
-                triggers += [index] * len(ready)
-    unit.pending, unit.oldest, unit.latest, unit.through, unit.model = pending, oldest, latest, through, model
+    unit.pending, unit.latest, unit.through, unit.model = pending, latest, through, model
     unit.changed = unit.changed or accepted > 0
     return accepted
+
+
+_DATE = operator.itemgetter(0)
 
 
 def _late(unit: _Unit, day: date, through: date, latest: date | None) -> str:

@@ -346,12 +346,12 @@ def outcome_rows(raws: Sequence[bytes]) -> list[OutcomeRow | None]:
         docs = [orjson.loads(raw) for raw in raws]
     except orjson.JSONDecodeError:
         docs = [_loads(raw) for raw in raws]
-    good = [i for i, d in enumerate(docs) if type(d) is dict and d.keys() == _FIELDS]
     rows: list[OutcomeRow | None] = [None] * n
+    good, fields = _fields(docs)
     if not good:
         return rows
     kinds, versions, event_ids, audits, indicators, organisations, episode_ids, days, risks, outcomes, models, sent = (
-        list(column) for column in zip(*map(_COLUMNS, (docs[i] for i in good)), strict=True)
+        list(column) for column in zip(*fields, strict=True)
     )
     bad: set[int] = set()  # positions in ``good``
     _check_column(kinds, lambda v: v == OUTCOME_KIND, bad)
@@ -443,6 +443,19 @@ def _organisations_of(organisations: list[Any], bad: set[int]) -> tuple[list[str
 
 _ORG_FIELDS = operator.itemgetter("ods_code", "country")
 _ORG_KEYS = frozenset({"ods_code", "country"})
+
+
+def _fields(docs: list[Any]) -> tuple[list[int], list[tuple[Any, ...]]]:
+    """The lines that are objects with exactly the contract's fields, and their values in ``_COLUMNS`` order. When
+    every line is an object of as many keys as the contract has and each has all of them, the keys are exactly
+    the contract's: that is checked for the batch at once."""
+    if _all(docs, dict) and set(map(len, docs)) == {len(_FIELDS)}:
+        try:
+            return list(range(len(docs))), list(map(_COLUMNS, docs))
+        except KeyError:
+            pass
+    good = [i for i, d in enumerate(docs) if type(d) is dict and d.keys() == _FIELDS]
+    return good, [_COLUMNS(docs[i]) for i in good]
 
 
 _COLUMNS = operator.itemgetter(

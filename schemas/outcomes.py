@@ -257,7 +257,7 @@ def _sized(low: int, high: int) -> Callable[[Any], bool]:
     return lambda v: low <= len(v) <= high
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096, typed=True)
 def _iso_day(value: str) -> date | None:
     """What ``IsoDate`` makes of ``value`` when the model would accept it, else None."""
     if len(value) != 10:
@@ -268,7 +268,7 @@ def _iso_day(value: str) -> date | None:
         return None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096, typed=True)
 def _organisation(ods_code: str, country: str) -> tuple[str, str] | None:
     try:
         org = _ORGANISATION.validate_python({"ods_code": ods_code, "country": country})
@@ -277,7 +277,7 @@ def _organisation(ods_code: str, country: str) -> tuple[str, str] | None:
     return org.ods_code, org.country
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096, typed=True)
 def _published(value: Any) -> bool:
     if type(value) is not str:
         return False
@@ -423,8 +423,11 @@ def _organisations_of(organisations: list[Any], bad: set[int]) -> tuple[list[str
             except TypeError:
                 pass
     if valid and None not in valid.values() and None not in pairs:
-        codes, countries = (list(column) for column in zip(*map(valid.__getitem__, pairs), strict=True))
-        return codes, countries
+        try:
+            codes, countries = (list(column) for column in zip(*map(valid.__getitem__, pairs), strict=True))
+            return codes, countries
+        except (TypeError, KeyError):  # an unhashable or unvalidated pair among them: line by line
+            pass
     codes, countries = [], []
     for k, pair in enumerate(pairs):
         try:

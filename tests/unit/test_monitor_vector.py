@@ -219,3 +219,49 @@ def test_the_batch_of_the_equivalence_test_takes_the_vectorised_recursion(monkey
     lines = _planted(2500, 40, 1)
     Monitor(nela_book(min_outcomes=5)).feed_many([(raw, "s") for raw in lines], MonitorOutputs(), NOW)
     assert calls and max(calls) >= 30
+
+
+def test_the_planted_deterioration_through_the_vectorised_monitor_is_detected_as_the_issue_requires() -> None:
+    """test_monitoring.py's planted deterioration (odds ratio 2 from outcome k = 50, 500 units of the NELA mix),
+    now through the charts as the embedded path runs them — the rule's own limits, its minimum of 30 outcomes,
+    the alert that signals once per run — and the in-control units' false alerts within the target."""
+    import numpy as np
+
+    from services.core.monitor import limits_for
+
+    rule = _rule(min_outcomes=30)
+    limits = limits_for(rule)
+    rng = np.random.default_rng(11)
+    k, n, units = 50, 600, 500
+    p = rng.beta(0.18, 1.82, (units, n)).clip(0.001, 0.95)
+    odds = p / (1 - p)
+    odds[:, k:] *= 2
+    y = (rng.random((units, n)) < odds / (1 + odds)).astype(int)
+    items = [
+        (_state(u), [Outcome(date(2025, 1, 1), f"e{t:04d}", float(p[u, t]), int(y[u, t])) for t in range(n)])
+        for u in range(units)
+    ]
+    crossings = apply_outcomes_many(items, rule, limits)
+    delays = np.array([
+        min((int(c.event_id[1:]) - k for c in cs if c.chart == "deterioration" and int(c.event_id[1:]) >= k),
+            default=np.inf)
+        for cs in crossings
+    ])  # fmt: skip
+    detected = np.isfinite(delays)
+    q = np.percentile(delays[detected], [10, 50, 90])
+    print(f"monitor: OR 2 from k={k}: detected {detected.mean():.1%} within {n - k}; "
+          f"10/50/90% = {q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f} outcomes")  # fmt: skip
+    assert detected.mean() > 0.9
+    assert 50 < q[1] < 250
+
+    # In control, 200 outcomes a unit-year (the rule's outcomes_per_year): the share of unit-years with an alert.
+    p = rng.beta(0.18, 1.82, (4000, 200)).clip(0.001, 0.95)
+    y = (rng.random(p.shape) < p).astype(int)
+    items = [
+        (_state(u), [Outcome(date(2025, 1, 1), f"e{t:04d}", float(p[u, t]), int(y[u, t])) for t in range(200)])
+        for u in range(p.shape[0])
+    ]
+    alerted = np.mean([any(c.chart == "deterioration" for c in cs) for cs in apply_outcomes_many(items, rule, limits)])
+    target = 0.02  # nela.yaml: alert false_alarm_per_year
+    print(f"monitor: in-control unit-years with an alert: {alerted:.2%} (target {target:.0%})")
+    assert alerted < target + 4 * (target * (1 - target) / p.shape[0]) ** 0.5 + 0.005

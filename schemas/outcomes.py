@@ -381,7 +381,12 @@ def outcome_rows(raws: Sequence[bytes]) -> list[OutcomeRow | None]:
     _check_column(outcomes, lambda v: v == 0 or v == 1, bad, int)
     when = _dates_of(days, bad)
     ods_codes, countries = _organisations_of(organisations, bad)
-    built = list(map(OutcomeRow, when, event_ids, risks, outcomes, audits, indicators, ods_codes, countries, models))
+    built = list(
+        map(
+            OutcomeRow._make,
+            zip(when, event_ids, risks, outcomes, audits, indicators, ods_codes, countries, models, strict=True),
+        )
+    )
     if not bad and len(good) == n:
         return built  # type: ignore[return-value]  # every line was decided: no None among them
     for k, i in enumerate(good):

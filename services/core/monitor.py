@@ -54,7 +54,12 @@ RECENT_SIGNALS = 20  # how many of a unit's signals its state keeps for ``monito
 HISTORY = 5000  # how many of a unit's latest chart points its state keeps for the plot
 
 
-class Pending(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An outcome waiting for the lateness window, as a unit's stored state keeps it (the same JSON object as
+    before; a plain dataclass, so building a batch's few thousand costs no model construction — the store's JSON
+    is still validated into it by ``ChartState``)."""
+
     event_date: date
     event_id: str
     risk: float
@@ -281,8 +286,7 @@ class Monitor:
             if unit.changed:
                 unit.state.__dict__.update(  # plain values into the model's fields (no validation to skip)
                     latest_date=unit.latest, applied_through=unit.through, risk_model_version=unit.model,
-                    pending=[Pending.model_construct(event_date=p.event_date, event_id=p.event_id, risk=p.risk,
-                                                     outcome=p.outcome) for p in unit.pending],
+                    pending=[Pending(p.event_date, p.event_id, p.risk, p.outcome) for p in unit.pending],
                 )  # fmt: skip
                 self.charts[key] = unit.state
 

@@ -22,7 +22,7 @@ import re
 import string
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from itertools import accumulate
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -188,6 +188,14 @@ class PatientOutcome(Frozen):
     def _event_id_free_of_identifiers(self) -> PatientOutcome:
         if looks_like_nhs_number(self.event_id) or _POSTCODE.search(self.event_id):
             raise ValueError("event_id: looks like an NHS number or a postcode; never put identifiers in an id")
+        # A unit's chart is applied in event-date order up to its latest date less the lateness window: an event
+        # dated after its own publication (a day's slack for time zones) would move that watermark into the future
+        # and make every real outcome after it "late".
+        if self.event_date > (self.published_at + timedelta(days=1)).date():
+            raise ValueError(
+                f"event_date: {self.event_date.isoformat()} is after published_at "
+                f"({self.published_at.date().isoformat()}): an outcome is published after it happened"
+            )
         return self
 
     @property
@@ -237,12 +245,13 @@ class OutcomeRow(NamedTuple):
     ods_code: str
     country: str
     risk_model_version: str
+    published_at: datetime
 
 
 def row_of(event: PatientOutcome) -> OutcomeRow:
     return OutcomeRow(
         event.event_date, event.event_id, event.predicted_risk, event.outcome, event.audit, event.indicator_id,
-        event.organisation.ods_code, event.organisation.country, event.risk_model_version,
+        event.organisation.ods_code, event.organisation.country, event.risk_model_version, event.published_at,
     )  # fmt: skip
 
 
@@ -278,14 +287,29 @@ def _organisation(ods_code: str, country: str) -> tuple[str, str] | None:
 
 
 @functools.lru_cache(maxsize=4096, typed=True)
-def _published(value: Any) -> bool:
-    if type(value) is not str:
-        return False
+def _published(value: str) -> datetime | None:
+    """What the model makes of ``published_at`` when it accepts it (its own validator, strict, from JSON)."""
     try:
-        _PUBLISHED.validate_json(orjson.dumps(value), strict=True)
+        return _PUBLISHED.validate_json(orjson.dumps(value), strict=True)
     except ValidationError:
-        return False
-    return True
+        return None
+
+
+def _stamps_of(sent: list[Any], when: list[date | None], bad: set[int]) -> list[datetime | None]:
+    """Each ``published_at`` as the model gives it (each distinct one parsed once), and the model's rule that an
+    outcome is published after it happened: an ``event_date`` after ``published_at`` plus a day is left to the
+    model (``PatientOutcome._event_id_free_of_identifiers`` names it)."""
+    if not _all(sent, str):
+        bad.update(k for k, v in enumerate(sent) if type(v) is not str)
+        sent = [v if type(v) is str else "" for v in sent]
+    stamp_of = {v: _published(v) for v in set(sent)}
+    latest = {v: (t + timedelta(days=1)).date() for v, t in stamp_of.items() if t is not None}
+    stamps = list(map(stamp_of.__getitem__, sent))
+    bad.update(
+        k for k, (v, day) in enumerate(zip(sent, when, strict=True))
+        if v not in latest or (day is not None and day > latest[v])
+    )  # fmt: skip
+    return stamps
 
 
 def _lines_matching(
@@ -359,7 +383,6 @@ def outcome_rows(raws: Sequence[bytes]) -> list[OutcomeRow | None]:
     _check_column(audits, _sized(1, 40), bad)
     _check_column(indicators, _sized(1, 80), bad)
     _check_column(models, _sized(1, 80), bad)
-    _check_column(sent, _published, bad)
     _check_strings(event_ids, 1, 200, None, bad)
     _check_strings(episode_ids, 1, 80, (_EPISODE, _EPISODES), bad)
     if bad:
@@ -380,11 +403,14 @@ def outcome_rows(raws: Sequence[bytes]) -> list[OutcomeRow | None]:
     _check_column(risks, lambda v: 0.0 < v < 1.0, bad, float)
     _check_column(outcomes, lambda v: v == 0 or v == 1, bad, int)
     when = _dates_of(days, bad)
+    stamps = _stamps_of(sent, when, bad)
     ods_codes, countries = _organisations_of(organisations, bad)
     built = list(
         map(
             OutcomeRow._make,
-            zip(when, event_ids, risks, outcomes, audits, indicators, ods_codes, countries, models, strict=True),
+            zip(
+                when, event_ids, risks, outcomes, audits, indicators, ods_codes, countries, models, stamps, strict=True
+            ),
         )
     )
     if not bad and len(good) == n:

@@ -25,7 +25,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -52,6 +52,7 @@ from services.core.organisations import check_ods_code, display_name
 
 RECENT_SIGNALS = 20  # how many of a unit's signals its state keeps for ``monitor show``
 HISTORY = 5000  # how many of a unit's latest chart points its state keeps for the plot
+PUBLICATION_SKEW = timedelta(days=1)  # how far ahead of this clock a publication may be (clock skew, time zones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,23 +251,23 @@ class Monitor:
         # The events of each unit, in arrival order: grouped by the fields the checks depend on (checked once).
         by_fields: dict[tuple[object, ...], list[int]] = {}
         for index, (_, _, row) in enumerate(events):
-            by_fields.setdefault(row[4:], []).append(index)
+            by_fields.setdefault(row[4:9], []).append(index)
         dead: list[tuple[int, DeadLetter]] = []
-        by_unit: dict[str, tuple[IndicatorRule, list[int]]] = {}
+        by_unit: dict[str, tuple[IndicatorRule, list[list[int]]]] = {}
         for indexes in by_fields.values():
             problem, rule, key = self._check(events[indexes[0]][2])
             if problem is not None or rule is None:
                 dead += [(i, outcome_dead_letter(events[i][0], events[i][1], problem or "?", events[i][2].event_id))
                          for i in indexes]  # fmt: skip
-            elif key in by_unit:  # the same unit under another country or risk model version: keep arrival order
-                by_unit[key] = (rule, sorted(by_unit[key][1] + indexes))
             else:
-                by_unit[key] = (rule, indexes)
+                by_unit.setdefault(key, (rule, []))[1].append(indexes)
         digests = [content_digest(raw.removeprefix(BOM)) for raw, _, _ in events]
         units: dict[str, _Unit] = {}
-        for key, (rule, indexes) in by_unit.items():
+        for key, (rule, parts) in by_unit.items():
+            # The same unit under another country or risk model version: one list again, in arrival order.
+            indexes = parts[0] if len(parts) == 1 else sorted(i for part in parts for i in part)
             unit = units[key] = self._unit(key, events[indexes[0]][2], rule)
-            out.accepted += _feed_unit(unit, indexes, events, digests, dead, out)
+            out.accepted += _feed_unit(unit, indexes, events, digests, dead, out, now)
         if len(dead) > 1:
             dead.sort(key=lambda d: d[0])
         out.dead_letters += [d for _, d in dead]
@@ -345,6 +346,7 @@ def _feed_unit(
     digests: list[str],
     dead: list[tuple[int, DeadLetter]],
     out: MonitorOutputs,
+    now: datetime,
 ) -> int:
     """One unit's events of the batch, in arrival order, through the ledger, the lateness window and the
     watermark; the outcomes the watermark passes go to ``unit.applied`` in (date, event id) order, each with the
@@ -354,9 +356,18 @@ def _feed_unit(
     pending, latest, through, lateness = unit.pending, unit.latest, unit.through, unit.lateness
     applied, triggers, model = unit.applied, unit.triggers, unit.model
     accepted = 0
+    horizon = now + PUBLICATION_SKEW  # a later publication is in the future: dead-lettered (it names the field)
     for index in indexes:
         raw, source, row = events[index]
         event_id, digest = row[1], digests[index]
+        published = row[9] if row[9].tzinfo is not None else row[9].replace(tzinfo=UTC)
+        if published > horizon:
+            reason = (
+                f"published_at: {row[9].isoformat()} is in the future (received {now.isoformat()}); "
+                "a future date would move this unit's chart past every real outcome after it"
+            )
+            dead.append((index, outcome_dead_letter(raw, source, reason, event_id)))
+            continue
         known = seen.get(event_id)
         if known is not None:
             if known == digest:

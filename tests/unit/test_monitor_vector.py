@@ -176,6 +176,10 @@ def _messy(lines: list[bytes], seed: int) -> list[bytes]:
             out.append(raw.replace(b'"event_date":"2025-', b'"event_date":"2024-'))
         elif r < 0.085:
             out.append(raw[:-3])
+        elif r < 0.0875:
+            out.append(raw.replace(b'"published_at":"2026-01-01T00:00:00Z"', b'"published_at":"2099-01-01T00:00:00Z"'))
+        elif r < 0.088:
+            out.append(raw.replace(b'"published_at":"2026-01-01T00:00:00Z"', b'"published_at":"2024-12-02T00:00:00"'))
         elif r < 0.09:
             out.append(b"\xef\xbb\xbf" + raw)
         else:

@@ -305,10 +305,10 @@ def _stamps_of(sent: list[Any], when: list[date | None], bad: set[int]) -> list[
     stamp_of = {v: _published(v) for v in set(sent)}
     latest = {v: (t + timedelta(days=1)).date() for v, t in stamp_of.items() if t is not None}
     stamps = list(map(stamp_of.__getitem__, sent))
-    bad.update(
-        k for k, (v, day) in enumerate(zip(sent, when, strict=True))
-        if v not in latest or (day is not None and day > latest[v])
-    )  # fmt: skip
+    pairs = set(zip(sent, when, strict=True))  # few distinct (publication, date) pairs: each checked once
+    wrong = {(v, day) for v, day in pairs if v not in latest or (day is not None and day > latest[v])}
+    if wrong:
+        bad.update(k for k, pair in enumerate(zip(sent, when, strict=True)) if pair in wrong)
     return stamps
 
 

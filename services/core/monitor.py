@@ -262,12 +262,16 @@ class Monitor:
             else:
                 by_unit.setdefault(key, (rule, []))[1].append(indexes)
         digests = [content_digest(raw.removeprefix(BOM)) for raw, _, _ in events]
+        # A publication more than PUBLICATION_SKEW ahead of this clock is in the future: such events are
+        # dead-lettered (the field named). Each distinct publication time is compared once.
+        horizon = now + PUBLICATION_SKEW
+        future = {t for t in {row[9] for _, _, row in events} if (t if t.tzinfo else t.replace(tzinfo=UTC)) > horizon}
         units: dict[str, _Unit] = {}
         for key, (rule, parts) in by_unit.items():
             # The same unit under another country or risk model version: one list again, in arrival order.
             indexes = parts[0] if len(parts) == 1 else sorted(i for part in parts for i in part)
             unit = units[key] = self._unit(key, events[indexes[0]][2], rule)
-            out.accepted += _feed_unit(unit, indexes, events, digests, dead, out, now)
+            out.accepted += _feed_unit(unit, indexes, events, digests, dead, out, now, future)
         if len(dead) > 1:
             dead.sort(key=lambda d: d[0])
         out.dead_letters += [d for _, d in dead]
@@ -347,6 +351,7 @@ def _feed_unit(
     dead: list[tuple[int, DeadLetter]],
     out: MonitorOutputs,
     now: datetime,
+    future: set[datetime],
 ) -> int:
     """One unit's events of the batch, in arrival order, through the ledger, the lateness window and the
     watermark; the outcomes the watermark passes go to ``unit.applied`` in (date, event id) order, each with the
@@ -356,12 +361,10 @@ def _feed_unit(
     pending, latest, through, lateness = unit.pending, unit.latest, unit.through, unit.lateness
     applied, triggers, model = unit.applied, unit.triggers, unit.model
     accepted = 0
-    horizon = now + PUBLICATION_SKEW  # a later publication is in the future: dead-lettered (it names the field)
     for index in indexes:
         raw, source, row = events[index]
         event_id, digest = row[1], digests[index]
-        published = row[9] if row[9].tzinfo is not None else row[9].replace(tzinfo=UTC)
-        if published > horizon:
+        if future and row[9] in future:
             reason = (
                 f"published_at: {row[9].isoformat()} is in the future (received {now.isoformat()}); "
                 "a future date would move this unit's chart past every real outcome after it"

@@ -291,7 +291,7 @@ def _published(value: str) -> datetime | None:
     """What the model makes of ``published_at`` when it accepts it (its own validator, strict, from JSON)."""
     try:
         return _PUBLISHED.validate_json(orjson.dumps(value), strict=True)
-    except ValidationError:
+    except (ValidationError, TypeError, ValueError):  # anything odd is left to the model, which names it
         return None
 
 

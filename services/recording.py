@@ -248,6 +248,11 @@ class Recorder:
             and c.audit == audit
             and c.indicator_id == indicator_id
             and c.assessment.release_id != release_id
+            # Already awaiting review of a supersession, or this release overridden: ``machine.supersede`` changes
+            # nothing (the replay is the trail's, which the stored row must equal), so the stored row is not read,
+            # parsed and compared for every open case of the key on every later release (that grew with the run).
+            and c.superseded_by is None
+            and release_id not in c.overridden_releases
         ]
         if not candidates:
             return

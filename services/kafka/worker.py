@@ -50,6 +50,7 @@ from services.core.calendar import preload as preload_holidays
 from services.core.ingest import dead_letter
 from services.core.pipeline import Outputs, Pipeline
 from services.db import Database
+from services.kafka.acl import ensure_topics
 from services.kafka.batches import Batch, BatchConsumer
 from services.kafka.outputs import (
     OutputRecord,
@@ -114,8 +115,11 @@ class StreamRouter:
         topics: OutputTopics = CONTRACT_TOPICS,
         reseed: Callable[[], Awaitable[None]] | None = None,
         group: str | None = None,
+        create_topics: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
+        self.create_topics = create_topics  # makes sure an output topic exists before its first record
+        self._ensured: set[str] = set()
         self.reseed = reseed  # reads the output topics' tails into ``produced`` (as on every assignment)
         self.output_topics = topics
         self.rules = rules
@@ -178,8 +182,12 @@ class StreamRouter:
         await self.produced.seeded.wait()  # never decide "unseen" before the output topics' tails are read
         fresh = await self.produced.unseen([r.record_id for r in records])
         todo = [r for r, f in zip(records, fresh, strict=True) if f]
-        # Enqueue one by one (each waits for its topic's metadata, as a new learning topic is auto-created), then
-        # wait for every acknowledgement; a record refused at either step is a failure of the batch.
+        new = sorted({r.topic for r in todo} - self._ensured)
+        if new and self.create_topics is not None:
+            await self.create_topics(new)  # a failure fails the batch, which is retried: nothing is lost
+        self._ensured.update(new)
+        # Enqueue one by one (each waits for its topic's metadata), then wait for every acknowledgement; a record
+        # refused at either step is a failure of the batch.
         queued: list[tuple[OutputRecord, Any, Any]] = []
         failed: list[tuple[OutputRecord, BaseException]] = []
         for record in todo:
@@ -351,7 +359,18 @@ def create_app(
         produced.seed(ids)
         log.info("seeded %d recent output ids from the output topics", len(ids))
 
-    router = StreamRouter(app, rules, recorder, produced, topics, reseed=reseed, group=app_id)
+    async def create_topics(names: list[str]) -> None:
+        """Create the output topics that do not exist yet (a trust's learning topic before its first alert), with
+        the broker's default partitions and replication, as auto-creation would. Explicitly, because producing
+        to several topics being auto-created at once stalled a worker for minutes (the producer waiting on their
+        metadata), and a cluster with ``auto.create.topics.enable=false`` would refuse the records."""
+        made = await asyncio.to_thread(ensure_topics, kafka_python_config(settings), names, -1, replication=-1)
+        if made:
+            log.info("created %d output topics", len(made))  # a count: a learning topic's name names its trust
+
+    router = StreamRouter(
+        app, rules, recorder, produced, topics, reseed=reseed, group=app_id, create_topics=create_topics
+    )
 
     async def assigned() -> None:
         """On every assignment: partitions moved, so another worker may have produced or changed state."""

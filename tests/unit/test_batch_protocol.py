@@ -550,3 +550,33 @@ async def test_without_redis_the_local_set_and_the_tails_decide(tmp_path: Path) 
     await worker.start().publish(out)  # a new worker with an empty Redis: the tails suppress it
     assert broker.output_ids() == Counter({dead_letter_record(d).record_id: 1 for d in out.dead_letters})
     worker.stop()
+
+
+async def test_an_output_topic_is_created_before_its_first_record_and_a_failure_fails_the_batch(
+    tmp_path: Path,
+) -> None:
+    """The worker creates a topic (a trust's learning topic before its first alert) explicitly rather than by the
+    broker's auto-creation, once per process; when it cannot, nothing is produced or marked, and the retry
+    produces everything."""
+    broker = InMemoryBroker()
+    worker = InMemoryWorker(tmp_path / "s.sqlite", RULES, broker, None, GROUP)
+    router = worker.start()
+    asked: list[list[str]] = []
+    refuse = [True]
+
+    async def create_topics(names: list[str]) -> None:
+        asked.append(names)
+        if refuse[0]:
+            raise RuntimeError("TopicAuthorizationFailedError")
+
+    router.create_topics = create_topics
+    out = _dead_letters(2)
+    with pytest.raises(RuntimeError, match="TopicAuthorization"):
+        await router.publish(out)
+    assert broker.sends == 0 and await router.produced.unseen([dead_letter_record(out.dead_letters[0]).record_id])
+    refuse[0] = False
+    await router.publish(out)
+    await router.publish(_dead_letters(2, offset=10))
+    assert asked == [[router.output_topics.dead_letters]] * 2, "created once it worked, then never asked again"
+    assert broker.sends == 4
+    worker.stop()

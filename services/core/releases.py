@@ -110,21 +110,27 @@ class Outcome:
 ABSORBED = Outcome(absorbed=True)
 
 
+def _name(state: ReleaseState) -> str:
+    return f"release {state.release_id} ({state.indicator_id})"
+
+
 def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outcome:
+    """Absorb one result, or say why not. The happy path builds no text: it runs once per result."""
     ods = result.organisation.ods_code
-    name = f"release {state.release_id} ({state.indicator_id})"
     if state.assessed:
+        name = _name(state)
         detail = f"{ods}'s result {result.event_id} arrived after {name} was assessed; it was not included"
         return Outcome(absorbed=False, reports=(_report(state, "late_result", detail, now, result.event_id),))
     earlier = state.results.get(ods)
     if earlier is not None:
         return Outcome(
             absorbed=False,
-            rejection=f"organisation.ods_code: {name} already has a result for {ods} (event {earlier.event_id})",
+            rejection=f"organisation.ods_code: {_name(state)} already has a result for {ods} "
+            f"(event {earlier.event_id})",
         )
     if state.closed is not None and len(state.results) >= state.closed.result_count:
         detail = (
-            f"{name} was closed with {state.closed.result_count} results; {ods}'s result {result.event_id} "
+            f"{_name(state)} was closed with {state.closed.result_count} results; {ods}'s result {result.event_id} "
             "is one more than announced and was not included"
         )
         return Outcome(absorbed=False, reports=(_report(state, "count_exceeded", detail, now, result.event_id),))

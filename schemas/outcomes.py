@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, TypeAdapter, model_validator
@@ -182,6 +182,14 @@ class PatientOutcome(Frozen):
     def _event_id_free_of_identifiers(self) -> PatientOutcome:
         if looks_like_nhs_number(self.event_id) or _POSTCODE.search(self.event_id):
             raise ValueError("event_id: looks like an NHS number or a postcode; never put identifiers in an id")
+        # A unit's chart is applied in event-date order up to its latest date less the lateness window: an event
+        # dated after its own publication (a day's slack for time zones) would move that watermark into the future
+        # and make every real outcome after it "late".
+        if self.event_date > (self.published_at + timedelta(days=1)).date():
+            raise ValueError(
+                f"event_date: {self.event_date.isoformat()} is after published_at "
+                f"({self.published_at.date().isoformat()}): an outcome is published after it happened"
+            )
         return self
 
     @property

@@ -12,12 +12,23 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 Dialect = Literal["sqlite", "postgresql"]
 
 
 def is_postgres_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
+
+
+def shown(target: str, text: str | None = None) -> str:
+    """``text`` (default: the store itself) safe to print: a PostgreSQL URL's password, wherever it appears in it,
+    becomes ``***``. A SQLite path is shown as it is."""
+    text = target if text is None else text
+    if not is_postgres_url(target):
+        return text
+    password = urlsplit(target).password
+    return text.replace(f":{password}@", ":***@").replace(password, "***") if password else text
 
 
 class Database:

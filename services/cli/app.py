@@ -37,7 +37,18 @@ from rules.stats.funnel import COLUMNS_BY_MEASURE
 from schemas.config_files import ConfigFileError
 from schemas.vocabulary import Adverse, Band, Measure, Method, Side, Space, Stream, count_key
 from services.cli.cases import app as cases_app
-from services.cli.common import FAILED, USAGE, AtOption, StoreOption, at_option, err, fail, open_recorder, open_store
+from services.cli.common import (
+    FAILED,
+    USAGE,
+    AtOption,
+    StoreOption,
+    at_option,
+    err,
+    fail,
+    open_recorder,
+    open_store,
+    resolve_store,
+)
 from services.cli.letters import app as letters_app
 from services.cli.monitor import app as monitor_app
 from services.cli.trail import app as trail_app
@@ -676,7 +687,8 @@ def worker_command(
         str | None,
         typer.Option(
             help="Database for release state, trail, cases and letters (default: SIGNALBOX_POSTGRES, "
-            "else a SQLite file in --datadir)."
+            "else a SQLite file in --datadir).",
+            callback=lambda store: None if store is None else resolve_store(store),
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning")] = "info",

@@ -41,7 +41,7 @@ from services.cli.common import (
     warn,
 )
 from services.core.calendar import uk_date
-from services.db import Database, is_postgres_url
+from services.db import Database, is_postgres_url, shown
 from services.letters.recipients import BESIDE_STORE
 from services.recording import Recorder
 from services.settings import get_settings
@@ -164,7 +164,7 @@ def show_case(case_id: str, store: StoreOption = DEFAULT_STORE, fmt: FormatOptio
         except CaseError as exc:  # an unreadable case row: a problem found, named
             raise fail(str(exc), FAILED) from None
         if case is None:
-            raise fail(f"there is no case {case_id!r} in {store}")
+            raise fail(f"there is no case {case_id!r} in {shown(store)}")
         # What is shown is what the trail vouches for: a row changed by SQL is named, never shown as the case.
         replayed = replay_case(Trail(db), case_id)
         problem = disagreement(case, replayed)

@@ -29,7 +29,7 @@ from rich.text import Text
 from notifications.recipients import Directory
 from rules.book import load_rules
 from services.core.calendar import UK_TIME
-from services.db import Database, is_postgres_url
+from services.db import Database, is_postgres_url, shown
 from services.letters.recipients import recipients_for
 from services.recording import Recorder
 from services.settings import Settings, get_settings
@@ -42,7 +42,31 @@ DEFAULT_STORE = "out/trail.sqlite"
 
 err = Console(stderr=True, soft_wrap=True)
 
-StoreOption = Annotated[str, typer.Option("--store", help="SQLite file (e.g. out/trail.sqlite) or postgresql:// URL.")]
+# A store named by the environment, so a PostgreSQL URL with its password never appears in argv (``ps``, a pod spec,
+# shell history): ``--store env:SIGNALBOX_POSTGRES`` reads ``Settings.postgres_url``.
+STORE_FROM_ENV = "env:SIGNALBOX_POSTGRES"
+
+
+def resolve_store(store: str) -> str:
+    """``store`` itself, or for ``env:SIGNALBOX_POSTGRES`` the URL that variable holds (a usage error when unset)."""
+    if store != STORE_FROM_ENV:
+        if store.startswith("env:"):
+            raise fail(f"--store {store}: the only store read from the environment is {STORE_FROM_ENV}")
+        return store
+    url = get_settings().postgres_url
+    if url is None or not url.get_secret_value():
+        raise fail(f"--store {STORE_FROM_ENV}, but SIGNALBOX_POSTGRES is not set")
+    return url.get_secret_value()
+
+
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        help=f"SQLite file (e.g. out/trail.sqlite), postgresql:// URL, or {STORE_FROM_ENV} (URL not in argv).",
+        callback=resolve_store,
+    ),
+]
 AtOption = Annotated[
     str | None,
     typer.Option("--at", help="The moment to act at (ISO 8601; UK time if naive; default now; never the future)."),
@@ -73,7 +97,7 @@ def open_store(store: str) -> Database:
     postgres = is_postgres_url(store)
     path = _path(store)
     if not postgres and not path.is_file():
-        raise fail(f"there is no store at {store}; run `signalbox route` first or pass --store")
+        raise fail(f"there is no store at {store}; run `signalbox route` first or pass --store")  # a path: no secret
     database: Database | None = None
     try:
         if postgres:
@@ -86,11 +110,11 @@ def open_store(store: str) -> Database:
     except Exception as exc:  # the driver's own errors: not a database, unreadable, unreachable, refused
         if database is not None:
             database.close()
-        raise fail(f"cannot open the store {store}: {exc}") from None
+        raise fail(f"cannot open the store {shown(store)}: {shown(store, str(exc))}") from None
     if not holds_trail:
         if database is not None:
             database.close()
-        raise fail(f"{store} holds no trail (no trail tables); pass the trail.sqlite that `signalbox route` wrote")
+        raise fail(f"{shown(store)} holds no trail (no trail tables); pass the trail.sqlite `signalbox route` wrote")
     return database if database is not None else Database(store)
 
 

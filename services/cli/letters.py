@@ -22,7 +22,7 @@ from notifications.samples import ALL_TEMPLATES, sample_notice
 from rules.stats import FunnelSpec, assess_ratios
 from schemas.vocabulary import Measure, Method
 from services.cli.common import DEFAULT_STORE, FAILED, StoreOption, fail, open_recorder, open_store, system_now
-from services.db import Database
+from services.db import Database, shown
 from services.letters import outbox
 from services.letters.outbox import OutboxRow, State
 from services.letters.recipients import DEFAULT_RECIPIENTS
@@ -127,7 +127,7 @@ def resend_letter(message_id: str, store: StoreOption = DEFAULT_STORE) -> None:
             again = outbox.resend(db, row.message_id, system_now())
         except (LookupError, ValueError) as exc:
             raise fail(str(exc), FAILED) from None
-    typer.echo(f"{again.message_id}: {again.state} again; run `signalbox deliver --store {store}` to send it")
+    typer.echo(f"{again.message_id}: {again.state} again; run `signalbox deliver --store {shown(store)}` to send it")
 
 
 @app.command("preview")

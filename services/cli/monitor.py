@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 
 from rules.book import RuleSetError, load_rules
-from services.cli.common import fail, open_store
+from services.cli.common import StoreOption, fail, open_store
 from services.core.monitor import limits_for
+from services.db import shown
 from services.embedded import EMBEDDED_GROUP, STORE_NAME
 from services.monitor_store import ChartStore
 
@@ -24,7 +25,7 @@ def show(
     audit: Annotated[str, typer.Option("--audit", help="The audit, e.g. NELA.")],
     indicator: Annotated[str, typer.Option("--indicator", help="The indicator, e.g. NELA-MORT30.")],
     org: Annotated[str, typer.Option("--org", help="The organisation's ODS code.")],
-    store: Annotated[str, typer.Option(help="The store (SQLite path or PostgreSQL URL).")] = f"out/{STORE_NAME}",
+    store: StoreOption = f"out/{STORE_NAME}",
     group: Annotated[str, typer.Option(help="Whose charts: route's, or a worker's consumer group.")] = EMBEDDED_GROUP,
     rules_dir: Annotated[Path | None, typer.Option("--rules", help="Rule-set folder (default: shipped).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the chart to FILE.png or FILE.svg.")] = None,
@@ -42,7 +43,7 @@ def show(
     with open_store(store) as db:
         state = ChartStore(db, group).get(key, with_history=plot is not None)
     if state is None:
-        raise fail(f"no chart for {key} in {store} (group {group}): no outcome for it has been routed", code=1)
+        raise fail(f"no chart for {key} in {shown(store)} (group {group}): no outcome for it has been routed", code=1)
     limits = limits_for(rule)
     last = state.signals[-1] if state.signals else None
     out.print(f"[bold]{key}[/] ({rule.ref.rule_set} {rule.ref.version})", highlight=False)

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.common import DEFAULT_STORE, FAILED, StoreOption, beside_store, fail, open_store
+from services.db import shown
 from services.integrity import verify as verify_all
 from services.settings import TRAIL_KEY_SETTING, get_settings
 from services.trail.checkpoint import (
@@ -284,7 +285,7 @@ def show_command(
     with open_store(store) as db:
         history = Trail(db).history(case, chosen)
     if not history:  # an unknown case, or a typo: not an empty success
-        raise fail(f"no trail entries for case {case!r} in {store} (`signalbox cases list` shows the case ids)")
+        raise fail(f"no trail entries for case {case!r} in {shown(store)} (`signalbox cases list` shows the case ids)")
     if output == "json":
         rows = [
             {

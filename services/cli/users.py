@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.common import DEFAULT_STORE, StoreOption, fail, open_store
+from services.db import shown
 from services.settings import SettingsError, get_settings
 from services.users.principals import ROLES, BindingError
 from services.users.store import UserError, UserStore
@@ -98,6 +99,6 @@ def serve(
     try:
         application = create_app(store, settings)
     except (OSError, ValueError) as exc:
-        raise fail(f"cannot serve {store}: {exc}") from None
-    typer.echo(f"signalbox console on http://{host}:{port}/ (store {store}); Ctrl-C stops it", err=True)
+        raise fail(f"cannot serve {shown(store)}: {shown(store, str(exc))}") from None
+    typer.echo(f"signalbox console on http://{host}:{port}/ (store {shown(store)}); Ctrl-C stops it", err=True)
     uvicorn.run(application, host=host, port=port, proxy_headers=settings.web_tls, log_level="info")

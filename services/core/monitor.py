@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -43,6 +43,7 @@ from services.core.organisations import check_ods_code, display_name
 
 RECENT_SIGNALS = 20  # how many of a unit's signals its state keeps for ``monitor show``
 HISTORY = 5000  # how many of a unit's latest chart points its state keeps for the plot
+PUBLICATION_SKEW = timedelta(days=1)  # how far ahead of this clock a publication may be (clock skew, time zones)
 
 
 class Pending(BaseModel):
@@ -187,6 +188,12 @@ class Monitor:
             problem = problem or check_outcome(event, self.rules)
         except Exception as exc:
             problem = f"could not be checked against its rule set ({type(exc).__name__}: {exc})"
+        published = event.published_at if event.published_at.tzinfo else event.published_at.replace(tzinfo=UTC)
+        if problem is None and published > now + PUBLICATION_SKEW:
+            problem = (
+                f"published_at: {event.published_at.isoformat()} is in the future (received {now.isoformat()}); "
+                "a future date would move this unit's chart past every real outcome after it"
+            )
         if problem:
             out.dead_letters.append(outcome_dead_letter(raw, source, problem, event.event_id))
             return

@@ -5,13 +5,17 @@ library's ``logging``), goes through one ``ProcessorFormatter``, so a log collec
 with ``timestamp``, ``level``, ``logger`` and ``event``.
 
 The protected learning space extends to logs: at INFO and above signalbox logs ids and counts only (release ids,
-batch offsets, numbers of decisions), never an assessment, a trust's result or a letter's content.
+batch offsets, numbers of decisions), never an assessment, a trust's result or a letter's content. A library's
+record can still name a trust's learning topic (``signalbox.learning.v1.<ODS>``: aiokafka warns while it
+auto-creates one, an unacknowledged produce names its topic), which alone says that trust has an alert, so every
+record passes ``LearningTopicFilter`` on its way out and the trust's code becomes ``<trust>``.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import sys
 from typing import Any, Literal
 
@@ -52,6 +56,41 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
+# The ``.learning.v<N>.`` segment of any learning topic name, namespaced or not, and what follows it.
+LEARNING_TOPIC = re.compile(r"(\.learning\.v\d+\.)[^\s'\",;)\]}]+")
+REDACTED = r"\1<trust>"
+
+
+def redact_learning_topics(text: str) -> str:
+    return LEARNING_TOPIC.sub(REDACTED, text)
+
+
+class LearningTopicFilter(logging.Filter):
+    """Rewrites a record whose message or traceback names a trust's learning topic; never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):  # a structlog event: redact its string values
+            record.msg = {k: redact_learning_topics(v) if isinstance(v, str) else v for k, v in record.msg.items()}
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed call: logging reports it when it formats the record
+                return True
+            redacted = redact_learning_topics(message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        if record.exc_info and record.exc_info[0] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if LEARNING_TOPIC.search(text):  # the traceback goes out as text, redacted, instead of the exception
+                suffix = "\n" + redact_learning_topics(text)
+                if isinstance(record.msg, dict):
+                    record.msg = {**record.msg, "exception": suffix.lstrip()}
+                else:
+                    record.msg = f"{record.msg}{suffix}"
+                record.exc_info, record.exc_text = None, None
+        return True
+
+
 def logging_config(
     fmt: LogFormat, level: str | int = "INFO", libraries: str | int | None = None, *, process_stderr: bool = False
 ) -> dict[str, Any]:
@@ -80,11 +119,17 @@ def logging_config(
                 "foreign_pre_chain": _SHARED,
             }
         },
+        "filters": {"learning_topics": {"()": LearningTopicFilter}},
         "handlers": {
             "default": (
-                {"class": "logging.StreamHandler", "formatter": "structlog", "stream": "ext://sys.__stderr__"}
+                {
+                    "class": "logging.StreamHandler",
+                    "formatter": "structlog",
+                    "stream": "ext://sys.__stderr__",
+                    "filters": ["learning_topics"],
+                }
                 if process_stderr
-                else {"()": StderrHandler, "formatter": "structlog"}
+                else {"()": StderrHandler, "formatter": "structlog", "filters": ["learning_topics"]}
             )
         },
         "loggers": {"signalbox": {"level": level_name}},

@@ -168,3 +168,18 @@ def test_every_value_in_values_yaml_changes_the_rendered_chart(tmp_path: Path) -
         if all(done.returncode == 0 and done.stdout == base for done in outcomes):
             unused.append(".".join(path))
     assert not unused, f"values.yaml entries no template uses: {unused}"
+
+
+def test_no_rendered_container_has_a_store_url_in_its_argv(tmp_path: Path) -> None:
+    """The serve Deployment and the tick/deliver CronJobs pass ``--store env:SIGNALBOX_POSTGRES``, never the URL
+    (``$(SIGNALBOX_POSTGRES)`` would be expanded by Kubernetes into the container's argv): HAZ-47, A88."""
+    rendered = template(EMBEDDED, tmp=tmp_path).stdout
+    containers = [
+        c for c in _containers(documents(rendered)) if "--store" in [*c.get("command", []), *c.get("args", [])]
+    ]
+    assert {c["name"] for c in containers} >= {"serve", "tick", "deliver"}, [c["name"] for c in containers]
+    for container in containers:
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        store = argv[argv.index("--store") + 1]
+        assert store == "env:SIGNALBOX_POSTGRES", (container["name"], store)
+        assert "SIGNALBOX_POSTGRES" in {e["name"] for e in container["env"]}

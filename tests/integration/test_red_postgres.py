@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -80,3 +81,19 @@ def test_trail_verify_on_a_postgres_url(url: str, monkeypatch: pytest.MonkeyPatc
         db.execute("DELETE FROM trail_checkpoints")
     failed = runner.invoke(app, ["verify", "--store", url])
     assert failed.exit_code == 1 and "no signed checkpoint" in failed.output, failed.output
+
+
+def test_trail_verify_reads_a_postgres_store_from_the_environment(
+    url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--store env:SIGNALBOX_POSTGRES`` (the chart's and compose's form): the URL and its password stay out of
+    argv, and the command works on it exactly as on the URL typed (A88)."""
+    monkeypatch.setenv("SIGNALBOX_TRAIL_KEY", str(tmp_path / "key.pem"))
+    monkeypatch.setenv("SIGNALBOX_POSTGRES", url)
+    with Database(url) as db:
+        _opened(db)
+        Checkpointer(Trail(db), signing_key_for_store(url, tmp_path / "key.pem")).checkpoint_all()
+    done = runner.invoke(app, ["verify", "--store", "env:SIGNALBOX_POSTGRES"])
+    assert done.exit_code == 0, done.output
+    password = urlsplit(url).password
+    assert password and password not in done.output

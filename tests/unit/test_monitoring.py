@@ -245,7 +245,7 @@ def test_order_within_a_unit_does_not_change_the_result(shuffle: random.Random) 
     rng = np.random.default_rng(3)
     lines = [outcome(i, date(2025, 1, 1) + timedelta(days=i // 3), float(rng.uniform(0.02, 0.4)),
                      int(rng.random() < 0.5)) for i in range(120)]  # fmt: skip
-    lines.append(outcome(999, date(2026, 12, 31), 0.1, 0))  # moves the watermark past all of them
+    lines.append(outcome(999, date(2025, 12, 31), 0.1, 0))  # moves the watermark past all of them
     reference_monitor, reference = feed(book, lines)
     shuffled = lines[:-1]
     shuffle.shuffle(shuffled)
@@ -329,3 +329,35 @@ def test_an_improvement_signal_states_its_own_run() -> None:
     good = [c for c in out.crossings if c.limit == "improvement"]
     assert good and good[0].run_observed == 0 and good[0].run_expected == pytest.approx(0.5 * good[0].run_outcomes)
     assert good[0].run_start == date(2025, 1, 1)
+
+
+# Hostile dates: one event must not stop a unit's chart --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("day", "published_at", "field"),
+    [
+        (date(2099, 12, 31), "2026-01-01T00:00:00Z", "event_date"),  # dated after its own publication
+        (date(2099, 12, 31), "2099-12-31T00:00:00Z", "published_at"),  # both far ahead of the clock
+        (date(2025, 6, 1), "2026-01-03T00:00:00", "published_at"),  # naive, two days ahead of the clock
+    ],
+)
+def test_a_future_dated_outcome_is_dead_lettered_and_the_units_chart_goes_on(
+    day: date, published_at: str, field: str
+) -> None:
+    """An outcome dated in 2099 used to move the unit's watermark to 2099, so every real outcome after it was
+    dead-lettered as late: one line stopped the unit's monitoring. Now it is dead-lettered itself, with the field
+    at fault, and the chart decides exactly what it decides without it."""
+    book = nela_book(min_outcomes=5, lateness_days=7)
+    rng = np.random.default_rng(5)
+    lines = [outcome(i, date(2025, 1, 1) + timedelta(days=i // 2), float(rng.uniform(0.02, 0.3)),
+                     int(rng.random() < 0.45)) for i in range(300)]  # fmt: skip
+    hostile = outcome(9000, day, 0.1, 0, published_at=published_at)
+    reference_monitor, reference = feed(book, lines)
+    monitor, out = feed(book, [*lines[:100], hostile, *lines[100:]])
+    [dead] = out.dead_letters
+    assert f"{field}: " in dead.reason, dead.reason
+    assert ("future" if field == "published_at" else "after published_at") in dead.reason, dead.reason
+    assert reference.crossings, "the sequence signals, so the test can fail"
+    assert [c.crossing_id for c in out.crossings] == [c.crossing_id for c in reference.crossings]
+    assert monitor.charts == reference_monitor.charts

@@ -152,10 +152,10 @@ class Pipeline:
     def process(self, records: Sequence[tuple[bytes, str]]) -> Outputs:
         """A batch of raw events: parsed together, then fed in order, then the completed releases assessed."""
         out = Outputs()
-        outcomes = [(raw, source) for raw, source in records if is_outcome(raw)]
-        if outcomes:  # patient outcomes (audit.outcomes.v1) go to the CUSUM charts
-            self.feed_outcomes(outcomes, out)
-            records = [(raw, source) for raw, source in records if not is_outcome(raw)]
+        claims = [is_outcome(raw) for raw, _ in records]
+        if any(claims):  # patient outcomes (audit.outcomes.v1) go to the CUSUM charts
+            self.feed_outcomes([r for r, outcome in zip(records, claims, strict=True) if outcome], out)
+            records = [r for r, outcome in zip(records, claims, strict=True) if not outcome]
         parsed = parse_many([raw for raw, _ in records])
         for (raw, source), event in zip(records, parsed, strict=True):
             self.feed(raw, source, out, event)

@@ -10,6 +10,14 @@
    Target p99 < 500 ms.
 3. The worker's peak RSS (VmHWM) and, when a target is missed (or ``--profile always``), one more worker run
    of the throughput workload under ``python -m cProfile``: the top 15 cumulative entries.
+4. The ceiling, measured in the same run: ``benchmarks/ceiling.py`` (the same durable decisions without the
+   product's structure, a child process, no broker) over the throughput workload's events; the worker's results/s
+   is printed as a ratio of the ceiling's results/s.
+5. Scale-out (``--workers 1,2,4``): for each count, that many workers in one consumer group over the input's
+   8 partitions, sharing the PostgreSQL store ($SIGNALBOX_POSTGRES; required). The group is formed first (every
+   worker assigned, the assignment covering all 16 partitions of both contract topics), then ``--results``
+   are published as fast as possible: throughput from the first record published to the last release
+   summary; then the latency run's steady load through the group: p50/p99.
 
 Everything runs in a private output namespace and app id (``tests.support.stream``) and is
 deleted at the end (namespace topics, consumer groups, the namespace's Redis dedup keys). Needs the local
@@ -18,6 +26,7 @@ services: ``eval "$(deploy/local/up)"``.
     python -m benchmarks.stream                         # 100,000 results, SQLite store in a temp dir
     python -m benchmarks.stream --store postgres        # the worker uses $SIGNALBOX_POSTGRES
     python -m benchmarks.stream --results 20000 --duration 5 --profile never
+    python -m benchmarks.stream --store postgres --workers 1,2,4 --profile never
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +77,10 @@ from tests.support.stream import (
 
 THROUGHPUT_TARGET = 20_000.0  # results/s
 P99_TARGET_MS = 500.0
-BATCH_LINE = re.compile(r"batch of (\d+):")
+BATCH_LINE = re.compile(r'"events": (\d+)')  # the worker's structured batch event
+ASSIGNED = re.compile(r"assigned (\d+) partitions of")
+CEILING_LINE = re.compile(r"ceiling: ([\d,]+) events in ([\d.]+) s")
+JSON_TIME = re.compile(r'"timestamp": "([^"]+)"')
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 
 
@@ -160,6 +173,9 @@ def log_wall_time(text: str, pattern: re.Pattern[str]) -> float | None:
             stamp = LOG_TIME.match(line)
             if stamp:
                 return datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            iso = JSON_TIME.search(line)  # the structured log: "timestamp": "2026-11-28T20:14:02.602873Z"
+            if iso:
+                return datetime.fromisoformat(iso.group(1).replace("Z", "+00:00")).timestamp()
     return None
 
 
@@ -245,6 +261,11 @@ def throughput(
     worker.start()
     found = wait_summaries(collector, rids, timeout, worker)
     last = max(r.timestamp for r in found.values()) / 1000
+    assigned = log_wall_time(worker.log_since(), ASSIGNED)
+    if assigned is not None:  # the group join (up to the broker's initial rebalance delay, 3 s) is not work
+        rate = releases * len(trusts) / (last - assigned)
+        print(f"  the batch consumer was assigned its partitions {assigned - worker.ready_at:.2f} s after Ready; "
+              f"from then to the last summary {last - assigned:.2f} s: {rate:,.0f} results/s")  # fmt: skip
     return last - worker.ready_at, last - worker.spawned, collector
 
 
@@ -273,6 +294,93 @@ def latency(
     finally:
         collector.close()
     return [float(last[rid] - closed_ms[rid]) for rid in rids], rate
+
+
+def load() -> str:
+    """The machine's load when a figure was taken (it is shared: the figures mean little without it)."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def ceiling_rate(trusts: list[str], releases: int, workdir: Path) -> float:
+    """Results/s of ``benchmarks/ceiling.py`` over the throughput workload's events (same generator, same size)."""
+    lines = [line for k in range(releases) for line in release_lines(f"NELA-C{k:05d}", trusts, k)]
+    path = write_lines(workdir / "ceiling.jsonl", lines)
+    # A child process, as benchmarks/route.py runs it: its own interpreter and heap, nothing shared with this one.
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "ceiling.py"), str(path), str(workdir / "ceiling")]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    found = CEILING_LINE.search(done.stdout)
+    if found is None:
+        raise RuntimeError(f"benchmarks/ceiling.py printed no rate:\n{done.stdout}{done.stderr}")
+    events, seconds = int(found.group(1).replace(",", "")), float(found.group(2))
+    return (events - releases) / seconds  # results (the closes excluded), as the worker's rate counts
+
+
+def release_in(ids: frozenset[str], out: Out) -> bool:
+    return out.release_id in ids
+
+
+def assigned_partitions(worker: Worker) -> int:
+    """The partitions of the worker's last assignment (its batch consumer's log line)."""
+    found = ASSIGNED.findall(worker.log_since())
+    return int(found[-1]) if found else 0
+
+
+def scale_out(
+    ns: Namespace,
+    trusts: list[str],
+    releases: int,
+    run: str,
+    counts: list[int],
+    interval: float,
+    args: argparse.Namespace,
+    workdir: Path,
+    started: list[BenchWorker],
+) -> bool:
+    """Phase 5: ``count`` workers in one group for each count; throughput and latency; the figures table."""
+    store_env = {"SIGNALBOX_POSTGRES": ns.settings.postgres_url.get_secret_value()} if ns.settings.postgres_url else {}
+    print(f"5. scale-out over {INPUT_TOPIC}'s partitions, workers {counts}, PostgreSQL store")
+    table: list[tuple[int, float, float, float]] = []
+    ok = True
+    for count in counts:
+        app_id = ns.new_app_id()
+        group = [BenchWorker(ns, app_id, workdir / f"s{count}-{k}", extra_env=store_env) for k in range(count)]
+        started += group
+        for w in group:
+            w.start()
+        deadline = time.monotonic() + 120
+        while sum(assigned_partitions(w) for w in group) != 16 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # a join may still be settling: let the last rebalance finish
+        tag = f"S{count}-"
+        rids = [f"NELA-{tag}{k:05d}-{run}" for k in range(releases)]
+        payloads = [release_lines(rid, trusts, k) for k, rid in enumerate(rids)]
+        collector = Collector(ns, partial(release_in, frozenset(rids)))
+        collector.poll(0.1)
+        first = time.time()
+        _, seconds, _ = publish_releases(ns, payloads)
+        found = wait_summaries(collector, rids, args.timeout, group[0])
+        collector.close()
+        last = max(r.timestamp for r in found.values()) / 1000
+        n = releases * len(trusts)
+        rate = n / (last - first)
+        print(f"  {count} worker(s): {n:,} results published in {seconds:.1f} s, all summarised "
+              f"{last - first:.2f} s after the first was sent: {rate:,.0f} results/s; {load()}")  # fmt: skip
+        lat, _ = latency(ns, trusts, f"{run}{tag}", interval, args.duration, group[0], args.timeout)
+        p50, p99 = percentile(lat, 50), percentile(lat, 99)
+        print(f"  {count} worker(s): latency close -> last output p50 {p50:.0f} ms, p99 {p99:.0f} ms; {load()}")
+        table.append((count, rate, p50, p99))
+        for w in group:
+            errors = w.errors()
+            if w.stop() != 0 or errors:
+                ok = False
+                print(f"  a worker of {count} failed: {errors[:3]}\n{w.log_tail(20)}")
+    one = table[0][1] if table and table[0][0] == 1 else None
+    print("  workers  results/s  vs one  p50 ms  p99 ms")
+    for count, rate, p50, p99 in table:
+        ratio = f"{rate / one:5.2f}x" if one else "   -  "
+        print(f"  {count:7d}  {rate:9,.0f}  {ratio}  {p50:6.0f}  {p99:6.0f}")
+    return ok
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -334,7 +442,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of steady load in the latency run")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a phase's outputs")
+    parser.add_argument("--workers", default="", help="scale-out: worker counts, e.g. 1,2,4 (PostgreSQL store)")
     args = parser.parse_args()
+    try:
+        counts = [int(c) for c in args.workers.split(",") if c.strip()]
+    except ValueError:
+        parser.error("--workers is a comma-separated list of worker counts, e.g. 1,2,4")
+    if any(c < 1 for c in counts):
+        parser.error("--workers counts are at least 1")
     if args.store not in ("sqlite", "postgres"):
         parser.error("--store is 'sqlite' or 'postgres'")
 
@@ -343,8 +458,8 @@ def main() -> int:
         parser.error(f"loopback broker only (SIGNALBOX_KAFKA={settings.kafka_bootstrap})")
     if not settings.credentials_path:
         parser.error('SIGNALBOX_CREDENTIALS is not set: eval "$(deploy/local/up)"')
-    if args.store == "postgres" and settings.postgres_url is None:
-        parser.error("--store postgres needs SIGNALBOX_POSTGRES")
+    if (args.store == "postgres" or counts) and settings.postgres_url is None:
+        parser.error("--store postgres and --workers need SIGNALBOX_POSTGRES")
     credentials = Credentials.load(settings.credentials_path)
     trusts = open_english_trusts(args.orgs)
     if len(trusts) < args.orgs:
@@ -374,6 +489,9 @@ def main() -> int:
             rate = n / from_ready
             print(f"  {n:,} results in {from_ready:.2f} s from Ready ({from_spawn:.2f} s from spawn); "
                   f"{decisions:,} decisions: {rate:,.0f} results/s (target >= {THROUGHPUT_TARGET:,.0f})")  # fmt: skip
+            ceiling = ceiling_rate(trusts, releases, workdir)
+            print(f"  ceiling (benchmarks/ceiling.py, same events, no broker): {ceiling:,.0f} results/s; "
+                  f"the worker is at {rate / ceiling:.0%} of it; {load()}")  # fmt: skip
 
             # 2. latency -----------------------------------------------------------------------------------
             interval = args.interval_ms / 1000
@@ -390,7 +508,7 @@ def main() -> int:
             sizes = [int(m) for m in BATCH_LINE.findall(worker.log_since())]
             if sizes:
                 print(f"  worker batches: {len(sizes):,}, mean {statistics.fmean(sizes):.0f} records, "
-                      f"max {max(sizes)} (take_events allows 2000)")  # fmt: skip
+                      f"max {max(sizes)} (getmany allows 2000)")  # fmt: skip
             errors = worker.errors()
             code = worker.stop()
             if errors or code != 0:
@@ -413,6 +531,8 @@ def main() -> int:
                     print(f"  no profile written:\n{profiled.log_tail(20)}")
             elif args.profile == "auto":
                 print("  targets met: no profile (--profile always to take one)")
+            if counts:
+                ok = scale_out(ns, trusts, releases, run, counts, interval, args, workdir, workers) and ok
         finally:
             for w in workers:
                 w.stop(timeout=60)

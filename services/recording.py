@@ -266,9 +266,9 @@ class Recorder:
             and c.audit == audit
             and c.indicator_id == indicator_id
             and c.assessment.release_id != release_id
-            # Superseded already and awaiting review, or this release overridden: ``machine.supersede`` would
-            # change nothing, so the case is not checked and replayed again for every later release of its key
-            # (a million results made 96k such no-op calls, 7% of the run). Judged on the trail's replay.
+            # Already awaiting review of a supersession, or this release overridden: ``machine.supersede`` changes
+            # nothing (the replay is the trail's, which the stored row must equal), so the stored row is not read,
+            # parsed and compared for every open case of the key on every later release (that grew with the run).
             and c.superseded_by is None
             and release_id not in c.overridden_releases
         ]

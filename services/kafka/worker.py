@@ -1,14 +1,15 @@
 """The Faust app: signalbox's decision core on Kafka, for audit platforms that publish as results are signed off.
 
-One agent, concurrency 1 (faust-streaming #606: never commit past an in-flight message). It takes batches of
-raw records from ``audit.results.v1`` and runs them through the same ``Pipeline`` as ``signalbox route``.
-Per batch, in this order:
+One batch consumer inside the Faust app (``services/kafka/batches.py``: an aiokafka ``getmany`` loop, because
+Faust's per-message path cannot carry the results topic) takes batches of raw records from ``audit.results.v1``
+and ``audit.outcomes.v1`` and runs them through the same ``Pipeline`` as ``signalbox route``. Per batch, in
+this order:
 
 1. ingest → accumulate → assess → route, against a *staged* copy of the release states;
 2. produce every output not already on the output topics, and wait for the broker's acknowledgements;
 3. in one database transaction: the staged release states, the trail entries, alarm cases and letters
    (``Recorder``, the same code the embedded runner uses);
-4. return, and Faust acks the batch's offsets (``take_events`` acks after the loop body).
+4. commit the batch's offsets by hand (``{tp: last + 1}``).
 
 So outputs are durable before state or offsets move: a worker killed anywhere re-reads the uncommitted
 records, rebuilds the same decisions with the same ids, and ``ProducedSet`` suppresses what was already
@@ -18,13 +19,14 @@ Release state lives in the database (PostgreSQL in production, ``Settings.postgr
 worker's data folder otherwise), not in a Faust table: changelog recovery after a killed worker is the most
 reported faust failure (#155, #176, #432) and hung here in the kill test. The database is also where the
 trail and the outbox must commit with it. Workers restart fast: static group membership
-(``consumer_group_instance_id``) lets a restarted worker take its partitions back without waiting for the old
+(``group_instance_id``) lets a restarted worker take its partitions back without waiting for the old
 session to expire.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -43,11 +45,12 @@ from notifications.recipients import Directory
 from rules.book import RuleBook, load_rules
 from schemas.cases import CaseCommand, CaseOutcome
 from schemas.notices import FormalNotice
-from schemas.outcomes import is_outcome
 from services.cases.machine import CaseError
-from services.core.ingest import dead_letter, parse_many
+from services.core.calendar import preload as preload_holidays
+from services.core.ingest import dead_letter
 from services.core.pipeline import Outputs, Pipeline
 from services.db import Database
+from services.kafka.batches import Batch, BatchConsumer
 from services.kafka.outputs import (
     OutputRecord,
     ProducedSet,
@@ -80,7 +83,14 @@ from services.observability.notify import notify_operations
 from services.observability.watchdogs import Survey, survey
 from services.recording import Recorder
 from services.release_store import ReleaseStore, StagedStates, StateCache
-from services.settings import Settings, faust_broker_credentials, faust_broker_url, get_settings, kafka_python_config
+from services.settings import (
+    Settings,
+    aiokafka_config,
+    faust_broker_credentials,
+    faust_broker_url,
+    get_settings,
+    kafka_python_config,
+)
 from services.trail.checkpoint import checkpoint_now
 
 log = logging.getLogger("signalbox.worker")
@@ -103,14 +113,16 @@ class StreamRouter:
         produced: ProducedSet,
         topics: OutputTopics = CONTRACT_TOPICS,
         reseed: Callable[[], Awaitable[None]] | None = None,
+        group: str | None = None,
     ) -> None:
         self.app = app
         self.reseed = reseed  # reads the output topics' tails into ``produced`` (as on every assignment)
         self.output_topics = topics
         self.rules = rules
         self.recorder = recorder
-        self.releases = ReleaseStore(recorder.db, app.conf.id)
-        self.charts = ChartStore(recorder.db, app.conf.id)  # each unit's CUSUM charts, beside the releases
+        group = group or app.conf.id  # the input's consumer group: the states match its offsets
+        self.releases = ReleaseStore(recorder.db, group)
+        self.charts = ChartStore(recorder.db, group)  # each unit's CUSUM charts, beside the releases
         self.cache = StateCache()
         self.timings = (0.0, 0.0, 0.0)  # the last batch: decide, produce and wait for acks, commit (seconds)
         self.produced = produced
@@ -121,23 +133,15 @@ class StreamRouter:
             self._topics[name] = self.app.topic(name, key_serializer="raw", value_serializer="raw")
         return self._topics[name]
 
-    async def handle(self, events: Sequence[Any]) -> Outputs:
+    async def handle(self, records: Sequence[tuple[bytes, str]]) -> Outputs:
+        """One batch of raw records, each with its source (``topic/partition/offset``): decide, produce and wait
+        for every acknowledgement, then one database transaction. Offsets are the caller's, after this returns."""
         states = StagedStates(self.releases, self.cache)
         charts = StagedCharts(self.charts)
         pipeline = Pipeline(self.rules, states, charts=charts)
-        out = Outputs()
-        raws = [bytes(event.value) for event in events]
         try:
             t0 = time.perf_counter()
-            sources = [f"{e.message.topic}/{e.message.partition}/{e.message.offset}" for e in events]
-            outcomes = [(raw, source) for raw, source in zip(raws, sources, strict=True) if is_outcome(raw)]
-            if outcomes:  # audit.outcomes.v1: the CUSUM charts (services/core/monitor.py)
-                pipeline.feed_outcomes(outcomes, out)
-                kept = [i for i, raw in enumerate(raws) if not is_outcome(raw)]
-                raws, sources = [raws[i] for i in kept], [sources[i] for i in kept]
-            for raw, source, parsed in zip(raws, sources, parse_many(raws), strict=True):
-                pipeline.feed(raw, source, out, parsed)
-            pipeline.flush(out)
+            out = pipeline.process(records)  # outcomes to the CUSUM charts, results to their releases
             t1 = time.perf_counter()
             await self.publish(out)
             t2 = time.perf_counter()
@@ -233,14 +237,6 @@ class ProduceFailed(RuntimeError):
         self.failed = list(failed)
 
 
-def unackable(events: Sequence[Any]) -> None:
-    """Mark a batch's messages as acknowledged *without* telling the consumer, so the ``take_events`` buffer,
-    which acks its events in a ``finally`` even when the loop body was cancelled, cannot let the offsets of a
-    batch whose outputs are unconfirmed be committed: they stay a gap and are redelivered."""
-    for event in events:
-        event.message.acked = True
-
-
 class TopicMissing(RuntimeError):
     """The input topic does not exist: the worker cannot know its partitioning."""
 
@@ -299,7 +295,7 @@ def create_app(
     partitions: int | None = None,
     web_port: int | None = None,
     batch_size: int = BATCH_SIZE,
-    batch_within: float = BATCH_WITHIN_S,
+    batch_within: float = BATCH_WITHIN_S,  # the longest getmany waits when nothing is there (seconds)
     metrics_port: int | None = None,
 ) -> faust.App:
     settings = settings or get_settings()
@@ -313,8 +309,12 @@ def create_app(
     db = Database(store)
     directory = Directory.load(recipients_for(store, settings.recipients))
     recorder = Recorder(db, rules, directory, key_path=settings.trail_key_path)
+    # The Faust app reads only the case commands, in a group of its own: the input's group (the app id) belongs to
+    # the batch consumer, whose offsets the tests, operators and release states know it by. Sharing one group
+    # made every join of either consumer a rebalance of both, and Faust's revoke (waiting for an in-flight case
+    # command) could block the batch consumer's assignment, which the command's outputs waited for.
     app = faust.App(
-        app_id,
+        f"{app_id}-commands",
         broker=faust_broker_url(settings),
         broker_credentials=faust_broker_credentials(settings),
         store="memory://",
@@ -331,15 +331,11 @@ def create_app(
         web_host="127.0.0.1",
         table_standby_replicas=0,
         # Static membership: a restarted worker with the same id takes its partitions straight back.
-        consumer_group_instance_id=f"{app_id}-{worker_id(datadir, settings.worker_id)}",
+        consumer_group_instance_id=f"{app_id}-{worker_id(datadir, settings.worker_id)}-commands",
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
     )
     app.conf.producer_enable_idempotence = True
-    # One agent reads both contract topics, so one batch loop and one transaction per batch decide both.
-    results = app.topic(
-        INPUT_TOPIC, OUTCOMES_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions
-    )
     redis = None
     if settings.redis_url is not None:
         import redis.asyncio as aioredis
@@ -355,25 +351,39 @@ def create_app(
         produced.seed(ids)
         log.info("seeded %d recent output ids from the output topics", len(ids))
 
-    router = StreamRouter(app, rules, recorder, produced, topics, reseed=reseed)
+    router = StreamRouter(app, rules, recorder, produced, topics, reseed=reseed, group=app_id)
 
-    async def seed_produced(sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def assigned() -> None:
         """On every assignment: partitions moved, so another worker may have produced or changed state."""
         router.cache.clear()
         await reseed()
 
-    app.on_partitions_assigned.connect(seed_produced)  # type: ignore[arg-type]
+    async def handle(batch: Batch) -> None:
+        records = batch.records
+        out = await router.until_done(f"batch of {len(records)}", partial(router.handle, records))
+        metrics.count_batch(out, len(records), *router.timings)
+        _log_batch(batch, out, router.timings)
 
-    @app.agent(results, concurrency=1)
-    async def route_results(stream: Any) -> None:
-        async for events in stream.take_events(batch_size, within=batch_within):
-            try:
-                out = await router.until_done(f"batch of {len(events)}", partial(router.handle, events))
-            except BaseException:  # cancelled (rebalance, shutdown) before its outputs were confirmed
-                unackable(events)
-                raise
-            metrics.count_batch(out, len(events), *router.timings)
-            _log_batch(events, out, router.timings)
+    # One consumer reads both contract topics, so one batch loop and one transaction per batch decide both.
+    wid = worker_id(datadir, settings.worker_id)
+    config = aiokafka_config(settings) | {
+        "group_id": app_id,  # the group whose offsets the release states match (ReleaseStore)
+        "group_instance_id": f"{app_id}-{wid}",  # static membership: a restarted worker takes its partitions back
+        "client_id": f"{app_id}-input",
+        "session_timeout_ms": 15_000,
+        "heartbeat_interval_ms": 3_000,
+    }
+    batches = BatchConsumer(
+        config, [INPUT_TOPIC, OUTCOMES_TOPIC], handle, assigned, batch_size=batch_size,
+        poll_ms=max(1, int(batch_within * 1000)),
+    )  # fmt: skip
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def route_results() -> None:
+        """The contract topics through ``StreamRouter.handle`` (services/kafka/batches.py says why not an agent)."""
+        preload_holidays(datetime.now(UTC).date())  # the first case deadline must not pay for loading them
+        collector_discipline()
+        await batches.run()
 
     commands = app.topic(CASE_COMMANDS_TOPIC, key_serializer="raw", value_serializer="raw")
 
@@ -440,10 +450,10 @@ def create_app(
 
     port = metrics_port if metrics_port is not None else settings.metrics_port
     if port is not None:
-        checks = _readiness_checks(app, settings, store, redis, relay)
+        checks = _readiness_checks(batches, settings, store, redis, relay)
 
         async def before_scrape() -> None:
-            metrics.set_lag(await _input_lag(app))
+            metrics.set_lag(await batches.lag(INPUT_TOPIC))
 
         @app.task  # type: ignore[untyped-decorator]
         async def operator_endpoints() -> None:
@@ -456,10 +466,24 @@ def create_app(
                 await runner.cleanup()
 
     app.signalbox_router = router  # type: ignore[attr-defined]
+    app.signalbox_batches = batches  # type: ignore[attr-defined]
     return app
 
 
 RELAY_STUCK_S = 300.0  # ten missed letters ticks
+# The collector's generation-0 threshold for the worker: a batch of 2,000 results allocates tens of thousands of
+# short-lived objects, so the default 700 ran a collection every few hundred records (README "Speed" has the figures).
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def collector_discipline() -> None:
+    """Freeze what start-up built (modules, Faust, rules, the recipient directory, bank holidays) out of the
+    collector's sight and raise its threshold, for the rest of the process."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 WATCHDOG_INTERVAL_S = 300.0
 
 
@@ -476,19 +500,14 @@ def _survey(store: str, settings: Settings, mail_dir: Path) -> Survey:
         db.close()
 
 
-def _log_batch(events: Sequence[Any], out: Outputs, timings: tuple[float, float, float]) -> None:
+def _log_batch(batch: Batch, out: Outputs, timings: tuple[float, float, float]) -> None:
     """One structured event per batch: where it came from, what it decided (counts, release ids), how long it took.
     Ids and counts only: no assessment, result or letter content reaches the log (the learning space's rule)."""
-    offsets: dict[str, list[int]] = {}
-    for event in events:
-        message = event.message
-        span = offsets.setdefault(f"{message.topic}/{message.partition}", [message.offset, message.offset])
-        span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
     decide, produce, commit = timings
     events_log.info(
         "batch",
-        events=len(events),
-        offsets={k: f"{a}-{b}" for k, (a, b) in sorted(offsets.items())},
+        events=len(batch.records),
+        offsets={k: f"{a}-{b}" for k, (a, b) in sorted(batch.spans.items())},
         accepted=out.accepted,
         redeliveries=out.redeliveries,
         dead_letters=len(out.dead_letters),
@@ -501,12 +520,14 @@ def _log_batch(events: Sequence[Any], out: Outputs, timings: tuple[float, float,
     )
 
 
-def _readiness_checks(app: faust.App, settings: Settings, store: str, redis: Any, relay: Heartbeat) -> dict[str, Check]:
+def _readiness_checks(
+    batches: BatchConsumer, settings: Settings, store: str, redis: Any, relay: Heartbeat
+) -> dict[str, Check]:
     async def kafka() -> Verdict:
         reached = await tcp_reachable(settings.kafka_servers)
         if reached.status != "ok":
             return reached
-        mine = [tp for tp in app.consumer.assignment() if tp.topic == INPUT_TOPIC]
+        mine = [tp for tp in batches.assignment() if tp.topic == INPUT_TOPIC]
         if not mine:
             return Verdict("down", f"no partition of {INPUT_TOPIC} assigned to this worker")
         return Verdict("ok", f"{len(mine)} partitions of {INPUT_TOPIC} assigned")
@@ -527,22 +548,6 @@ def _readiness_checks(app: faust.App, settings: Settings, store: str, redis: Any
         return relay.verdict()
 
     return {"kafka": kafka, "database": database, "redis": dedup_cache, "outbox_relay": outbox_relay}
-
-
-async def _input_lag(app: faust.App) -> list[tuple[int, int]]:
-    """Records not yet consumed on each assigned input partition (the broker's high water mark minus our position)."""
-    lags = []
-    for tp in sorted(app.consumer.assignment()):
-        if tp.topic != INPUT_TOPIC:
-            continue
-        try:
-            position = await app.consumer.position(tp)
-            highwater = app.consumer.highwater(tp)
-        except Exception:  # a partition being revoked: no figure this scrape
-            continue
-        if position is not None and highwater is not None:
-            lags.append((tp.partition, highwater - position))
-    return lags
 
 
 def _side_recorder(store: str, settings: Settings) -> Recorder:

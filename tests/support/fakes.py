@@ -84,7 +84,7 @@ class Record:
 
 @dataclass
 class Message:
-    """What the worker reads of a Faust event's message."""
+    """Where a consumed record came from."""
 
     topic: str
     partition: int
@@ -94,10 +94,16 @@ class Message:
 
 @dataclass(frozen=True)
 class Event:
-    """What the worker reads of a Faust event: its raw value and where it came from."""
+    """One consumed record: its raw value and where it came from."""
 
     value: bytes
     message: Message
+
+    @property
+    def record(self) -> tuple[bytes, str]:
+        """What ``StreamRouter.handle`` takes: the raw value and its ``topic/partition/offset``."""
+        m = self.message
+        return self.value, f"{m.topic}/{m.partition}/{m.offset}"
 
 
 @dataclass

@@ -148,11 +148,11 @@ def new_run(tmp_path: Path, lines: list[tuple[bytes, bytes]]) -> Run:
 
 
 async def run_batch(run: Run, events: list[Event]) -> None:
-    """``route_results``'s loop body: handle the batch; a hung acknowledgement is ended by cancelling it, as a
-    rebalance or shutdown cancels the agent (the batch's offsets then stay uncommitted)."""
+    """The batch loop's body (``services/kafka/batches.py``): handle the batch; a hung acknowledgement is ended by
+    cancelling it, as a rebalance or shutdown cancels the batch (its offsets then stay uncommitted)."""
     router = run.worker.router
     assert router is not None
-    task = asyncio.ensure_future(router.handle(events))
+    task = asyncio.ensure_future(router.handle([e.record for e in events]))
     hung = asyncio.ensure_future(run.broker.hung.wait())
     try:
         await asyncio.wait({task, hung}, return_when=asyncio.FIRST_COMPLETED)

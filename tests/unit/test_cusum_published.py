@@ -1,10 +1,11 @@
 """The risk-adjusted CUSUM against the numbers the R packages publish on their shipped data (issue 14).
 
-* ``cusum`` (Hubig, Hanke, Kepler; CRAN 0.4.1), vignette ``inst/doc/cusum.html`` on its shipped
-  ``racusum_example_data`` (tests/data/reference/cusum_racusum_example_data.csv, provenance in INDEX.csv):
-  a limit of 3.742861 simulated for a false-signal probability of 0.05 over the 1,000 patients of 2016
-  (``racusum_limit_sim``, 1,000 runs); applied to 2017 with odds ratio 2, "We get a signal at t=865"; and
-  ``racusum_alpha_sim`` of that limit over the 2017 patients, 0.058 (1,000 runs).
+* ``cusum`` (Hubig, Hanke, Kepler; CRAN 0.4.1), vignette ``inst/doc/cusum.html``: its shipped
+  ``racusum_example_data`` is GPL-2 data, copied verbatim it cannot live in this MIT repository, so it is not
+  here. It was reproduced once (2026-11-28, provenance in tests/data/reference/INDEX.csv): the limit 3.742861
+  applied to 2017 with odds ratio 2 signals at t = 865 exactly, as the vignette says, through ``ra_cusum`` and
+  through the monitor's own recursion; its false-signal probabilities 0.05 / 0.058 came out 0.044 / 0.061
+  (8,000 runs), within three standard errors.
 * ``vlad`` (Wittenberg; CRAN 0.2.2), ``tests/testthat/test-racusum_crit_mc.R`` and ``test-racusum_arl_sim.R``:
   on ``spcadjust``'s ``cardiacsurgery`` data (phase I: operations in the first two years, death within 30 days,
   risk from a logistic model of the Parsonnet score), the Markov-chain threshold for an in-control ARL of 370
@@ -18,71 +19,14 @@ within the sampling error of the package's own runs.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 import numpy as np
 import pytest
 
 from rules.stats.cusum import (
-    bernoulli_llr,
     discrete_cusum_arl,
-    ra_cusum,
     ra_cusum_weight_distribution,
 )
-from services.core.monitor import ChartState, Outcome, apply_outcomes
 from tests.support.reference import column, load
-from tests.unit.test_monitor_vector import _limits, _rule
-
-EXAMPLE = load("cusum_racusum_example_data.csv")
-LIMIT = 3.742861  # cusum vignette: racusum_limit_sim(2016 risks, odds_multiplier = 2, 1000 runs, alpha = 0.05)
-
-
-def _year(year: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [r for r in EXAMPLE if r["year"] == year]
-    return column(rows, "score"), column(rows, "y").astype(int)
-
-
-def test_the_2017_chart_signals_at_patient_865_as_the_cusum_vignette_says() -> None:
-    risk, outcome = _year("2017")
-    assert risk.size == 1000 and int(outcome.sum()) == 28
-    path = ra_cusum(risk, outcome, LIMIT, odds_ratio=2.0, reset="none")
-    assert (np.flatnonzero(path.signal) + 1).tolist()[:1] == [865]
-
-
-def test_the_monitors_own_recursion_signals_at_patient_865_with_the_same_values() -> None:
-    risk, outcome = _year("2017")
-    rule = _rule(min_outcomes=0, reset="zero")
-    state = ChartState(key="k", audit="NELA", indicator_id="NELA-MORT30", ods_code="RXF", country="ENG")
-    outcomes = [Outcome(date(2017, 1, 1) + timedelta(days=i // 3), f"e{i + 1:04d}", float(p), int(y))
-                for i, (p, y) in enumerate(zip(risk, outcome, strict=True))]  # fmt: skip
-    crossings = apply_outcomes(state, rule, _limits(1e9, LIMIT, 1e9), outcomes)
-    assert crossings[0].event_id == "e0865" and crossings[0].limit == "alarm"
-    reference = ra_cusum(risk, outcome, LIMIT, odds_ratio=2.0, reset="none").statistic
-    np.testing.assert_allclose([point[1] for point in state.history[:864]], reference[:864], rtol=0, atol=1e-12)
-
-
-def _false_signal_probability(risk_mix: np.ndarray, h: float, patients: int, runs: int, seed: int) -> float:
-    """As ``racusum_limit_sim``/``racusum_alpha_sim`` do: each run samples ``patients`` risks with replacement
-    from the mix, draws the outcomes in control, and asks whether the chart reaches ``h``."""
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for begin in range(0, runs, 1000):
-        size = min(1000, runs - begin)
-        p = rng.choice(risk_mix, size=(size, patients))
-        y = (rng.random((size, patients)) < p).astype(float)
-        path = np.cumsum(bernoulli_llr(p, y, 2.0), axis=1)
-        chart = path - np.minimum(np.minimum.accumulate(path, axis=1), 0.0)
-        hits += int((chart.max(axis=1) >= h).sum())
-    return hits / runs
-
-
-@pytest.mark.parametrize(("year", "published"), [("2016", 0.05), ("2017", 0.058)])
-def test_the_vignettes_false_signal_probabilities_within_their_sampling_error(year: str, published: float) -> None:
-    risk, _ = _year(year)
-    ours = _false_signal_probability(risk, LIMIT, patients=1000, runs=8000, seed=2046)
-    # The package estimated with 1,000 runs, we with 8,000: three standard errors of the difference.
-    error = 3 * np.sqrt(published * (1 - published) * (1 / 1000 + 1 / 8000))
-    assert abs(ours - published) < error, (ours, published, error)
 
 
 def _cardiac_surgery_mix() -> np.ndarray:

@@ -97,6 +97,8 @@ def _normalised(value: Any) -> Any:
     kind = type(value)
     if kind is str:
         return value
+    if kind is Canonical:  # already RFC 8785 text (e.g. an assessment's line), spliced in as a member value
+        return orjson.Fragment(str(value))
     if kind is bool or value is None:
         return value
     if kind is int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,23 @@ log = logging.getLogger(__name__)
 REPLAY_CACHE = 50_000  # replayed cases kept between batches (bounded: cleared when full)
 
 
-def _entry(kind: str, record: Any, *, case_id: str | None = None, decision_id: str | None = None) -> NewEntry:
-    data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record  # Canonical passes as is
+def _entry(
+    kind: str,
+    record: Any,
+    *,
+    case_id: str | None = None,
+    decision_id: str | None = None,
+    lines: Mapping[int, Canonical] | None = None,
+) -> NewEntry:
+    """``lines``: the canonical line of each flagged assessment of the batch, by the model's ``id``. A decision or
+    notice about one of them embeds that text as its ``assessment`` instead of dumping and encoding the same 35
+    fields again (the same JCS bytes: ``canonical_lines`` is held to the model's encoding by the unit tests)."""
+    line = lines.get(id(record.assessment)) if lines and hasattr(record, "assessment") else None
+    if line is not None:
+        data = record.model_dump(mode="json", exclude={"assessment"})
+        data["assessment"] = line
+    else:
+        data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record  # Canonical as is
     return NewEntry(kind=kind, record=data, case_id=case_id, decision_id=decision_id)
 
 
@@ -129,6 +144,7 @@ class Recorder:
                     + "}"
                 )
                 learning.append(_entry("release_assessed", record, decision_id=ref))
+            lines = {id(a): line for r in out.releases for a, line in zip(r.flagged, r.flagged_lines, strict=True)}
             formal_decisions: list[FormalDecision] = []
             notices: list[LearningNotice | GoodPracticeNotice] = []
             for decision in out.decisions:
@@ -137,12 +153,14 @@ class Recorder:
                 if isinstance(decision, FormalDecision):
                     formal_decisions.append(decision)
                     continue
-                learning.append(_entry(f"{decision.space}_decision", decision, decision_id=decision.decision_id))
+                learning.append(
+                    _entry(f"{decision.space}_decision", decision, decision_id=decision.decision_id, lines=lines)
+                )
                 notices.append(notice_for(decision, now))  # learning or good practice
             learning += [_entry("release_report", r) for r in out.reports]
             learning += [_entry("dead_letter", d) for d in out.dead_letters]
             outbox.enqueue_many(self.db, notices, self.directory, now=now)  # one executemany, no read-back
-            learning += [_entry("notice", notice, decision_id=notice.decision_id) for notice in notices]
+            learning += [_entry("notice", n, decision_id=n.decision_id, lines=lines) for n in notices]
             if learning:
                 self.trail.append_many("learning", learning)
             self._open_and_supersede(out, formal_decisions)

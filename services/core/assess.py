@@ -12,6 +12,8 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from hashlib import sha256
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,9 @@ class AssessedRelease:
     flagged: list[Assessment]
     funnel: FunnelResult
     rule: IndicatorRule
+    # The canonical line of each flagged assessment, in the order of ``flagged``: a decision or notice about it
+    # embeds this text in its trail record instead of encoding the same assessment again.
+    flagged_lines: tuple[Canonical, ...] = ()
 
     @property
     def summary_key(self) -> tuple[str, str, str]:
@@ -153,6 +158,14 @@ def _row(first: AuditResult, result: AuditResult, rule: IndicatorRule, funnel: F
 
 
 _INSUFFICIENT = jcs_string(INSUFFICIENT_REASON)
+_SEP = "\x1f"  # stable_id's separator
+
+
+@cache
+def _organisation_text(ods_code: str) -> str:
+    """``"ods_code"`` value, then the ``organisation_name`` member: the same text for every release of the
+    organisation (the ODS list is read once a process), so built once per organisation, not once per line."""
+    return f'{jcs_string(ods_code)},"organisation_name":{jcs_string(display_name(ods_code))}'
 
 
 def canonical_lines(results: Sequence[AuditResult], rule: IndicatorRule, funnel: FunnelResult) -> list[Canonical]:
@@ -169,13 +182,15 @@ def canonical_lines(results: Sequence[AuditResult], rule: IndicatorRule, funnel:
     tau2 = jcs_number_text(funnel.tau2) if n_kept else "null"
     rules = f'{{"policy_version":{q(ref.policy_version)},"rule_set":{q(ref.rule_set)},"version":{q(ref.version)}}}'
     a, r, i, version = first.audit, first.release_id, first.indicator_id, ref.version
+    # stable_id("asm", a, r, i, ods, version) with the parts that are the release's joined once
+    id_head, id_tail = f"{a}{_SEP}{r}{_SEP}{i}{_SEP}", f"{_SEP}{version}"
     head = f'"audit":{q(a)},"band":'
     mid = f'"indicator_id":{q(i)},"indicator_name":{q(rule.indicator.name)},"limits":{{"alarm_lower":'
     meth = (
         f'"method":{q(rule.spec.method)},"n_kept":{n_kept},'
         f'"od_applied":{"true" if funnel.od_applied else "false"},"od_method":{q(funnel.od_method)},"ods_code":'
     )
-    first_period = _period_text(first)
+    first_period, p0 = _period_text(first), first.period
     tail2 = f',"release_id":{q(r)},"rules":{rules},"side":'
     tail3 = f',"target":{target},"tau2":{tau2},"value":'
     f = funnel
@@ -194,14 +209,17 @@ def canonical_lines(results: Sequence[AuditResult], rule: IndicatorRule, funnel:
         lam, uam, lal, ual, lamu, uamu, lalu, ualu, value, volume, z, za = nums
         ods = result.organisation.ods_code
         ok = band != "insufficient_data"
-        period = first_period if result.period == first.period else _period_text(result)
+        p = result.period  # the text depends on these three fields only; pydantic's __eq__ costs 2 µs a line
+        same = p.start == p0.start and p.end == p0.end and p.label == p0.label
+        period = first_period if same else _period_text(result)
+        digest = sha256(f"{id_head}{ods}{id_tail}".encode()).hexdigest()[:32]
         lines.append(
             Canonical(
-                f'{{"assessment_id":"{stable_id("asm", a, r, i, ods, version)}",{head}{q(band)},"country":'
+                f'{{"assessment_id":"asm-{digest}",{head}{q(band)},"country":'
                 f'{q(result.organisation.country)},"event_id":{q(result.event_id)},{mid}{lam},"alarm_upper":{uam},'
                 f'"alert_lower":{lal},"alert_upper":{ual}}},"limits_unadjusted":{{"alarm_lower":{lamu},'
                 f'"alarm_upper":{uamu},"alert_lower":{lalu},"alert_upper":{ualu}}},"measure":'
-                f'{q(result.measure.type)},{meth}{q(ods)},"organisation_name":{q(display_name(ods))},'
+                f"{q(result.measure.type)},{meth}{_organisation_text(ods)},"
                 f'"period":{period},"phi":{phi},"reason":{"null" if ok else _INSUFFICIENT}{tail2}'
                 f'{q(side) if ok else "null"}{tail3}{value},"volume":{volume},'
                 f'"z":{z if ok else "null"},"z_adjusted":{za if ok else "null"}}}'
@@ -253,7 +271,7 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
         counts=dict(counts),
         rules=rule.ref,
     )
-    return AssessedRelease(summary, lines, flagged, funnel, rule)
+    return AssessedRelease(summary, lines, flagged, funnel, rule, tuple(lines[k] for k in flagged_at))
 
 
 def assess_releases(batch: Sequence[tuple[Sequence[AuditResult], IndicatorRule]]) -> list[AssessedRelease]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel
@@ -110,21 +110,27 @@ class Outcome:
 ABSORBED = Outcome(absorbed=True)
 
 
+def _name(state: ReleaseState) -> str:
+    return f"release {state.release_id} ({state.indicator_id})"
+
+
 def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outcome:
+    """Absorb one result, or say why not. The happy path builds no text: it runs once per result."""
     ods = result.organisation.ods_code
-    name = f"release {state.release_id} ({state.indicator_id})"
     if state.assessed:
+        name = _name(state)
         detail = f"{ods}'s result {result.event_id} arrived after {name} was assessed; it was not included"
         return Outcome(absorbed=False, reports=(_report(state, "late_result", detail, now, result.event_id),))
     earlier = state.results.get(ods)
     if earlier is not None:
         return Outcome(
             absorbed=False,
-            rejection=f"organisation.ods_code: {name} already has a result for {ods} (event {earlier.event_id})",
+            rejection=f"organisation.ods_code: {_name(state)} already has a result for {ods} "
+            f"(event {earlier.event_id})",
         )
     if state.closed is not None and len(state.results) >= state.closed.result_count:
         detail = (
-            f"{name} was closed with {state.closed.result_count} results; {ods}'s result {result.event_id} "
+            f"{_name(state)} was closed with {state.closed.result_count} results; {ods}'s result {result.event_id} "
             "is one more than announced and was not included"
         )
         return Outcome(absorbed=False, reports=(_report(state, "count_exceeded", detail, now, result.event_id),))
@@ -169,16 +175,23 @@ def release_problem(state: ReleaseState, results: list[AuditResult]) -> str | No
     name = f"release {state.release_id} ({state.indicator_id})"
     if not results:
         return f"{name} closed with no results; there is nothing to assess"
-    periods = Counter(r.period for r in results)
+    # A period is its three fields: counted as tuples, not as models (pydantic's hash and __eq__ per result).
+    periods = Counter(_period_fields(r) for r in results)
     if len(periods) == 1:
         return None
     common = periods.most_common(1)[0][0]
-    odd = sorted(r.event_id for r in results if r.period != common)
+    odd = sorted(r.event_id for r in results if _period_fields(r) != common)
     shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+    start, end, label = common
     return (
         f"{name} is not assessed: its results are for {len(periods)} different periods; {len(odd)} differ from "
-        f"{common.start}..{common.end} ({common.label!r}): {shown}. Publish the release again with one period"
+        f"{start}..{end} ({label!r}): {shown}. Publish the release again with one period"
     )
+
+
+def _period_fields(result: AuditResult) -> tuple[date, date, str]:
+    p = result.period
+    return (p.start, p.end, p.label)
 
 
 def not_assessed_report(state: ReleaseState, detail: str, now: datetime) -> ReleaseReport:

@@ -182,9 +182,16 @@ _INSERT = (
 )
 
 
-def _rows_to_insert(notice: AnyNotice, directory: Directory, moment: str) -> Iterator[tuple[object, ...]]:
+RefusalCache = dict[tuple[str, str, str, str | None, str | None], str | None]
+
+
+def _rows_to_insert(
+    notice: AnyNotice, directory: Directory, moment: str, refusals: RefusalCache | None = None
+) -> Iterator[tuple[object, ...]]:
     """The outbox rows of one notice, one per distinct recipient role: addressed (``pending``), or ``held`` with
-    the reason when the recipient is missing or refused."""
+    the reason when the recipient is missing or refused. ``refusals`` remembers ``regulator_refusal`` for one
+    batch of notices: it depends only on the notice's space and template, the role and the contact's addresses,
+    and a batch asks it of the same few hundred trust contacts thousands of times."""
     body = notice.model_dump_json()
     audit = notice.assessment.audit
     seen: set[str] = set()
@@ -194,7 +201,13 @@ def _rows_to_insert(notice: AnyNotice, directory: Directory, moment: str) -> Ite
         seen.add(recipient.role)
         try:
             contact = directory.resolve(recipient.ods_code, recipient.role, audit=audit)
-            refusal = regulator_refusal(notice, recipient.role, contact, directory)
+            if refusals is None:
+                refusal = regulator_refusal(notice, recipient.role, contact, directory)
+            else:
+                key = (notice.space, notice.template, recipient.role, contact.email, contact.webhook)
+                if key not in refusals:
+                    refusals[key] = regulator_refusal(notice, recipient.role, contact, directory)
+                refusal = refusals[key]
             if refusal is not None:
                 raise MissingRecipient(refusal)
         except MissingRecipient as exc:
@@ -229,7 +242,8 @@ def enqueue_many(
     """``enqueue`` for many notices in one ``executemany`` and without reading the rows back: the hot path of a
     batch of decisions. Same rows, same idempotence, inside the caller's transaction."""
     moment = utc_text(now or datetime.now(UTC))
-    rows = [row for notice in notices for row in _rows_to_insert(notice, directory, moment)]
+    refusals: RefusalCache = {}
+    rows = [row for notice in notices for row in _rows_to_insert(notice, directory, moment, refusals)]
     if rows:
         with db.transaction():
             db.executemany(_INSERT, rows)

@@ -120,7 +120,8 @@ def main() -> int:
     print(f"  vectorised (apply_outcomes_many):      {stepped:>12,.0f} outcomes/s")
     print(f"limit-simulation engine (numpy):         {vectorised:>12,.0f} outcomes/s")
     if args.worker:
-        latency_lines, *_ = stream(args.latency_outcomes, args.units, seed=11)
+        # A quarter of the trusts deteriorate (odds ratio 3), so the charts signal often enough for a p99.
+        latency_lines, *_ = stream(args.latency_outcomes, args.units, seed=11, odds_ratio=3.0, affected=0.25)
         return measure_worker(lines, latency_lines, args.rate)
     return 0
 

@@ -10,13 +10,18 @@ import numpy as np
 from services.core.organisations import organisations
 
 
-def stream(outcomes: int, units: int, seed: int = 7) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
+def stream(
+    outcomes: int, units: int, seed: int = 7, *, odds_ratio: float = 1.0, affected: float = 0.0
+) -> tuple[list[bytes], np.ndarray, np.ndarray, np.ndarray]:
+    """``outcomes`` over ``units`` trusts; the first ``affected`` fraction of the units have their outcomes' odds
+    multiplied by ``odds_ratio`` throughout (a deterioration, so the charts signal), the others are in control."""
     rng = np.random.default_rng(seed)
     codes = sorted(c for c, o in organisations().items() if o.closed is None and o.country == "ENG")[:units]
     unit = rng.integers(0, len(codes), outcomes)
     day = np.sort(rng.integers(0, 365, outcomes))
     risk = np.clip(rng.beta(0.18, 1.82, outcomes), 0.001, 0.95).round(4)
-    y = (rng.random(outcomes) < risk).astype(int)
+    odds = np.where(unit < affected * len(codes), odds_ratio, 1.0)
+    y = (rng.random(outcomes) < odds * risk / (1 - risk + odds * risk)).astype(int)
     start = date(2024, 12, 1)
     lines = [
         (f'{{"kind":"patient_outcome","schema_version":1,"event_id":"B:{codes[u]}:E{i:07d}","audit":"NELA",'

@@ -56,6 +56,7 @@ from services.embedded import run_file
 from services.kafka.clients import contract_key
 from services.kafka.outputs import dedup_prefix
 from services.kafka.topics import INPUT_TOPIC, OutputTopics
+from services.kafka.worker import BATCH_SIZE
 from services.settings import Settings, aiokafka_config, get_settings
 from tests.support.builders import open_english_trusts, shifting_release
 from tests.support.credentials import Credentials
@@ -508,7 +509,7 @@ def main() -> int:
             sizes = [int(m) for m in BATCH_LINE.findall(worker.log_since())]
             if sizes:
                 print(f"  worker batches: {len(sizes):,}, mean {statistics.fmean(sizes):.0f} records, "
-                      f"max {max(sizes)} (getmany allows 2000)")  # fmt: skip
+                      f"max {max(sizes)} (getmany allows {BATCH_SIZE})")  # fmt: skip
             errors = worker.errors()
             code = worker.stop()
             if errors or code != 0:

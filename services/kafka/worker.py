@@ -97,7 +97,7 @@ from services.trail.checkpoint import checkpoint_now
 log = logging.getLogger("signalbox.worker")
 events_log = get_logger("signalbox.worker")  # structured: one event per batch, ids and counts only
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 5000
 BATCH_WITHIN_S = 0.1
 RETRY_MAX_S = 30.0
 T = TypeVar("T")

@@ -19,10 +19,8 @@ from typing import Any
 
 import pytest
 
-from rules.book import load_rules
-from services.embedded import run_file
 from services.settings import Settings
-from tests.support.builders import open_english_trusts, shifting_release
+from tests.support.builders import shifting_release
 from tests.support.credentials import Credentials
 from tests.support.stream import (
     Background,
@@ -30,12 +28,11 @@ from tests.support.stream import (
     Namespace,
     Worker,
     decision_key,
+    expected_run,
     input_end_offsets,
     jsonl,
     publish,
-    read_jsonl,
     run_id,
-    write_lines,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -54,26 +51,16 @@ def test_worker_killed_three_times(
     log.warning("fault seed %d", seed)
     rng = random.Random(seed)
 
-    trusts = open_english_trusts(ORGS)
-    assert len(trusts) == ORGS
-    run = run_id()
-    rids = [f"NELA-F{k:03d}-{run}" for k in range(RELEASES)]
-    lines = [line for k, rid in enumerate(rids) for line in jsonl(shifting_release(rid, trusts, k))]
+    run = expected_run(tmp_path, "F", RELEASES, ORGS)
+    trusts, lines, expected = run.trusts, run.lines, run.decisions
+    assert len(trusts) == ORGS and run.releases_assessed == RELEASES and run.dead_letters == 0
+    assert len(expected) >= 2 * RELEASES
     assert len(lines) - RELEASES >= 50_000
-    events = write_lines(tmp_path / "events.jsonl", lines)
-
-    summary = run_file(events, load_rules(), tmp_path / "expected")
-    expected = {
-        decision_key(d)
-        for name in ("learning.jsonl", "formal.jsonl", "good-practice.jsonl")
-        for d in read_jsonl(tmp_path / "expected" / name)
-    }
-    assert len(summary.releases) == RELEASES and summary.dead_letters == 0 and len(expected) >= 2 * RELEASES
 
     ns = Namespace(kafka_settings, credentials)
     ns.create()
-    ns.create_learning_topics(d["assessment"]["ods_code"] for d in read_jsonl(tmp_path / "expected" / "learning.jsonl"))
-    wanted = set(rids)
+    ns.create_learning_topics(run.learning_trusts)
+    wanted = set(run.release_ids)
     collector = Collector(ns, lambda out: out.release_id in wanted)
     worker = Worker(ns, ns.new_app_id(input_end_offsets(kafka_settings)), tmp_path / "worker")
     kills: list[float] = []
@@ -110,7 +97,7 @@ def test_worker_killed_three_times(
         assert not collector.of_kind("dead_letter", "results_missing", "count_exceeded", "late_result")
 
         # Healthy: still consuming and routing after the kills.
-        extra = f"NELA-F999-{run}"
+        extra = f"NELA-F999-{run_id()}"
         wanted.add(extra)
         publish(ns, jsonl(shifting_release(extra, trusts, 7)))
         assert collector.until(lambda rs: any(r.release_id == extra and r.kind == "release_summary" for r in rs), 120)

@@ -15,10 +15,7 @@ from typing import Any
 
 import pytest
 
-from rules.book import load_rules
-from services.embedded import run_file
 from services.settings import Settings
-from tests.support.builders import open_english_trusts, shifting_release
 from tests.support.credentials import Credentials
 from tests.support.stream import (
     Background,
@@ -26,12 +23,9 @@ from tests.support.stream import (
     Namespace,
     Worker,
     decision_key,
+    expected_run,
     input_end_offsets,
-    jsonl,
     publish,
-    read_jsonl,
-    run_id,
-    write_lines,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow]
@@ -43,23 +37,15 @@ ORGS = 200
 def test_a_worker_joining_mid_run_loses_and_duplicates_nothing(
     kafka_settings: Settings, credentials: Credentials, redis_url: str, postgres_url: str, tmp_path: Path
 ) -> None:
-    trusts = open_english_trusts(ORGS)
-    run = run_id()
-    rids = [f"NELA-R{k:03d}-{run}" for k in range(RELEASES)]
-    lines = [line for k, rid in enumerate(rids) for line in jsonl(shifting_release(rid, trusts, k))]
-    events = write_lines(tmp_path / "events.jsonl", lines)
-    summary = run_file(events, load_rules(), tmp_path / "expected")
-    expected = {
-        decision_key(d)
-        for name in ("learning.jsonl", "formal.jsonl", "good-practice.jsonl")
-        for d in read_jsonl(tmp_path / "expected" / name)
-    }
-    assert len(summary.releases) == RELEASES and summary.dead_letters == 0 and len(expected) >= RELEASES
+    run = expected_run(tmp_path, "R", RELEASES, ORGS)
+    trusts, lines, expected = run.trusts, run.lines, run.decisions
+    assert len(trusts) == ORGS and run.releases_assessed == RELEASES and run.dead_letters == 0
+    assert len(expected) >= RELEASES
 
     ns = Namespace(kafka_settings, credentials)
     ns.create()
-    ns.create_learning_topics(d["assessment"]["ods_code"] for d in read_jsonl(tmp_path / "expected" / "learning.jsonl"))
-    wanted = set(rids)
+    ns.create_learning_topics(run.learning_trusts)
+    wanted = set(run.release_ids)
     collector = Collector(ns, lambda out: out.release_id in wanted)
     app_id = ns.new_app_id(input_end_offsets(kafka_settings))
     store = {"SIGNALBOX_POSTGRES": postgres_url}  # one store for the group: a release's state moves with it

@@ -475,3 +475,34 @@ class Background(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.value
+
+
+@dataclass(frozen=True)
+class ExpectedRun:
+    """``releases`` NELA releases over ``orgs`` open English trusts, and what ``signalbox route`` decides on them:
+    what a stream of the same lines must put on the output topics, exactly once."""
+
+    trusts: list[str]
+    release_ids: list[str]
+    lines: list[bytes]
+    decisions: set[tuple[str, str, str, str]]  # ``decision_key`` of every learning, formal and good-practice one
+    learning_trusts: set[str]
+    releases_assessed: int
+    dead_letters: int
+
+
+def expected_run(tmp_path: Path, tag: str, releases: int, orgs: int) -> ExpectedRun:
+    from rules.book import load_rules
+    from services.embedded import run_file
+    from tests.support.builders import open_english_trusts, shifting_release
+
+    trusts = open_english_trusts(orgs)
+    run = run_id()
+    rids = [f"NELA-{tag}{k:03d}-{run}" for k in range(releases)]
+    lines = [line for k, rid in enumerate(rids) for line in jsonl(shifting_release(rid, trusts, k))]
+    summary = run_file(write_lines(tmp_path / "events.jsonl", lines), load_rules(), tmp_path / "expected")
+    out = tmp_path / "expected"
+    decisions = {decision_key(d) for name in ("learning.jsonl", "formal.jsonl", "good-practice.jsonl")
+                 for d in read_jsonl(out / name)}  # fmt: skip
+    learning = {d["assessment"]["ods_code"] for d in read_jsonl(out / "learning.jsonl")}
+    return ExpectedRun(trusts, rids, lines, decisions, learning, len(summary.releases), summary.dead_letters)

@@ -262,6 +262,31 @@ def input_partitions(settings: Settings) -> int:
     return len(found)
 
 
+def carry_command_offsets(settings: Settings, app_id: str) -> int:
+    """Upgrade from a worker whose one consumer group (the app id) also read the case commands: the first time the
+    group ``<app id>-commands`` starts, it takes that group's committed offsets on the case-commands topic, so the
+    commands already applied are not applied again (a note recorded twice, every other command refused as out of
+    process and dead-lettered). Never overwrites an offset the new group has. Returns the partitions carried."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    conf = kafka_python_config(settings)
+    old = KafkaConsumer(**conf, group_id=app_id, enable_auto_commit=False)
+    new = KafkaConsumer(**conf, group_id=f"{app_id}-commands", enable_auto_commit=False)
+    try:
+        found = sorted(old.partitions_for_topic(CASE_COMMANDS_TOPIC) or ())
+        parts = [TopicPartition(CASE_COMMANDS_TOPIC, p) for p in found]
+        if not parts or any(new.committed(tp) is not None for tp in parts):
+            return 0
+        carried = {tp: OffsetAndMetadata(o, "", -1) for tp in parts if (o := old.committed(tp)) is not None}
+        if carried:
+            new.commit(carried)
+        return len(carried)
+    finally:
+        old.close()
+        new.close()
+
+
 class DataDirError(RuntimeError):
     """The worker's data folder cannot be created or written."""
 
@@ -311,6 +336,11 @@ def create_app(
     datadir = prepare_datadir(datadir or DEFAULT_DATADIR)
     partitions = partitions or input_partitions(settings)
     app_id = app_id or settings.app_id
+    try:
+        if carried := carry_command_offsets(settings, app_id):
+            log.info("case commands: carried the committed offsets of %d partitions to the commands group", carried)
+    except Exception as exc:  # the broker refused (e.g. the group is active): the commands group decides alone
+        log.warning("case commands: offsets not carried to the commands group (%s: %s)", type(exc).__name__, exc)
     store = store or (
         settings.postgres_url.get_secret_value() if settings.postgres_url else str(datadir / "signalbox.sqlite")
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import (
     ACL,
     ACLFilter,
@@ -25,14 +25,16 @@ from kafka.admin import (
 )
 
 from services.kafka.acl import SERVICE, ensure_acls
-from services.kafka.topics import FORMAL_TOPIC
-from services.settings import Settings
+from services.kafka.topics import CASE_COMMANDS_TOPIC, FORMAL_TOPIC
+from services.kafka.worker import carry_command_offsets
+from services.settings import Settings, kafka_python_config
 from tests.support.builders import nela_release, open_english_trusts
 from tests.support.credentials import Credentials
 from tests.support.stream import (
     Collector,
     Namespace,
     Worker,
+    commit_group_offsets,
     input_end_offsets,
     jsonl,
     publish,
@@ -120,3 +122,29 @@ def test_the_worker_starts_from_any_directory_with_its_default_data_folder(ns: N
         assert not [line for line in worker.errors() if "FileNotFoundError" in line]
     finally:
         assert worker.stop() == 0, worker.log_tail()
+
+
+def test_the_commands_group_takes_the_old_groups_case_command_offsets_once(ns: Namespace) -> None:
+    """Upgrading from the worker whose one group (the app id) also read the case commands: the first start of the
+    group ``<app id>-commands`` takes the old group's offsets, so no command already applied is applied again; a
+    later start never moves it back."""
+    app_id = ns.new_app_id()
+    consumer = KafkaConsumer(**kafka_python_config(ns.settings), enable_auto_commit=False)
+    try:
+        found = sorted(consumer.partitions_for_topic(CASE_COMMANDS_TOPIC) or ())
+        parts = [TopicPartition(CASE_COMMANDS_TOPIC, p) for p in found]
+        old_position = {tp: end + 5 for tp, end in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+    assert parts
+    commands_group = KafkaConsumer(**kafka_python_config(ns.settings), group_id=f"{app_id}-commands",
+                                   enable_auto_commit=False)  # fmt: skip
+    try:
+        commit_group_offsets(ns.settings, app_id, old_position)
+        assert carry_command_offsets(ns.settings, app_id) == len(parts)
+        assert {tp: commands_group.committed(tp) for tp in parts} == old_position
+        commit_group_offsets(ns.settings, app_id, dict.fromkeys(parts, 0))
+        assert carry_command_offsets(ns.settings, app_id) == 0
+        assert {tp: commands_group.committed(tp) for tp in parts} == old_position
+    finally:
+        commands_group.close()

@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 Dialect = Literal["sqlite", "postgresql"]
 
 
+SCHEMA_LOCK = 0x5167_6E61  # the advisory lock key every schema script takes on PostgreSQL ("Sgna")
+
+
 def is_postgres_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
@@ -73,9 +76,20 @@ class Database:
         return [tuple(row) for row in self.execute(text, params).fetchall()]
 
     def executescript(self, script: str) -> None:
-        """Run DDL. Statements are separated by lines holding only ``;;`` so triggers with ``;`` survive."""
-        for statement in (s.strip() for s in script.split("\n;;\n")):
-            if statement:
+        """Run DDL. Statements are separated by lines holding only ``;;`` so triggers with ``;`` survive.
+
+        On PostgreSQL the script runs in one transaction holding an advisory lock: workers starting together on a
+        new database otherwise create the same tables, functions and triggers at once, and all but one fail
+        (``duplicate key … pg_proc``, ``tuple concurrently updated``), as ``IF NOT EXISTS`` and ``OR REPLACE``
+        are not safe against a concurrent creator."""
+        statements = [s.strip() for s in script.split("\n;;\n") if s.strip()]
+        if self.dialect != "postgresql":
+            for statement in statements:
+                self._conn.execute(statement)
+            return
+        with self.transaction():
+            self._conn.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            for statement in statements:
                 self._conn.execute(statement)
 
     @contextmanager

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,10 +17,16 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from notifications.recipients import Directory
+from rules.book import load_rules
 from services.cases.replay import check_cases
 from services.cases.service import CaseService
 from services.cli.trail import app
 from services.db import Database
+from services.letters.recipients import recipients_for
+from services.monitor_store import ChartStore
+from services.recording import Recorder
+from services.release_store import ReleaseStore
 from services.trail.checkpoint import Checkpointer, signing_key_for_store
 from services.trail.store import Trail
 from tests.support.cases import DEFAULTS, at, decision
@@ -97,3 +104,32 @@ def test_trail_verify_reads_a_postgres_store_from_the_environment(
     assert done.exit_code == 0, done.output
     password = urlsplit(url).password
     assert password and password not in done.output
+
+
+def test_workers_starting_together_on_a_new_database_all_start(postgres_url: str) -> None:
+    """Four workers opening a new PostgreSQL store at once each create the trail, case, outbox, release and chart
+    tables, functions and triggers. ``IF NOT EXISTS`` and ``OR REPLACE`` are not safe against a concurrent creator:
+    most of them failed (``duplicate key … pg_proc``, ``tuple concurrently updated``) until the schema scripts
+    took an advisory lock."""
+    rules = load_rules()
+    failures: list[str] = []
+    for _ in range(3):
+        with private_schema(postgres_url, "race") as url:
+            barrier = threading.Barrier(4)
+
+            def start(url: str = url, barrier: threading.Barrier = barrier) -> None:
+                try:
+                    with Database(url) as db:
+                        barrier.wait()
+                        Recorder(db, rules, Directory.load(recipients_for(url, None)))
+                        ReleaseStore(db, "group")
+                        ChartStore(db, "group")
+                except Exception as exc:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+
+            threads = [threading.Thread(target=start) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+    assert failures == []

@@ -490,6 +490,21 @@ class ExpectedRun:
     releases_assessed: int
     dead_letters: int
 
+    def complete(self, records: Sequence[Out]) -> bool:
+        """Every release summarised, and as many distinct decisions on the topics as ``route`` made."""
+        decided = {r.record_id for r in records if r.kind in ("learning", "formal", "good_practice")}
+        summaries = sum(1 for r in records if r.kind == "release_summary")
+        return summaries >= len(self.release_ids) and len(decided) >= len(self.decisions)
+
+    def assert_exactly_once(self, collector: Collector, context: str = "") -> None:
+        """``route``'s decisions on the topics, each once; one summary per release; no dead letter or report."""
+        got = {decision_key(r.value) for r in collector.decisions}
+        missing, unexpected = len(self.decisions - got), len(got - self.decisions)
+        assert got == self.decisions, f"{context}missing {missing}, unexpected {unexpected}"
+        assert collector.duplicates() == {}, f"{context}duplicated ids {collector.duplicates()}"
+        assert sum(r.kind == "release_summary" for r in collector.records) == len(self.release_ids)
+        assert not collector.of_kind("dead_letter", "results_missing", "count_exceeded", "late_result")
+
 
 def expected_run(tmp_path: Path, tag: str, releases: int, orgs: int) -> ExpectedRun:
     from rules.book import load_rules

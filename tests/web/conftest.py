@@ -8,6 +8,7 @@ so regulators have a confirmed alarm to see.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,14 +90,31 @@ def case_id_of(store: Path, ods: str, audit: str = AUDIT) -> str:
 
 def act(client: TestClient, case_id: str, kind: str, outcome: str | None = None) -> None:
     body = {"kind": kind, "outcome": outcome, "note": f"{kind} recorded in the test set-up"}
-    response = client.post(f"/api/v1/cases/{_q(case_id)}/actions", json=body)
+    response = client.post(f"/api/v1/cases/{quoted(case_id)}/actions", json=body)
     assert response.status_code == 200, response.text
 
 
-def _q(value: str) -> str:
+def quoted(value: str) -> str:
+    """An id as one URL path segment."""
     from urllib.parse import quote
 
     return quote(value, safe="")
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's form carries."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found
+    return found.group(1)
+
+
+def login(console: Console, user: str, password: str = PASSWORD) -> tuple[TestClient, str]:
+    """A browser that logged in through the form: its client and the CSRF token of its new session."""
+    client = console.client()
+    token = csrf_of(client.get("/login").text)
+    response = client.post("/login", data={"username": user, "password": password, "csrf_token": token})
+    assert response.status_code == 200, response.text[:500]
+    return client, csrf_of(response.text)
 
 
 @pytest.fixture(scope="session")

@@ -5,37 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import quote
 
 import pytest
-from fastapi.testclient import TestClient
 
 from services.users import store as store_module
 from services.users.store import MAX_FAILURES, UserStore
 from services.web import security
-from tests.web.conftest import CONFIRMED_ODS, OPEN_ODS, PASSWORD, Console, case_id_of
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found
-    return found.group(1)
-
-
-def _login(console: Console, user: str) -> tuple[TestClient, str]:
-    client = console.client()
-    token = _csrf(client.get("/login").text)
-    response = client.post("/login", data={"username": user, "password": PASSWORD, "csrf_token": token})
-    assert response.status_code == 200, response.text[:300]
-    return client, _csrf(response.text)
-
-
-def _q(value: str) -> str:
-    return quote(value, safe="")
+from tests.web.conftest import CONFIRMED_ODS, OPEN_ODS, PASSWORD, Console, case_id_of, csrf_of, login, quoted
 
 
 def _stage(console: Console, case_id: str) -> str:
-    stage: str = console.client("nela-analyst").get(f"/api/v1/cases/{_q(case_id)}").json()["case"]["stage"]
+    stage: str = console.client("nela-analyst").get(f"/api/v1/cases/{quoted(case_id)}").json()["case"]["stage"]
     return stage
 
 
@@ -68,9 +48,9 @@ def test_a_session_call_with_a_non_bearer_authorization_header_still_needs_the_c
     console: Console, header: str
 ) -> None:
     case_id = case_id_of(console.store, OPEN_ODS)
-    client, _ = _login(console, "nela-lead")
+    client, _ = login(console, "nela-lead")
     response = client.post(
-        f"/api/v1/cases/{_q(case_id)}/actions",
+        f"/api/v1/cases/{quoted(case_id)}/actions",
         json={"kind": "data_check", "outcome": "case_to_answer"},
         headers={"Authorization": header},
     )
@@ -84,7 +64,7 @@ OPEN_CASE = "NELA:NELA-MORT30:2024-12-01..2025-11-30:RMP"  # a potential alarm a
 
 
 def _regulator_probes() -> list[tuple[str, str]]:
-    q = _q(OPEN_CASE)
+    q = quoted(OPEN_CASE)
     probes = [
         ("GET", f"/api/v1/cases/{q}"),
         ("HEAD", f"/api/v1/cases/{q}"),
@@ -94,11 +74,11 @@ def _regulator_probes() -> list[tuple[str, str]]:
         ("HEAD", f"/cases/{q}"),
         ("GET", f"/cases/{q}%2F"),
         ("GET", "/api/v1/cases/" + OPEN_CASE.replace(":", "%3A")),
-        ("GET", f"/api/v1/cases/{_q(OPEN_CASE.lower())}"),
-        ("GET", f"/api/v1/cases/{_q(OPEN_CASE[:-3])}"),  # a prefix of the id
-        ("GET", f"/api/v1/cases/{_q(OPEN_CASE[:-3] + '%')}"),  # a LIKE wildcard
-        ("GET", f"/api/v1/cases/{_q(OPEN_CASE.replace('RMP', 'ＲＭＰ'))}"),  # fullwidth lookalikes
-        ("GET", f"/api/v1/cases/{_q(OPEN_CASE + '#2')}"),
+        ("GET", f"/api/v1/cases/{quoted(OPEN_CASE.lower())}"),
+        ("GET", f"/api/v1/cases/{quoted(OPEN_CASE[:-3])}"),  # a prefix of the id
+        ("GET", f"/api/v1/cases/{quoted(OPEN_CASE[:-3] + '%')}"),  # a LIKE wildcard
+        ("GET", f"/api/v1/cases/{quoted(OPEN_CASE.replace('RMP', 'ＲＭＰ'))}"),  # fullwidth lookalikes
+        ("GET", f"/api/v1/cases/{quoted(OPEN_CASE + '#2')}"),
         ("POST", f"/api/v1/cases/{q}/actions"),
         ("GET", "/api/v1/cases?status=open&stage=data_check&ods=RMP"),
         ("GET", "/cases?stage=data_check&ods=RMP"),
@@ -141,7 +121,7 @@ def test_an_unconfirmed_case_answers_a_regulator_exactly_as_a_case_that_does_not
     for prefix in ("/api/v1/cases/", "/cases/", "/api/v1/cases/{}/actions"):
         answers = []
         for case_id in (OPEN_CASE, made_up):
-            url = prefix.format(_q(case_id)) if "{}" in prefix else prefix + _q(case_id)
+            url = prefix.format(quoted(case_id)) if "{}" in prefix else prefix + quoted(case_id)
             response = console.client("cqc").request("POST" if "actions" in url else "GET", url, json={})
             headers = {k: v for k, v in response.headers.items() if k != "set-cookie"}
             body = re.sub(r'name="csrf_token" value="[^"]+"', "", response.text)  # each session's own token
@@ -159,20 +139,20 @@ def test_another_trusts_safety_lead_finds_nothing_of_the_first_trust(console: Co
     client = console.client(user)
     confirmed = case_id_of(console.store, CONFIRMED_ODS)
     for alert in alert_ids:
-        assert client.get(f"/learning/{_q(alert)}").status_code == 404
-    assert client.get(f"/api/v1/cases/{_q(confirmed)}").status_code == 404
+        assert client.get(f"/learning/{quoted(alert)}").status_code == 404
+    assert client.get(f"/api/v1/cases/{quoted(confirmed)}").status_code == 404
     for path in ("/api/v1/learning", "/api/v1/good-practice", "/api/v1/access-log", "/api/v1/cases", "/cases"):
         assert CONFIRMED_ODS not in client.get(path).text.replace(f"({CONFIRMED_ODS})", "x") or path == "/cases"
         assert not any(i in client.get(path).text for i in alert_ids)
 
 
 def test_a_trust_cannot_act_on_its_own_case_before_it_is_told_whatever_role_it_posts(console: Console) -> None:
-    client, token = _login(console, "rmp-safety")
+    client, token = login(console, "rmp-safety")
     for url, kwargs in (
-        (f"/api/v1/cases/{_q(OPEN_CASE)}/actions", {"json": {"kind": "data_check", "outcome": "case_to_answer",
+        (f"/api/v1/cases/{quoted(OPEN_CASE)}/actions", {"json": {"kind": "data_check", "outcome": "case_to_answer",
                                                              "role": "audit_clinical_lead"},
                                                     "headers": {"X-CSRF-Token": token}}),
-        (f"/cases/{_q(OPEN_CASE)}/actions", {"data": {"kind": "data_check", "outcome": "case_to_answer",
+        (f"/cases/{quoted(OPEN_CASE)}/actions", {"data": {"kind": "data_check", "outcome": "case_to_answer",
                                                       "role": "audit_clinical_lead", "csrf_token": token}}),
     ):  # fmt: skip
         response = client.post(url, **kwargs)
@@ -186,9 +166,9 @@ def test_a_trust_cannot_act_on_its_own_case_before_it_is_told_whatever_role_it_p
 @pytest.mark.parametrize("next_", ["https://evil.example/", "//evil.example", "/\\evil.example", "javascript:x"])
 def test_log_in_never_redirects_off_site(console: Console, next_: str) -> None:
     client = console.client()
-    token = _csrf(client.get(f"/login?next={_q(next_)}").text)
+    token = csrf_of(client.get(f"/login?next={quoted(next_)}").text)
     response = client.post(
-        f"/login?next={_q(next_)}",
+        f"/login?next={quoted(next_)}",
         data={"username": "cqc", "password": PASSWORD, "csrf_token": token, "next": next_},
         follow_redirects=False,
     )
@@ -206,15 +186,15 @@ def test_login_csrf_a_login_posted_without_this_browsers_token_is_refused(consol
 
 
 def test_a_csrf_token_of_another_users_session_is_refused(console: Console) -> None:
-    _, lead_token = _login(console, "nela-lead")
-    analyst, _ = _login(console, "nela-analyst")
+    _, lead_token = login(console, "nela-lead")
+    analyst, _ = login(console, "nela-analyst")
     response = analyst.post(
-        f"/cases/{_q(OPEN_CASE)}/actions",
+        f"/cases/{quoted(OPEN_CASE)}/actions",
         data={"kind": "data_check", "outcome": "case_to_answer", "csrf_token": lead_token},
     )
     assert response.status_code == 403
     response = analyst.post(
-        f"/api/v1/cases/{_q(OPEN_CASE)}/actions",
+        f"/api/v1/cases/{quoted(OPEN_CASE)}/actions",
         json={"kind": "data_check", "outcome": "case_to_answer"},
         headers={"X-CSRF-Token": lead_token},
     )
@@ -224,7 +204,7 @@ def test_a_csrf_token_of_another_users_session_is_refused(console: Console) -> N
 
 def test_a_session_cookie_set_before_log_in_is_not_the_session_after(console: Console) -> None:
     client = console.client()
-    token = _csrf(client.get("/login").text)
+    token = csrf_of(client.get("/login").text)
     fixed = client.cookies.get(security.SESSION_COOKIE)
     assert fixed
     client.post("/login", data={"username": "nela-lead", "password": PASSWORD, "csrf_token": token})
@@ -238,9 +218,9 @@ def test_a_session_cookie_set_before_log_in_is_not_the_session_after(console: Co
 def test_lock_out_is_not_bypassed_by_another_spelling_of_the_name(console: Console, variant: str) -> None:
     client = console.client()
     for _ in range(MAX_FAILURES):
-        token = _csrf(client.get("/login").text)
+        token = csrf_of(client.get("/login").text)
         client.post("/login", data={"username": "cqc", "password": "wrong password!", "csrf_token": token})
-    token = _csrf(client.get("/login").text)
+    token = csrf_of(client.get("/login").text)
     response = client.post("/login", data={"username": variant, "password": PASSWORD, "csrf_token": token})
     assert response.status_code == 401
     assert client.get("/regulator", follow_redirects=False).status_code == 303
@@ -255,9 +235,9 @@ def test_lock_out_is_not_bypassed_by_another_spelling_of_the_name(console: Conso
 def test_a_note_with_html_is_shown_as_text(console: Console, payload: str) -> None:
     lead = console.client("nela-lead")
     body = {"kind": "data_check", "outcome": "case_to_answer", "note": payload, "documents": [payload]}
-    assert lead.post(f"/api/v1/cases/{_q(OPEN_CASE)}/actions", json=body).status_code == 200
-    client, _ = _login(console, "nela-lead")
-    html = client.get(f"/cases/{_q(OPEN_CASE)}").text
+    assert lead.post(f"/api/v1/cases/{quoted(OPEN_CASE)}/actions", json=body).status_code == 200
+    client, _ = login(console, "nela-lead")
+    html = client.get(f"/cases/{quoted(OPEN_CASE)}").text
     assert payload not in html
     assert "&lt;" in html and "onerror=alert(1)>" not in html
 
@@ -267,7 +247,7 @@ def test_a_note_with_html_is_shown_as_text(console: Console, payload: str) -> No
 
 @pytest.mark.parametrize("ended_by", ["logout", "disable"])
 def test_a_session_cookie_copied_before_log_out_or_disable_is_dead_after(console: Console, ended_by: str) -> None:
-    client, token = _login(console, "nela-lead")
+    client, token = login(console, "nela-lead")
     stolen = client.cookies.get(security.SESSION_COOKIE)
     assert stolen
     if ended_by == "logout":
@@ -281,7 +261,7 @@ def test_a_session_cookie_copied_before_log_out_or_disable_is_dead_after(console
     replay.cookies.set(security.SESSION_COOKIE, stolen)
     assert replay.get("/cases", follow_redirects=False).status_code == 303
     response = replay.post(
-        f"/api/v1/cases/{_q(OPEN_CASE)}/actions",
+        f"/api/v1/cases/{quoted(OPEN_CASE)}/actions",
         json={"kind": "data_check", "outcome": "case_to_answer"},
         headers={"X-CSRF-Token": token},
     )
@@ -289,7 +269,7 @@ def test_a_session_cookie_copied_before_log_out_or_disable_is_dead_after(console
     assert _stage(console, OPEN_CASE) == "data_check"
     # Another session of the same user is not ended by this one's log-out.
     if ended_by == "logout":
-        other, _ = _login(console, "nela-lead")
+        other, _ = login(console, "nela-lead")
         assert other.get("/cases").status_code == 200
 
 
@@ -354,7 +334,7 @@ def test_a_regulator_cannot_watch_the_formal_log_grow_with_unconfirmed_cases(con
     assert "Verified" in before
     lead = console.client("nela-lead")
     body = {"kind": "data_check", "outcome": "case_to_answer"}
-    assert lead.post(f"/api/v1/cases/{_q(OPEN_CASE)}/actions", json=body).status_code == 200
+    assert lead.post(f"/api/v1/cases/{quoted(OPEN_CASE)}/actions", json=body).status_code == 200
     assert trail("cqc") == before, "the regulator saw the formal log change for a case it may not know of"
     # The audit team still sees the signed checkpoint itself.
     assert "Latest signed checkpoint" in trail("nela-lead") and "signalbox/formal" in trail("nela-lead")
@@ -394,13 +374,13 @@ def test_a_regulator_cannot_watch_the_formal_log_grow_with_unconfirmed_cases(con
 def test_an_odd_body_gets_a_clear_refusal_and_changes_nothing(
     console: Console, route: str, kwargs: dict[str, object]
 ) -> None:
-    client, token = _login(console, "nela-lead")
+    client, token = login(console, "nela-lead")
     if "json" in kwargs and isinstance(kwargs["json"], dict) and "csrf_token" in kwargs["json"]:
         kwargs = {"json": {**kwargs["json"], "csrf_token": token}}
     if route == "html":
-        url = f"/cases/{_q(OPEN_CASE)}/actions"
+        url = f"/cases/{quoted(OPEN_CASE)}/actions"
     else:
-        url = f"/api/v1/cases/{_q(OPEN_CASE)}/actions"
+        url = f"/api/v1/cases/{quoted(OPEN_CASE)}/actions"
         kwargs = {**kwargs, "headers": {**kwargs.get("headers", {}), "X-CSRF-Token": token}}  # type: ignore[dict-item]
     response = client.post(url, **kwargs)
     assert response.status_code in (400, 403, 422), (response.status_code, response.text[:300])
@@ -419,10 +399,10 @@ def test_a_regulator_is_told_a_case_disagrees_with_its_trail_but_not_how(console
     changed["deadline"] = "2001-01-01"  # an edit outside the case process
     with db.transaction():
         db.execute("UPDATE cases SET body = ? WHERE case_id = ?", (json.dumps(changed), case_id))
-    audit = console.client("nela-lead").get(f"/api/v1/cases/{_q(case_id)}").json()["problem"]
+    audit = console.client("nela-lead").get(f"/api/v1/cases/{quoted(case_id)}").json()["problem"]
     assert audit and "deadline" in audit  # the audit team is told exactly what differs
     for user in ("cqc", "nhse"):
-        problem = console.client(user).get(f"/api/v1/cases/{_q(case_id)}").json()["problem"]
+        problem = console.client(user).get(f"/api/v1/cases/{quoted(case_id)}").json()["problem"]
         assert problem and "deadline" not in problem and "differs" not in problem
-        page = console.client(user).get(f"/cases/{_q(case_id)}").text
+        page = console.client(user).get(f"/cases/{quoted(case_id)}").text
         assert "disagrees with its trail" in page and "differs in" not in page

@@ -16,7 +16,6 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +24,7 @@ from rules.book import load_rules
 from services.embedded import run_embedded
 from services.web.rules import PUBLIC, RULES
 from tests.support.builders import jsonl, nela_release, open_english_trusts
-from tests.web.conftest import EXAMPLES, Console, _console, settings_for
+from tests.web.conftest import EXAMPLES, Console, _console, quoted, settings_for
 
 ACTORS = ["nela-lead", "nela-analyst", "rfs-lead-clinician", "rfs-chief-executive", "ssnap-lead"]
 KINDS = [
@@ -54,17 +53,13 @@ def _fresh(source: Path, tokens: dict[str, str], folder: Path) -> Console:
     return _console(folder, settings_for(folder), dict(tokens))
 
 
-def _q(value: str) -> str:
-    return quote(value, safe="")
-
-
 def _run(console: Console, folder: Path, step: tuple[Any, ...], n: int) -> None:
     if step[0] == "act":
         _, index, kind, outcome, user = step
         ids = [r[0] for r in sqlite3.connect(console.store).execute("SELECT case_id FROM cases ORDER BY case_id")]
         case_id = ids[index % len(ids)]
         body = {"kind": kind, "outcome": outcome, "note": "drawn by hypothesis"}
-        response = console.client(user).post(f"/api/v1/cases/{_q(case_id)}/actions", json=body)
+        response = console.client(user).post(f"/api/v1/cases/{quoted(case_id)}/actions", json=body)
         assert response.status_code in (200, 400, 404, 409), response.text
     elif step[0] == "release":
         _, alarm, alert = step
@@ -99,7 +94,7 @@ def _regulator_sees_nothing_unconfirmed(console: Console) -> None:
     for user in REGULATORS:
         client = console.client(user)
         texts: list[str] = []
-        nowhere = client.get(f"/api/v1/cases/{_q('NELA:NELA-MORT30:2000-01-01..2000-12-31:XXX')}")
+        nowhere = client.get(f"/api/v1/cases/{quoted('NELA:NELA-MORT30:2000-01-01..2000-12-31:XXX')}")
         for (method, path), rule in RULES.items():
             if method != "GET" or rule == PUBLIC or "{" in path:
                 continue
@@ -113,19 +108,19 @@ def _regulator_sees_nothing_unconfirmed(console: Console) -> None:
                                  "confirmed_at", "policy_version"}  # fmt: skip
         for case_id in all_cases:
             for route in ("/api/v1/cases/{case_id}", "/cases/{case_id}"):
-                response = client.get(route.replace("{case_id}", _q(case_id)))
+                response = client.get(route.replace("{case_id}", quoted(case_id)))
                 texts.append(response.text)
                 if case_id in unconfirmed and route.startswith("/api/"):
                     # Indistinguishable from a case that does not exist.
                     assert (response.status_code, response.json()) == (nowhere.status_code, nowhere.json())
             for route in ("/learning/{x}", "/releases/{x}"):
-                assert client.get(route.replace("{x}", _q(case_id))).status_code == 404
+                assert client.get(route.replace("{x}", quoted(case_id))).status_code == 404
         for text in texts:
             assert "signalbox/learning" not in text  # not even the learning log's checkpoint: its size counts alerts
             for ref in learning:
                 assert ref not in text, (user, ref)
             for case_id in unconfirmed:
-                assert case_id not in text and _q(case_id) not in text, (user, case_id)
+                assert case_id not in text and quoted(case_id) not in text, (user, case_id)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -19,21 +19,7 @@ from services.settings import Settings, SettingsError, _FromEnvironment
 from services.users.store import LOCKOUT, MAX_FAILURES, UserStore
 from services.web import security
 from services.web.app import create_app
-from tests.web.conftest import CONFIRMED_ODS, OPEN_ODS, PASSWORD, Console, case_id_of
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found
-    return found.group(1)
-
-
-def login(console: Console, user: str, password: str = PASSWORD) -> tuple[TestClient, str]:
-    client = console.client()
-    token = _csrf(client.get("/login").text)
-    response = client.post("/login", data={"username": user, "password": password, "csrf_token": token})
-    assert response.status_code == 200, response.text[:500]
-    return client, _csrf(response.text)
+from tests.web.conftest import CONFIRMED_ODS, OPEN_ODS, PASSWORD, Console, case_id_of, csrf_of, login
 
 
 def _case(console: Console, case_id: str) -> dict[str, object]:
@@ -91,8 +77,8 @@ def test_a_replayed_csrf_token_from_an_earlier_session_is_refused(console: Conso
     before = _case(console, case_id)
     client, old = login(console, "nela-lead")
     assert client.post("/logout", data={"csrf_token": old}, follow_redirects=False).status_code == 303
-    fresh = _csrf(client.post(
-        "/login", data={"username": "nela-lead", "password": PASSWORD, "csrf_token": _csrf(client.get("/login").text)}
+    fresh = csrf_of(client.post(
+        "/login", data={"username": "nela-lead", "password": PASSWORD, "csrf_token": csrf_of(client.get("/login").text)}
     ).text)  # fmt: skip
     assert fresh != old
     status, text = _post_action(client, case_id, old)
@@ -144,7 +130,7 @@ def test_a_disabled_users_token_and_session_stop_working(console: Console) -> No
     assert client.get("/cases", follow_redirects=False).status_code == 303
     page = console.client().get("/login").text
     response = console.client().post("/login", data={"username": "nela-lead", "password": PASSWORD,
-                                                     "csrf_token": _csrf(page)})  # fmt: skip
+                                                     "csrf_token": csrf_of(page)})  # fmt: skip
     assert response.status_code in (401, 403)
 
 
@@ -204,14 +190,14 @@ def test_an_oversized_form_body_is_refused_and_changes_nothing(console: Console)
 def test_lock_out_after_repeated_failures(console: Console) -> None:
     client = console.client()
     for _ in range(MAX_FAILURES):
-        token = _csrf(client.get("/login").text)
+        token = csrf_of(client.get("/login").text)
         response = client.post("/login", data={"username": "cqc", "password": "wrong password!", "csrf_token": token})
         assert response.status_code == 401
-    token = _csrf(client.get("/login").text)
+    token = csrf_of(client.get("/login").text)
     response = client.post("/login", data={"username": "cqc", "password": PASSWORD, "csrf_token": token})
     assert response.status_code == 401 and "locked" in response.text  # the right password, too late
     console.clock.offset = LOCKOUT + timedelta(seconds=1)
-    token = _csrf(client.get("/login").text)
+    token = csrf_of(client.get("/login").text)
     response = client.post("/login", data={"username": "cqc", "password": PASSWORD, "csrf_token": token})
     assert response.status_code == 200 and "Confirmed alarms" in response.text
 
@@ -220,7 +206,7 @@ def test_an_unknown_user_gets_the_same_answer_as_a_wrong_password(console: Conso
     client = console.client()
     answers = []
     for name in ("nobody-here", "nela-lead"):
-        token = _csrf(client.get("/login").text)
+        token = csrf_of(client.get("/login").text)
         response = client.post("/login", data={"username": name, "password": "not the password", "csrf_token": token})
         answers.append((response.status_code, re.search(r'id="error-message">([^<]+)', response.text).group(1)))  # type: ignore[union-attr]
     assert answers[0] == answers[1]

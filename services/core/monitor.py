@@ -42,7 +42,6 @@ from schemas.outcomes import (
     free_text_identifiers,
     identifiers_in,
     outcome_rows,
-    outcome_topic_key,
     redact,
     row_of,
 )
@@ -109,16 +108,6 @@ class ChartState(BaseModel):
     history: list[tuple[date, float, float, float]] = Field(
         default_factory=list, exclude=True
     )  # (date, det, imp, vlad)
-
-
-def new_chart(event: PatientOutcome) -> ChartState:
-    return ChartState(
-        key=outcome_topic_key(event),
-        audit=event.audit,
-        indicator_id=event.indicator_id,
-        ods_code=event.organisation.ods_code,
-        country=event.organisation.country,
-    )
 
 
 @dataclass

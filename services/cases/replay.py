@@ -37,8 +37,15 @@ class Replayed:
     problem: str | None = None
 
 
+# What a replay reads of a case's own entries (besides the potential alarm that opened it, found by its decision
+# id): a case's state is its transitions, checked against its events. Its other entries (each later alarm that
+# joined it, its letters) change neither, and a case an alarm joins release after release would otherwise be read
+# whole again and again.
+REPLAYED_KINDS = ("case_transition", "case_event")
+
+
 def _entries(trail: Trail, case_id: str) -> list[Entry]:
-    return sorted(trail.history(case_id, ("formal",)), key=lambda e: e.seq)
+    return sorted(trail.history(case_id, ("formal",), REPLAYED_KINDS), key=lambda e: e.seq)
 
 
 def replay_case(trail: Trail, case_id: str) -> Replayed:

@@ -210,8 +210,9 @@ def test_a_case_row_edited_by_sql_is_refused_however_warm_the_caches(
         record(recorder, nela_release(alarm=ALARM, release_id=f"NELA-Y11-a{n}"))
     case_id = the_case(db)
     assert transitions(db, case_id) == [("open", None)]
-    with db.transaction():  # the trust's deadline postponed by SQL: the row no longer what its trail makes
-        db.execute("UPDATE cases SET body = json_set(body, '$.deadline', '2099-12-31') WHERE case_id = ?", (case_id,))
+    edit = """UPDATE cases SET body = replace(body, '"review_note":null', '"review_note":"x"') WHERE case_id = ?"""
+    with db.transaction():  # a readable case, but not the one its trail makes
+        db.execute(edit, (case_id,))
     with caplog.at_level(logging.ERROR, logger="services.recording"):
         record(recorder, nela_release(release_id="NELA-Y11-r1"))
     assert transitions(db, case_id) == [("open", None)]  # refused: nothing recorded

@@ -31,7 +31,7 @@ from schemas.notices import GoodPracticeNotice, LearningNotice
 from schemas.signals import FormalDecision, LearningDecision, LearningRecipient, stable_id
 from schemas.vocabulary import Band
 from services.cases.machine import CaseError
-from services.cases.replay import REPLAYED_KINDS, Replayed, replay_case
+from services.cases.replay import REPLAYED_KINDS, Replayed, replay_case, untouched
 from services.cases.service import CaseService
 from services.core.assess import AssessedRelease
 from services.core.notices import notice_for
@@ -262,14 +262,15 @@ class Recorder:
         return {case_id: self._replayed_at(case_id, stamps.get(case_id)) for case_id in case_ids}
 
     def _replayed_at(self, case_id: str, stamp: tuple[int, str] | None) -> Replayed:
+        if stamp is None:  # no transition or event: what a replay makes of it without reading (every opening and
+            return untouched(case_id)  # joining alarm looks up the key's next unused case id)
         cached = self._replays.get(case_id)
-        if stamp is not None and cached is not None and cached[0] == stamp:
+        if cached is not None and cached[0] == stamp:
             return cached[1]
         replayed = replay_case(self.trail, case_id)
-        if stamp is not None:
-            if len(self._replays) >= REPLAY_CACHE:
-                self._replays.clear()
-            self._replays[case_id] = (stamp, replayed)
+        if len(self._replays) >= REPLAY_CACHE:
+            self._replays.clear()
+        self._replays[case_id] = (stamp, replayed)
         return replayed
 
     def _replay(self, case_id: str) -> Case | None:

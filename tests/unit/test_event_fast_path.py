@@ -209,6 +209,21 @@ def test_generated_values_agree(
     _assert_agrees([line])
 
 
+PLAIN: dict[str, Any] = {"ascii": True, "item": ", ", "key": ": ", "space": ""}
+NUMBER = r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.integers(0, 2), field=st.integers(0, 2), number=st.from_regex(NUMBER, fullmatch=True))
+def test_number_texts_are_read_as_pydantic_reads_them(which: int, field: int, number: str) -> None:
+    """orjson and pydantic's parser read every JSON number text to the same value: long mantissas, exponents at
+    the ends of the float range, integers written for a float field (in a line, as the platform wrote them)."""
+    base = _bases(which)[0]
+    keys = [k for k in base["measure"] if k != "type"]
+    line = _line(base, [("token", "measure", keys[field % len(keys)], number)], PLAIN)
+    _assert_agrees([line])
+
+
 def _single_changes(base: dict[str, Any]) -> list[list[tuple[str, str, str, Any]]]:
     """Every field of ``base`` at every level, each given every tricky value, dropped, written twice (with every
     tricky value, then its own) and given every raw number token; every object given an extra key."""
@@ -233,7 +248,7 @@ def test_every_single_change_agrees(which: int) -> None:
     base = [*(_bases(n)[0] for n in range(3)), _bases(0)[1], _bases(1)[0]][which]
     if which == 4:
         del base["organisation"]["country"]
-    s = {"ascii": True, "item": ", ", "key": ": ", "space": ""}
+    s = PLAIN
     lines = [_line(base, change, s) for change in _single_changes(base)]
     _assert_agrees([*lines, _line(base, [], s)])
     assert fast_event(_line(base, [], s)) is not None

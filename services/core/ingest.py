@@ -169,14 +169,18 @@ def value_and_volume(result: AuditResult) -> tuple[float, float]:
 def check_plausible(result: AuditResult, rule: IndicatorRule) -> str | None:
     bounds = rule.indicator.plausible
     value, volume = value_and_volume(result)
-    where = f"the {rule.ref.rule_set} rule set's plausible range for {result.indicator_id}"
     if bounds.max_volume is not None and volume > bounds.max_volume:
-        return f"measure: volume {volume:g} is above {where} (max_volume {bounds.max_volume:g})"
+        return f"measure: volume {volume:g} is above {_range(result, rule)} (max_volume {bounds.max_volume:g})"
     if bounds.min_value is not None and value < bounds.min_value:
-        return f"measure: value {value:g} is below {where} (min_value {bounds.min_value:g})"
+        return f"measure: value {value:g} is below {_range(result, rule)} (min_value {bounds.min_value:g})"
     if bounds.max_value is not None and value > bounds.max_value:
-        return f"measure: value {value:g} is above {where} (max_value {bounds.max_value:g})"
+        return f"measure: value {value:g} is above {_range(result, rule)} (max_value {bounds.max_value:g})"
     return None
+
+
+def _range(result: AuditResult, rule: IndicatorRule) -> str:
+    """Named only when a value is outside it: the happy path, once per result, builds no text."""
+    return f"the {rule.ref.rule_set} rule set's plausible range for {result.indicator_id}"
 
 
 def parse_many(raws: list[bytes]) -> list[Event | str]:

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rules.book import load_rules
 from schemas.events import AuditResult, ReleaseClosed, fast_event
-from services.core.ingest import Event, parse, parse_many
+from services.core.ingest import Event, check_context, parse, parse_many
 from tests.support.builders import closed, result
 
 MEASURES: list[dict[str, Any]] = [
@@ -295,3 +296,30 @@ def test_valid_lines_are_decided_by_the_fast_path(measure: dict[str, Any], count
 def test_what_only_parse_can_refuse_is_left_to_it(line: bytes) -> None:
     assert fast_event(line) is None
     _assert_agrees([line])
+
+
+@pytest.mark.parametrize(
+    ("measure", "reason"),
+    [
+        (
+            {"type": "mean", "mean": 12.0, "sd": 3.0, "n": 20001},
+            "measure: volume 20001 is above the NHFD rule set's plausible range for NHFD-ACUTE-LOS (max_volume 20000)",
+        ),
+        (
+            {"type": "mean", "mean": -0.5, "sd": 3.0, "n": 40},
+            "measure: value -0.5 is below the NHFD rule set's plausible range for NHFD-ACUTE-LOS (min_value 0)",
+        ),
+        (
+            {"type": "mean", "mean": 366.0, "sd": 3.0, "n": 40},
+            "measure: value 366 is above the NHFD rule set's plausible range for NHFD-ACUTE-LOS (max_value 365)",
+        ),
+        ({"type": "mean", "mean": 365.0, "sd": 3.0, "n": 20000}, None),
+    ],
+)
+def test_an_implausible_value_is_named_with_its_rule_sets_range(measure: dict[str, Any], reason: str | None) -> None:
+    """The reason ``check_plausible`` writes (it names the range only when a value is outside it)."""
+    event = parse_many(
+        [json.dumps(result("RXF", audit="NHFD", indicator_id="NHFD-ACUTE-LOS", measure=measure)).encode()]
+    )
+    assert isinstance(event[0], AuditResult)
+    assert check_context(event[0], load_rules()) == reason

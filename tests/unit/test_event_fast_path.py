@@ -323,3 +323,29 @@ def test_an_implausible_value_is_named_with_its_rule_sets_range(measure: dict[st
     )
     assert isinstance(event[0], AuditResult)
     assert check_context(event[0], load_rules()) == reason
+
+
+@pytest.mark.parametrize("space", [b"\x0c", b"\x0b", b"\xc2\xa0", b"\x00", b"\xe2\x80\xa8", b"\x1e", b"\t", b"\r"])
+@pytest.mark.parametrize("where", ["before", "after", "inside"])
+def test_whitespace_and_bytes_that_are_not_json_whitespace_agree(space: bytes, where: str) -> None:
+    """Form feed, NBSP, NUL, a line separator…: what JSON calls whitespace is only space, tab, CR and LF, and
+    the two parsers must agree on which line is one object."""
+    raw = json.dumps(result("RXF")).encode()
+    raw = {"before": space + raw, "after": raw + space, "inside": raw.replace(b', "audit"', b"," + space + b'"audit"')}[
+        where
+    ]
+    _assert_agrees([raw])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(result("RXF")) * 2,
+        json.dumps(result("RXF")).replace('"kind"', '"k\\u0069nd"'),
+        json.dumps(result("RXF")).replace('"NELA"', '"NE\\u004cA"'),
+        json.dumps(result("RXF"))[:-1] + ', "audit": "NELA"}',
+        " " * 10_000 + json.dumps(result("RXF")),
+    ],
+)
+def test_escaped_keys_repeated_documents_and_long_padding_agree(text: str) -> None:
+    _assert_agrees([text.encode()])

@@ -13,10 +13,14 @@ other results are never assessed against it.
 
 from __future__ import annotations
 
+import functools
+import operator
+import re
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from schemas.vocabulary import Measure, OdsCode, Record
 
@@ -183,3 +187,265 @@ def describe_validation_error(exc: ValidationError) -> str:
             message = "is missing"
         parts.append(f"{'.'.join(loc) or 'event'}: {message}")
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fast path: a line accepted without the models' per-line validation, for the drivers' throughput.
+
+_BOM = b"\xef\xbb\xbf"
+_KEY_END = re.compile(rb'"\s*:')  # every key ends so (and so may a string value that holds a quote and a colon)
+_RESULT_FIELDS = operator.itemgetter(*AuditResult.model_fields)
+_CLOSED_FIELDS = operator.itemgetter(*ReleaseClosed.model_fields)
+_PERIOD_FIELDS = operator.itemgetter(*Period.model_fields)
+_PERIOD: TypeAdapter[Period] = TypeAdapter(Period)
+_ORGANISATION: TypeAdapter[Organisation] = TypeAdapter(Organisation)
+_PUBLISHED: TypeAdapter[datetime] = TypeAdapter(datetime)
+_M = TypeVar("_M", bound=Frozen)
+_new = object.__new__
+_set = object.__setattr__
+# The slots a validated model fills besides ``__dict__`` (pydantic's ``BaseModel.model_construct`` sets the same).
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+def _built(cls: type[_M], values: dict[str, Any], fields: frozenset[str]) -> _M:
+    """What ``cls.model_construct(**values)`` gives when ``values`` has every field (``fields``, so every field
+    was set), without its per-field bookkeeping: the state a validated instance has
+    (``tests/unit/test_event_fast_path.py`` compares them, ``model_fields_set`` included)."""
+    model = _new(cls)
+    _set(model, "__dict__", values)
+    _set_fields_set(model, set(fields))
+    _set_extra(model, None)
+    _set_private(model, None)
+    return model
+
+
+_RESULT_SET = frozenset(AuditResult.model_fields)
+_CLOSED_SET = frozenset(ReleaseClosed.model_fields)
+_PROPORTION_SET = frozenset(ProportionMeasure.model_fields)
+_RATIO_SET = frozenset(StandardisedRatioMeasure.model_fields)
+_MEAN_SET = frozenset(MeanMeasure.model_fields)
+
+
+@functools.lru_cache(maxsize=4096)
+def _period(start: str, end: str, label: str) -> tuple[Period, int] | None:
+    """The ``Period`` the model makes of these three strings (its own validators, from JSON), and how many colons
+    they hold; None when the model refuses them."""
+    try:
+        period = _PERIOD.validate_json(orjson.dumps({"start": start, "end": end, "label": label}))
+    except (ValidationError, TypeError):  # TypeError: a string orjson cannot write (a lone surrogate)
+        return None
+    return period, start.count(":") + end.count(":") + label.count(":")
+
+
+@functools.lru_cache(maxsize=4096)
+def _organisation(ods_code: str, country: str | None) -> Organisation | None:
+    """The ``Organisation`` the model makes of ``{"ods_code": …}`` (``country`` None: absent, so defaulted and not
+    in ``model_fields_set``) or ``{"ods_code": …, "country": …}``; None when the model refuses it."""
+    given = {"ods_code": ods_code} if country is None else {"ods_code": ods_code, "country": country}
+    try:
+        organisation = _ORGANISATION.validate_json(orjson.dumps(given))
+    except (ValidationError, TypeError):
+        return None
+    if ":" in ods_code or (country is not None and ":" in country):  # never valid; keeps the colon count exact
+        return None
+    return organisation
+
+
+@functools.lru_cache(maxsize=4096)
+def _published(value: str) -> tuple[datetime, int] | None:
+    """What the model makes of ``published_at`` (its own validator, strict, from JSON) and its colons, or None."""
+    try:
+        return _PUBLISHED.validate_json(orjson.dumps(value), strict=True), value.count(":")
+    except (ValidationError, TypeError):
+        return None
+
+
+def _a_float(value: Any) -> float | None:
+    """A JSON number as the strict ``float`` field holds it (an integer written without a point becomes a float;
+    ``true`` does not), or None."""
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        return float(value)
+    return None
+
+
+def _measure(measure: Any) -> ProportionMeasure | StandardisedRatioMeasure | MeanMeasure | None:
+    """The measure the model makes of this JSON object, built directly when its shape is exactly what the model
+    accepts (its keys, the exact types, the ranges and the numerator rule); None otherwise."""
+    if type(measure) is not dict:
+        return None
+    kind = measure.get("type")
+    if kind == "proportion":
+        if len(measure) != 3:
+            return None
+        numerator, denominator = measure.get("numerator"), measure.get("denominator")
+        if (
+            type(numerator) is int
+            and type(denominator) is int
+            and 0 <= numerator <= denominator <= MAX_COUNT
+            and denominator >= 1
+        ):
+            return _built(
+                ProportionMeasure,
+                {"type": "proportion", "numerator": numerator, "denominator": denominator},
+                _PROPORTION_SET,
+            )
+        return None
+    if kind == "standardised_ratio":
+        if len(measure) != 3:
+            return None
+        observed, expected = measure.get("observed"), _a_float(measure.get("expected"))
+        if type(observed) is int and 0 <= observed <= MAX_COUNT and expected is not None and 0 < expected <= MAX_COUNT:
+            return _built(
+                StandardisedRatioMeasure,
+                {"type": "standardised_ratio", "observed": observed, "expected": expected},
+                _RATIO_SET,
+            )
+        return None
+    if kind == "mean":
+        if len(measure) != 4:
+            return None
+        mean, sd, n = _a_float(measure.get("mean")), _a_float(measure.get("sd")), measure.get("n")
+        if (
+            mean is not None
+            and sd is not None
+            and type(n) is int
+            and -MAX_MEAN <= mean <= MAX_MEAN
+            and 0 <= sd <= MAX_MEAN
+            and 1 <= n <= MAX_COUNT
+        ):
+            return _built(MeanMeasure, {"type": "mean", "mean": mean, "sd": sd, "n": n}, _MEAN_SET)
+    return None
+
+
+def _ids(event_id: Any, audit: Any, release_id: Any, indicator_id: Any) -> int | None:
+    """How many colons the four ids hold, when each is a string of the contract's length; else None."""
+    if (
+        type(event_id) is str
+        and type(audit) is str
+        and type(release_id) is str
+        and type(indicator_id) is str
+        and 1 <= len(event_id) <= 200
+        and 1 <= len(audit) <= 40
+        and 1 <= len(release_id) <= 80
+        and 1 <= len(indicator_id) <= 80
+    ):
+        return event_id.count(":") + audit.count(":") + release_id.count(":") + indicator_id.count(":")
+    return None
+
+
+def _one_key_each(raw: bytes, keys: int, colons: int) -> bool:
+    """Whether no key of ``raw`` (whose objects hold ``keys`` distinct keys and whose string values hold
+    ``colons`` colons) appears twice. In JSON a colon is either in a string or ends a key; without a backslash
+    the strings' bytes are their text, so the colons beyond the values' own are the keys written, repeats
+    included. With an escape, the bound the ingest stage uses: each key ends with a quote and a colon."""
+    if b"\\" in raw:
+        return len(_KEY_END.findall(raw)) <= keys
+    return raw.count(b":") - colons == keys
+
+
+def fast_event(raw: bytes) -> AuditResult | ReleaseClosed | None:
+    """The event ``EVENT_ADAPTER.validate_json(raw)`` gives, when ``raw`` is certainly a valid v1 event written
+    with each key once; None means "not decided here", never "invalid".
+
+    The caller sends a None line to the per-line path (``services.core.ingest.parse``), which gives the error
+    text exactly as before, so every strict rule and its wording stays in the models. A line is decided here
+    only when it is one JSON object (orjson, no byte-order mark) with exactly the model's keys at every level,
+    values of exactly the model's types (no bool for an int, no float for a count), lengths and ranges
+    (``schema_version`` the integer 1, the measure's bounds and its numerator rule), no key written twice
+    (``_one_key_each``), and its period, organisation and ``published_at`` accepted by the model's own
+    validators (each distinct one validated once, and the instance reused: the models are frozen). The models
+    are then built as validation builds them (``_built``). ``tests/unit/test_event_fast_path.py`` checks that on
+    generated valid and broken lines the two agree, ``model_fields_set`` included."""
+    if raw.startswith(_BOM):
+        return None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    kind = doc.get("kind")
+    if kind == "audit_result" and len(doc) == 10:
+        try:
+            _, version, event_id, audit, release_id, indicator_id, period, organisation, measure, published_at = (
+                _RESULT_FIELDS(doc)
+            )
+        except KeyError:
+            return None
+        colons = _ids(event_id, audit, release_id, indicator_id)
+        if colons is None or type(version) is not int or version != 1 or type(published_at) is not str:
+            return None
+        stamp = _published(published_at)
+        if stamp is None or type(period) is not dict or len(period) != 3 or type(organisation) is not dict:
+            return None
+        try:
+            start, end, label = _PERIOD_FIELDS(period)
+        except KeyError:
+            return None
+        if type(start) is not str or type(end) is not str or type(label) is not str:
+            return None
+        span = _period(start, end, label)
+        ods_code, country = organisation.get("ods_code"), organisation.get("country")
+        if (
+            span is None
+            or type(ods_code) is not str
+            or not ((len(organisation) == 1 and country is None) or (len(organisation) == 2 and type(country) is str))
+        ):
+            return None
+        unit = _organisation(ods_code, country)
+        value = _measure(measure)
+        if unit is None or value is None:
+            return None
+        keys = 13 + len(organisation) + len(measure)
+        if not _one_key_each(raw, keys, colons + span[1] + stamp[1]):
+            return None
+        return _built(
+            AuditResult,
+            {
+                "kind": "audit_result",
+                "schema_version": 1,
+                "event_id": event_id,
+                "audit": audit,
+                "release_id": release_id,
+                "indicator_id": indicator_id,
+                "period": span[0],
+                "organisation": unit,
+                "measure": value,
+                "published_at": stamp[0],
+            },
+            _RESULT_SET,
+        )
+    if kind == "release_closed" and len(doc) == 7:
+        try:
+            _, version, event_id, audit, release_id, indicator_id, result_count = _CLOSED_FIELDS(doc)
+        except KeyError:
+            return None
+        colons = _ids(event_id, audit, release_id, indicator_id)
+        if (
+            colons is None
+            or type(version) is not int
+            or version != 1
+            or type(result_count) is not int
+            or not 1 <= result_count <= MAX_RESULTS
+            or not _one_key_each(raw, 7, colons)
+        ):
+            return None
+        return _built(
+            ReleaseClosed,
+            {
+                "kind": "release_closed",
+                "schema_version": 1,
+                "event_id": event_id,
+                "audit": audit,
+                "release_id": release_id,
+                "indicator_id": indicator_id,
+                "result_count": result_count,
+            },
+            _CLOSED_SET,
+        )
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -65,9 +65,10 @@ def lookup(ods_code: str) -> Organisation | None:
     return organisations().get(ods_code)
 
 
-@cache
+@lru_cache(maxsize=4096)
 def check_ods_code(ods_code: str, country: str) -> str | None:
-    """Why this ODS code cannot be used, or None when it can."""
+    """Why this ODS code cannot be used, or None when it can. Remembered per (code, country) for the hot path,
+    bounded: a stream of well-shaped codes that are no organisation must not grow the process without limit."""
     org = lookup(ods_code)
     if org is None:
         return f"organisation.ods_code: {ods_code!r} is not in the ODS list of NHS trusts and Welsh health boards"

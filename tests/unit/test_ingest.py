@@ -76,3 +76,13 @@ def test_same_event_id_with_other_content_is_a_conflict(rules: RuleBook) -> None
     outcome = run(result("RXF", observed=11), rules, ledger)
     assert isinstance(outcome, Rejected)
     assert "already received with different content" in outcome.dead_letter.reason
+
+
+def test_codes_that_are_no_organisation_do_not_grow_the_process_without_limit() -> None:
+    """The ODS check is remembered per (code, country) for the hot path; a stream of well-shaped codes that name
+    no organisation (each one dead-lettered) must not make that memory grow with the stream."""
+    from services.core.organisations import check_ods_code
+
+    for i in range(10_000):
+        assert check_ods_code(f"Z{i:04d}", "ENG") is not None
+    assert check_ods_code.cache_info().currsize <= 4096

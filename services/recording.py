@@ -31,7 +31,7 @@ from schemas.notices import GoodPracticeNotice, LearningNotice
 from schemas.signals import FormalDecision, LearningDecision, LearningRecipient, stable_id
 from schemas.vocabulary import Band
 from services.cases.machine import CaseError
-from services.cases.replay import Replayed, replay_case
+from services.cases.replay import REPLAYED_KINDS, Replayed, replay_case, untouched
 from services.cases.service import CaseService
 from services.core.assess import AssessedRelease
 from services.core.notices import notice_for
@@ -98,6 +98,9 @@ class Recorder:
         # batch reads only what was appended since, by this process or any other writer of the trail.
         self._open: dict[str, set[str]] | None = None
         self._closed: set[str] = set()
+        # The open cases whose newest supersession in the trail has not been overridden: awaiting its review, so
+        # no later release can act on them (``machine.supersede`` changes nothing) and none replays them again.
+        self._awaiting: set[str] = set()
         self._seen = -1
 
     def _deadlines(self, audit: str, indicator_id: str) -> Any:
@@ -193,18 +196,29 @@ class Recorder:
         rolled-back batch), then only the case transitions appended after the newest one read.
 
         The same rule as ``open_in_trail``: a case is open once the trail holds a transition of it and none to
-        the closed stage (records are RFC 8785 text, so ``"to_stage":"closed"`` cannot match inside a note)."""
+        the closed stage (records are RFC 8785 text, so ``"to_stage":"closed"`` cannot match inside a note).
+
+        A case awaits the review of a supersession from its ``superseded`` transition until a
+        ``supersession_override`` one: the only transitions that set and clear ``Case.superseded_by`` (see
+        ``machine.supersede`` and ``machine.apply``). A trail that does not replay to a valid case makes no
+        candidate either way (``_supersede`` skips a case with no replay), so skipping an awaiting case without
+        replaying it supersedes exactly the cases the replay would."""
         if self._open is None:
-            self._open, self._closed, self._seen = {}, set(), -1
+            self._open, self._closed, self._awaiting, self._seen = {}, set(), set(), -1
         rows = self.db.query(
-            'SELECT seq, case_id, record LIKE \'%"to_stage":"closed"%\' FROM trail_formal'
+            'SELECT seq, case_id, record LIKE \'%"to_stage":"closed"%\', record LIKE \'%"kind":"superseded"%\','
+            ' record LIKE \'%"kind":"supersession_override"%\' FROM trail_formal'
             " WHERE seq > ? AND kind = 'case_transition' AND case_id IS NOT NULL ORDER BY seq",
             (self._seen,),
         )
-        for seq, raw_id, closed in rows:
+        for seq, raw_id, closed, superseded, overridden in rows:
             case_id = str(raw_id)
             self._seen = max(self._seen, int(seq))
             key = _key_of(case_id)
+            if superseded:
+                self._awaiting.add(case_id)
+            elif overridden:
+                self._awaiting.discard(case_id)
             if closed:
                 self._closed.add(case_id)
                 held = self._open.get(key)
@@ -222,19 +236,41 @@ class Recorder:
         supersession and opening checks them, so without this a long run replays the same cases thousands of
         times. The stamp is the case's newest formal entry (seq and leaf hash): the log is append-only and every
         leaf hashes a fresh random salt, so a new entry, or one rolled back and appended again, always changes
-        it. The stored row is still compared with this replay on every action (``CaseService.checked``)."""
+        it. The stored row is still compared with this replay on every action (``CaseService.checked``).
+
+        Only the entries a replay reads make the stamp (``REPLAYED_KINDS``: the case's transitions and events; the
+        potential alarm that opened it is appended with its opening transition, in the same transaction), so a
+        later alarm joining the case does not replay it again."""
         rows = self.db.query(
-            "SELECT seq, leaf_hash FROM trail_formal WHERE case_id = ? ORDER BY seq DESC LIMIT 1", (case_id,)
+            "SELECT seq, leaf_hash FROM trail_formal WHERE case_id = ? AND kind IN (?, ?) ORDER BY seq DESC LIMIT 1",
+            (case_id, *REPLAYED_KINDS),
         )
-        stamp = (int(rows[0][0]), str(rows[0][1])) if rows else None
+        return self._replayed_at(case_id, (int(rows[0][0]), str(rows[0][1])) if rows else None)
+
+    def _replayed_many(self, case_ids: list[str]) -> dict[str, Replayed]:
+        """``_replayed`` of many cases, their stamps read in one query per 500 (not one per case)."""
+        stamps: dict[str, tuple[int, str]] = {}
+        for i in range(0, len(case_ids), 500):
+            chunk = case_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.query(
+                "SELECT case_id, seq, leaf_hash FROM trail_formal WHERE seq IN (SELECT MAX(seq) FROM trail_formal"
+                f" WHERE case_id IN ({marks}) AND kind IN (?, ?) GROUP BY case_id)",
+                [*chunk, *REPLAYED_KINDS],
+            )
+            stamps.update((str(c), (int(seq), str(leaf))) for c, seq, leaf in rows)
+        return {case_id: self._replayed_at(case_id, stamps.get(case_id)) for case_id in case_ids}
+
+    def _replayed_at(self, case_id: str, stamp: tuple[int, str] | None) -> Replayed:
+        if stamp is None:  # no transition or event: what a replay makes of it without reading (every opening and
+            return untouched(case_id)  # joining alarm looks up the key's next unused case id)
         cached = self._replays.get(case_id)
-        if stamp is not None and cached is not None and cached[0] == stamp:
+        if cached is not None and cached[0] == stamp:
             return cached[1]
         replayed = replay_case(self.trail, case_id)
-        if stamp is not None:
-            if len(self._replays) >= REPLAY_CACHE:
-                self._replays.clear()
-            self._replays[case_id] = (stamp, replayed)
+        if len(self._replays) >= REPLAY_CACHE:
+            self._replays.clear()
+        self._replays[case_id] = (stamp, replayed)
         return replayed
 
     def _replay(self, case_id: str) -> Case | None:
@@ -250,13 +286,17 @@ class Recorder:
         # The key's open cases as the trail has them (the index, by key): a row closed (or garbled) by SQL does
         # not hide its case from a later release; superseding a tampered case is refused below and logged. A row
         # the trail does not vouch for (inserted by SQL) replays to no case, so the table adds no candidate.
-        # Cases this batch opened are in the index already (``_sync_open`` after each opening).
+        # Cases this batch opened are in the index already (``_sync_open`` after each opening). A case awaiting
+        # the review of a supersession is not replayed: no release can act on it (see ``_sync_open``), and there
+        # are ever more of them as a long run re-releases a key.
         assert self._open is not None
-        ids = set(self._open.get(prefix, ()))
+        if prefix not in self._open:
+            return
+        self._sync_open()  # what the trail holds now (another writer may have overridden a supersession)
+        ids = {i for i in self._open.get(prefix, ()) if i not in self._awaiting}
         if not ids:
             return
-        for case_id in ids - replayed.keys():
-            replayed[case_id] = self._replay(case_id)
+        replayed.update((i, r.case) for i, r in self._replayed_many(sorted(ids - replayed.keys())).items())
         opened = [replayed[case_id] for case_id in sorted(ids)]
         candidates = [
             c

@@ -37,8 +37,20 @@ class Replayed:
     problem: str | None = None
 
 
+# What a replay reads of a case's own entries (besides the potential alarm that opened it, found by its decision
+# id): a case's state is its transitions, checked against its events. Its other entries (each later alarm that
+# joined it, its letters) change neither, and a case an alarm joins release after release would otherwise be read
+# whole again and again.
+REPLAYED_KINDS = ("case_transition", "case_event")
+
+
 def _entries(trail: Trail, case_id: str) -> list[Entry]:
-    return sorted(trail.history(case_id, ("formal",)), key=lambda e: e.seq)
+    return sorted(trail.history(case_id, ("formal",), REPLAYED_KINDS), key=lambda e: e.seq)
+
+
+def untouched(case_id: str) -> Replayed:
+    """The replay of a case id the trail holds no transition or event of (``replay_case`` reads nothing more)."""
+    return Replayed(case_id, problem=f"case {case_id}: the trail holds no transition of this case")
 
 
 def replay_case(trail: Trail, case_id: str) -> Replayed:
@@ -53,8 +65,7 @@ def replay_case(trail: Trail, case_id: str) -> Replayed:
         return out
     out.transitions = recorded
     if not recorded:
-        out.problem = f"case {case_id}: the trail holds no transition of this case"
-        return out
+        return untouched(case_id)
     first = recorded[0]
     if first.kind != "open" or first.seq != 1 or first.decision_id is None or first.deadlines is None:
         out.problem = f"case {case_id}: its first transition in the trail is not an opening with its decision"

@@ -370,12 +370,16 @@ class Trail:
         """RFC 6962 root of the first ``size`` entries (default: all) as stored."""
         return self.compact_range(audience, size).root()
 
-    def history(self, case_id: str, audiences: Sequence[Audience] = AUDIENCES) -> list[Entry]:
-        """Entries of both logs (or the given ones) for a case, oldest first."""
+    def history(
+        self, case_id: str, audiences: Sequence[Audience] = AUDIENCES, kinds: Sequence[str] | None = None
+    ) -> list[Entry]:
+        """Entries of both logs (or the given ones) for a case, oldest first; only those of ``kinds`` if given."""
         found: list[Entry] = []
+        only = f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
         for audience in audiences:
             rows = self.db.query(
-                f"SELECT {_COLUMNS} FROM {table_for(audience)} WHERE case_id = ? ORDER BY seq", (case_id,)
+                f"SELECT {_COLUMNS} FROM {table_for(audience)} WHERE case_id = ?{only} ORDER BY seq",
+                (case_id, *(kinds or ())),
             )
             found.extend(_entry(audience, row) for row in rows)
         found.sort(key=lambda e: (e.recorded_at, AUDIENCES.index(e.audience), e.seq))

@@ -32,7 +32,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -565,16 +564,6 @@ def route_resumably(
     cache = StateCache(ROUTE_CACHED_RELEASES)
     summary = RunSummary()
     touched: set[str] = set()
-    # Deciding batch N+1 while batch N commits: the decisions read release and chart states through their own
-    # connection (committed data only; what batch N staged is in the cache before its commit starts), and the
-    # commits stay one at a time, in input order, on one thread. See ``_decision_reader``.
-    reader = _decision_reader(db, stack)
-    read_releases = ReleaseStore(reader, EMBEDDED_GROUP) if reader else releases
-    read_charts = ChartStore(reader, EMBEDDED_GROUP) if reader else chart_store
-    if reader:
-        reader.execute("PRAGMA query_only=ON")
-    committer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="route-commit"))
-    pending: Future[None] | None = None
 
     def commit(out: Outputs, states: StagedStates | None, charts: StagedCharts | None = None) -> None:
         fresh, ids = ledger.fresh(out)
@@ -588,43 +577,24 @@ def route_resumably(
             recorder.record(fresh)
             ledger.mark(ids, lengths)
         if states is not None:
+            cache.put(states.staged)
             touched.update(states.staged)
         _account(summary, fresh)
         summary.already_recorded += len(out.dead_letters) + len(out.reports) - len(ids)
 
-    def commit_batch(out: Outputs, states: StagedStates, charts: StagedCharts, lines: int, decide: float) -> None:
-        t0 = time.perf_counter()
-        commit(out, states, charts)
-        metrics.count_batch(out, lines, decide=decide, commit=time.perf_counter() - t0)
-
-    def settle() -> None:
-        """Wait for the batch in commit; its failure (a full disk) is raised here, in the reading thread."""
-        nonlocal pending
-        if pending is not None:
-            done, pending = pending, None
-            done.result()
-            cache.unpin()  # committed: the store gives those states now
-
-    try:
-        for chunk in chunks(read_lines(input_path, on_bytes), CHUNK_LINES):
-            states = StagedStates(read_releases, cache)
-            charts = StagedCharts(read_charts)
+    for chunk in chunks(read_lines(input_path, on_bytes), CHUNK_LINES):
+        states = StagedStates(releases, cache)
+        charts = StagedCharts(chart_store)
+        try:
             t0 = time.perf_counter()
             out = Pipeline(rules, states, charts=charts).process(chunk)
-            decide = time.perf_counter() - t0
-            settle()  # the previous batch is committed before this one's commit starts
-            cache.pin(states.staged)  # the next batch reads them from here while this one commits
-            pending = committer.submit(commit_batch, out, states, charts, len(chunk), decide)
-            if reader is None or charts.staged:  # chart states come from the store: the next batch waits for them
-                settle()
-            summary.lines += len(chunk)
-        settle()
-    except BaseException:
-        cache.clear()  # it may hold states the store never got
-        if pending is not None:  # never leave a commit running under a closing database
-            with suppress(Exception):
-                pending.result()
-        raise
+            t1 = time.perf_counter()
+            commit(out, states, charts)
+            metrics.count_batch(out, len(chunk), decide=t1 - t0, commit=time.perf_counter() - t1)
+        except BaseException:
+            cache.clear()  # it may hold states the store never got
+            raise
+        summary.lines += len(chunk)
     now = datetime.now(UTC)
     reports: list[ReleaseReport] = []
     for key in sorted(touched):
@@ -637,13 +607,3 @@ def route_resumably(
     commit(Outputs(reports=reports), None)
     metrics.count_batch(Outputs(reports=reports), 0)
     return summary
-
-
-def _decision_reader(db: Database, stack: ExitStack) -> Database | None:
-    """A second connection to route's SQLite store, for the deciding thread to read release and chart states while
-    the committing thread writes (WAL: a reader sees the last commit, never a half-written batch). None for a
-    store that a second connection cannot share (in memory, or not SQLite): then each batch commits before the
-    next is decided, as before."""
-    if db.dialect != "sqlite" or db.target in (":memory:", "") or db.target.endswith(":memory:"):
-        return None
-    return stack.enter_context(Database(db.target))

@@ -85,22 +85,17 @@ class ReleaseStore:
 
 class StateCache:
     """The worker's copy of the release states it owns, so a release is read from the database once, not once
-    per batch. It holds only committed states, and those of the one batch whose commit is in flight (``pinned``,
-    never evicted: ``route`` decides the next batch while it commits, and the store cannot give them yet); the
-    driver clears it when partitions move or a batch fails."""
+    per batch. It holds only committed states; the worker clears it when partitions move or a batch fails."""
 
     def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
         self._states: OrderedDict[str, ReleaseState] = OrderedDict()
-        self._pinned: dict[str, ReleaseState] = {}
 
     def get(self, key: str) -> ReleaseState | None:
-        state = self._pinned.get(key)
+        state = self._states.get(key)
         if state is None:
-            state = self._states.get(key)
-            if state is None:
-                return None
-            self._states.move_to_end(key)
+            return None
+        self._states.move_to_end(key)
         # A working copy: the batch mutates it, and must not change the committed one until it commits.
         return state.model_copy(update={"results": dict(state.results), "digests": dict(state.digests)})
 
@@ -111,18 +106,8 @@ class StateCache:
         while len(self._states) > self.capacity:
             self._states.popitem(last=False)
 
-    def pin(self, states: dict[str, ReleaseState]) -> None:
-        """``put``, and kept whatever the capacity until ``unpin``: the states of a batch whose commit is in
-        flight, which the next batch must read from here (the store has only the commit before)."""
-        self.put(states)
-        self._pinned = states
-
-    def unpin(self) -> None:
-        self._pinned = {}
-
     def clear(self) -> None:
         self._states.clear()
-        self._pinned = {}
 
 
 class StagedStates(MutableMapping[str, ReleaseState]):

@@ -206,33 +206,6 @@ def test_a_run_that_dies_after_writing_a_batch_but_before_committing_it_leaves_n
     assert_same(picture(out), whole)
 
 
-@pytest.mark.parametrize(("chunk", "cached"), [(7, 0), (13, 1), (50, 256)])
-def test_a_batch_decided_while_the_one_before_commits_sees_what_that_one_staged(
-    chunk: int, cached: int, whole: Picture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """route decides batch N+1 while batch N commits on another thread (``services/embedded.py::route_resumably``).
-    Every commit here is held up, so the next batch is always decided before the store has the one before, and
-    with a few lines a batch and a cache of 0 or 1 release every release's state crosses batches: N's states must
-    reach N+1 from the cache (pinned until N commits), never the store's older copy."""
-    import time
-
-    import services.embedded
-    import services.recording
-
-    monkeypatch.setattr(services.embedded, "CHUNK_LINES", chunk)
-    monkeypatch.setattr(services.embedded, "ROUTE_CACHED_RELEASES", cached)
-    real = services.recording.Recorder.record
-
-    def slow(self: services.recording.Recorder, out: Any) -> None:
-        time.sleep(0.02)
-        real(self, out)
-
-    monkeypatch.setattr(services.recording.Recorder, "record", slow)
-    out = tmp_path / "out"
-    run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
-    assert_same(picture(out), whole)
-
-
 @pytest.mark.parametrize("tail", [b"{", b'{"decision_id": "dec-forged"}\n', b"\x00" * 4096, b"\n\n"])
 def test_an_uncommitted_tail_in_an_output_file_is_cut_off(tail: bytes, whole: Picture, tmp_path: Path) -> None:
     out = route_parts(cut([300]), tmp_path)

@@ -424,9 +424,9 @@ def scale_out(
     print(f"5. scale-out over {INPUT_TOPIC}'s partitions, workers {counts}, PostgreSQL store")
     table: list[tuple[int, float, float, float]] = []
     ok = True
-    for count in counts:
+    for step, count in enumerate(counts):
         app_id = ns.new_app_id()
-        group = [BenchWorker(ns, app_id, workdir / f"s{count}-{k}", extra_env=store_env) for k in range(count)]
+        group = [BenchWorker(ns, app_id, workdir / f"s{step}-{k}", extra_env=store_env) for k in range(count)]
         started += group
         for w in group:
             w.start()
@@ -434,7 +434,7 @@ def scale_out(
         while sum(assigned_partitions(w) for w in group) != 16 and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(3)  # a join may still be settling: let the last rebalance finish
-        tag = f"S{count}-"
+        tag = f"S{step}x{count}-"  # a count may come twice (1,2,1): its releases are new ones
         rids = [f"NELA-{tag}{k:05d}-{run}" for k in range(releases)]
         payloads = [release_lines(rid, trusts, k) for k, rid in enumerate(rids)]
         collector = Collector(ns, partial(release_in, frozenset(rids)))

@@ -192,8 +192,8 @@ def describe_validation_error(exc: ValidationError) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # The fast path: a line accepted without the models' per-line validation, for the drivers' throughput.
 
-_BOM = b"\xef\xbb\xbf"
-_KEY_END = re.compile(rb'"\s*:')  # every key ends so (and so may a string value that holds a quote and a colon)
+BOM = b"\xef\xbb\xbf"  # a leading UTF-8 byte-order mark, which ingest ignores
+KEY_END = re.compile(rb'"\s*:')  # every key ends so (and so may a string value that holds a quote and a colon)
 _RESULT_FIELDS = operator.itemgetter(*AuditResult.model_fields)
 _CLOSED_FIELDS = operator.itemgetter(*ReleaseClosed.model_fields)
 _PERIOD_FIELDS = operator.itemgetter(*Period.model_fields)
@@ -344,7 +344,7 @@ def _one_key_each(raw: bytes, keys: int, colons: int) -> bool:
     the strings' bytes are their text, so the colons beyond the values' own are the keys written, repeats
     included. With an escape, the bound the ingest stage uses: each key ends with a quote and a colon."""
     if b"\\" in raw:
-        return len(_KEY_END.findall(raw)) <= keys
+        return len(KEY_END.findall(raw)) <= keys
     return raw.count(b":") - colons == keys
 
 
@@ -361,7 +361,7 @@ def fast_event(raw: bytes) -> AuditResult | ReleaseClosed | None:
     validators (each distinct one validated once, and the instance reused: the models are frozen). The models
     are then built as validation builds them (``_built``). ``tests/unit/test_event_fast_path.py`` checks that on
     generated valid and broken lines the two agree, ``model_fields_set`` included."""
-    if raw.startswith(_BOM):
+    if raw.startswith(BOM):
         return None
     try:
         doc = orjson.loads(raw)

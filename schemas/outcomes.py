@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import orjson
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
 
-from schemas.events import Frozen, IsoDate, Organisation, SchemaVersion
+from schemas.events import BOM, Frozen, IsoDate, Organisation, SchemaVersion
 
 OUTCOME_KIND = "patient_outcome"
 WITHHELD = "[withheld]"
@@ -105,7 +105,7 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any]]:
 def identifiers_in(raw: bytes) -> list[str]:
     """One sentence per field of ``raw`` that looks like a patient identifier (never the value itself)."""
     try:
-        data = json.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+        data = json.loads(raw.removeprefix(BOM))
     except ValueError:
         text = raw.decode("utf-8", "replace")
         found = []
@@ -128,7 +128,7 @@ def redact(raw: bytes) -> bytes:
     """``raw`` with every value that looks like a patient identifier replaced by ``[withheld]``: what a dead
     letter may keep. A line that is not JSON has the NHS-number and postcode shapes masked in its text."""
     try:
-        data = json.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+        data = json.loads(raw.removeprefix(BOM))
     except ValueError:
         text = raw.decode("utf-8", "replace")
         text = _NHS_CANDIDATE.sub(lambda m: WITHHELD if nhs_number_valid("".join(m.groups())) else m.group(0), text)

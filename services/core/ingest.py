@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -22,7 +21,15 @@ from typing import Literal, Protocol
 from pydantic import ValidationError
 
 from rules.book import IndicatorRule, RuleBook
-from schemas.events import EVENT_ADAPTER, AuditResult, ReleaseClosed, describe_validation_error, fast_event
+from schemas.events import (
+    BOM,
+    EVENT_ADAPTER,
+    KEY_END,
+    AuditResult,
+    ReleaseClosed,
+    describe_validation_error,
+    fast_event,
+)
 from schemas.signals import DeadLetter
 from services.core.organisations import check_ods_code
 
@@ -84,10 +91,6 @@ def dead_letter(raw: bytes, source: str, reason: str, event_id: str | None = Non
     )
 
 
-BOM = b"\xef\xbb\xbf"
-_KEY = re.compile(rb'"\s*:')
-
-
 class _DuplicateKey(ValueError):
     pass
 
@@ -114,7 +117,7 @@ def duplicate_key(raw: bytes, event: Event) -> str | None:
     """The reason, if a key appears twice in one object of ``raw``. Cheap on the hot path: every key is followed
     by ``"`` and a colon, so when there are no more such places than keys the event has, nothing is repeated;
     only otherwise (a repeated key, or ``":`` inside a string) is the line parsed again to find out."""
-    if len(_KEY.findall(raw)) <= _keys_seen(event):
+    if len(KEY_END.findall(raw)) <= _keys_seen(event):
         return None
     try:
         json.loads(raw.removeprefix(BOM), object_pairs_hook=_refuse_duplicates)

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, ValidationError
 from rules.book import IndicatorRule, RuleBook
 from rules.monitoring import ChartLimits, Limit, chart_limits
 from rules.routing import route_crossing
-from schemas.events import describe_validation_error
+from schemas.events import BOM, describe_validation_error
 from schemas.outcomes import (
     OUTCOME_ADAPTER,
     OutcomeRow,
@@ -46,7 +46,7 @@ from schemas.outcomes import (
     row_of,
 )
 from schemas.signals import AnyDecision, CusumCrossing, DeadLetter, stable_id
-from services.core.ingest import BOM, content_digest, dead_letter
+from services.core.ingest import content_digest, dead_letter
 from services.core.organisations import check_ods_code, display_name
 
 RECENT_SIGNALS = 20  # how many of a unit's signals its state keeps for ``monitor show``

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules.book import RuleBook, RuleSetError, load_rules, parse_rule_set
-from schemas.events import MAX_COUNT, MAX_MEAN
-from services.core.ingest import BOM, Accepted, Redelivered, Rejected, ingest, parse, parse_many
+from schemas.events import BOM, MAX_COUNT, MAX_MEAN
+from services.core.ingest import Accepted, Redelivered, Rejected, ingest, parse, parse_many
 from services.core.pipeline import Pipeline
 from services.core.releases import ReleaseLedger
 from tests.support.builders import closed, result

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,13 @@ def _key_of(case_id: str) -> str:
     return case_id.rpartition(":")[0] + ":"
 
 
+def _in_lists(ids: list[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+    """``ids`` in slices of at most ``size``, each with its ``?`` placeholders for an SQL ``IN (…)``."""
+    for i in range(0, len(ids), size):
+        chunk = ids[i : i + size]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 class Recorder:
     """Persists pipeline outputs and case outcomes. One instance per database connection."""
 
@@ -113,9 +120,7 @@ class Recorder:
         """Which of these decision ids the trail already holds: a re-run of the same input adds nothing."""
         found: set[str] = set()
         table = table_for(audience)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_lists(ids):
             rows = self.db.query(f"SELECT decision_id FROM {table} WHERE decision_id IN ({marks})", chunk)
             found.update(r[0] for r in rows)
         return found
@@ -241,18 +246,12 @@ class Recorder:
         Only the entries a replay reads make the stamp (``REPLAYED_KINDS``: the case's transitions and events; the
         potential alarm that opened it is appended with its opening transition, in the same transaction), so a
         later alarm joining the case does not replay it again."""
-        rows = self.db.query(
-            "SELECT seq, leaf_hash FROM trail_formal WHERE case_id = ? AND kind IN (?, ?) ORDER BY seq DESC LIMIT 1",
-            (case_id, *REPLAYED_KINDS),
-        )
-        return self._replayed_at(case_id, (int(rows[0][0]), str(rows[0][1])) if rows else None)
+        return self._replayed_many([case_id])[case_id]
 
     def _replayed_many(self, case_ids: list[str]) -> dict[str, Replayed]:
         """``_replayed`` of many cases, their stamps read in one query per 500 (not one per case)."""
         stamps: dict[str, tuple[int, str]] = {}
-        for i in range(0, len(case_ids), 500):
-            chunk = case_ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_lists(case_ids):
             rows = self.db.query(
                 "SELECT case_id, seq, leaf_hash FROM trail_formal WHERE seq IN (SELECT MAX(seq) FROM trail_formal"
                 f" WHERE case_id IN ({marks}) AND kind IN (?, ?) GROUP BY case_id)",

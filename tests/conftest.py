@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from services.db import Database
 from services.settings import Settings, get_settings
 from tests.support.credentials import Credentials
 
@@ -21,6 +23,15 @@ from tests.support.credentials import Credentials
 # example a source of flaky failures that say nothing about the property; the examples themselves stay random.
 settings.register_profile("signalbox", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.load_profile("signalbox")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh SQLite store (``trail.sqlite``) in the test's own folder; a module may define its own ``db``."""
+    database = Database(tmp_path / "trail.sqlite")
+    yield database
+    database.close()
+
 
 _HOW_TO_START = 'start the local services with: eval "$(deploy/local/up)"'
 

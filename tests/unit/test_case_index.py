@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,13 +42,6 @@ from tests.support.cases import action
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "recipients.yaml"
 RULES = load_rules()
 ALARM = open_english_trusts(40)[3]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "trail.sqlite")
-    yield database
-    database.close()
 
 
 def recorder_for(db: Database) -> Recorder:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,6 @@ from tests.support.builders import jsonl, nela_release, open_english_trusts
 from tests.support.cases import DEFAULTS, Clock, action, at, decision, rules
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "trail.sqlite")
-    yield database
-    database.close()
 
 
 # The process steps that lead to each open stage, by whom (data check → … → acknowledgement).

@@ -15,7 +15,6 @@ Attacks the replay check (issue 8 §4) did not yet cover:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,6 @@ from tests.support.cases import Clock, action, at, decision, rules
 from tests.unit.test_cases_integrity import NOW, at_review, write_row
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "trail.sqlite")
-    yield database
-    database.close()
 
 
 LATE = at(2026, 3, 2)  # every deadline of a case at review in November 2025 has passed

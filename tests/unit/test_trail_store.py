@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -13,13 +11,6 @@ from schemas.canonical import entry_bytes
 from services.db import Database
 from services.trail.merkle import leaf_hash, root_of
 from services.trail.store import GENESIS_CHAIN, NewEntry, Trail, chain_next
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "trail.sqlite")
-    yield database
-    database.close()
 
 
 def test_appends_number_entries_from_zero_and_chain_them(db: Database) -> None:

@@ -7,7 +7,6 @@ file's bytes directly.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,13 +44,6 @@ def _fill(db: Database, n: int = 12, audience: str = "formal") -> Trail:
         [NewEntry("decision", {"i": i, "trust": "RJ1", "value": 0.25}, f"c{i % 2}", f"d{i}") for i in range(n)],
     )
     return trail
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "trail.sqlite")
-    yield database
-    database.close()
 
 
 def test_an_untouched_trail_verifies(db: Database) -> None:

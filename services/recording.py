@@ -101,7 +101,7 @@ class Recorder:
         )
         self._replays: dict[str, tuple[tuple[int, str], Replayed]] = {}  # case id -> (trail stamp, replay)
         # The cases the formal trail holds open, by key prefix ``audit:indicator:start..end:``: read in full once,
-        # then kept up to date from the entries appended after ``_seen`` (the newest formal seq read), so a
+        # then kept up to date from the entries appended after ``_seen`` (the log's head at the last read), so a
         # batch reads only what was appended since, by this process or any other writer of the trail.
         self._open: dict[str, set[str]] | None = None
         self._closed: set[str] = set()
@@ -198,7 +198,7 @@ class Recorder:
 
     def _sync_open(self) -> None:
         """Bring the index of open cases up to the trail: the whole formal log the first time (and after a
-        rolled-back batch), then only the case transitions appended after the newest one read.
+        rolled-back batch), then only the entries appended after the log's head at the last read.
 
         The same rule as ``open_in_trail``: a case is open once the trail holds a transition of it and none to
         the closed stage (records are RFC 8785 text, so ``"to_stage":"closed"`` cannot match inside a note).
@@ -210,15 +210,21 @@ class Recorder:
         replaying it supersedes exactly the cases the replay would."""
         if self._open is None:
             self._open, self._closed, self._awaiting, self._seen = {}, set(), set(), -1
+        # The log's head first, then the transitions up to it, and the next read starts after the head: not
+        # after the newest transition, or every read scans again all the other entries appended since (a
+        # long run appends thousands of formal decisions joining open cases and no transition: that scan grew
+        # with the store, HAZ-60). Head before rows: a writer committing in between appends above the head
+        # (seqs are taken under the log's lock and held to commit), so the next read finds its entries.
+        head = self.trail.size("formal") - 1
         rows = self.db.query(
             'SELECT seq, case_id, record LIKE \'%"to_stage":"closed"%\', record LIKE \'%"kind":"superseded"%\','
             ' record LIKE \'%"kind":"supersession_override"%\' FROM trail_formal'
-            " WHERE seq > ? AND kind = 'case_transition' AND case_id IS NOT NULL ORDER BY seq",
-            (self._seen,),
+            " WHERE seq > ? AND seq <= ? AND kind = 'case_transition' AND case_id IS NOT NULL ORDER BY seq",
+            (self._seen, head),
         )
-        for seq, raw_id, closed, superseded, overridden in rows:
+        self._seen = max(self._seen, head)
+        for _seq, raw_id, closed, superseded, overridden in rows:
             case_id = str(raw_id)
-            self._seen = max(self._seen, int(seq))
             key = _key_of(case_id)
             if superseded:
                 self._awaiting.add(case_id)

@@ -1,0 +1,73 @@
+"""A batch's reads cost the same on a store with a long history as on a new one (issue 10, HAZ-60).
+
+Measured with ``pg_stat_statements`` on the stream benchmark (``--workers 1,2,1,2`` on one store), the statement
+whose cost grew run after run was the recorder's read of the formal trail's new case transitions
+(``Recorder._sync_open``): it read from the newest *transition* it had seen, so every formal decision appended
+since (an alarm joining its open case, release after release, appends one and no transition) was read again by
+every later batch, several times a batch. Each test here issues the hot-path read early and late in a run and
+holds its cost (``tests.support.plans.read_cost``: rows read on PostgreSQL, instructions on SQLite) to what it was
+early. The same tests run on a real PostgreSQL in ``tests/integration/test_store_growth_postgres.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from notifications.recipients import Directory
+from rules.book import load_rules
+from services.cases.replay import check_cases
+from services.core.pipeline import Pipeline
+from services.db import Database
+from services.recording import Recorder
+from services.trail.store import Trail
+from tests.support.builders import nela_release, open_english_trusts
+from tests.support.plans import read_cost
+from tests.unit.test_case_index import EXAMPLES
+
+RULES = load_rules()
+ALARM = open_english_trusts(40)[3]
+
+
+class Costs:
+    """The cost of every read of ``marker``'s statement, taken as it is issued (the store as it is then)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, db: Database, marker: str) -> None:
+        self.batches: list[list[int]] = []
+        original = db.query
+
+        def query(sql: str, params: Any = ()) -> Any:
+            rows = original(sql, params)
+            if marker in sql and self.batches:
+                self.batches[-1].append(read_cost(db, sql, params))
+            return rows
+
+        monkeypatch.setattr(db, "query", query)
+
+    def batch(self) -> None:
+        self.batches.append([])
+
+
+def test_the_open_case_index_reads_what_was_appended_since_not_the_whole_run(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder(db, RULES, Directory.load(EXAMPLES))
+    costs = Costs(monkeypatch, db, 'record LIKE \'%"to_stage":"closed"%\'')
+
+    def release(n: int) -> None:
+        costs.batch()
+        events = nela_release(alarm=ALARM, release_id=f"NELA-Y11-a{n}")
+        recorder.record(Pipeline(RULES).process([(json.dumps(e).encode(), "test") for e in events]))
+
+    for n in range(40):  # the alarm opens its case, then joins it release after release: formal decisions only
+        release(n)
+    formal = Trail(db).size("formal")
+    assert formal >= 40  # the log grew with the run ...
+    early, late = max(costs.batches[3]), max(costs.batches[-1])
+    assert costs.batches[3] and costs.batches[-1]
+    # ... and the index's read did not: each batch reads only what was appended since the previous read (before
+    # the fix, the late read went through every joining decision since the case opened: ten times the early one).
+    assert late <= early + 2, f"the read cost {early} in batch 3 and {late} in batch 40 ({formal} formal entries)"
+    assert check_cases(Trail(db)) == []

@@ -169,9 +169,13 @@ class Recorder:
             learning += [_entry("dead_letter", d) for d in out.dead_letters]
             outbox.enqueue_many(self.db, notices, self.directory, now=now)  # one executemany, no read-back
             learning += [_entry("notice", n, decision_id=n.decision_id, lines=lines) for n in notices]
+            self._open_and_supersede(out, formal_decisions)
+            # The learning log last: on PostgreSQL its first append takes the log's write lock, held to the commit,
+            # so every other writer of the log waits for the rest of this transaction; nothing after it now but
+            # the hashing and the insert (HAZ-61). Formal before learning is also the order a case change takes
+            # (its formal transitions, then ``_into_learning_space``), so two writers never wait on each other.
             if learning:
                 self.trail.append_many("learning", learning)
-            self._open_and_supersede(out, formal_decisions)
 
     def _open_and_supersede(self, out: Outputs, formal_decisions: list[FormalDecision]) -> None:
         """Release by release, in order: open (or join) the cases of its potential alarms, then tell the open

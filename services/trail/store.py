@@ -31,7 +31,7 @@ from typing import Any, Literal, get_args
 
 from schemas.canonical import Canonical, canonical_text, entry_bytes, new_salts
 from schemas.vocabulary import utc_text
-from services.db import Database
+from services.db import Database, lz4_column
 from services.trail.merkle import CompactRange
 
 Audience = Literal["learning", "formal"]
@@ -214,7 +214,13 @@ REVOKE UPDATE, DELETE, TRUNCATE ON trail_checkpoints FROM PUBLIC
 def schema_sql(dialect: str) -> str:
     """The DDL for both logs and the checkpoint table, ``\\n;;\\n``-separated for ``Database.executescript``."""
     if dialect == "postgresql":
-        parts = [_PG_FUNCTIONS, *(_PG_LOG.format(t=table_for(a)) for a in AUDIENCES), _PG_CHECKPOINTS]
+        logs = [table_for(a) for a in AUDIENCES]
+        parts = [
+            _PG_FUNCTIONS,
+            *(_PG_LOG.format(t=t) for t in logs),
+            _PG_CHECKPOINTS,
+            *(lz4_column(t, "record") for t in logs),
+        ]
     else:
         parts = [*(_SQLITE_LOG.format(t=table_for(a)) for a in AUDIENCES), _SQLITE_CHECKPOINTS]
     return "\n;;\n".join(part.strip("\n") for part in parts)
@@ -273,13 +279,14 @@ class Trail:
         """Append records in order, in one transaction (joining the caller's), with one executemany."""
         table = table_for(audience)
         recorded_at = utc_text(self._clock())
+        batch = list(items)
+        texts = [canonical_text(item.record) for item in batch]  # before the lock: it does not need the seq
+        salts = new_salts(len(batch))
         with self.db.transaction():
             seq, chain = self._head_for_write(table)
             entries: list[Entry] = []
             rows: list[tuple[Any, ...]] = []
-            batch = list(items)
-            for item, salt in zip(batch, new_salts(len(batch)), strict=True):
-                text = canonical_text(item.record)
+            for item, text, salt in zip(batch, texts, salts, strict=True):
                 leaf = sha256(
                     b"\x00"
                     + entry_bytes(

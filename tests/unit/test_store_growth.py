@@ -71,3 +71,33 @@ def test_the_open_case_index_reads_what_was_appended_since_not_the_whole_run(
     # the fix, the late read went through every joining decision since the case opened: ten times the early one).
     assert late <= early + 2, f"the read cost {early} in batch 3 and {late} in batch 40 ({formal} formal entries)"
     assert check_cases(Trail(db)) == []
+
+
+def test_a_batch_appends_to_the_learning_log_last_so_its_lock_is_held_the_least(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The learning log's write lock (PostgreSQL: ``LOCK TABLE``, taken where its head is read for writing, held to
+    the commit) serialises every writer of the log, and every batch appends to it. A batch with a potential
+    alarm (a case opened, then joined; a release superseding) issues nothing after that read but the learning
+    insert: the case work and the formal log come first (HAZ-61)."""
+    recorder = Recorder(db, RULES, Directory.load(EXAMPLES))
+    statements: list[str] = []
+    for name in ("execute", "executemany"):  # ``query`` goes through ``execute``
+        original = getattr(db, name)
+
+        def spy(sql: str, params: Any = (), _original: Any = original) -> Any:
+            statements.append(" ".join(sql.split()[:5]))
+            return _original(sql, params)
+
+        monkeypatch.setattr(db, name, spy)
+    for n, alarm in enumerate([ALARM, ALARM, None]):  # opens the case, joins it, supersedes it
+        statements.clear()
+        events = nela_release(alarm=alarm, release_id=f"NELA-Y11-b{n}")
+        recorder.record(Pipeline(RULES).process([(json.dumps(e).encode(), "test") for e in events]))
+        head = statements.index("SELECT seq, chain_hash FROM trail_learning")  # its read for writing ...
+        lock = ["LOCK TABLE trail_learning IN SHARE"] if db.dialect == "postgresql" else []
+        assert statements[head - len(lock) : head] == lock
+        # ... and after it only its insert
+        assert statements[head + 1 :] == ["INSERT INTO trail_learning (seq, kind,"], statements[head - 3 :]
+        assert any(s.startswith("INSERT INTO trail_formal") for s in statements[:head])  # the formal work came first
+    assert check_cases(Trail(db)) == []

@@ -214,7 +214,11 @@ REVOKE UPDATE, DELETE, TRUNCATE ON trail_checkpoints FROM PUBLIC
 def schema_sql(dialect: str) -> str:
     """The DDL for both logs and the checkpoint table, ``\\n;;\\n``-separated for ``Database.executescript``."""
     if dialect == "postgresql":
-        logs = [table_for(a) for a in AUDIENCES]
+        # Formal before learning, the order a batch and a case change take the logs' write locks: this script's
+        # ``CREATE INDEX IF NOT EXISTS`` and ``CREATE OR REPLACE TRIGGER`` lock each log even when nothing changes,
+        # and it runs beside the batches (the worker's timers build their own recorder), so another order
+        # deadlocks against a batch holding the formal log's lock and waiting for the learning log's (HAZ-61).
+        logs = [table_for("formal"), table_for("learning")]
         parts = [
             _PG_FUNCTIONS,
             *(_PG_LOG.format(t=t) for t in logs),

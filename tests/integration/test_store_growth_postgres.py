@@ -4,16 +4,26 @@ and PostgreSQL's own: the large columns every batch writes are compressed with l
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from notifications.recipients import Directory
+from services.cases.replay import check_cases
 from services.db import Database
+from services.recording import Recorder
 from services.release_store import ReleaseStore
-from services.trail.store import Trail
+from services.trail.store import Audience, Trail
 from services.trail.verify import verify
+from tests.support.builders import nela_release
 from tests.support.postgres import private_schema
+from tests.unit.test_case_index import EXAMPLES, record
 from tests.unit.test_store_growth import (
+    ALARM,
+    RULES,
     test_a_batch_appends_to_the_learning_log_last_so_its_lock_is_held_the_least,
     test_the_open_case_index_reads_what_was_appended_since_not_the_whole_run,
 )
@@ -66,3 +76,41 @@ def test_the_large_columns_written_every_batch_are_lz4_on_a_new_store_and_after_
     assert [e.data() for e in trail.entries("learning")] == [big_record(0), big_record(1)]
     report = verify(db)
     assert report.ok, report.summary_lines()
+
+
+def test_the_schema_script_run_beside_a_batch_does_not_deadlock_it(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's timers build a recorder of their own every 30 and 60 s, and so run the trail's schema script
+    beside the batches; its ``CREATE INDEX IF NOT EXISTS`` and ``CREATE OR REPLACE TRIGGER`` lock each log even on a
+    store that has them. A batch holds the formal log's lock (a potential alarm) and then takes the learning log's
+    (HAZ-61): the script must take them in that order too, or one of the two is aborted as a deadlock."""
+    recorder = Recorder(db, RULES, Directory.load(EXAMPLES))
+    record(recorder, nela_release(alarm=ALARM, release_id="NELA-Y11-d0"))
+    errors: list[BaseException] = []
+    with Database(db.target) as other:
+        pid = int(other.query("SELECT pg_backend_pid()")[0][0])
+        original = Trail.append_many
+        script: list[threading.Thread] = []
+
+        def schema_script() -> None:
+            try:
+                Trail(other)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def append_many(self: Trail, audience: Audience, items: Any) -> Any:
+            if audience == "learning" and self.db is db and not script:
+                script.append(threading.Thread(target=schema_script))
+                script[0].start()
+                deadline = time.monotonic() + 10
+                while not db.query("SELECT 1 FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'", (pid,)):
+                    assert time.monotonic() < deadline, "the schema script never waited for the batch's lock"
+                    time.sleep(0.02)
+            return original(self, audience, items)
+
+        monkeypatch.setattr(Trail, "append_many", append_many)
+        record(recorder, nela_release(alarm=ALARM, release_id="NELA-Y11-d1"))  # holds the formal log's lock
+        script[0].join(timeout=30)
+    assert errors == []
+    assert check_cases(Trail(db)) == []

@@ -42,6 +42,7 @@ from services.letters.plot import release_ref
 from services.trail.store import NewEntry, Trail, table_for
 
 log = logging.getLogger(__name__)
+_REPLAYED = ", ".join(f"'{kind}'" for kind in REPLAYED_KINDS)  # SQL literals: constants, no input
 REPLAY_CACHE = 50_000  # replayed cases kept between batches (bounded: cleared when full)
 
 
@@ -262,10 +263,10 @@ class Recorder:
         """``_replayed`` of many cases, their stamps read in one query per 500 (not one per case)."""
         stamps: dict[str, tuple[int, str]] = {}
         for chunk, marks in _in_lists(case_ids):
-            rows = self.db.query(
+            rows = self.db.query(  # the kinds as literals: the trail's partial index {log}_replayed is theirs
                 "SELECT case_id, seq, leaf_hash FROM trail_formal WHERE seq IN (SELECT MAX(seq) FROM trail_formal"
-                f" WHERE case_id IN ({marks}) AND kind IN (?, ?) GROUP BY case_id)",
-                [*chunk, *REPLAYED_KINDS],
+                f" WHERE case_id IN ({marks}) AND kind IN ({_REPLAYED}) GROUP BY case_id)",
+                chunk,
             )
             stamps.update((str(c), (int(seq), str(leaf))) for c, seq, leaf in rows)
         return {case_id: self._replayed_at(case_id, stamps.get(case_id)) for case_id in case_ids}

@@ -25,6 +25,7 @@ from tests.unit.test_store_growth import (
     ALARM,
     RULES,
     test_a_batch_appends_to_the_learning_log_last_so_its_lock_is_held_the_least,
+    test_a_case_stamp_reads_the_case_transitions_and_events_not_every_alarm_that_joined_it,
     test_the_open_case_index_reads_what_was_appended_since_not_the_whole_run,
 )
 
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.postgres
 
 __all__ = [
     "test_a_batch_appends_to_the_learning_log_last_so_its_lock_is_held_the_least",
+    "test_a_case_stamp_reads_the_case_transitions_and_events_not_every_alarm_that_joined_it",
     "test_the_open_case_index_reads_what_was_appended_since_not_the_whole_run",
 ]  # and, PostgreSQL's own, the compression of the large columns below
 

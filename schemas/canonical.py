@@ -251,13 +251,15 @@ def jcs_number_text(value: float) -> str:
 
 
 def jcs_number_texts(values: Any) -> list[str]:
-    """``jcs_number_text`` of every element of a float array, without a Python call per ordinary number: the
-    common case (finite, not integral, in [1e-4, 1e16)) is ``float.__repr__``, which is the shortest round-trip
-    repr that ECMAScript prints too; the rest (integral, tiny, huge, NaN, infinite) go one by one."""
+    """``jcs_number_text`` of every element of a float array (flattened, in C order), without a Python call per
+    ordinary number: the common case (finite, not integral, in [1e-4, 1e16)) is the shortest round-trip text,
+    which ECMAScript prints too and orjson writes for a whole array at once (about 5x faster than one
+    ``float.__repr__`` per number; the unit tests hold the two equal); the rest (integral, tiny, huge, NaN,
+    infinite) go one by one."""
     import numpy as np
 
-    array = np.asarray(values, dtype=float)
-    texts = list(map(float.__repr__, array.tolist()))
+    array = np.ascontiguousarray(values, dtype=np.float64).ravel()
+    texts = orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode().split(",") if array.size else []
     with np.errstate(invalid="ignore"):
         magnitude = np.abs(array)
         ordinary = np.isfinite(array) & (array != np.floor(array)) & (magnitude >= 1e-4) & (magnitude < 1e16)

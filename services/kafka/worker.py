@@ -521,8 +521,9 @@ def create_app(
 
 RELAY_STUCK_S = 300.0  # ten missed letters ticks
 # The collector's generation-0 threshold for the worker: a batch of 2,000 results allocates tens of thousands of
-# short-lived objects, so the default 700 ran a collection every few hundred records (README "Speed" has the figures).
-GC_THRESHOLD = (50_000, 20, 100)
+# short-lived objects, so the default 700 ran a collection every few hundred records (README "Speed" has the figures);
+# the same thresholds as route, whose 1M-result measurement is beside services/embedded.py's GC_THRESHOLD.
+GC_THRESHOLD = (200_000, 50, 100)
 
 
 def collector_discipline() -> None:

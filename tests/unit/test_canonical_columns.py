@@ -38,6 +38,20 @@ def test_number_columns_equal_the_reference_encoder(values: list[float]) -> None
     assert texts == [_reference_number(x) for x in values]
 
 
+def test_number_columns_of_random_bit_patterns_equal_the_one_by_one_encoder() -> None:
+    """orjson writes the ordinary numbers of a whole array: 200,000 doubles from random bits (every exponent,
+    NaNs and infinities among them) and a 2-D array, flattened in C order, give ``jcs_number_text`` of each."""
+    from schemas.canonical import jcs_number_text
+
+    rng = np.random.default_rng(20261129)
+    bits = rng.integers(0, 2**64, size=200_000, dtype=np.uint64).view(np.float64)
+    near = np.concatenate([rng.uniform(0.9e-4, 1.1e-4, 20_000), rng.uniform(0.9e16, 1.1e16, 20_000)])
+    for values in (bits, near, -near, near.reshape(40, 1000)):
+        with np.errstate(invalid="ignore"):
+            assert jcs_number_texts(values) == [jcs_number_text(x) for x in values.ravel().tolist()]
+    assert jcs_number_texts(np.array([])) == []
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text())
 def test_strings_equal_the_reference_encoder(text: str) -> None:

@@ -20,6 +20,26 @@ Dialect = Literal["sqlite", "postgresql"]
 SCHEMA_LOCK = 0x5167_6E61  # the advisory lock key every schema script takes on PostgreSQL ("Sgna")
 
 
+def lz4_column(table: str, column: str) -> str:
+    """PostgreSQL DDL: ``table.column`` stores its values compressed with lz4 instead of the default pglz.
+
+    For the large text columns written on every batch (a release's assessment in the learning trail is about
+    230 KB): pglz compressed one in about 1.9 ms of the server's CPU, lz4 in 0.3 ms, and smaller. New rows only;
+    rows already stored stay readable as they are. Idempotent (altered only when not lz4 already, so a start
+    takes no lock for it), and nothing on a server built without lz4 (the column keeps pglz)."""
+    return f"""
+DO $$
+BEGIN
+    IF (SELECT attcompression FROM pg_attribute WHERE attrelid = to_regclass('{table}') AND attname = '{column}')
+        IS DISTINCT FROM 'l' THEN
+        ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION lz4;
+    END IF;
+EXCEPTION WHEN feature_not_supported THEN
+    NULL;
+END
+$$"""
+
+
 def is_postgres_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 

@@ -42,6 +42,7 @@ from services.letters.plot import release_ref
 from services.trail.store import NewEntry, Trail, table_for
 
 log = logging.getLogger(__name__)
+_REPLAYED = ", ".join(f"'{kind}'" for kind in REPLAYED_KINDS)  # SQL literals: constants, no input
 REPLAY_CACHE = 50_000  # replayed cases kept between batches (bounded: cleared when full)
 
 
@@ -101,7 +102,7 @@ class Recorder:
         )
         self._replays: dict[str, tuple[tuple[int, str], Replayed]] = {}  # case id -> (trail stamp, replay)
         # The cases the formal trail holds open, by key prefix ``audit:indicator:start..end:``: read in full once,
-        # then kept up to date from the entries appended after ``_seen`` (the newest formal seq read), so a
+        # then kept up to date from the entries appended after ``_seen`` (the log's head at the last read), so a
         # batch reads only what was appended since, by this process or any other writer of the trail.
         self._open: dict[str, set[str]] | None = None
         self._closed: set[str] = set()
@@ -169,9 +170,13 @@ class Recorder:
             learning += [_entry("dead_letter", d) for d in out.dead_letters]
             outbox.enqueue_many(self.db, notices, self.directory, now=now)  # one executemany, no read-back
             learning += [_entry("notice", n, decision_id=n.decision_id, lines=lines) for n in notices]
+            self._open_and_supersede(out, formal_decisions)
+            # The learning log last: on PostgreSQL its first append takes the log's write lock, held to the commit,
+            # so every other writer of the log waits for the rest of this transaction; nothing after it now but
+            # the hashing and the insert (HAZ-61). Formal before learning is also the order a case change takes
+            # (its formal transitions, then ``_into_learning_space``), so two writers never wait on each other.
             if learning:
                 self.trail.append_many("learning", learning)
-            self._open_and_supersede(out, formal_decisions)
 
     def _open_and_supersede(self, out: Outputs, formal_decisions: list[FormalDecision]) -> None:
         """Release by release, in order: open (or join) the cases of its potential alarms, then tell the open
@@ -198,7 +203,7 @@ class Recorder:
 
     def _sync_open(self) -> None:
         """Bring the index of open cases up to the trail: the whole formal log the first time (and after a
-        rolled-back batch), then only the case transitions appended after the newest one read.
+        rolled-back batch), then only the entries appended after the log's head at the last read.
 
         The same rule as ``open_in_trail``: a case is open once the trail holds a transition of it and none to
         the closed stage (records are RFC 8785 text, so ``"to_stage":"closed"`` cannot match inside a note).
@@ -210,15 +215,21 @@ class Recorder:
         replaying it supersedes exactly the cases the replay would."""
         if self._open is None:
             self._open, self._closed, self._awaiting, self._seen = {}, set(), set(), -1
+        # The log's head first, then the transitions up to it, and the next read starts after the head: not
+        # after the newest transition, or every read scans again all the other entries appended since (a
+        # long run appends thousands of formal decisions joining open cases and no transition: that scan grew
+        # with the store, HAZ-60). Head before rows: a writer committing in between appends above the head
+        # (seqs are taken under the log's lock and held to commit), so the next read finds its entries.
+        head = self.trail.size("formal") - 1
         rows = self.db.query(
             'SELECT seq, case_id, record LIKE \'%"to_stage":"closed"%\', record LIKE \'%"kind":"superseded"%\','
             ' record LIKE \'%"kind":"supersession_override"%\' FROM trail_formal'
-            " WHERE seq > ? AND kind = 'case_transition' AND case_id IS NOT NULL ORDER BY seq",
-            (self._seen,),
+            " WHERE seq > ? AND seq <= ? AND kind = 'case_transition' AND case_id IS NOT NULL ORDER BY seq",
+            (self._seen, head),
         )
-        for seq, raw_id, closed, superseded, overridden in rows:
+        self._seen = max(self._seen, head)
+        for _seq, raw_id, closed, superseded, overridden in rows:
             case_id = str(raw_id)
-            self._seen = max(self._seen, int(seq))
             key = _key_of(case_id)
             if superseded:
                 self._awaiting.add(case_id)
@@ -252,10 +263,10 @@ class Recorder:
         """``_replayed`` of many cases, their stamps read in one query per 500 (not one per case)."""
         stamps: dict[str, tuple[int, str]] = {}
         for chunk, marks in _in_lists(case_ids):
-            rows = self.db.query(
+            rows = self.db.query(  # the kinds as literals: the trail's partial index {log}_replayed is theirs
                 "SELECT case_id, seq, leaf_hash FROM trail_formal WHERE seq IN (SELECT MAX(seq) FROM trail_formal"
-                f" WHERE case_id IN ({marks}) AND kind IN (?, ?) GROUP BY case_id)",
-                [*chunk, *REPLAYED_KINDS],
+                f" WHERE case_id IN ({marks}) AND kind IN ({_REPLAYED}) GROUP BY case_id)",
+                chunk,
             )
             stamps.update((str(c), (int(seq), str(leaf))) for c, seq, leaf in rows)
         return {case_id: self._replayed_at(case_id, stamps.get(case_id)) for case_id in case_ids}

@@ -14,7 +14,7 @@ from collections.abc import Iterator, MutableMapping
 
 from schemas.events import AuditResult
 from services.core.releases import ReleaseState
-from services.db import Database
+from services.db import Database, lz4_column
 
 # A release's results are rows of their own, written once each; the state row holds the rest (the close,
 # the digests of accepted events, whether it was assessed). So a batch writes what it added, not the whole
@@ -45,7 +45,9 @@ class ReleaseStore:
     def __init__(self, db: Database, consumer_group: str) -> None:
         self.db = db
         self.group = consumer_group
-        db.executescript(SCHEMA)
+        db.executescript(
+            SCHEMA + ("\n;;\n" + lz4_column("release_states", "state") if db.dialect == "postgresql" else "")
+        )
 
     def get(self, key: str) -> ReleaseState | None:
         where = (self.group, key)

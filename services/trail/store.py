@@ -31,7 +31,7 @@ from typing import Any, Literal, get_args
 
 from schemas.canonical import Canonical, canonical_text, entry_bytes, new_salts
 from schemas.vocabulary import utc_text
-from services.db import Database
+from services.db import Database, lz4_column
 from services.trail.merkle import CompactRange
 
 Audience = Literal["learning", "formal"]
@@ -108,6 +108,11 @@ class StoredCheckpoint:
 
 _COLUMNS = "seq, kind, record, salt, leaf_hash, chain_hash, case_id, decision_id, recorded_at"
 
+# ``{t}_replayed`` below: a case's transitions and events (``services.cases.replay.REPLAYED_KINDS``), what a replay
+# reads and the replay cache's stamp is. Every alarm that joins a case is a formal entry of the case too, so an
+# index of the case alone made a stamp read go through all of them (HAZ-60). A query uses it when it names these
+# kinds as literals (a parameter cannot match a partial index's predicate).
+
 _SQLITE_LOG = """
 CREATE TABLE IF NOT EXISTS {t} (
     seq INTEGER PRIMARY KEY CHECK (seq >= 0),
@@ -124,6 +129,9 @@ CREATE TABLE IF NOT EXISTS {t} (
 CREATE INDEX IF NOT EXISTS {t}_case ON {t} (case_id) WHERE case_id IS NOT NULL
 ;;
 CREATE INDEX IF NOT EXISTS {t}_decision ON {t} (decision_id) WHERE decision_id IS NOT NULL
+;;
+CREATE INDEX IF NOT EXISTS {t}_replayed ON {t} (case_id, seq)
+WHERE kind IN ('case_transition', 'case_event') AND case_id IS NOT NULL
 ;;
 CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t}
 BEGIN SELECT RAISE(ABORT, '{t} is append-only: UPDATE refused'); END
@@ -178,6 +186,9 @@ CREATE INDEX IF NOT EXISTS {t}_case ON {t} (case_id) WHERE case_id IS NOT NULL
 ;;
 CREATE INDEX IF NOT EXISTS {t}_decision ON {t} (decision_id) WHERE decision_id IS NOT NULL
 ;;
+CREATE INDEX IF NOT EXISTS {t}_replayed ON {t} (case_id, seq)
+WHERE kind IN ('case_transition', 'case_event') AND case_id IS NOT NULL
+;;
 CREATE OR REPLACE TRIGGER {t}_no_change BEFORE UPDATE OR DELETE ON {t}
 FOR EACH ROW EXECUTE FUNCTION trail_refuse_change()
 ;;
@@ -214,7 +225,17 @@ REVOKE UPDATE, DELETE, TRUNCATE ON trail_checkpoints FROM PUBLIC
 def schema_sql(dialect: str) -> str:
     """The DDL for both logs and the checkpoint table, ``\\n;;\\n``-separated for ``Database.executescript``."""
     if dialect == "postgresql":
-        parts = [_PG_FUNCTIONS, *(_PG_LOG.format(t=table_for(a)) for a in AUDIENCES), _PG_CHECKPOINTS]
+        # Formal before learning, the order a batch and a case change take the logs' write locks: this script's
+        # ``CREATE INDEX IF NOT EXISTS`` and ``CREATE OR REPLACE TRIGGER`` lock each log even when nothing changes,
+        # and it runs beside the batches (the worker's timers build their own recorder), so another order
+        # deadlocks against a batch holding the formal log's lock and waiting for the learning log's (HAZ-61).
+        logs = [table_for("formal"), table_for("learning")]
+        parts = [
+            _PG_FUNCTIONS,
+            *(_PG_LOG.format(t=t) for t in logs),
+            _PG_CHECKPOINTS,
+            *(lz4_column(t, "record") for t in logs),
+        ]
     else:
         parts = [*(_SQLITE_LOG.format(t=table_for(a)) for a in AUDIENCES), _SQLITE_CHECKPOINTS]
     return "\n;;\n".join(part.strip("\n") for part in parts)
@@ -273,13 +294,14 @@ class Trail:
         """Append records in order, in one transaction (joining the caller's), with one executemany."""
         table = table_for(audience)
         recorded_at = utc_text(self._clock())
+        batch = list(items)
+        texts = [canonical_text(item.record) for item in batch]  # before the lock: it does not need the seq
+        salts = new_salts(len(batch))
         with self.db.transaction():
             seq, chain = self._head_for_write(table)
             entries: list[Entry] = []
             rows: list[tuple[Any, ...]] = []
-            batch = list(items)
-            for item, salt in zip(batch, new_salts(len(batch)), strict=True):
-                text = canonical_text(item.record)
+            for item, text, salt in zip(batch, texts, salts, strict=True):
                 leaf = sha256(
                     b"\x00"
                     + entry_bytes(

@@ -31,7 +31,7 @@ from schemas.notices import GoodPracticeNotice, LearningNotice
 from schemas.signals import FormalDecision, LearningDecision, LearningRecipient, stable_id
 from schemas.vocabulary import Band
 from services.cases.machine import CaseError
-from services.cases.replay import REPLAYED_KINDS, Replayed, replay_case, untouched
+from services.cases.replay import Replayed, replay_case, untouched
 from services.cases.service import CaseService
 from services.core.assess import AssessedRelease
 from services.core.notices import notice_for
@@ -39,10 +39,9 @@ from services.core.pipeline import Outputs
 from services.db import Database
 from services.letters import outbox
 from services.letters.plot import release_ref
-from services.trail.store import NewEntry, Trail, table_for
+from services.trail.store import CASE_KINDS_SQL, NewEntry, Trail, table_for
 
 log = logging.getLogger(__name__)
-_REPLAYED = ", ".join(f"'{kind}'" for kind in REPLAYED_KINDS)  # SQL literals: constants, no input
 REPLAY_CACHE = 50_000  # replayed cases kept between batches (bounded: cleared when full)
 
 
@@ -265,7 +264,7 @@ class Recorder:
         for chunk, marks in _in_lists(case_ids):
             rows = self.db.query(  # the kinds as literals: the trail's partial index {log}_replayed is theirs
                 "SELECT case_id, seq, leaf_hash FROM trail_formal WHERE seq IN (SELECT MAX(seq) FROM trail_formal"
-                f" WHERE case_id IN ({marks}) AND kind IN ({_REPLAYED}) GROUP BY case_id)",
+                f" WHERE case_id IN ({marks}) AND kind IN ({CASE_KINDS_SQL}) GROUP BY case_id)",
                 chunk,
             )
             stamps.update((str(c), (int(seq), str(leaf))) for c, seq, leaf in rows)

@@ -22,7 +22,7 @@ from schemas.signals import FormalDecision
 from services.cases import machine
 from services.cases.machine import CaseError
 from services.cases.store import CaseStore, row_for
-from services.trail.store import Entry, Trail
+from services.trail.store import CASE_KINDS, Entry, Trail
 
 CORRECTED_SUFFIX = " (with corrected data)"
 
@@ -41,7 +41,7 @@ class Replayed:
 # id): a case's state is its transitions, checked against its events. Its other entries (each later alarm that
 # joined it, its letters) change neither, and a case an alarm joins release after release would otherwise be read
 # whole again and again.
-REPLAYED_KINDS = ("case_transition", "case_event")
+REPLAYED_KINDS = CASE_KINDS  # the trail indexes exactly these for a case (its {log}_replayed index)
 
 
 def _entries(trail: Trail, case_id: str) -> list[Entry]:

@@ -108,10 +108,12 @@ class StoredCheckpoint:
 
 _COLUMNS = "seq, kind, record, salt, leaf_hash, chain_hash, case_id, decision_id, recorded_at"
 
-# ``{t}_replayed`` below: a case's transitions and events (``services.cases.replay.REPLAYED_KINDS``), what a replay
-# reads and the replay cache's stamp is. Every alarm that joins a case is a formal entry of the case too, so an
-# index of the case alone made a stamp read go through all of them (HAZ-60). A query uses it when it names these
-# kinds as literals (a parameter cannot match a partial index's predicate).
+# A case's transitions and events: what a replay of the case reads (``services.cases.replay``) and what the replay
+# cache's stamp is. ``{t}_replayed`` below indexes them: every alarm that joins a case is a formal entry of the case
+# too, so an index of the case alone made a stamp read go through all of them (HAZ-60). A query uses it when it
+# names these kinds as the literals ``CASE_KINDS_SQL`` (a parameter cannot match a partial index's predicate).
+CASE_KINDS = ("case_transition", "case_event")
+CASE_KINDS_SQL = ", ".join(f"'{kind}'" for kind in CASE_KINDS)  # SQL literals: constants, no input
 
 _SQLITE_LOG = """
 CREATE TABLE IF NOT EXISTS {t} (
@@ -131,7 +133,7 @@ CREATE INDEX IF NOT EXISTS {t}_case ON {t} (case_id) WHERE case_id IS NOT NULL
 CREATE INDEX IF NOT EXISTS {t}_decision ON {t} (decision_id) WHERE decision_id IS NOT NULL
 ;;
 CREATE INDEX IF NOT EXISTS {t}_replayed ON {t} (case_id, seq)
-WHERE kind IN ('case_transition', 'case_event') AND case_id IS NOT NULL
+WHERE kind IN ({kinds}) AND case_id IS NOT NULL
 ;;
 CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t}
 BEGIN SELECT RAISE(ABORT, '{t} is append-only: UPDATE refused'); END
@@ -187,7 +189,7 @@ CREATE INDEX IF NOT EXISTS {t}_case ON {t} (case_id) WHERE case_id IS NOT NULL
 CREATE INDEX IF NOT EXISTS {t}_decision ON {t} (decision_id) WHERE decision_id IS NOT NULL
 ;;
 CREATE INDEX IF NOT EXISTS {t}_replayed ON {t} (case_id, seq)
-WHERE kind IN ('case_transition', 'case_event') AND case_id IS NOT NULL
+WHERE kind IN ({kinds}) AND case_id IS NOT NULL
 ;;
 CREATE OR REPLACE TRIGGER {t}_no_change BEFORE UPDATE OR DELETE ON {t}
 FOR EACH ROW EXECUTE FUNCTION trail_refuse_change()
@@ -232,12 +234,12 @@ def schema_sql(dialect: str) -> str:
         logs = [table_for("formal"), table_for("learning")]
         parts = [
             _PG_FUNCTIONS,
-            *(_PG_LOG.format(t=t) for t in logs),
+            *(_PG_LOG.format(t=t, kinds=CASE_KINDS_SQL) for t in logs),
             _PG_CHECKPOINTS,
             *(lz4_column(t, "record") for t in logs),
         ]
     else:
-        parts = [*(_SQLITE_LOG.format(t=table_for(a)) for a in AUDIENCES), _SQLITE_CHECKPOINTS]
+        parts = [*(_SQLITE_LOG.format(t=table_for(a), kinds=CASE_KINDS_SQL) for a in AUDIENCES), _SQLITE_CHECKPOINTS]
     return "\n;;\n".join(part.strip("\n") for part in parts)
 
 

@@ -50,7 +50,7 @@ from schemas.signals import (
 )
 from schemas.vocabulary import Space, Stream
 from services.core.calendar import preload as preload_holidays
-from services.core.pipeline import Outputs, Pipeline
+from services.core.pipeline import Outputs, Pipeline, tune_collector
 from services.core.releases import unfinished_reports
 from services.db import Database
 from services.monitor_store import ChartStore, StagedCharts
@@ -83,23 +83,10 @@ ROUTE_CACHED_RELEASES = 256
 EMBEDDED_GROUP = "signalbox-route"  # the release store's consumer group for the embedded runner
 
 
-# Generation-0 threshold and the two older ones while route runs (the default is 700, 10, 10). Measured on 100k
-# results (2-core shared machine, gc.callbacks timing): the default spent 15% of the run in collections,
-# 10,000/10/10 6%, 50,000/20/100 4%. At 1M results (2026-11-29, the time inside collections once start-up is
-# done): 50,000/20/100 3.8 s, 200,000/50/100 0.5 s, 1,000,000/50/100 0.4 s, peak RSS 373 MB in all three.
-# Nothing route keeps per result has cycles that need the collector to free them promptly: reference counting
-# frees each batch.
-GC_THRESHOLD = (200_000, 50, 100)
-
-
 @contextmanager
 def collector_discipline() -> Iterator[None]:
-    """Freeze what start-up built (modules, rules, the ODS list, bank holidays) out of the collector's sight, and
-    raise its thresholds, for the run; restored afterwards (tests run route in-process)."""
-    old = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
+    """``tune_collector`` for the run, restored afterwards (tests run route in-process)."""
+    old = tune_collector()
     try:
         yield
     finally:

@@ -7,6 +7,7 @@ back and only differ in where they put them.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,26 @@ class Outputs:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# The collector's thresholds while a driver feeds the pipeline in batches (the default is 700, 10, 10: a batch
+# allocates tens of thousands of short-lived objects, so it ran a collection every few hundred records). Measured on
+# 100k results (gc.callbacks timing): the default spent 15% of route in collections, 10,000/10/10 6%, 50,000/20/100
+# 4%. At 1M results (2026-11-29, the time inside collections once start-up is done): 50,000/20/100 3.8 s,
+# 200,000/50/100 0.5 s, 1,000,000/50/100 0.4 s, peak RSS 373 MB in all three. Nothing kept per result has cycles
+# that need the collector to free them promptly: reference counting frees each batch.
+GC_THRESHOLD = (200_000, 50, 100)
+
+
+def tune_collector() -> tuple[int, int, int]:
+    """Freeze what start-up built (modules, rules, the ODS list, bank holidays) out of the collector's sight and
+    raise its thresholds to ``GC_THRESHOLD``; returns the thresholds it replaced. Both drivers call it once,
+    after start-up and before the first batch."""
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    return old
 
 
 class Pipeline:

@@ -26,7 +26,6 @@ session to expire.
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import logging
 import os
@@ -48,7 +47,7 @@ from schemas.notices import FormalNotice
 from services.cases.machine import CaseError
 from services.core.calendar import preload as preload_holidays
 from services.core.ingest import dead_letter
-from services.core.pipeline import Outputs, Pipeline
+from services.core.pipeline import Outputs, Pipeline, tune_collector
 from services.db import Database
 from services.kafka.acl import ensure_topics
 from services.kafka.batches import Batch, BatchConsumer
@@ -431,7 +430,7 @@ def create_app(
     async def route_results() -> None:
         """The contract topics through ``StreamRouter.handle`` (services/kafka/batches.py says why not an agent)."""
         preload_holidays(datetime.now(UTC).date())  # the first case deadline must not pay for loading them
-        collector_discipline()
+        tune_collector()  # for the rest of the process
         await batches.run()
 
     commands = app.topic(CASE_COMMANDS_TOPIC, key_serializer="raw", value_serializer="raw")
@@ -520,20 +519,6 @@ def create_app(
 
 
 RELAY_STUCK_S = 300.0  # ten missed letters ticks
-# The collector's generation-0 threshold for the worker: a batch of 2,000 results allocates tens of thousands of
-# short-lived objects, so the default 700 ran a collection every few hundred records (README "Speed" has the figures);
-# the same thresholds as route, whose 1M-result measurement is beside services/embedded.py's GC_THRESHOLD.
-GC_THRESHOLD = (200_000, 50, 100)
-
-
-def collector_discipline() -> None:
-    """Freeze what start-up built (modules, Faust, rules, the recipient directory, bank holidays) out of the
-    collector's sight and raise its threshold, for the rest of the process."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-
-
 WATCHDOG_INTERVAL_S = 300.0
 
 

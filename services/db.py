@@ -40,6 +40,14 @@ END
 $$"""
 
 
+def in_lists(ids: Sequence[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+    """``ids`` in slices of at most ``size``, each with its ``?`` placeholders for an SQL ``IN (…)``: a query per
+    slice keeps every statement under both drivers' parameter limits."""
+    for i in range(0, len(ids), size):
+        chunk = list(ids[i : i + size])
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def is_postgres_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 

@@ -52,7 +52,7 @@ from schemas.vocabulary import Space, Stream
 from services.core.calendar import preload as preload_holidays
 from services.core.pipeline import Outputs, Pipeline, tune_collector
 from services.core.releases import unfinished_reports
-from services.db import Database
+from services.db import Database, in_lists
 from services.monitor_store import ChartStore, StagedCharts
 from services.observability import metrics
 from services.release_store import ReleaseStore, StagedStates, StateCache
@@ -349,11 +349,8 @@ class OutputLedger:
         of those it keeps."""
         ids = [dead_letter_id(d) for d in out.dead_letters] + [report_id(r) for r in out.reports]
         known: set[str] = set()
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
-            rows = self.db.query(
-                f"SELECT record_id FROM embedded_outputs WHERE record_id IN ({','.join('?' * len(part))})", part
-            )
+        for part, marks in in_lists(ids):
+            rows = self.db.query(f"SELECT record_id FROM embedded_outputs WHERE record_id IN ({marks})", part)
             known.update(r[0] for r in rows)
         kept: list[str] = []
 

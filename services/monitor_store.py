@@ -19,7 +19,7 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from datetime import date
 
 from services.core.monitor import HISTORY, ChartState
-from services.db import Database
+from services.db import Database, in_lists
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS monitor_charts (
@@ -88,9 +88,7 @@ class ChartStore:
         found: dict[tuple[str, str], str] = {}
         ids = sorted({event_id for _, event_id in pairs})
         wanted = set(pairs)
-        for begin in range(0, len(ids), LOOKUP_CHUNK):
-            chunk = ids[begin : begin + LOOKUP_CHUNK]
-            marks = ", ".join("?" * len(chunk))
+        for chunk, marks in in_lists(ids, LOOKUP_CHUNK):
             rows = self.db.query(
                 f"SELECT unit_key, event_id, digest FROM monitor_seen WHERE consumer_group = ? AND event_id IN "
                 f"({marks})",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from services.cases.service import CaseService
 from services.core.assess import AssessedRelease
 from services.core.notices import notice_for
 from services.core.pipeline import Outputs
-from services.db import Database
+from services.db import Database, in_lists
 from services.letters import outbox
 from services.letters.plot import release_ref
 from services.trail.store import CASE_KINDS_SQL, NewEntry, Trail, table_for
@@ -68,13 +68,6 @@ def _entry(
 def _key_of(case_id: str) -> str:
     """The key prefix ``audit:indicator:start..end:`` of a case id (ODS codes have no colon)."""
     return case_id.rpartition(":")[0] + ":"
-
-
-def _in_lists(ids: list[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
-    """``ids`` in slices of at most ``size``, each with its ``?`` placeholders for an SQL ``IN (…)``."""
-    for i in range(0, len(ids), size):
-        chunk = ids[i : i + size]
-        yield chunk, ",".join("?" * len(chunk))
 
 
 class Recorder:
@@ -120,7 +113,7 @@ class Recorder:
         """Which of these decision ids the trail already holds: a re-run of the same input adds nothing."""
         found: set[str] = set()
         table = table_for(audience)
-        for chunk, marks in _in_lists(ids):
+        for chunk, marks in in_lists(ids):
             rows = self.db.query(f"SELECT decision_id FROM {table} WHERE decision_id IN ({marks})", chunk)
             found.update(r[0] for r in rows)
         return found
@@ -261,7 +254,7 @@ class Recorder:
     def _replayed_many(self, case_ids: list[str]) -> dict[str, Replayed]:
         """``_replayed`` of many cases, their stamps read in one query per 500 (not one per case)."""
         stamps: dict[str, tuple[int, str]] = {}
-        for chunk, marks in _in_lists(case_ids):
+        for chunk, marks in in_lists(case_ids):
             rows = self.db.query(  # the kinds as literals: the trail's partial index {log}_replayed is theirs
                 "SELECT case_id, seq, leaf_hash FROM trail_formal WHERE seq IN (SELECT MAX(seq) FROM trail_formal"
                 f" WHERE case_id IN ({marks}) AND kind IN ({CASE_KINDS_SQL}) GROUP BY case_id)",

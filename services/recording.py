@@ -185,7 +185,7 @@ class Recorder:
             # the hashing and the insert (HAZ-61). Formal before learning is also the order a case change takes
             # (its formal transitions, then ``_into_learning_space``), so two writers never wait on each other.
             if learning:
-                self.trail.append_many("learning", learning, returning=False)
+                self.trail.append_many("learning", learning)
 
     def _open_and_supersede(self, out: Outputs, formal_decisions: list[FormalDecision]) -> None:
         """Release by release, in order: open (or join) the cases of its potential alarms, then tell the open

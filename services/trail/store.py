@@ -300,9 +300,8 @@ class Trail:
         """Append one record; joins the caller's transaction if one is open."""
         return self.append_many(audience, [NewEntry(kind, record, case_id, decision_id)])[0]
 
-    def append_many(self, audience: Audience, items: Iterable[NewEntry], *, returning: bool = True) -> list[Entry]:
-        """Append records in order, in one transaction (joining the caller's), with one executemany. The appended
-        entries are returned, or none with ``returning=False`` (a caller that does not read them back)."""
+    def append_many(self, audience: Audience, items: Iterable[NewEntry]) -> list[Entry]:
+        """Append records in order, in one transaction (joining the caller's), with one executemany."""
         table = table_for(audience)
         recorded_at = utc_text(self._clock())
         batch = list(items)
@@ -335,21 +334,11 @@ class Trail:
                 rows.append(
                     (seq, item.kind, text, salt, leaf.hex(), chain.hex(), item.case_id, item.decision_id, recorded_at)
                 )
-                if returning:
-                    entries.append(
-                        Entry(
-                            audience,
-                            seq,
-                            item.kind,
-                            text,
-                            salt,
-                            leaf,
-                            chain,
-                            item.case_id,
-                            item.decision_id,
-                            recorded_at,
-                        )
+                entries.append(
+                    Entry(
+                        audience, seq, item.kind, text, salt, leaf, chain, item.case_id, item.decision_id, recorded_at
                     )
+                )
                 seq += 1
             if rows:
                 self.db.executemany(f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

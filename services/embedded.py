@@ -167,7 +167,7 @@ class JsonlOutputs:
     def write(self, outputs: Outputs) -> None:
         for release in outputs.releases:
             self._write("releases.jsonl", release.summary.model_dump_json().encode() + b"\n")
-            self._write("assessments.jsonl", "".join(line + "\n" for line in release.lines).encode())
+            self._write("assessments.jsonl", ("\n".join(release.lines) + "\n").encode() if release.lines else b"")
         for decision in outputs.decisions:
             self._write(SPACE_FILES[decision.space], decision.model_dump_json().encode() + b"\n")
         for report in outputs.reports:

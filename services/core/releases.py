@@ -67,12 +67,20 @@ class ReleaseLedger:
     ) -> Literal["new", "duplicate", "conflict"]:
         key = state_key(event)
         state = self.states.get(key) or new_state(event)
-        known = state.digests.get(event.event_id)
-        if known is None:
-            state.digests[event.event_id] = digest
+        seen = record_digest(state, event.event_id, digest)
+        if seen == "new":
             self.states[key] = state
-            return "new"
-        return "duplicate" if known == digest else "conflict"
+        return seen
+
+
+def record_digest(state: ReleaseState, event_id: str, digest: str) -> Literal["new", "duplicate", "conflict"]:
+    """The ledger's step on a release state the caller already holds (``Pipeline.feed``): a new event id is
+    remembered with its digest; a known one is a redelivery when the digest matches, else a conflict."""
+    known = state.digests.get(event_id)
+    if known is None:
+        state.digests[event_id] = digest
+        return "new"
+    return "duplicate" if known == digest else "conflict"
 
 
 def _report(

@@ -260,6 +260,19 @@ def _published(value: str) -> tuple[datetime, int] | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _release_fields(
+    audit: str, release_id: str, indicator_id: str, start: str, end: str, label: str, published_at: str
+) -> tuple[Period, datetime, int] | None:
+    """What every result of one release usually shares, validated once: its period and ``published_at`` as the
+    models make them (``_period``, ``_published``), and how many colons these seven strings hold; None when the
+    model refuses the period or the time."""
+    span, stamp = _period(start, end, label), _published(published_at)
+    if span is None or stamp is None:
+        return None
+    return span[0], stamp[0], span[1] + stamp[1] + audit.count(":") + release_id.count(":") + indicator_id.count(":")
+
+
 # The shapes the fast path accepts, decoded and checked by msgspec in one pass over the bytes (strict: no bool
 # for an int, no float for an int, an integer written for a float becomes a float as in the models; no key
 # beyond the contract's; lengths and ranges as in the models). Only an accept path: whatever msgspec refuses,
@@ -350,8 +363,8 @@ def _measure(shape: _ProportionShape | _RatioShape | _MeanShape) -> AnyMeasureMo
     return _built(MeanMeasure, {"type": "mean", "mean": shape.mean, "sd": shape.sd, "n": shape.n}, _MEAN_SET)
 
 
-def _colons(shape: _ResultShape | _ClosedShape) -> int:
-    """How many colons the four ids hold."""
+def _colons(shape: _ClosedShape) -> int:
+    """How many colons a close's four ids hold."""
     return (
         shape.event_id.count(":") + shape.audit.count(":") + shape.release_id.count(":") + shape.indicator_id.count(":")
     )
@@ -388,9 +401,8 @@ def fast_event(raw: bytes) -> AuditResult | ReleaseClosed | None:
         return None
     if shape.schema_version != 1:
         return None
-    colons = _colons(shape)
     if type(shape) is _ClosedShape:
-        if not _one_key_each(raw, 7, colons):
+        if not _one_key_each(raw, 7, _colons(shape)):
             return None
         return _built(
             ReleaseClosed,
@@ -406,17 +418,18 @@ def fast_event(raw: bytes) -> AuditResult | ReleaseClosed | None:
             _CLOSED_SET,
         )
     assert type(shape) is _ResultShape
-    stamp = _published(shape.published_at)
     period = shape.period
-    span = _period(period.start, period.end, period.label)
+    shared = _release_fields(
+        shape.audit, shape.release_id, shape.indicator_id, period.start, period.end, period.label, shape.published_at
+    )
     organisation = shape.organisation
     country = None if organisation.country is msgspec.UNSET else organisation.country
     unit = _organisation(organisation.ods_code, country)
     value = _measure(shape.measure)
-    if stamp is None or span is None or unit is None or value is None:
+    if shared is None or unit is None or value is None:
         return None
     keys = 14 + (country is not None) + (4 if type(shape.measure) is _MeanShape else 3)
-    if not _one_key_each(raw, keys, colons + span[1] + stamp[1]):
+    if not _one_key_each(raw, keys, shape.event_id.count(":") + shared[2]):
         return None
     return _built(
         AuditResult,
@@ -427,10 +440,10 @@ def fast_event(raw: bytes) -> AuditResult | ReleaseClosed | None:
             "audit": shape.audit,
             "release_id": shape.release_id,
             "indicator_id": shape.indicator_id,
-            "period": span[0],
+            "period": shared[0],
             "organisation": unit,
             "measure": value,
-            "published_at": stamp[0],
+            "published_at": shared[1],
         },
         _RESULT_SET,
     )

@@ -118,8 +118,10 @@ class Pipeline:
                 out.redeliveries += 1
             return
         self.states[key] = state  # what the ledger stores with the new digest (the state is changed in place below)
-        now = self.clock()
-        outcome = add_result(state, event, now) if isinstance(event, AuditResult) else close_release(state, event, now)
+        clock = self.clock  # read only when a report is made
+        outcome = (
+            add_result(state, event, clock) if isinstance(event, AuditResult) else close_release(state, event, clock)
+        )
         if outcome.reports:
             out.reports += outcome.reports
         if outcome.rejection:

@@ -12,7 +12,7 @@ the functions here mutate it in place and return what must be reported.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
@@ -23,6 +23,8 @@ from schemas.events import AuditResult, ReleaseClosed
 from schemas.signals import ReleaseReport
 
 ReleaseKey = tuple[str, str, str]
+#: When a report is made: the time, or a clock read only if a report is made (``Pipeline.feed``'s hot path).
+Now = datetime | Callable[[], datetime]
 
 
 class ReleaseState(BaseModel):
@@ -53,7 +55,8 @@ def new_state(event: AuditResult | ReleaseClosed) -> ReleaseState:
 
 
 def state_key(event: AuditResult | ReleaseClosed) -> str:
-    return "/".join(event.release_key)
+    """``"/".join(event.release_key)``, without the property's tuple (once per event)."""
+    return f"{event.audit}/{event.release_id}/{event.indicator_id}"
 
 
 class ReleaseLedger:
@@ -87,7 +90,7 @@ def _report(
     state: ReleaseState,
     kind: Literal["results_missing", "late_result", "count_exceeded", "never_closed", "not_assessed"],
     detail: str,
-    now: datetime,
+    now: Now,
     event_id: str | None = None,
 ) -> ReleaseReport:
     expected = state.closed.result_count if state.closed else 0
@@ -101,7 +104,7 @@ def _report(
         received_count=received,
         event_id=event_id,
         detail=detail,
-        reported_at=now,
+        reported_at=now if isinstance(now, datetime) else now(),
     )
 
 
@@ -122,8 +125,9 @@ def _name(state: ReleaseState) -> str:
     return f"release {state.release_id} ({state.indicator_id})"
 
 
-def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outcome:
-    """Absorb one result, or say why not. The happy path builds no text: it runs once per result."""
+def add_result(state: ReleaseState, result: AuditResult, now: Now) -> Outcome:
+    """Absorb one result, or say why not. The happy path builds no text and, given a clock for ``now``, does not
+    read it: it runs once per result."""
     ods = result.organisation.ods_code
     if state.assessed:
         name = _name(state)
@@ -146,7 +150,7 @@ def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outco
     return ABSORBED
 
 
-def close_release(state: ReleaseState, closed: ReleaseClosed, now: datetime) -> Outcome:
+def close_release(state: ReleaseState, closed: ReleaseClosed, now: Now) -> Outcome:
     name = f"release {state.release_id} ({state.indicator_id})"
     if state.closed is not None:
         return Outcome(

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from rules.book import RuleBook, load_rules
 from schemas.events import AuditResult
+from schemas.outcomes import _KIND, is_outcome
 from services.core.ingest import Accepted, Event, Rejected, dead_letter, ingest
 from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import (
@@ -205,3 +206,19 @@ def test_staged_states_get_is_the_mapping_get(present: bool) -> None:
     assert a.get(key) is got and list(a) == list(b) and a.known == b.known
     sentinel = new_state(event)
     assert (a.get("no/such/release", sentinel) is sentinel) and "no/such/release" not in a
+
+
+FRAGMENTS = [b'"kind"', b'"patient_outcome"', b'"patient_outcom"', b'"kind', b":", b" ", b"\t", b"\n", b'"', b"{",
+             b"}", b",", b'\\u0070atient_outcome"', b'"Kind"', b"x", b'"audit_result"', b"\xef\xbb\xbf",
+             b"\\"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.binary(max_size=4)), max_size=12))
+def test_is_outcome_is_its_pattern(parts: list[bytes]) -> None:
+    """``is_outcome`` looks for its pattern only in lines that hold the literal it needs (a substring test first,
+    for ``Pipeline.process``'s claim on every line): the same answer as the pattern alone."""
+    raw = b"".join(parts)
+    assert is_outcome(raw) == (_KIND.search(raw) is not None), raw
+    outcome = b'{"kind" :\t"patient_outcome", "x": 1}'
+    assert is_outcome(outcome) and not is_outcome(outcome.replace(b"patient", b"Patient"))

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NamedTuple
 
@@ -167,7 +168,7 @@ class JsonlOutputs:
     def write(self, outputs: Outputs) -> None:
         for release in outputs.releases:
             self._write("releases.jsonl", release.summary.model_dump_json().encode() + b"\n")
-            self._write("assessments.jsonl", "".join(line + "\n" for line in release.lines).encode())
+            self._write("assessments.jsonl", ("\n".join(release.lines) + "\n").encode() if release.lines else b"")
         for decision in outputs.decisions:
             self._write(SPACE_FILES[decision.space], decision.model_dump_json().encode() + b"\n")
         for report in outputs.reports:
@@ -197,23 +198,19 @@ def _close_quietly(f: IO[bytes]) -> None:
 
 def read_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[bytes, str]]:
     """Each non-blank line with its source ``FILE:LINE``; blank lines are not events and are skipped."""
+    name = path.name
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
             if on_bytes:
                 on_bytes(len(line))
             stripped = line.strip()
             if stripped:
-                yield stripped, f"{path.name}:{number}"
+                yield stripped, f"{name}:{number}"
 
 
 def chunks(lines: Iterator[tuple[bytes, str]], size: int) -> Iterator[list[tuple[bytes, str]]]:
-    chunk: list[tuple[bytes, str]] = []
-    for item in lines:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
+    lines = iter(lines)  # islice of a list would start again at its head every time
+    while chunk := list(islice(lines, size)):
         yield chunk
 
 

@@ -239,6 +239,37 @@ def _period_text(result: AuditResult) -> str:
     return f'{{"end":"{p.end.isoformat()}","label":{jcs_string(p.label)},"start":"{p.start.isoformat()}"}}'
 
 
+def _lines_lose(funnel: FunnelResult, rows: list[int]) -> bool:
+    """Whether the canonical lines of these rows lose a number the model built from values keeps: a -0.0 (JSON
+    text has no negative zero; RFC 8785 writes it ``0``, so ``model_dump_json`` would write ``0.0`` where the
+    value-built model writes ``-0.0``), or a volume that is not finite (the line writes null, which the model
+    refuses: unreachable from validated input, whose counts and expected values are finite)."""
+    f = funnel
+    release = np.array([f.target, f.phi, f.tau2], dtype=float)
+    cells = np.stack((
+        f.ll_alarm, f.ul_alarm, f.ll_alert, f.ul_alert,
+        f.ll_alarm_unadjusted, f.ul_alarm_unadjusted, f.ll_alert_unadjusted, f.ul_alert_unadjusted,
+        f.value, f.volume, f.z, f.z_adjusted,
+    ))[:, rows]  # fmt: skip
+    negative_zero = np.any((cells == 0) & np.signbit(cells)) or np.any((release == 0) & np.signbit(release))
+    return bool(negative_zero or not np.all(np.isfinite(cells[9])))
+
+
+def _flagged(
+    results: Sequence[AuditResult], rule: IndicatorRule, funnel: FunnelResult, lines: list[Canonical], rows: list[int]
+) -> list[Assessment]:
+    """The flagged organisations' ``Assessment`` models, validated from their canonical lines in one pydantic JSON
+    call (about 3x faster than building a dict of Python values per row): the lines hold every field, numbers as
+    their shortest round-trip text, and null for a number that is not finite, exactly as ``_row`` holds them.
+    A release whose lines lose a number of these rows takes the per-row path (``_lines_lose``). The unit tests
+    hold both paths to the same models, field set and JSON."""
+    if not rows:
+        return []
+    if _lines_lose(funnel, rows):
+        return ASSESSMENTS.validate_python([_row(results[0], results[k], rule, funnel, k) for k in rows])
+    return ASSESSMENTS.validate_json("[" + ",".join([lines[k] for k in rows]) + "]")
+
+
 def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: FunnelResult) -> AssessedRelease:
     first = results[0]
     spec = rule.spec
@@ -253,7 +284,7 @@ def to_records(results: Sequence[AuditResult], rule: IndicatorRule, funnel: Funn
         counts[count_key(band, side)] += 1
     lines = canonical_lines(results, rule, funnel)
     flagged_at = [k for k, band in enumerate(bands) if band in (Band.ALARM, Band.ALERT)]
-    flagged = ASSESSMENTS.validate_python([_row(first, results[k], rule, funnel, k) for k in flagged_at])
+    flagged = _flagged(results, rule, funnel, lines, flagged_at)
     summary = ReleaseSummary(
         audit=first.audit,
         release_id=first.release_id,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from typing import Any
 
 import numpy as np
 import pytest
 import rfc8785
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from rules.book import load_rules
 from rules.stats import assess
@@ -108,3 +111,66 @@ def test_a_lone_surrogate_is_refused_as_jcs_refuses_it() -> None:
     funnel = assess(rule.spec, **columns(results, rule.indicator.measure))
     with pytest.raises(CanonicalizationError):
         canonical_lines(results, rule, funnel)
+
+
+NUMBER_FIELDS = (
+    "ll_alarm", "ul_alarm", "ll_alert", "ul_alert",
+    "ll_alarm_unadjusted", "ul_alarm_unadjusted", "ll_alert_unadjusted", "ul_alert_unadjusted",
+    "value", "volume", "z", "z_adjusted",
+)  # fmt: skip
+_ANY_DOUBLE = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(ODD_NUMBERS))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cells=st.lists(st.lists(_ANY_DOUBLE, min_size=12, max_size=12), min_size=1, max_size=6),
+    release=st.lists(_ANY_DOUBLE, min_size=3, max_size=3),
+    bands=st.lists(st.sampled_from(["alarm", "alert", "within", "insufficient_data"]), min_size=1, max_size=7),
+    sides=st.lists(st.sampled_from(["favourable", "adverse"]), min_size=1, max_size=5),
+)
+@example(cells=[[1.5] * 9 + [math.inf, 2.5, 3.5]], release=[0.1, 1.0, 0.0], bands=["alarm"], sides=["adverse"])
+@example(cells=[[1.5] * 9 + [math.nan, 2.5, 3.5]], release=[0.1, 1.0, 0.0], bands=["alert"], sides=["adverse"])
+@example(cells=[[-0.0] + [1.5] * 11], release=[0.1, 1.0, 0.0], bands=["alert"], sides=["favourable"])
+@example(cells=[[1.5] * 12], release=[0.1, -0.0, 0.0], bands=["alarm"], sides=["favourable"])
+def test_flagged_models_read_from_their_lines_equal_the_models_built_from_values(
+    cells: list[list[float]], release: list[float], bands: list[str], sides: list[str]
+) -> None:
+    """``to_records`` validates the flagged organisations' models from their canonical lines; for any numbers
+    (NaN, infinities, -0.0, integral, huge, tiny) and text they equal the models ``_row`` builds: same values,
+    same fields set, same JSON, same repr (NaN is unequal to itself, so the models are compared by those; a
+    negative zero or a volume that is not finite takes the per-row path)."""
+    from services.core.assess import ASSESSMENTS, to_records
+
+    rules = load_rules()
+    rule = rules.get("NELA", "NELA-MORT30")
+    assert rule is not None
+    results = sorted(_release('quote " \u2028 😀', event_suffix="\u00e9\x1f"), key=lambda r: r.organisation.ods_code)
+    funnel = assess(rule.spec, **columns(results, rule.indicator.measure))
+    n = len(results)  # the drawn rows, bands and sides repeated over the release's 40 organisations
+    grid = np.resize(np.array(cells, dtype=float), (n, 12))
+    bands = np.resize(np.array(bands), n).tolist()
+    numbers: dict[str, Any] = {name: grid[:, j].copy() for j, name in enumerate(NUMBER_FIELDS)}
+    funnel = dataclasses.replace(
+        funnel,
+        **numbers,
+        band=np.array(bands),
+        side=np.resize(np.array(sides), n),
+        target=release[0],
+        phi=release[1],
+        tau2=release[2],
+    )
+    flagged_at = [k for k, band in enumerate(bands) if band in ("alarm", "alert")]
+    try:
+        expected = ASSESSMENTS.validate_python([_row(results[0], results[k], rule, funnel, k) for k in flagged_at])
+    except ValidationError as refused:  # a number the model refuses (a volume that is not finite): refused alike
+        with pytest.raises(ValidationError) as caught:
+            to_records(results, rule, funnel)
+        assert caught.value.errors(include_url=False) == refused.errors(include_url=False)
+        return
+    assessed = to_records(results, rule, funnel)
+    assert [a.model_fields_set for a in assessed.flagged] == [a.model_fields_set for a in expected]
+    assert [a.model_dump_json() for a in assessed.flagged] == [a.model_dump_json() for a in expected]
+    assert [repr(a) for a in assessed.flagged] == [repr(a) for a in expected]
+    if np.all(np.isfinite(funnel.volume)):  # the general encoder refuses a volume that is not finite
+        expected_lines = [reference_line(_row(results[0], results[k], rule, funnel, k)) for k in flagged_at]
+        assert list(assessed.flagged_lines) == expected_lines

@@ -187,10 +187,14 @@ def release_problem(state: ReleaseState, results: list[AuditResult]) -> str | No
     name = f"release {state.release_id} ({state.indicator_id})"
     if not results:
         return f"{name} closed with no results; there is nothing to assess"
+    # The usual case first: one period. The fast path shares one ``Period`` instance per release (schemas/events.py),
+    # so most results are that very instance; any other is compared by its three fields.
+    first = results[0].period
+    fields = (first.start, first.end, first.label)
+    if all(r.period is first or _period_fields(r) == fields for r in results):
+        return None
     # A period is its three fields: counted as tuples, not as models (pydantic's hash and __eq__ per result).
     periods = Counter(_period_fields(r) for r in results)
-    if len(periods) == 1:
-        return None
     common = periods.most_common(1)[0][0]
     odd = sorted(r.event_id for r in results if _period_fields(r) != common)
     shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")

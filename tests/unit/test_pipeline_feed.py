@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections import Counter
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,15 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules.book import RuleBook, load_rules
-from schemas.events import AuditResult
+from schemas.events import AuditResult, fast_event
 from schemas.outcomes import _KIND, is_outcome
-from services.core.ingest import Accepted, Event, Rejected, content_digest, dead_letter, ingest
+from services.core.ingest import Accepted, Event, Rejected, content_digest, dead_letter, ingest, parse
 from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import (
     ReleaseState,
     add_result,
     close_release,
     new_state,
+    release_problem,
     state_key,
 )
 from services.db import Database
@@ -232,3 +234,45 @@ def test_the_redelivery_digest_is_blake2b_64(raw: bytes) -> None:
     every release state (64-bit BLAKE2b, hex), so a re-run recognises what an earlier version recorded."""
     assert content_digest(raw) == hashlib.blake2b(raw, digest_size=8).hexdigest()
     assert content_digest(raw) == content_digest(raw) and len(content_digest(raw)) == 16
+
+
+def _reference_release_problem(state: ReleaseState, results: list[AuditResult]) -> str | None:
+    """``release_problem`` before its one-period shortcut (every result's period counted)."""
+    name = f"release {state.release_id} ({state.indicator_id})"
+    if not results:
+        return f"{name} closed with no results; there is nothing to assess"
+    periods = Counter((r.period.start, r.period.end, r.period.label) for r in results)
+    if len(periods) == 1:
+        return None
+    common = periods.most_common(1)[0][0]
+    odd = sorted(r.event_id for r in results if (r.period.start, r.period.end, r.period.label) != common)
+    shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+    start, end, label = common
+    return (
+        f"{name} is not assessed: its results are for {len(periods)} different periods; {len(odd)} differ from "
+        f"{start}..{end} ({label!r}): {shown}. Publish the release again with one period"
+    )
+
+
+PERIODS = [
+    {"start": "2023-12-01", "end": "2024-11-30", "label": "Year 11"},
+    {"start": "2023-12-01", "end": "2024-11-30", "label": "Year 11 "},
+    {"start": "2023-12-02", "end": "2024-11-30", "label": "Year 11"},
+    {"start": "2023-12-01", "end": "2024-12-01", "label": "Year 11"},
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(picks=st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=14))
+def test_the_one_period_shortcut_gives_the_counted_verdict(picks: list[tuple[int, bool]]) -> None:
+    """``release_problem``'s shortcut (the first result's very ``Period``, or equal fields) against counting every
+    period: results whose periods are shared instances (as the fast path gives them), separately validated equal
+    ones (as ``parse`` gives them) and different ones (one day, one space), in any mix and order."""
+    results: list[AuditResult] = []
+    for i, (which, fast) in enumerate(picks):
+        raw = json.dumps(result(TRUSTS[i % len(TRUSTS)], period=PERIODS[which], event_id=f"e{i:02d}")).encode()
+        event = fast_event(raw) if fast else parse(raw)
+        assert isinstance(event, AuditResult)
+        results.append(event)
+    state = new_state(results[0]) if results else ReleaseState(audit="NELA", release_id="R", indicator_id="I")
+    assert release_problem(state, results) == _reference_release_problem(state, results)

@@ -7,7 +7,7 @@
 2. Latency under load: with that worker running, one ``--orgs`` release every ``--interval-ms`` for
    ``--duration`` seconds; per release, from its ``release_closed`` record's timestamp (producer metadata)
    to the timestamp of the release's last output record (its summary or its last decision).
-   Target p99 < 500 ms.
+   Target p99 < 250 ms.
 3. The worker's peak RSS (VmHWM) and, when a target is missed (or ``--profile always``), one more worker run
    of the throughput workload under ``python -m cProfile``: the top 15 cumulative entries.
 4. The ceiling, measured in the same run: ``benchmarks/ceiling.py`` (the same durable decisions without the

@@ -217,7 +217,7 @@ NUMBER = r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?"
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(which=st.integers(0, 2), field=st.integers(0, 2), number=st.from_regex(NUMBER, fullmatch=True))
 def test_number_texts_are_read_as_pydantic_reads_them(which: int, field: int, number: str) -> None:
-    """orjson and pydantic's parser read every JSON number text to the same value: long mantissas, exponents at
+    """msgspec and pydantic's parser read every JSON number text to the same value: long mantissas, exponents at
     the ends of the float range, integers written for a float field (in a line, as the platform wrote them)."""
     base = _bases(which)[0]
     keys = [k for k in base["measure"] if k != "type"]
@@ -281,7 +281,7 @@ def test_valid_lines_are_decided_by_the_fast_path(measure: dict[str, Any], count
 @pytest.mark.parametrize(
     "line",
     [
-        # a key written twice, at each level, with the last value valid (orjson keeps it)
+        # a key written twice, at each level, with the last value valid (msgspec keeps it)
         b'{"kind":"release_closed","schema_version":1,"event_id":"e","audit":"A","release_id":"R",'
         b'"indicator_id":"I","result_count":0,"result_count":5}',
         b'{"kind":"release_closed","schema_version":1,"event_id":"e:\\u003a","audit":"A","release_id":"R",'

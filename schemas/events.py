@@ -14,11 +14,11 @@ other results are never assessed against it.
 from __future__ import annotations
 
 import functools
-import operator
 import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -115,6 +115,7 @@ class MeanMeasure(Frozen):
     n: int = Field(ge=1, le=MAX_COUNT)
 
 
+AnyMeasureModel = ProportionMeasure | StandardisedRatioMeasure | MeanMeasure
 AnyMeasure = Annotated[ProportionMeasure | StandardisedRatioMeasure | MeanMeasure, Field(discriminator="type")]
 
 
@@ -194,9 +195,6 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 BOM = b"\xef\xbb\xbf"  # a leading UTF-8 byte-order mark, which ingest ignores
 KEY_END = re.compile(rb'"\s*:')  # every key ends so (and so may a string value that holds a quote and a colon)
-_RESULT_FIELDS = operator.itemgetter(*AuditResult.model_fields)
-_CLOSED_FIELDS = operator.itemgetter(*ReleaseClosed.model_fields)
-_PERIOD_FIELDS = operator.itemgetter(*Period.model_fields)
 _PERIOD: TypeAdapter[Period] = TypeAdapter(Period)
 _ORGANISATION: TypeAdapter[Organisation] = TypeAdapter(Organisation)
 _PUBLISHED: TypeAdapter[datetime] = TypeAdapter(datetime)
@@ -262,80 +260,114 @@ def _published(value: str) -> tuple[datetime, int] | None:
         return None
 
 
-def _a_float(value: Any) -> float | None:
-    """A JSON number as the strict ``float`` field holds it (an integer written without a point becomes a float;
-    ``true`` does not), or None."""
-    kind = type(value)
-    if kind is float:
-        return value  # type: ignore[no-any-return]
-    if kind is int:
-        return float(value)
-    return None
-
-
-def _measure(measure: Any) -> ProportionMeasure | StandardisedRatioMeasure | MeanMeasure | None:
-    """The measure the model makes of this JSON object, built directly when its shape is exactly what the model
-    accepts (its keys, the exact types, the ranges and the numerator rule); None otherwise."""
-    if type(measure) is not dict:
+@functools.lru_cache(maxsize=4096)
+def _release_fields(
+    audit: str, release_id: str, indicator_id: str, start: str, end: str, label: str, published_at: str
+) -> tuple[Period, datetime, int] | None:
+    """What every result of one release usually shares, validated once: its period and ``published_at`` as the
+    models make them (``_period``, ``_published``), and how many colons these seven strings hold; None when the
+    model refuses the period or the time."""
+    span, stamp = _period(start, end, label), _published(published_at)
+    if span is None or stamp is None:
         return None
-    kind = measure.get("type")
-    if kind == "proportion":
-        if len(measure) != 3:
-            return None
-        numerator, denominator = measure.get("numerator"), measure.get("denominator")
-        if (
-            type(numerator) is int
-            and type(denominator) is int
-            and 0 <= numerator <= denominator <= MAX_COUNT
-            and denominator >= 1
-        ):
-            return _built(
-                ProportionMeasure,
-                {"type": "proportion", "numerator": numerator, "denominator": denominator},
-                _PROPORTION_SET,
-            )
-        return None
-    if kind == "standardised_ratio":
-        if len(measure) != 3:
-            return None
-        observed, expected = measure.get("observed"), _a_float(measure.get("expected"))
-        if type(observed) is int and 0 <= observed <= MAX_COUNT and expected is not None and 0 < expected <= MAX_COUNT:
-            return _built(
-                StandardisedRatioMeasure,
-                {"type": "standardised_ratio", "observed": observed, "expected": expected},
-                _RATIO_SET,
-            )
-        return None
-    if kind == "mean":
-        if len(measure) != 4:
-            return None
-        mean, sd, n = _a_float(measure.get("mean")), _a_float(measure.get("sd")), measure.get("n")
-        if (
-            mean is not None
-            and sd is not None
-            and type(n) is int
-            and -MAX_MEAN <= mean <= MAX_MEAN
-            and 0 <= sd <= MAX_MEAN
-            and 1 <= n <= MAX_COUNT
-        ):
-            return _built(MeanMeasure, {"type": "mean", "mean": mean, "sd": sd, "n": n}, _MEAN_SET)
-    return None
+    return span[0], stamp[0], span[1] + stamp[1] + audit.count(":") + release_id.count(":") + indicator_id.count(":")
 
 
-def _ids(event_id: Any, audit: Any, release_id: Any, indicator_id: Any) -> int | None:
-    """How many colons the four ids hold, when each is a string of the contract's length; else None."""
-    if (
-        type(event_id) is str
-        and type(audit) is str
-        and type(release_id) is str
-        and type(indicator_id) is str
-        and 1 <= len(event_id) <= 200
-        and 1 <= len(audit) <= 40
-        and 1 <= len(release_id) <= 80
-        and 1 <= len(indicator_id) <= 80
-    ):
-        return event_id.count(":") + audit.count(":") + release_id.count(":") + indicator_id.count(":")
-    return None
+# The shapes the fast path accepts, decoded and checked by msgspec in one pass over the bytes (strict: no bool
+# for an int, no float for an int, an integer written for a float becomes a float as in the models; no key
+# beyond the contract's; lengths and ranges as in the models). Only an accept path: whatever msgspec refuses,
+# and every rule it cannot state (schema_version 1, the numerator rule, dates, ODS codes, a key written twice),
+# goes to the models, which give the error text. ``tests/unit/test_event_fast_path.py`` holds them to the models.
+_Text200 = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+_Text80 = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
+_Text40 = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+_Positive = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
+
+
+class _Shape(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A JSON object with exactly these keys (each missing one refused, as no field of the contract but
+    ``country`` has a default)."""
+
+
+class _PeriodShape(_Shape):
+    start: str
+    end: str
+    label: str
+
+
+class _OrganisationShape(_Shape):
+    ods_code: str
+    country: str | msgspec.UnsetType = msgspec.UNSET  # absent: defaulted by the model, not in its fields set
+
+
+class _ProportionShape(_Shape, tag_field="type", tag="proportion"):
+    numerator: _Count
+    denominator: _Positive
+
+
+class _RatioShape(_Shape, tag_field="type", tag="standardised_ratio"):
+    observed: _Count
+    expected: Annotated[float, msgspec.Meta(gt=0, le=MAX_COUNT)]
+
+
+class _MeanShape(_Shape, tag_field="type", tag="mean"):
+    mean: Annotated[float, msgspec.Meta(ge=-MAX_MEAN, le=MAX_MEAN)]
+    sd: Annotated[float, msgspec.Meta(ge=0, le=MAX_MEAN)]
+    n: _Positive
+
+
+class _ResultShape(_Shape, tag_field="kind", tag="audit_result"):
+    schema_version: int
+    event_id: _Text200
+    audit: _Text40
+    release_id: _Text80
+    indicator_id: _Text80
+    period: _PeriodShape
+    organisation: _OrganisationShape
+    measure: _ProportionShape | _RatioShape | _MeanShape
+    published_at: str
+
+
+class _ClosedShape(_Shape, tag_field="kind", tag="release_closed"):
+    schema_version: int
+    event_id: _Text200
+    audit: _Text40
+    release_id: _Text80
+    indicator_id: _Text80
+    result_count: Annotated[int, msgspec.Meta(ge=1, le=MAX_RESULTS)]
+
+
+_SHAPES = msgspec.json.Decoder(_ResultShape | _ClosedShape)
+
+
+def _measure(shape: _ProportionShape | _RatioShape | _MeanShape) -> AnyMeasureModel | None:
+    """The measure model of an accepted measure shape (its ranges checked by msgspec), or None when the rule
+    msgspec cannot state (a numerator within its denominator) does not hold."""
+    if type(shape) is _RatioShape:
+        return _built(
+            StandardisedRatioMeasure,
+            {"type": "standardised_ratio", "observed": shape.observed, "expected": shape.expected},
+            _RATIO_SET,
+        )
+    if type(shape) is _ProportionShape:
+        numerator, denominator = shape.numerator, shape.denominator
+        if numerator > denominator:
+            return None
+        return _built(
+            ProportionMeasure,
+            {"type": "proportion", "numerator": numerator, "denominator": denominator},
+            _PROPORTION_SET,
+        )
+    assert type(shape) is _MeanShape
+    return _built(MeanMeasure, {"type": "mean", "mean": shape.mean, "sd": shape.sd, "n": shape.n}, _MEAN_SET)
+
+
+def _colons(shape: _ClosedShape) -> int:
+    """How many colons a close's four ids hold."""
+    return (
+        shape.event_id.count(":") + shape.audit.count(":") + shape.release_id.count(":") + shape.indicator_id.count(":")
+    )
 
 
 def _one_key_each(raw: bytes, keys: int, colons: int) -> bool:
@@ -354,98 +386,64 @@ def fast_event(raw: bytes) -> AuditResult | ReleaseClosed | None:
 
     The caller sends a None line to the per-line path (``services.core.ingest.parse``), which gives the error
     text exactly as before, so every strict rule and its wording stays in the models. A line is decided here
-    only when it is one JSON object (orjson, no byte-order mark) with exactly the model's keys at every level,
-    values of exactly the model's types (no bool for an int, no float for a count), lengths and ranges
-    (``schema_version`` the integer 1, the measure's bounds and its numerator rule), no key written twice
-    (``_one_key_each``), and its period, organisation and ``published_at`` accepted by the model's own
-    validators (each distinct one validated once, and the instance reused: the models are frozen). The models
-    are then built as validation builds them (``_built``). ``tests/unit/test_event_fast_path.py`` checks that on
-    generated valid and broken lines the two agree, ``model_fields_set`` included."""
+    only when msgspec accepts it as one of the shapes above (one JSON object, no byte-order mark, exactly the
+    model's keys at every level, values of exactly the model's types, lengths and ranges), ``schema_version`` is
+    the integer 1, the numerator is within its denominator, no key is written twice (``_one_key_each``), and its
+    period, organisation and ``published_at`` are accepted by the model's own validators (each distinct one
+    validated once, and the instance reused: the models are frozen). The models are then built as validation
+    builds them (``_built``). ``tests/unit/test_event_fast_path.py`` checks that on generated valid and broken
+    lines the two agree, ``model_fields_set`` included."""
     if raw.startswith(BOM):
         return None
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        shape = _SHAPES.decode(raw)
+    except msgspec.DecodeError:  # msgspec.ValidationError is one
         return None
-    if type(doc) is not dict:
+    if shape.schema_version != 1:
         return None
-    kind = doc.get("kind")
-    if kind == "audit_result" and len(doc) == 10:
-        try:
-            _, version, event_id, audit, release_id, indicator_id, period, organisation, measure, published_at = (
-                _RESULT_FIELDS(doc)
-            )
-        except KeyError:
-            return None
-        colons = _ids(event_id, audit, release_id, indicator_id)
-        if colons is None or type(version) is not int or version != 1 or type(published_at) is not str:
-            return None
-        stamp = _published(published_at)
-        if stamp is None or type(period) is not dict or len(period) != 3 or type(organisation) is not dict:
-            return None
-        try:
-            start, end, label = _PERIOD_FIELDS(period)
-        except KeyError:
-            return None
-        if type(start) is not str or type(end) is not str or type(label) is not str:
-            return None
-        span = _period(start, end, label)
-        ods_code, country = organisation.get("ods_code"), organisation.get("country")
-        if (
-            span is None
-            or type(ods_code) is not str
-            or not ((len(organisation) == 1 and country is None) or (len(organisation) == 2 and type(country) is str))
-        ):
-            return None
-        unit = _organisation(ods_code, country)
-        value = _measure(measure)
-        if unit is None or value is None:
-            return None
-        keys = 13 + len(organisation) + len(measure)
-        if not _one_key_each(raw, keys, colons + span[1] + stamp[1]):
-            return None
-        return _built(
-            AuditResult,
-            {
-                "kind": "audit_result",
-                "schema_version": 1,
-                "event_id": event_id,
-                "audit": audit,
-                "release_id": release_id,
-                "indicator_id": indicator_id,
-                "period": span[0],
-                "organisation": unit,
-                "measure": value,
-                "published_at": stamp[0],
-            },
-            _RESULT_SET,
-        )
-    if kind == "release_closed" and len(doc) == 7:
-        try:
-            _, version, event_id, audit, release_id, indicator_id, result_count = _CLOSED_FIELDS(doc)
-        except KeyError:
-            return None
-        colons = _ids(event_id, audit, release_id, indicator_id)
-        if (
-            colons is None
-            or type(version) is not int
-            or version != 1
-            or type(result_count) is not int
-            or not 1 <= result_count <= MAX_RESULTS
-            or not _one_key_each(raw, 7, colons)
-        ):
+    if type(shape) is _ClosedShape:
+        if not _one_key_each(raw, 7, _colons(shape)):
             return None
         return _built(
             ReleaseClosed,
             {
                 "kind": "release_closed",
                 "schema_version": 1,
-                "event_id": event_id,
-                "audit": audit,
-                "release_id": release_id,
-                "indicator_id": indicator_id,
-                "result_count": result_count,
+                "event_id": shape.event_id,
+                "audit": shape.audit,
+                "release_id": shape.release_id,
+                "indicator_id": shape.indicator_id,
+                "result_count": shape.result_count,
             },
             _CLOSED_SET,
         )
-    return None
+    assert type(shape) is _ResultShape
+    period = shape.period
+    shared = _release_fields(
+        shape.audit, shape.release_id, shape.indicator_id, period.start, period.end, period.label, shape.published_at
+    )
+    organisation = shape.organisation
+    country = None if organisation.country is msgspec.UNSET else organisation.country
+    unit = _organisation(organisation.ods_code, country)
+    value = _measure(shape.measure)
+    if shared is None or unit is None or value is None:
+        return None
+    keys = 14 + (country is not None) + (4 if type(shape.measure) is _MeanShape else 3)
+    if not _one_key_each(raw, keys, shape.event_id.count(":") + shared[2]):
+        return None
+    return _built(
+        AuditResult,
+        {
+            "kind": "audit_result",
+            "schema_version": 1,
+            "event_id": shape.event_id,
+            "audit": shape.audit,
+            "release_id": shape.release_id,
+            "indicator_id": shape.indicator_id,
+            "period": shared[0],
+            "organisation": unit,
+            "measure": value,
+            "published_at": shared[1],
+        },
+        _RESULT_SET,
+    )

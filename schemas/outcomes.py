@@ -220,7 +220,7 @@ _KIND = re.compile(rb'"kind"\s*:\s*"patient_outcome"')
 
 def is_outcome(raw: bytes) -> bool:
     """Whether a raw line claims to be a patient outcome (and so takes the outcome path, with redaction)."""
-    return _KIND.search(raw) is not None
+    return b'"patient_outcome"' in raw and _KIND.search(raw) is not None  # no match without the literal
 
 
 def outcome_topic_key(event: PatientOutcome) -> str:

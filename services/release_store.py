@@ -136,6 +136,16 @@ class StagedStates(MutableMapping[str, ReleaseState]):
         self.known[key] = frozenset(state.results)
         return state
 
+    def get(self, key: str, default: ReleaseState | None = None) -> ReleaseState | None:  # type: ignore[override]
+        """``Mapping.get`` with the staged states first, without its ``try``/``KeyError`` (once per event)."""
+        state = self.staged.get(key)
+        if state is not None:
+            return state
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
     def __setitem__(self, key: str, value: ReleaseState) -> None:
         self.staged[key] = value
         self._absent.discard(key)

@@ -66,13 +66,18 @@ class Rejected:
 Ingested = Accepted | Redelivered | Rejected
 
 
+_BLAKE2B_8 = hashlib.blake2b(digest_size=8)
+
+
 def content_digest(raw: bytes) -> str:
     """64 bits of BLAKE2b over the event's bytes: enough to tell a redelivery from a conflict, and compact.
 
     A redelivery is the same bytes (a Kafka redelivery, or the same file replayed); an event re-serialised
     differently under the same id is reported as a conflict, never silently absorbed.
     """
-    return hashlib.blake2b(raw, digest_size=8).hexdigest()
+    h = _BLAKE2B_8.copy()  # a copy of an empty hasher: the constructor's keyword parsing is most of its cost
+    h.update(raw)
+    return h.hexdigest()
 
 
 def dead_letter(raw: bytes, source: str, reason: str, event_id: str | None = None) -> DeadLetter:
@@ -197,26 +202,45 @@ def parse_many(raws: list[bytes]) -> list[Event | str]:
     return [fast_event(raw) or parse(raw) for raw in raws]
 
 
-def ingest(
-    raw: bytes, source: str, rules: RuleBook, ledger: EventLedger, parsed: Event | str | None = None
-) -> Ingested:
-    """Validate one raw event (``parsed`` when ``parse_many`` already did). Never raises for bad input:
-    every failure becomes a dead letter."""
+def admit(raw: bytes, source: str, rules: RuleBook, parsed: Event | str | None = None) -> Event | DeadLetter:
+    """The first two steps of ``ingest``: the event (``parsed`` when ``parse_many`` already did), checked in its
+    context, or its dead letter. Never raises for bad input."""
     if parsed is None:
         parsed = parse(raw)
     if isinstance(parsed, str):
-        return Rejected(dead_letter(raw, source, parsed))
+        return dead_letter(raw, source, parsed)
     try:
         problem = check_context(parsed, rules)
     except Exception as exc:  # as in parse: reported, never fatal
         problem = f"could not be checked against its rule set ({type(exc).__name__}: {exc})"
     if problem:
-        return Rejected(dead_letter(raw, source, problem, parsed.event_id))
-    digest = content_digest(raw.removeprefix(BOM))  # the same event with or without a BOM is a redelivery
-    seen = ledger.check_and_record(parsed, digest)
+        return dead_letter(raw, source, problem, parsed.event_id)
+    return parsed
+
+
+def verdict(raw: bytes, source: str, event: Event, digest: str, seen: Seen) -> Ingested:
+    """The last step of ``ingest``: what the ledger's answer for an admitted event means."""
     if seen == "duplicate":
-        return Redelivered(parsed.event_id)
+        return Redelivered(event.event_id)
     if seen == "conflict":
-        reason = f"event_id: {parsed.event_id!r} was already received with different content"
-        return Rejected(dead_letter(raw, source, reason, parsed.event_id))
-    return Accepted(parsed, digest)
+        reason = f"event_id: {event.event_id!r} was already received with different content"
+        return Rejected(dead_letter(raw, source, reason, event.event_id))
+    return Accepted(event, digest)
+
+
+def raw_digest(raw: bytes) -> str:
+    """``content_digest`` of a raw line: the same event with or without a BOM is a redelivery."""
+    return content_digest(raw.removeprefix(BOM))
+
+
+def ingest(
+    raw: bytes, source: str, rules: RuleBook, ledger: EventLedger, parsed: Event | str | None = None
+) -> Ingested:
+    """Validate one raw event (``parsed`` when ``parse_many`` already did). Never raises for bad input:
+    every failure becomes a dead letter. ``services.core.pipeline.Pipeline.feed`` takes the same steps
+    (``admit``, the ledger, ``verdict``) with the release state it already holds."""
+    admitted = admit(raw, source, rules, parsed)
+    if isinstance(admitted, DeadLetter):
+        return Rejected(admitted)
+    digest = raw_digest(raw)
+    return verdict(raw, source, admitted, digest, ledger.check_and_record(admitted, digest))

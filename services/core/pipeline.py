@@ -18,7 +18,7 @@ from schemas.events import AuditResult
 from schemas.outcomes import is_outcome
 from schemas.signals import AnyDecision, CusumCrossing, DeadLetter, ReleaseReport
 from services.core.assess import AssessedRelease, assess_releases
-from services.core.ingest import Accepted, Event, Rejected, dead_letter, ingest, parse_many
+from services.core.ingest import Event, Rejected, admit, dead_letter, parse_many, raw_digest, verdict
 from services.core.monitor import ChartState, Monitor, MonitorOutputs
 from services.core.releases import (
     ReleaseLedger,
@@ -28,6 +28,7 @@ from services.core.releases import (
     mark_assessed,
     new_state,
     not_assessed_report,
+    record_digest,
     release_problem,
     state_key,
     unfinished_reports,
@@ -96,21 +97,33 @@ class Pipeline:
         self._complete: dict[str, ReleaseState] = {}
 
     def feed(self, raw: bytes, source: str, out: Outputs, parsed: Event | str | None = None) -> None:
-        """Take one raw event. Complete releases wait in a queue until ``flush`` assesses them together."""
-        result = ingest(raw, source, self.rules, self.ledger, parsed)
-        if isinstance(result, Rejected):
-            out.dead_letters.append(result.dead_letter)
+        """Take one raw event. Complete releases wait in a queue until ``flush`` assesses them together.
+
+        ``ingest``'s steps (``admit``, the ledger, ``verdict``) on the release state looked up once: the ledger's
+        own look-up (``ReleaseLedger.check_and_record``) would find the same state, which is where it keeps the
+        digests; ``tests/unit/test_pipeline_feed.py`` holds this to ``ingest`` followed by the release step."""
+        event = admit(raw, source, self.rules, parsed)
+        if isinstance(event, DeadLetter):
+            out.dead_letters.append(event)
             return
-        if not isinstance(result, Accepted):
-            out.redeliveries += 1
-            return
-        event = result.event
         key = state_key(event)
         state = self._complete.get(key) or self.states.get(key) or new_state(event)
-        now = self.clock()
-        is_result = isinstance(event, AuditResult)
-        outcome = add_result(state, event, now) if is_result else close_release(state, event, now)  # type: ignore[arg-type]
-        out.reports += outcome.reports
+        digest = raw_digest(raw)
+        seen = record_digest(state, event.event_id, digest)
+        if seen != "new":
+            result = verdict(raw, source, event, digest, seen)
+            if isinstance(result, Rejected):
+                out.dead_letters.append(result.dead_letter)
+            else:
+                out.redeliveries += 1
+            return
+        self.states[key] = state  # what the ledger stores with the new digest (the state is changed in place below)
+        clock = self.clock  # read only when a report is made
+        outcome = (
+            add_result(state, event, clock) if isinstance(event, AuditResult) else close_release(state, event, clock)
+        )
+        if outcome.reports:
+            out.reports += outcome.reports
         if outcome.rejection:
             # The ledger accepted the event id, but the release cannot: keep it as a dead letter with its reason.
             out.dead_letters.append(dead_letter(raw, source, outcome.rejection, event.event_id))
@@ -118,7 +131,6 @@ class Pipeline:
         out.accepted += 1
         if state.complete:
             self._complete[key] = state
-        self.states[key] = state
 
     def flush(self, out: Outputs) -> None:
         """Assess every release completed since the last flush (vectorised across them) and route it.

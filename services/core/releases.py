@@ -12,7 +12,7 @@ the functions here mutate it in place and return what must be reported.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
@@ -23,6 +23,8 @@ from schemas.events import AuditResult, ReleaseClosed
 from schemas.signals import ReleaseReport
 
 ReleaseKey = tuple[str, str, str]
+#: When a report is made: the time, or a clock read only if a report is made (``Pipeline.feed``'s hot path).
+Now = datetime | Callable[[], datetime]
 
 
 class ReleaseState(BaseModel):
@@ -53,7 +55,8 @@ def new_state(event: AuditResult | ReleaseClosed) -> ReleaseState:
 
 
 def state_key(event: AuditResult | ReleaseClosed) -> str:
-    return "/".join(event.release_key)
+    """``"/".join(event.release_key)``, without the property's tuple (once per event)."""
+    return f"{event.audit}/{event.release_id}/{event.indicator_id}"
 
 
 class ReleaseLedger:
@@ -67,19 +70,27 @@ class ReleaseLedger:
     ) -> Literal["new", "duplicate", "conflict"]:
         key = state_key(event)
         state = self.states.get(key) or new_state(event)
-        known = state.digests.get(event.event_id)
-        if known is None:
-            state.digests[event.event_id] = digest
+        seen = record_digest(state, event.event_id, digest)
+        if seen == "new":
             self.states[key] = state
-            return "new"
-        return "duplicate" if known == digest else "conflict"
+        return seen
+
+
+def record_digest(state: ReleaseState, event_id: str, digest: str) -> Literal["new", "duplicate", "conflict"]:
+    """The ledger's step on a release state the caller already holds (``Pipeline.feed``): a new event id is
+    remembered with its digest; a known one is a redelivery when the digest matches, else a conflict."""
+    known = state.digests.get(event_id)
+    if known is None:
+        state.digests[event_id] = digest
+        return "new"
+    return "duplicate" if known == digest else "conflict"
 
 
 def _report(
     state: ReleaseState,
     kind: Literal["results_missing", "late_result", "count_exceeded", "never_closed", "not_assessed"],
     detail: str,
-    now: datetime,
+    now: Now,
     event_id: str | None = None,
 ) -> ReleaseReport:
     expected = state.closed.result_count if state.closed else 0
@@ -93,7 +104,7 @@ def _report(
         received_count=received,
         event_id=event_id,
         detail=detail,
-        reported_at=now,
+        reported_at=now if isinstance(now, datetime) else now(),
     )
 
 
@@ -114,8 +125,9 @@ def _name(state: ReleaseState) -> str:
     return f"release {state.release_id} ({state.indicator_id})"
 
 
-def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outcome:
-    """Absorb one result, or say why not. The happy path builds no text: it runs once per result."""
+def add_result(state: ReleaseState, result: AuditResult, now: Now) -> Outcome:
+    """Absorb one result, or say why not. The happy path builds no text and, given a clock for ``now``, does not
+    read it: it runs once per result."""
     ods = result.organisation.ods_code
     if state.assessed:
         name = _name(state)
@@ -138,7 +150,7 @@ def add_result(state: ReleaseState, result: AuditResult, now: datetime) -> Outco
     return ABSORBED
 
 
-def close_release(state: ReleaseState, closed: ReleaseClosed, now: datetime) -> Outcome:
+def close_release(state: ReleaseState, closed: ReleaseClosed, now: Now) -> Outcome:
     name = f"release {state.release_id} ({state.indicator_id})"
     if state.closed is not None:
         return Outcome(
@@ -175,10 +187,14 @@ def release_problem(state: ReleaseState, results: list[AuditResult]) -> str | No
     name = f"release {state.release_id} ({state.indicator_id})"
     if not results:
         return f"{name} closed with no results; there is nothing to assess"
+    # The usual case first: one period. The fast path shares one ``Period`` instance per release (schemas/events.py),
+    # so most results are that very instance; any other is compared by its three fields.
+    first = results[0].period
+    fields = (first.start, first.end, first.label)
+    if all(r.period is first or _period_fields(r) == fields for r in results):
+        return None
     # A period is its three fields: counted as tuples, not as models (pydantic's hash and __eq__ per result).
     periods = Counter(_period_fields(r) for r in results)
-    if len(periods) == 1:
-        return None
     common = periods.most_common(1)[0][0]
     odd = sorted(r.event_id for r in results if _period_fields(r) != common)
     shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")

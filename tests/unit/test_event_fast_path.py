@@ -217,7 +217,7 @@ NUMBER = r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?"
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(which=st.integers(0, 2), field=st.integers(0, 2), number=st.from_regex(NUMBER, fullmatch=True))
 def test_number_texts_are_read_as_pydantic_reads_them(which: int, field: int, number: str) -> None:
-    """orjson and pydantic's parser read every JSON number text to the same value: long mantissas, exponents at
+    """msgspec and pydantic's parser read every JSON number text to the same value: long mantissas, exponents at
     the ends of the float range, integers written for a float field (in a line, as the platform wrote them)."""
     base = _bases(which)[0]
     keys = [k for k in base["measure"] if k != "type"]
@@ -281,7 +281,7 @@ def test_valid_lines_are_decided_by_the_fast_path(measure: dict[str, Any], count
 @pytest.mark.parametrize(
     "line",
     [
-        # a key written twice, at each level, with the last value valid (orjson keeps it)
+        # a key written twice, at each level, with the last value valid (msgspec keeps it)
         b'{"kind":"release_closed","schema_version":1,"event_id":"e","audit":"A","release_id":"R",'
         b'"indicator_id":"I","result_count":0,"result_count":5}',
         b'{"kind":"release_closed","schema_version":1,"event_id":"e:\\u003a","audit":"A","release_id":"R",'
@@ -349,3 +349,68 @@ def test_whitespace_and_bytes_that_are_not_json_whitespace_agree(space: bytes, w
 )
 def test_escaped_keys_repeated_documents_and_long_padding_agree(text: str) -> None:
     _assert_agrees([text.encode()])
+
+
+def _reordered(value: Any, order: st.DataObject) -> Any:
+    """``value`` with the keys of every object in an order drawn from ``order``."""
+    if not isinstance(value, dict):
+        return value
+    keys = order.draw(st.permutations(list(value)))
+    return {k: _reordered(value[k], order) for k in keys}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(0, 50),
+    which=st.integers(0, 1),
+    mutations=st.lists(mutation, min_size=0, max_size=2),
+    order=st.data(),
+    s=style,
+)
+def test_keys_in_any_order_agree(
+    n: int, which: int, mutations: list[tuple[str, str, str, Any]], order: st.DataObject, s: dict[str, Any]
+) -> None:
+    """The keys in any order at every level, the tags (``kind``, the measure's ``type``) last as well as first:
+    the fast path's decoder finds them wherever they are, and a valid line is still decided by it."""
+    base = _reordered(_bases(n)[which], order)
+    _assert_agrees([_line(base, mutations, s)])
+    assert fast_event(_line(base, [], s)) is not None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"NELA"', '"NE\\ud800LA"'),  # an escaped lone surrogate in a string of the contract
+        ('"NELA"', '"NE\\udc00LA"'),
+        ('"NELA"', '"NE\\ud83d\\ude00LA"'),  # an escaped pair: one character (valid)
+        ('"Year 11"', '"Year\\u000011"'),
+        ('"audit_result"', '"audit\\u005fresult"'),  # the tag written with an escape
+        ('"standardised_ratio"', '"standardised\\u005Fratio"'),
+        ('"audit_result"', '"Audit_result"'),
+        ('"standardised_ratio"', '"Proportion"'),
+        ('"standardised_ratio"', "null"),
+        ('"audit_result"', "1"),
+        ('"kind"', '"type"'),  # the result's tag under the measure's tag name
+        ('"type"', '"kind"'),
+        ('"schema_version": 1', '"schema_version": 2'),
+        ('"schema_version": 1', '"schema_version": 1.0'),
+        ('"schema_version": 1', '"schema_version": true'),
+        ('"schema_version": 1', '"schema_version": 18446744073709551617'),
+        ('"observed": 10', '"observed": 18446744073709551616'),
+        ('"observed": 10', '"observed": -9223372036854775809'),
+        ('"expected": 10.0', '"expected": 18446744073709551616'),
+        ('"expected": 10.0', '"expected": 5e-324'),
+        ('"expected": 10.0', '"expected": 1e-400'),
+        ('"expected": 10.0', '"expected": 10000000'),
+        ('"expected": 10.0', '"expected": 10000000.000000001'),
+        ('"expected": 10.0', '"expected": 10000000.00000001'),
+        ('"country": "ENG"', '"country": null'),
+        ('"organisation": {', '"organisation": {"country": "ENG", '),
+    ],
+)
+def test_escapes_surrogates_tags_and_edge_numbers_agree(old: str, new: str) -> None:
+    """What a decoder might read differently from the models: escaped (and lone) surrogates, tags written with
+    escapes or of the wrong type, integers past 64 bits, floats at the ends of their range."""
+    good = json.dumps(result("RXF"))
+    assert old in good, old
+    _assert_agrees([good.replace(old, new, 1).encode()])

@@ -159,12 +159,25 @@ def canonical_text(value: Any) -> str:
         try:
             fast = _normalised(value)
         except _SlowPath:
-            return rfc8785.dumps(value).decode("utf-8")
+            return rfc8785.dumps(_parsed(value)).decode("utf-8")
         text = encode_prepared(fast)
         text.encode("utf-8")  # rejects lone surrogates, as JCS requires
         return str(text)
     except (UnicodeEncodeError, orjson.JSONEncodeError, rfc8785.CanonicalizationError) as exc:
         raise CanonicalizationError(str(exc)) from exc
+
+
+def _parsed(value: Any) -> Any:
+    """The value with every ``Canonical`` member parsed back to JSON values, for the reference encoder: it would
+    write one as a JSON *string* (it is a ``str``), not splice it in. JCS of the parsed text is the text itself."""
+    kind = type(value)
+    if kind is Canonical:
+        return json.loads(value)
+    if kind is dict:
+        return {key: _parsed(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_parsed(item) for item in value]
+    return value
 
 
 def canonical_json(value: Any) -> bytes:
@@ -174,6 +187,28 @@ def canonical_json(value: Any) -> bytes:
 
 def _optional(text: str | None) -> str:
     return "null" if text is None else _quote(text)
+
+
+def entry_parts(
+    *,
+    log: str,
+    seq: int,
+    kind: str,
+    salt: str,
+    case_id: str | None,
+    decision_id: str | None,
+    recorded_at: str,
+) -> tuple[str, str]:
+    """The leaf data of one entry around its record: ``entry_text`` is ``prefix + record_json + suffix``. A bulk
+    append hashes the three parts in turn, so a release's record (hundreds of kilobytes) is not copied into one
+    more string and one more bytes object only to be hashed."""
+    if type(seq) is not int or not 0 <= seq <= _SAFE_INT:
+        raise CanonicalizationError(f"seq {seq!r} is not a JSON safe non-negative integer")
+    return (
+        f'{{"case_id":{_optional(case_id)},"decision_id":{_optional(decision_id)},"kind":{_quote(kind)},'
+        f'"log":{_quote(log)},"record":',
+        f',"recorded_at":{_quote(recorded_at)},"salt":{_quote(salt)},"seq":{seq}}}',
+    )
 
 
 def entry_text(
@@ -193,13 +228,10 @@ def entry_text(
     ``record_json`` must already be canonical (from :func:`canonical_text`); it is spliced in rather than
     re-encoded, which is exactly how JCS serialises a member value. Keys are written in JCS (UTF-16) order.
     """
-    if type(seq) is not int or not 0 <= seq <= _SAFE_INT:
-        raise CanonicalizationError(f"seq {seq!r} is not a JSON safe non-negative integer")
-    return (
-        f'{{"case_id":{_optional(case_id)},"decision_id":{_optional(decision_id)},"kind":{_quote(kind)},'
-        f'"log":{_quote(log)},"record":{record_json},"recorded_at":{_quote(recorded_at)},'
-        f'"salt":{_quote(salt)},"seq":{seq}}}'
+    prefix, suffix = entry_parts(
+        log=log, seq=seq, kind=kind, salt=salt, case_id=case_id, decision_id=decision_id, recorded_at=recorded_at
     )
+    return prefix + record_json + suffix
 
 
 def entry_bytes(

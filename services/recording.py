@@ -29,6 +29,7 @@ from schemas.canonical import Canonical, canonical_text
 from schemas.cases import Case, CaseOutcome
 from schemas.notices import GoodPracticeNotice, LearningNotice
 from schemas.signals import FormalDecision, LearningDecision, LearningRecipient, stable_id
+from schemas.trail_records import RecordTexts
 from schemas.vocabulary import Band
 from services.cases.machine import CaseError
 from services.cases.replay import Replayed, replay_case, untouched
@@ -63,6 +64,19 @@ def _entry(
     else:
         data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record  # Canonical as is
     return NewEntry(kind=kind, record=data, case_id=case_id, decision_id=decision_id)
+
+
+def _release_record(release: AssessedRelease) -> Canonical:
+    """JCS of ``{"assessments": [...], "summary": {...}}``, from the release's canonical lines: joined once, with
+    the object's opening and closing on the first and last lines (a release's record is hundreds of kilobytes, and
+    concatenating the parts copied all of it once per part)."""
+    summary = canonical_text(release.summary.model_dump(mode="json"))
+    if not release.lines:
+        return Canonical(f'{{"assessments":[],"summary":{summary}}}')
+    parts: list[str] = list(release.lines)
+    parts[0] = '{"assessments":[' + parts[0]
+    parts[-1] = f'{parts[-1]}],"summary":{summary}}}'
+    return Canonical(",".join(parts))
 
 
 def _key_of(case_id: str) -> str:
@@ -102,6 +116,7 @@ class Recorder:
         # no later release can act on them (``machine.supersede`` changes nothing) and none replays them again.
         self._awaiting: set[str] = set()
         self._seen = -1
+        self._texts = RecordTexts()  # the learning decisions' and notices' records, written from their fields
 
     def _deadlines(self, audit: str, indicator_id: str) -> Any:
         rule = self.rules.get(audit, indicator_id)
@@ -137,13 +152,7 @@ class Recorder:
                 if ref in known:
                     continue
                 # JCS of {"assessments": [...], "summary": {...}}, built from the already canonical lines.
-                record = Canonical(
-                    '{"assessments":['
-                    + ",".join(release.lines)
-                    + '],"summary":'
-                    + canonical_text(release.summary.model_dump(mode="json"))
-                    + "}"
-                )
+                record = _release_record(release)
                 learning.append(_entry("release_assessed", record, decision_id=ref))
             lines = {id(a): line for r in out.releases for a, line in zip(r.flagged, r.flagged_lines, strict=True)}
             formal_decisions: list[FormalDecision] = []
@@ -154,14 +163,22 @@ class Recorder:
                 if isinstance(decision, FormalDecision):
                     formal_decisions.append(decision)
                     continue
-                learning.append(
-                    _entry(f"{decision.space}_decision", decision, decision_id=decision.decision_id, lines=lines)
-                )
+                kind = f"{decision.space}_decision"
+                text = self._texts.decision(decision, lines.get(id(decision.assessment)))
+                if text is None:
+                    learning.append(_entry(kind, decision, decision_id=decision.decision_id, lines=lines))
+                else:
+                    learning.append(NewEntry(kind, text, decision_id=decision.decision_id))
                 notices.append(notice_for(decision, now))  # learning or good practice
             learning += [_entry("release_report", r) for r in out.reports]
             learning += [_entry("dead_letter", d) for d in out.dead_letters]
             outbox.enqueue_many(self.db, notices, self.directory, now=now)  # one executemany, no read-back
-            learning += [_entry("notice", n, decision_id=n.decision_id, lines=lines) for n in notices]
+            for n in notices:
+                text = self._texts.notice(n, lines.get(id(n.assessment)))
+                if text is None:
+                    learning.append(_entry("notice", n, decision_id=n.decision_id, lines=lines))
+                else:
+                    learning.append(NewEntry("notice", text, decision_id=n.decision_id))
             self._open_and_supersede(out, formal_decisions)
             # The learning log last: on PostgreSQL its first append takes the log's write lock, held to the commit,
             # so every other writer of the log waits for the rest of this transaction; nothing after it now but

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any, Literal, get_args
 
-from schemas.canonical import Canonical, canonical_text, entry_bytes, new_salts
+from schemas.canonical import Canonical, CanonicalizationError, canonical_text, entry_bytes, entry_parts, new_salts
 from schemas.vocabulary import utc_text
 from services.db import Database, lz4_column
 from services.trail.merkle import CompactRange
@@ -243,6 +243,14 @@ def schema_sql(dialect: str) -> str:
     return "\n;;\n".join(part.strip("\n") for part in parts)
 
 
+def _utf8(text: str) -> bytes:
+    """UTF-8 of a part of an entry's leaf data; a lone surrogate is refused as ``entry_bytes`` refuses it."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalizationError(str(exc)) from exc
+
+
 def _entry(audience: Audience, row: Sequence[Any]) -> Entry:
     return Entry(
         audience=audience,
@@ -297,26 +305,31 @@ class Trail:
         table = table_for(audience)
         recorded_at = utc_text(self._clock())
         batch = list(items)
-        texts = [canonical_text(item.record) for item in batch]  # before the lock: it does not need the seq
+        # Before the lock: it does not need the seq. Canonical text is stored as it is, not copied (``str()`` of a
+        # release's record copied hundreds of kilobytes): it is a ``str``, and both drivers bind it as one.
+        texts = [item.record if type(item.record) is Canonical else canonical_text(item.record) for item in batch]
         salts = new_salts(len(batch))
         with self.db.transaction():
             seq, chain = self._head_for_write(table)
             entries: list[Entry] = []
             rows: list[tuple[Any, ...]] = []
             for item, text, salt in zip(batch, texts, salts, strict=True):
-                leaf = sha256(
-                    b"\x00"
-                    + entry_bytes(
-                        log=audience,
-                        seq=seq,
-                        kind=item.kind,
-                        record_json=text,
-                        salt=salt,
-                        case_id=item.case_id,
-                        decision_id=item.decision_id,
-                        recorded_at=recorded_at,
-                    )
-                ).digest()
+                # sha256(0x00 ‖ entry_bytes(…)), fed in parts: the record is encoded once and never copied into
+                # the entry's text (a release's record is hundreds of kilobytes). The unit tests hold it to
+                # ``entry_bytes``; ``Entry.leaf_data`` (what the verifier hashes) still builds the whole text.
+                prefix, suffix = entry_parts(
+                    log=audience,
+                    seq=seq,
+                    kind=item.kind,
+                    salt=salt,
+                    case_id=item.case_id,
+                    decision_id=item.decision_id,
+                    recorded_at=recorded_at,
+                )
+                hasher = sha256(b"\x00" + _utf8(prefix))
+                hasher.update(_utf8(text))
+                hasher.update(_utf8(suffix))
+                leaf = hasher.digest()
                 chain = sha256(chain + leaf).digest()
                 rows.append(
                     (seq, item.kind, text, salt, leaf.hex(), chain.hex(), item.case_id, item.decision_id, recorded_at)

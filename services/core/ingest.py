@@ -40,8 +40,10 @@ Seen = Literal["new", "duplicate", "conflict"]
 class EventLedger(Protocol):
     """Remembers which event ids were accepted, with a digest of their content.
 
-    The implementation used everywhere is ``services.core.releases.ReleaseLedger``, which keeps the digests in the
-    release's own state, so they persist wherever that state does (the release store in the database, for both drivers).
+    The implementation is ``services.core.releases.ReleaseLedger``, which keeps the digests in the release's own
+    state, so they persist wherever that state does (the release store in the database, for both drivers). The
+    drivers' ``Pipeline.feed`` takes its step (``record_digest``) on the state it has already looked up; ``ingest``
+    with this ledger is the one-event form it is held to (``tests/unit/test_pipeline_feed.py``).
     """
 
     def check_and_record(self, event: Event, digest: str) -> Seen: ...

@@ -21,7 +21,6 @@ from services.core.assess import AssessedRelease, assess_releases
 from services.core.ingest import Event, Rejected, admit, dead_letter, parse_many, raw_digest, verdict
 from services.core.monitor import ChartState, Monitor, MonitorOutputs
 from services.core.releases import (
-    ReleaseLedger,
     ReleaseState,
     add_result,
     close_release,
@@ -92,7 +91,6 @@ class Pipeline:
         self.rules = rules
         self.monitor = Monitor(rules, charts)
         self.states: MutableMapping[str, ReleaseState] = {} if states is None else states
-        self.ledger = ReleaseLedger(self.states)
         self.clock = clock
         self._complete: dict[str, ReleaseState] = {}
 

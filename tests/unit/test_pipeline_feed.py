@@ -29,6 +29,7 @@ from schemas.outcomes import _KIND, is_outcome
 from services.core.ingest import Accepted, Event, Rejected, content_digest, dead_letter, ingest, parse
 from services.core.pipeline import Outputs, Pipeline
 from services.core.releases import (
+    ReleaseLedger,
     ReleaseState,
     add_result,
     close_release,
@@ -50,7 +51,7 @@ class ReferencePipeline(Pipeline):
     """``Pipeline.feed`` as it was before it took ``ingest``'s steps itself (the slow path it is held to)."""
 
     def feed(self, raw: bytes, source: str, out: Outputs, parsed: Event | str | None = None) -> None:
-        result = ingest(raw, source, self.rules, self.ledger, parsed)
+        result = ingest(raw, source, self.rules, ReleaseLedger(self.states), parsed)
         if isinstance(result, Rejected):
             out.dead_letters.append(result.dead_letter)
             return

@@ -256,6 +256,12 @@ def entry_bytes(
         decision_id=decision_id,
         recorded_at=recorded_at,
     )
+    return jcs_utf8(text)
+
+
+def jcs_utf8(text: str) -> bytes:
+    """UTF-8 of RFC 8785 text: a lone surrogate (JCS text is Unicode scalar values only) is refused with
+    ``CanonicalizationError``, the one error every canonical encoder here raises."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:

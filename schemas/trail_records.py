@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from schemas.canonical import Canonical, CanonicalizationError, canonical_text, jcs_string
+from schemas.canonical import Canonical, canonical_text, jcs_string, jcs_utf8
 from schemas.notices import GoodPracticeNotice, LearningNotice
 from schemas.signals import GoodPracticeDecision, LearningDecision, LearningRecipient, TrustRecipient
 
@@ -48,10 +48,7 @@ def _checked(text: str) -> str:
     """The fields' part of a record (not the already encoded assessment line): a lone surrogate is refused here,
     as ``canonical_text`` refuses it (RFC 8785 text is Unicode scalar values only)."""
     if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise CanonicalizationError(str(exc)) from exc
+        jcs_utf8(text)
     return text
 
 

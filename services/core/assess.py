@@ -23,12 +23,12 @@ from rules.book import IndicatorRule
 from rules.stats import FunnelResult, FunnelSpec, assess, assess_many
 from schemas.canonical import (
     Canonical,
-    CanonicalizationError,
     encode_prepared,
     jcs_number,
     jcs_number_text,
     jcs_number_texts,
     jcs_string,
+    jcs_utf8,
 )
 from schemas.events import AuditResult
 from schemas.signals import Assessment, ReleaseSummary, stable_id
@@ -227,10 +227,7 @@ def canonical_lines(results: Sequence[AuditResult], rule: IndicatorRule, funnel:
                 f'"z":{z if ok else "null"},"z_adjusted":{za if ok else "null"}}}'
             )
         )
-    try:
-        "".join(lines).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise CanonicalizationError(str(exc)) from exc
+    jcs_utf8("".join(lines))
     return lines
 
 

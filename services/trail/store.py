@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Any, Literal, get_args
 
-from schemas.canonical import Canonical, CanonicalizationError, canonical_text, entry_bytes, entry_parts, new_salts
+from schemas.canonical import Canonical, canonical_text, entry_bytes, entry_parts, jcs_utf8, new_salts
 from schemas.vocabulary import utc_text
 from services.db import Database, lz4_column
 from services.trail.merkle import CompactRange
@@ -243,14 +243,6 @@ def schema_sql(dialect: str) -> str:
     return "\n;;\n".join(part.strip("\n") for part in parts)
 
 
-def _utf8(text: str) -> bytes:
-    """UTF-8 of a part of an entry's leaf data; a lone surrogate is refused as ``entry_bytes`` refuses it."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise CanonicalizationError(str(exc)) from exc
-
-
 def _entry(audience: Audience, row: Sequence[Any]) -> Entry:
     return Entry(
         audience=audience,
@@ -326,9 +318,9 @@ class Trail:
                     decision_id=item.decision_id,
                     recorded_at=recorded_at,
                 )
-                hasher = sha256(b"\x00" + _utf8(prefix))
-                hasher.update(_utf8(text))
-                hasher.update(_utf8(suffix))
+                hasher = sha256(b"\x00" + jcs_utf8(prefix))
+                hasher.update(jcs_utf8(text))
+                hasher.update(jcs_utf8(suffix))
                 leaf = hasher.digest()
                 chain = sha256(chain + leaf).digest()
                 rows.append(

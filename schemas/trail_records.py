@@ -16,7 +16,8 @@ generated decisions and notices, hostile strings included; a field added to one 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -41,7 +42,7 @@ _KNOWN = (
 _MOMENT: TypeAdapter[datetime] = TypeAdapter(datetime)
 _DAY: TypeAdapter[date] = TypeAdapter(date)
 _FACTS: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
-_MEMO = 4096  # moments and days remembered (bounded: cleared when full)
+_MEMO = 4096  # moments and days remembered (bounded: least recently used dropped)
 
 
 def _checked(text: str) -> str:
@@ -52,31 +53,28 @@ def _checked(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=_MEMO)
+def _moment_text(value: datetime, offset: timedelta | None) -> str:
+    """The JSON text of a moment (a batch has one or two). ``offset`` is ``value.utcoffset()``: equal instants in
+    other zones are equal keys otherwise, and are written differently."""
+    return jcs_string(_MOMENT.dump_python(value, mode="json"))
+
+
+@lru_cache(maxsize=_MEMO)
+def _day_text(value: date) -> str:
+    return jcs_string(_DAY.dump_python(value, mode="json"))
+
+
 class RecordTexts:
-    """Builds the records; remembers the JSON text of the moments and days it has written."""
+    """Builds the records (the JSON text of their moments and days is remembered, ``_MEMO`` of each)."""
 
-    def __init__(self) -> None:
-        self._moments: dict[tuple[datetime, Any], str] = {}
-        self._days: dict[date, str] = {}
+    @staticmethod
+    def _moment(value: datetime) -> str:
+        return _moment_text(value, value.utcoffset())
 
-    def _moment(self, value: datetime) -> str:
-        key = (value, value.utcoffset())  # equal instants in other zones are written differently
-        text = self._moments.get(key)
-        if text is None:
-            if len(self._moments) >= _MEMO:
-                self._moments.clear()
-            text = self._moments[key] = jcs_string(_MOMENT.dump_python(value, mode="json"))
-        return text
-
-    def _day(self, value: date | None) -> str:
-        if value is None:
-            return "null"
-        text = self._days.get(value)
-        if text is None:
-            if len(self._days) >= _MEMO:
-                self._days.clear()
-            text = self._days[value] = jcs_string(_DAY.dump_python(value, mode="json"))
-        return text
+    @staticmethod
+    def _day(value: date | None) -> str:
+        return "null" if value is None else _day_text(value)
 
     @staticmethod
     def _recipients(recipients: Sequence[Any]) -> str:

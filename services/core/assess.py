@@ -168,6 +168,16 @@ def _organisation_text(ods_code: str) -> str:
     return f'{jcs_string(ods_code)},"organisation_name":{jcs_string(display_name(ods_code))}'
 
 
+def _number_columns(f: FunnelResult) -> np.ndarray:
+    """The twelve per-organisation number columns of an assessment line, in the order ``canonical_lines`` writes
+    them, as one 12 x n array."""
+    return np.stack((
+        f.ll_alarm, f.ul_alarm, f.ll_alert, f.ul_alert,
+        f.ll_alarm_unadjusted, f.ul_alarm_unadjusted, f.ll_alert_unadjusted, f.ul_alert_unadjusted,
+        f.value, f.volume, f.z, f.z_adjusted,
+    ))  # fmt: skip
+
+
 def canonical_lines(results: Sequence[AuditResult], rule: IndicatorRule, funnel: FunnelResult) -> list[Canonical]:
     """Every organisation's assessment as its RFC 8785 line, built from the funnel's columns: what is the same
     for the whole release is encoded once, the numbers a column at a time (``jcs_number_texts``), and each line
@@ -195,13 +205,7 @@ def canonical_lines(results: Sequence[AuditResult], rule: IndicatorRule, funnel:
     tail3 = f',"target":{target},"tau2":{tau2},"value":'
     f = funnel
     # The twelve number columns as text in one call (one orjson pass over a 12 x n array), then a column each.
-    texts = jcs_number_texts(
-        np.stack((
-            f.ll_alarm, f.ul_alarm, f.ll_alert, f.ul_alert,
-            f.ll_alarm_unadjusted, f.ul_alarm_unadjusted, f.ll_alert_unadjusted, f.ul_alert_unadjusted,
-            f.value, f.volume, f.z, f.z_adjusted,
-        ))
-    )  # fmt: skip
+    texts = jcs_number_texts(_number_columns(f))
     n = len(results)
     cols = [texts[k * n : (k + 1) * n] for k in range(12)]
     lines: list[Canonical] = []
@@ -243,13 +247,9 @@ def _lines_lose(funnel: FunnelResult, rows: list[int]) -> bool:
     refuses: unreachable from validated input, whose counts and expected values are finite)."""
     f = funnel
     release = np.array([f.target, f.phi, f.tau2], dtype=float)
-    cells = np.stack((
-        f.ll_alarm, f.ul_alarm, f.ll_alert, f.ul_alert,
-        f.ll_alarm_unadjusted, f.ul_alarm_unadjusted, f.ll_alert_unadjusted, f.ul_alert_unadjusted,
-        f.value, f.volume, f.z, f.z_adjusted,
-    ))[:, rows]  # fmt: skip
+    cells = _number_columns(f)[:, rows]
     negative_zero = np.any((cells == 0) & np.signbit(cells)) or np.any((release == 0) & np.signbit(release))
-    return bool(negative_zero or not np.all(np.isfinite(cells[9])))
+    return bool(negative_zero or not np.all(np.isfinite(f.volume[rows])))
 
 
 def _flagged(

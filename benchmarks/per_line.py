@@ -25,7 +25,7 @@ from rules.book import load_rules  # noqa: E402
 from services.core.ingest import parse_many  # noqa: E402
 from services.core.pipeline import Outputs, Pipeline, tune_collector  # noqa: E402
 from services.db import Database  # noqa: E402
-from services.embedded import CHUNK_LINES, ROUTE_CACHED_RELEASES, read_lines  # noqa: E402
+from services.embedded import CHUNK_LINES, ROUTE_CACHED_RELEASES, chunks, read_lines  # noqa: E402
 from services.release_store import ReleaseStore, StagedStates, StateCache  # noqa: E402
 
 
@@ -45,8 +45,7 @@ def main() -> None:
         store = ReleaseStore(Database(Path(folder) / "states.db"), "per-line")
         cache = StateCache(ROUTE_CACHED_RELEASES)
         parsing = feeding = 0.0
-        for start in range(0, len(lines), CHUNK_LINES):
-            chunk = lines[start : start + CHUNK_LINES]
+        for chunk in chunks(lines, CHUNK_LINES):
             states = StagedStates(store, cache)
             pipeline = Pipeline(rules, states)
             out = Outputs()

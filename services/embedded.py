@@ -31,7 +31,7 @@ import gc
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -208,9 +208,10 @@ def read_lines(path: Path, on_bytes: Callable[[int], None] | None = None) -> Ite
                 yield stripped, f"{name}:{number}"
 
 
-def chunks(lines: Iterator[tuple[bytes, str]], size: int) -> Iterator[list[tuple[bytes, str]]]:
-    lines = iter(lines)  # islice of a list would start again at its head every time
-    while chunk := list(islice(lines, size)):
+def chunks(lines: Iterable[tuple[bytes, str]], size: int) -> Iterator[list[tuple[bytes, str]]]:
+    """``lines`` in lists of ``size`` (the last one shorter)."""
+    rest = iter(lines)  # islice of a list would start again at its head every time
+    while chunk := list(islice(rest, size)):
         yield chunk
 
 

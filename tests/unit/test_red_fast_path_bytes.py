@@ -1,0 +1,86 @@
+"""Red team: bytes that are not UTF-8 inside a line never stop a run; ``parse_many`` gives them ``parse``'s verdict.
+
+A hostile (or broken) publisher controls every byte of a line. The fast path (``schemas.events.fast_event``)
+decodes with msgspec, which raises ``UnicodeDecodeError`` (not its own ``DecodeError``) for a string holding bytes
+that are not UTF-8; uncaught, one such line stopped ``route`` with a traceback before anything of its batch was
+written, on every re-run, and would stop the stream worker on every redelivery of the record (a poison pill).
+``parse`` turns the same line into a dead letter ("not valid JSON: invalid unicode code point …").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from schemas.events import fast_event
+from services.cli.app import app
+from services.core.ingest import parse, parse_many
+from tests.support.builders import closed, jsonl, nela_release, result
+
+# Not UTF-8: a byte that never starts a character, an overlong "/", an encoded surrogate, a code point above
+# U+10FFFF, a truncated three-byte character, a lone continuation byte, Latin-1 "é".
+NOT_UTF8 = [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\x80", b"\xe9"]
+# Where a string of the contract starts in ``result``'s and ``closed``'s lines (a value, a key, a tag).
+PLACES = [b'"event_id": "', b'"audit": "', b'"release_id": "', b'"label": "', b'"ods_code": "', b'"country": "',
+          b'"published_at": "', b'"start": "', b'"', b'"kind": "', b'"type": "']  # fmt: skip
+
+RECIPIENTS = Path(__file__).resolve().parents[2] / "examples" / "recipients.yaml"
+LINES = [json.dumps(result("RXF")).encode(), json.dumps(closed(40)).encode()]
+
+
+def _agrees(lines: list[bytes]) -> None:
+    assert parse_many(lines) == [parse(raw) for raw in lines]
+
+
+@pytest.mark.parametrize("bad", NOT_UTF8)
+@pytest.mark.parametrize("place", PLACES)
+def test_a_string_holding_bytes_that_are_not_utf8_gets_parses_verdict(bad: bytes, place: bytes) -> None:
+    for line in LINES:
+        if place not in line:
+            continue
+        raw = line.replace(place, place + bad, 1)
+        assert fast_event(raw) is None
+        verdict = parse(raw)
+        assert isinstance(verdict, str) and verdict.startswith("not valid JSON"), verdict
+        _agrees([raw, line])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.integers(0, 1),
+    edits=st.lists(
+        st.tuples(st.floats(0, 1), st.sampled_from(["insert", "replace"]), st.binary(min_size=1, max_size=4)),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_any_bytes_anywhere_in_a_line_get_parses_verdict(which: int, edits: list[tuple[float, str, bytes]]) -> None:
+    """Arbitrary bytes written into or over a valid line at arbitrary places: ``parse_many`` never raises and
+    gives each line exactly ``parse``'s verdict (the same event, or the same error text)."""
+    raw = LINES[which]
+    for where, how, data in edits:
+        at = int(where * len(raw))
+        raw = raw[:at] + data + raw[at + (len(data) if how == "replace" else 0) :]
+    _agrees([raw, LINES[which]])
+
+
+def test_route_dead_letters_a_line_that_is_not_utf8_and_routes_the_rest(tmp_path: Path) -> None:
+    """The whole run: the line is a dead letter with parse's reason, the release around it is still assessed."""
+    lines = jsonl(nela_release(40)).splitlines()
+    bad = lines[0].replace(b'"event_id": "', b'"event_id": "\xff', 1)
+    source = tmp_path / "results.jsonl"
+    source.write_bytes(b"\n".join([bad, *lines[1:], lines[0]]) + b"\n")
+    out = tmp_path / "out"
+    routed = CliRunner().invoke(
+        app, ["route", str(source), "--out", str(out), "--no-progress", "--no-deliver", "--recipients", str(RECIPIENTS)]
+    )
+    assert routed.exit_code == 0, routed.output
+    dead = [json.loads(line) for line in (out / "dead-letters.jsonl").read_bytes().splitlines()]
+    assert [d["reason"] for d in dead] == [parse(bad)]
+    assert dead[0]["raw_encoding"] == "base64"
+    assert len((out / "assessments.jsonl").read_bytes().splitlines()) == 40

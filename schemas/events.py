@@ -397,7 +397,7 @@ def fast_event(raw: bytes) -> AuditResult | ReleaseClosed | None:
         return None
     try:
         shape = _SHAPES.decode(raw)
-    except msgspec.DecodeError:  # msgspec.ValidationError is one
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec.ValidationError is one; bytes not UTF-8 in a string
         return None
     if shape.schema_version != 1:
         return None

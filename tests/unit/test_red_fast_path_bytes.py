@@ -1,10 +1,12 @@
-"""Red team: bytes that are not UTF-8 inside a line never stop a run; ``parse_many`` gives them ``parse``'s verdict.
+"""Red team: no line stops a run; ``parse_many`` gives every line ``parse``'s verdict, however hostile its bytes.
 
 A hostile (or broken) publisher controls every byte of a line. The fast path (``schemas.events.fast_event``)
 decodes with msgspec, which raises ``UnicodeDecodeError`` (not its own ``DecodeError``) for a string holding bytes
 that are not UTF-8; uncaught, one such line stopped ``route`` with a traceback before anything of its batch was
 written, on every re-run, and would stop the stream worker on every redelivery of the record (a poison pill).
-``parse`` turns the same line into a dead letter ("not valid JSON: invalid unicode code point …").
+``parse`` turns the same line into a dead letter ("not valid JSON: invalid unicode code point …"). The same for
+arrays or objects nested a thousand deep inside the event (a 2 kB line): msgspec raises ``RecursionError`` where
+pydantic's parser says "not valid JSON: recursion limit exceeded".
 """
 
 from __future__ import annotations
@@ -50,6 +52,21 @@ def test_a_string_holding_bytes_that_are_not_utf8_gets_parses_verdict(bad: bytes
         _agrees([raw, line])
 
 
+@pytest.mark.parametrize("depth", [1000, 5000, 100_000])
+@pytest.mark.parametrize("where", ["kind", "period", "measure", "event_id", "result_count"])
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'])
+def test_values_nested_too_deep_get_parses_verdict(depth: int, where: str, opener: bytes) -> None:
+    closer = b"]" if opener == b"[" else b"}"
+    for line in LINES:
+        head = f'"{where}": '.encode()
+        if head not in line:
+            continue
+        raw = line.replace(head, head + opener * depth + b"1" + closer * depth + b", " + head, 1)
+        assert fast_event(raw) is None
+        assert "recursion limit exceeded" in str(parse(raw))
+        _agrees([raw, line])
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.integers(0, 1),
@@ -69,18 +86,21 @@ def test_any_bytes_anywhere_in_a_line_get_parses_verdict(which: int, edits: list
     _agrees([raw, LINES[which]])
 
 
-def test_route_dead_letters_a_line_that_is_not_utf8_and_routes_the_rest(tmp_path: Path) -> None:
-    """The whole run: the line is a dead letter with parse's reason, the release around it is still assessed."""
+def test_route_dead_letters_hostile_lines_and_routes_the_rest(tmp_path: Path) -> None:
+    """The whole run: each line is a dead letter with parse's reason, the release around them is still assessed."""
     lines = jsonl(nela_release(40)).splitlines()
-    bad = lines[0].replace(b'"event_id": "', b'"event_id": "\xff', 1)
+    bad = [
+        lines[0].replace(b'"event_id": "', b'"event_id": "\xff', 1),
+        lines[0].replace(b'"kind": ', b'"kind": ' + b"[" * 2000 + b"]" * 2000 + b', "kind": ', 1),
+    ]
     source = tmp_path / "results.jsonl"
-    source.write_bytes(b"\n".join([bad, *lines[1:], lines[0]]) + b"\n")
+    source.write_bytes(b"\n".join([*bad, *lines[1:], lines[0]]) + b"\n")
     out = tmp_path / "out"
     routed = CliRunner().invoke(
         app, ["route", str(source), "--out", str(out), "--no-progress", "--no-deliver", "--recipients", str(RECIPIENTS)]
     )
     assert routed.exit_code == 0, routed.output
     dead = [json.loads(line) for line in (out / "dead-letters.jsonl").read_bytes().splitlines()]
-    assert [d["reason"] for d in dead] == [parse(bad)]
-    assert dead[0]["raw_encoding"] == "base64"
+    assert [d["reason"] for d in dead] == [parse(raw) for raw in bad]
+    assert [d["raw_encoding"] for d in dead] == ["base64", "utf-8"]
     assert len((out / "assessments.jsonl").read_bytes().splitlines()) == 40

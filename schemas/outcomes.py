@@ -105,8 +105,8 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any]]:
 def identifiers_in(raw: bytes) -> list[str]:
     """One sentence per field of ``raw`` that looks like a patient identifier (never the value itself)."""
     try:
-        data = json.loads(raw.removeprefix(BOM))
-    except ValueError:
+        return _identifiers_in_value(json.loads(raw.removeprefix(BOM)))
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than can be walked: scanned as text
         text = raw.decode("utf-8", "replace")
         found = []
         if looks_like_nhs_number(text):
@@ -114,6 +114,9 @@ def identifiers_in(raw: bytes) -> list[str]:
         if _POSTCODE.search(text):
             found.append("the line holds what looks like a postcode")
         return found
+
+
+def _identifiers_in_value(data: Any) -> list[str]:
     found = []
     for where, key, value in _walk(data, ""):
         if isinstance(value, dict | list) and not (_BIRTH_KEY.search(key) or _NAME_KEY.search(key)):
@@ -128,11 +131,14 @@ def redact(raw: bytes) -> bytes:
     """``raw`` with every value that looks like a patient identifier replaced by ``[withheld]``: what a dead
     letter may keep. A line that is not JSON has the NHS-number and postcode shapes masked in its text."""
     try:
-        data = json.loads(raw.removeprefix(BOM))
-    except ValueError:
+        return _redacted_value(json.loads(raw.removeprefix(BOM)))
+    except (ValueError, RecursionError):  # as in ``identifiers_in``: scanned as text
         text = raw.decode("utf-8", "replace")
         text = _NHS_CANDIDATE.sub(lambda m: WITHHELD if nhs_number_valid("".join(m.groups())) else m.group(0), text)
         return _POSTCODE.sub(WITHHELD, text).encode()
+
+
+def _redacted_value(data: Any) -> bytes:
 
     def clean(key: str, value: Any) -> Any:
         if isinstance(value, dict):

@@ -24,7 +24,9 @@ NHS_NUMBER = b"943 476 5919"  # passes the Modulus 11 check
 @pytest.mark.parametrize("opener", [b"[", b'{"a":'])
 def test_an_outcome_nested_too_deep_is_a_dead_letter_with_its_identifier_withheld(depth: int, opener: bytes) -> None:
     closer = b"]" if opener == b"[" else b"}"
-    bad = LINES[0].replace(b'"audit":', b'"x":' + opener * depth + b'"' + NHS_NUMBER + b'"' + closer * depth + b',"audit":')
+    bad = LINES[0].replace(
+        b'"audit":', b'"x":' + opener * depth + b'"' + NHS_NUMBER + b'"' + closer * depth + b',"audit":'
+    )
     out = Pipeline(load_rules()).process([(bad, "x:1"), *((line, f"x:{k}") for k, line in enumerate(LINES[1:], 2))])
     assert out.accepted == len(LINES) - 1
     [dead] = out.dead_letters

@@ -90,15 +90,23 @@ def identifier_kind(key: str, value: object) -> str | None:
     return None
 
 
-def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any]]:
+def _key_kind(key: str) -> str | None:
+    """What a key's own text looks like, checked as a value is (an object keyed by patient), or None."""
+    return identifier_kind("", key)
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any, bool]]:
+    """Every member and item under ``value``: its place (a key that looks like an identifier written as
+    ``[withheld]``), the key it is under, the value, and whether that key is the member's own (not a list's)."""
     if isinstance(value, dict):
         for k, v in value.items():
-            where = f"{path}.{k}" if path else str(k)
-            yield where, str(k), v
+            name = WITHHELD if _key_kind(str(k)) else str(k)
+            where = f"{path}.{name}" if path else name
+            yield where, str(k), v, True
             yield from _walk(v, where)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield f"{path}[{i}]", path.rsplit(".", 1)[-1], v
+            yield f"{path}[{i}]", path.rsplit(".", 1)[-1], v, False
             yield from _walk(v, f"{path}[{i}]")
 
 
@@ -118,7 +126,10 @@ def identifiers_in(raw: bytes) -> list[str]:
 
 def _identifiers_in_value(data: Any) -> list[str]:
     found = []
-    for where, key, value in _walk(data, ""):
+    for where, key, value, own in _walk(data, ""):
+        key_kind = _key_kind(key) if own else None
+        if key_kind:
+            found.append(f"{where}: a key looks like {key_kind}; patient identifiers must never be sent to signalbox")
         if isinstance(value, dict | list) and not (_BIRTH_KEY.search(key) or _NAME_KEY.search(key)):
             continue
         kind = identifier_kind(key, value)
@@ -144,7 +155,10 @@ def _redacted_value(data: Any) -> bytes:
         if isinstance(value, dict):
             if _BIRTH_KEY.search(key) or _NAME_KEY.search(key):
                 return WITHHELD
-            return {k: clean(str(k), v) for k, v in value.items()}
+            cleaned: dict[str, Any] = {}
+            for k, v in value.items():  # a key that looks like an identifier is withheld too, numbered to stay apart
+                cleaned[f"{WITHHELD[:-1]} {len(cleaned)}]" if _key_kind(str(k)) else k] = clean(str(k), v)
+            return cleaned
         if isinstance(value, list):
             return [clean(key, v) for v in value]
         return WITHHELD if identifier_kind(key, value) else value

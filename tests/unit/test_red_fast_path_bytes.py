@@ -3,7 +3,8 @@
 A hostile (or broken) publisher controls every byte of a line. The fast path (``schemas.events.fast_event``)
 decodes with msgspec, which raises ``UnicodeDecodeError`` (not its own ``DecodeError``) for a string holding bytes
 that are not UTF-8; uncaught, one such line stopped ``route`` with a traceback before anything of its batch was
-written, on every re-run, and would stop the stream worker on every redelivery of the record (a poison pill).
+written, on every re-run, and failed the stream worker's batch on every attempt (retried in place for ever, so the
+partition stalled behind it: a poison pill).
 ``parse`` turns the same line into a dead letter ("not valid JSON: invalid unicode code point …"). The same for
 arrays or objects nested a thousand deep inside the event (a 2 kB line): msgspec raises ``RecursionError`` where
 pydantic's parser says "not valid JSON: recursion limit exceeded".
@@ -22,7 +23,7 @@ from typer.testing import CliRunner
 from schemas.events import fast_event
 from services.cli.app import app
 from services.core.ingest import parse, parse_many
-from tests.support.builders import closed, jsonl, nela_release, result
+from tests.support.builders import closed, jsonl, nela_release, open_english_trusts, result
 
 # Not UTF-8: a byte that never starts a character, an overlong "/", an encoded surrogate, a code point above
 # U+10FFFF, a truncated three-byte character, a lone continuation byte, Latin-1 "é".
@@ -104,3 +105,26 @@ def test_route_dead_letters_hostile_lines_and_routes_the_rest(tmp_path: Path) ->
     assert [d["reason"] for d in dead] == [parse(raw) for raw in bad]
     assert [d["raw_encoding"] for d in dead] == ["base64", "utf-8"]
     assert len((out / "assessments.jsonl").read_bytes().splitlines()) == 40
+
+
+async def test_the_stream_worker_dead_letters_hostile_records_and_moves_on(tmp_path: Path) -> None:
+    """The worker's path (the real ``StreamRouter`` against the in-memory broker of ``test_batch_protocol``): the
+    batch holding the records is decided, their dead letters are on the dead-letter topic and the offsets move.
+    Before the fix the batch raised on every attempt, so ``StreamRouter.until_done`` retried it in place for ever
+    and every later record of the partition waited (a poison pill)."""
+    from services.kafka.topics import DEAD_LETTER_TOPIC
+    from tests.unit.test_batch_protocol import _line, drain, new_run
+
+    trusts = open_english_trusts(40)
+    release = [_line(e) for e in nela_release(40, alarm=trusts[5], alert=trusts[9])]
+    key, good = release[0]
+    hostile = [
+        good.replace(b'"event_id": "', b'"event_id": "\xff', 1),
+        good.replace(b'"kind": ', b'"kind": ' + b"[" * 2000 + b"]" * 2000 + b', "kind": ', 1),
+    ]
+    run = new_run(tmp_path, [(key, raw) for raw in hostile] + release)
+    await drain(run, [25])
+    dead = [json.loads(r.value) for r in run.broker.outputs() if r.topic == DEAD_LETTER_TOPIC]
+    assert sorted(d["reason"] for d in dead) == sorted(str(parse(raw)) for raw in hostile)
+    kinds = sorted(str(r.kind) for r in run.broker.outputs())
+    assert kinds == ["dead_letter", "dead_letter", "formal", "learning", "release_summary"]  # the alarm, the alert

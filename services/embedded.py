@@ -261,6 +261,18 @@ def check_paths(input_path: Path, out_dir: Path) -> None:
         raise UsageError(f"The output folder {out_dir} cannot be written ({exc.strerror}).") from None
 
 
+def check_store(out_dir: Path) -> None:
+    """Refuse, before any file is touched, the outputs of an earlier route without the store that recorded them.
+    The store holds how much of each file was committed, and a run cuts the files back to that: without it, the
+    earlier runs' outputs would be taken for a killed run's tails and cut to nothing (HAZ-66)."""
+    written = [name for name in OUTPUT_FILES if (out_dir / name).is_file() and (out_dir / name).stat().st_size]
+    if written and not (out_dir / STORE_NAME).exists():
+        raise UsageError(
+            f"{out_dir} holds the outputs of an earlier route ({', '.join(written)}) but not its store {STORE_NAME}, "
+            f"which records what was written: put {STORE_NAME} back, or route into a new --out folder."
+        )
+
+
 def run_file(
     input_path: Path,
     rules: RuleBook,
@@ -476,6 +488,7 @@ def _run_embedded(
     from services.trail.store import AUDIENCES
 
     check_paths(input_path, out_dir)
+    check_store(out_dir)
     try:  # before anything is recorded: a run never ends with a trail it could not sign
         key = signing_key_for_store(out_dir / STORE_NAME, settings.trail_key_path)
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError, as is a garbled PEM

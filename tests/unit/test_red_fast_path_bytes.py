@@ -105,6 +105,8 @@ def test_route_dead_letters_hostile_lines_and_routes_the_rest(tmp_path: Path) ->
     assert [d["reason"] for d in dead] == [parse(raw) for raw in bad]
     assert [d["raw_encoding"] for d in dead] == ["base64", "utf-8"]
     assert len((out / "assessments.jsonl").read_bytes().splitlines()) == 40
+    verified = CliRunner().invoke(app, ["trail", "verify", "--store", str(out / "trail.sqlite")])
+    assert verified.exit_code == 0, verified.output  # the dead letters' entries (one base64) verify
 
 
 async def test_the_stream_worker_dead_letters_hostile_records_and_moves_on(tmp_path: Path) -> None:

@@ -49,3 +49,30 @@ def test_outputs_whose_store_was_removed_are_refused_and_left_as_they_are(again:
     assert f"{out}" in said and STORE_NAME in said and "new --out" in said, said
     assert not (out / STORE_NAME).exists()
     assert {json.loads(line)["release_id"] for line in before["assessments.jsonl"].splitlines()} == {"R-A"}
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda data: data.replace(b"\n", b"\r\n"),  # saved with Windows line ends
+        lambda data: b'{"note": "checked by the safety lead"}\n' + data,  # a line added at the top
+        lambda data: data.replace(b'"country":"ENG"', b'"country":"ENG","note":"x"', 1),  # a line edited longer
+    ],
+    ids=["crlf", "line-at-top", "field-added"],
+)
+def test_an_output_file_edited_longer_is_refused_not_cut_mid_line(edit: object, tmp_path: Path) -> None:
+    """A file longer than committed is normally a killed run's tail, cut off. An edited file is longer too: cut
+    at the committed length it lost its last committed lines and kept half a line, unparseable, in the middle of
+    the file, without a word. A committed length always ends a line; where it does not, the file was changed."""
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(jsonl(nela_release(40, release_id="R-A", alarm=TRUSTS[3], alert=TRUSTS[8])))
+    second.write_bytes(jsonl(nela_release(40, release_id="R-B")))
+    out = tmp_path / "out"
+    assert _route(first, out)[0] == 0
+    edited = out / "assessments.jsonl"
+    edited.write_bytes(edit(edited.read_bytes()))  # type: ignore[operator]
+    before = {name: (out / name).read_bytes() for name in OUTPUT_FILES}
+    code, said = _route(second, out)
+    assert code == 2, said
+    assert {name: (out / name).read_bytes() for name in OUTPUT_FILES} == before, said
+    assert str(edited) in said and "changed outside signalbox" in said, said

@@ -149,7 +149,9 @@ class JsonlOutputs:
             path = out_dir / name
             length = committed.get(name, 0)
             size = path.stat().st_size if path.exists() else 0
-            if size < length:
+            if size < length or (length and _byte_at(path, length - 1) != b"\n"):
+                # Shorter, or longer but with no line ending where the committed bytes end (every write ends one):
+                # edited, not a killed run's tail, which cutting it back would leave with half a line (HAZ-66).
                 raise UsageError(
                     f"{path} holds {size} bytes but signalbox had written {length}: it was changed outside "
                     f"signalbox; route into a new --out folder, or delete {out_dir} to start again."
@@ -187,6 +189,12 @@ class JsonlOutputs:
                 raise OSError(exc.errno, exc.strerror, f.name) from exc
             lengths[name] = f.tell()
         return lengths
+
+
+def _byte_at(path: Path, offset: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read(1)
 
 
 def _close_quietly(f: IO[bytes]) -> None:

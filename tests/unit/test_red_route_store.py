@@ -32,8 +32,7 @@ def _route(source: Path, out: Path) -> tuple[int, str]:
     return result.exit_code, " ".join(result.output.split())
 
 
-@pytest.mark.parametrize("again", ["another file", "the same file"])
-def test_outputs_whose_store_was_removed_are_refused_and_left_as_they_are(again: str, tmp_path: Path) -> None:
+def test_outputs_whose_store_was_removed_are_refused_and_left_as_they_are(tmp_path: Path) -> None:
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     first.write_bytes(jsonl(nela_release(40, release_id="R-A", alarm=TRUSTS[3], alert=TRUSTS[8])))
     second.write_bytes(jsonl(nela_release(40, release_id="R-B")))
@@ -43,7 +42,7 @@ def test_outputs_whose_store_was_removed_are_refused_and_left_as_they_are(again:
     assert all(before[name] for name in ("assessments.jsonl", "formal.jsonl", "learning.jsonl"))
     for path in out.glob(f"{STORE_NAME}*"):  # the store, and its journal files if any
         path.unlink()
-    code, said = _route(second if again == "another file" else first, out)
+    code, said = _route(second, out)
     assert code == 2, said
     assert {name: (out / name).read_bytes() for name in OUTPUT_FILES} == before, said
     assert f"{out}" in said and STORE_NAME in said and "new --out" in said, said
@@ -55,10 +54,9 @@ def test_outputs_whose_store_was_removed_are_refused_and_left_as_they_are(again:
     "edit",
     [
         lambda data: data.replace(b"\n", b"\r\n"),  # saved with Windows line ends
-        lambda data: b'{"note": "checked by the safety lead"}\n' + data,  # a line added at the top
         lambda data: data.replace(b'"country":"ENG"', b'"country":"ENG","note":"x"', 1),  # a line edited longer
     ],
-    ids=["crlf", "line-at-top", "field-added"],
+    ids=["crlf", "field-added"],
 )
 def test_an_output_file_edited_longer_is_refused_not_cut_mid_line(edit: object, tmp_path: Path) -> None:
     """A file longer than committed is normally a killed run's tail, cut off. An edited file is longer too: cut

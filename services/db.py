@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +64,9 @@ def shown(target: str, text: str | None = None) -> str:
 
 
 class Database:
-    """A single connection with explicit transactions. Not shared between threads."""
+    """A single connection with explicit transactions. Not shared between threads: the one exception is a COMMIT
+    handed to this object's own background thread (``transaction(background=True)``), and every later use of the
+    connection waits for it first (``settle``), so the connection is never used by two threads at once."""
 
     def __init__(self, target: str | Path) -> None:
         text = str(target)
@@ -85,15 +88,19 @@ class Database:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
         self._depth = 0
+        self._committer: ThreadPoolExecutor | None = None
+        self._committing: Future[None] | None = None
 
     def sql(self, text: str) -> str:
         """Adapt ``?`` placeholders to the driver's style."""
         return text.replace("%", "%%").replace("?", "%s") if self.dialect == "postgresql" else text
 
     def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
+        self.settle()
         return self._conn.execute(self.sql(text), tuple(params))
 
     def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.settle()
         if self.dialect == "postgresql":
             with self._conn.cursor() as cur:
                 cur.executemany(self.sql(text), [tuple(r) for r in rows])
@@ -111,6 +118,7 @@ class Database:
         (``duplicate key … pg_proc``, ``tuple concurrently updated``), as ``IF NOT EXISTS`` and ``OR REPLACE``
         are not safe against a concurrent creator."""
         statements = [s.strip() for s in script.split("\n;;\n") if s.strip()]
+        self.settle()
         if self.dialect != "postgresql":
             for statement in statements:
                 self._conn.execute(statement)
@@ -121,23 +129,55 @@ class Database:
                 self._conn.execute(statement)
 
     @contextmanager
-    def transaction(self) -> Iterator[Database]:
-        """Nested calls join the outer transaction; the outermost commits or rolls back."""
+    def transaction(self, *, background: bool = False) -> Iterator[Database]:
+        """Nested calls join the outer transaction; the outermost commits or rolls back.
+
+        ``background=True`` (on the outermost call) hands the COMMIT to this object's own thread and returns at
+        once, so the caller can work on something that needs no database while it runs: ``route`` decides its
+        next batch meanwhile. The next use of the connection waits for it and raises its error, if any
+        (``settle``): nothing can be read or written on top of a commit that has not finished, and a caller that
+        must know its batch is durable calls ``settle`` itself."""
         if self._depth == 0:
+            self.settle()
             self._conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
         self._depth += 1
         try:
             yield self
         except BaseException:
             self._depth -= 1
-            # SQLite may already have rolled back by itself (disk full, I/O error): ROLLBACK would then fail and
-            # hide the error that matters.
-            if self._depth == 0 and (self.dialect != "sqlite" or self._conn.in_transaction):
-                self._conn.execute("ROLLBACK")
+            if self._depth == 0:
+                self._roll_back()
             raise
         self._depth -= 1
-        if self._depth == 0:
-            self._conn.execute("COMMIT")
+        if self._depth > 0:
+            return
+        if not background:
+            self._commit()
+            return
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signalbox-commit")
+        self._committing = self._committer.submit(self._commit)
+
+    def _commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def settle(self) -> None:
+        """Wait for the COMMIT handed to the background, if one is running; a COMMIT that failed is rolled back
+        and its error raised here, to whoever uses the database next."""
+        pending, self._committing = self._committing, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except BaseException:
+            self._roll_back()
+            raise
+
+    def _roll_back(self) -> None:
+        # SQLite may already have rolled back by itself (disk full, I/O error): ROLLBACK would then fail and
+        # hide the error that matters.
+        if self.dialect != "sqlite" or self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     @property
     def in_transaction(self) -> bool:
@@ -145,7 +185,12 @@ class Database:
         return self._depth > 0
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            self.settle()
+        finally:
+            if self._committer is not None:
+                self._committer.shutdown()
+            self._conn.close()
 
     def __enter__(self) -> Database:
         return self

@@ -545,14 +545,21 @@ def route_resumably(
     ledger = OutputLedger(db)
     writer = JsonlOutputs(out_dir, stack, ledger.lengths())
     cache = StateCache(ROUTE_CACHED_RELEASES)
+    stored = releases.keys()  # route is its store's only writer of release states (the --out lock)
     summary = RunSummary()
     touched: set[str] = set()
 
     def commit(out: Outputs, states: StagedStates | None, charts: StagedCharts | None = None) -> None:
+        # The ledger's read waits for the previous batch's COMMIT (``Database.settle``), so no output of this
+        # batch reaches its file before that batch is durable, and a COMMIT that failed fails the run here.
         fresh, ids = ledger.fresh(out)
         writer.write(fresh)
         lengths = writer.sync()
-        with db.transaction():
+        # The COMMIT runs on the database's own thread while the next batch is parsed and decided. That batch
+        # reads the release states this one changed from ``cache`` (put below, before the COMMIT is known to
+        # have succeeded: a failed one fails the run, and the cache goes with it), and any read of the store
+        # waits for the COMMIT first.
+        with db.transaction(background=True):
             if states is not None:
                 releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
             if charts is not None:
@@ -561,12 +568,13 @@ def route_resumably(
             ledger.mark(ids, lengths)
         if states is not None:
             cache.put(states.staged)
+            stored.update(states.staged)
             touched.update(states.staged)
         _account(summary, fresh)
         summary.already_recorded += len(out.dead_letters) + len(out.reports) - len(ids)
 
     for chunk in chunks(read_lines(input_path, on_bytes), CHUNK_LINES):
-        states = StagedStates(releases, cache)
+        states = StagedStates(releases, cache, stored)
         charts = StagedCharts(chart_store)
         try:
             t0 = time.perf_counter()
@@ -588,5 +596,6 @@ def route_resumably(
         kept = f" (kept in {db.target}: a later route into the same --out that brings the rest assesses it)"
         reports += [r.model_copy(update={"detail": r.detail + kept}) for r in unfinished_reports(state, now)]
     commit(Outputs(reports=reports), None)
+    db.settle()  # the last batch durable before the run reports anything
     metrics.count_batch(Outputs(reports=reports), 0)
     return summary

@@ -8,7 +8,7 @@ the driver (psycopg uses ``%s``). Nothing here knows about trails or letters.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,12 +129,15 @@ class Database:
                 self._conn.execute(statement)
 
     @contextmanager
-    def transaction(self, *, background: bool = False) -> Iterator[Database]:
+    def transaction(
+        self, *, background: bool = False, before_commit: Callable[[], None] | None = None
+    ) -> Iterator[Database]:
         """Nested calls join the outer transaction; the outermost commits or rolls back.
 
-        ``background=True`` (on the outermost call) hands the COMMIT to this object's own thread and returns at
-        once, so the caller can work on something that needs no database while it runs: ``route`` decides its
-        next batch meanwhile. The next use of the connection waits for it and raises its error, if any
+        ``before_commit`` (on the outermost call) runs just before the COMMIT; if it raises, the transaction
+        rolls back instead. ``background=True`` hands both to this object's own thread and returns at once, so
+        the caller can work on something that needs no database while they run: ``route`` decides its next
+        batch meanwhile. The next use of the connection waits for them and raises their error, if any
         (``settle``): nothing can be read or written on top of a commit that has not finished, and a caller that
         must know its batch is durable calls ``settle`` itself."""
         if self._depth == 0:
@@ -152,26 +155,30 @@ class Database:
         if self._depth > 0:
             return
         if not background:
-            self._commit()
+            self._finish(before_commit)
             return
         if self._committer is None:
             self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signalbox-commit")
-        self._committing = self._committer.submit(self._commit)
+        self._committing = self._committer.submit(self._finish, before_commit)
+
+    def _finish(self, before_commit: Callable[[], None] | None) -> None:
+        try:
+            if before_commit is not None:
+                before_commit()
+            self._commit()
+        except BaseException:
+            self._roll_back()  # a COMMIT refused (a deferred constraint) leaves the transaction open otherwise
+            raise
 
     def _commit(self) -> None:
         self._conn.execute("COMMIT")
 
     def settle(self) -> None:
-        """Wait for the COMMIT handed to the background, if one is running; a COMMIT that failed is rolled back
-        and its error raised here, to whoever uses the database next."""
+        """Wait for the COMMIT handed to the background, if one is running; one that failed was rolled back, and
+        its error is raised here, once, to whoever uses the database next."""
         pending, self._committing = self._committing, None
-        if pending is None:
-            return
-        try:
+        if pending is not None:
             pending.result()
-        except BaseException:
-            self._roll_back()
-            raise
 
     def _roll_back(self) -> None:
         # SQLite may already have rolled back by itself (disk full, I/O error): ROLLBACK would then fail and

@@ -145,3 +145,37 @@ def test_only_the_outermost_transaction_commits_and_an_inner_one_cannot_hand_it_
         assert "commit started" not in slow.log
     assert slow.log[-1] == "commit finished"  # the outer one, in the caller's thread, before it returned
     assert db._committing is None
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_what_runs_before_the_commit_is_its_condition(db: Database, tmp_path: Path, background: bool) -> None:
+    """route syncs a batch's files in ``before_commit``: files that did not reach the disk must roll the batch
+    back, or the store would record lengths the files do not have."""
+    ran: list[str] = []
+
+    def sync() -> None:
+        ran.append(threading.current_thread().name)
+        raise Refused("the disk refused the files")
+
+    with pytest.raises(Refused):
+        with db.transaction(background=background, before_commit=sync):
+            db.execute("INSERT INTO parent (id) VALUES (1)")
+        db.settle()
+    assert count(tmp_path / "store.sqlite", "parent") == 0
+    assert ran[0].startswith("signalbox-commit") == background
+    with db.transaction(background=background, before_commit=lambda: ran.append("ok")):
+        db.execute("INSERT INTO parent (id) VALUES (2)")
+    db.settle()
+    assert count(tmp_path / "store.sqlite", "parent") == 1 and ran[-1] == "ok"
+
+
+def test_a_commit_refused_in_the_callers_thread_is_rolled_back_too(db: Database) -> None:
+    with pytest.raises(sqlite3.IntegrityError), db.transaction():
+        db.execute("INSERT INTO child (id, parent) VALUES (1, 99)")
+    with db.transaction():  # not "cannot start a transaction within a transaction"
+        db.execute("INSERT INTO parent (id) VALUES (1)")
+    assert db.query("SELECT count(*) FROM child") == [(0,)]

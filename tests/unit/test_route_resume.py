@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 from rules.book import load_rules
 from services.cli.app import app
-from services.embedded import LOCK_NAME, OUTPUT_FILES, SPACE_FILES, UsageError, run_embedded
+from services.db import Database
+from services.embedded import LOCK_NAME, OUTPUT_FILES, SPACE_FILES, OutputLedger, UsageError, run_embedded
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INPUT = EXAMPLES / "results.jsonl"
@@ -189,6 +190,10 @@ def test_through_the_command_line_the_second_part_completes_the_first(whole: Pic
 # ---------------------------------------------------------------------------------------------- crash consistency
 
 
+def sizes(out: Path) -> dict[str, int]:
+    return {name: (out / name).stat().st_size if (out / name).exists() else -1 for name in OUTPUT_FILES}
+
+
 class Crash(Exception):
     pass
 
@@ -197,8 +202,9 @@ class Crash(Exception):
 def test_a_run_that_dies_after_writing_a_batch_but_before_committing_it_leaves_nothing_twice(
     batch: int, whole: Picture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The files are written before the batch commits: a run that dies in between leaves a tail the store never
-    recorded, which the next run cuts off before it routes the same lines again."""
+    """A run that dies while it records a batch leaves the files as the last committed batch left them (the
+    batch's lines are written, and synced, only after its statements, just before its COMMIT), and the next run
+    routes the same lines again."""
     import services.embedded
     import services.recording
 
@@ -216,14 +222,12 @@ def test_a_run_that_dies_after_writing_a_batch_but_before_committing_it_leaves_n
     monkeypatch.setattr(services.recording.Recorder, "record", dying)
     with pytest.raises(Crash):
         run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
-    assert sum((out / name).stat().st_size for name in OUTPUT_FILES) > 0 or batch == 0
+    with Database(out / "trail.sqlite") as db:
+        committed = OutputLedger(db).lengths()
+    assert sizes(out) == {name: committed.get(name, 0) for name in OUTPUT_FILES}
     monkeypatch.setattr(services.recording.Recorder, "record", real)
     run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
     assert_same(picture(out), whole)
-
-
-def sizes(out: Path) -> dict[str, int]:
-    return {name: (out / name).stat().st_size if (out / name).exists() else -1 for name in OUTPUT_FILES}
 
 
 @pytest.mark.parametrize("batch", [0, 1, 2, 5, 12])
@@ -234,7 +238,6 @@ def test_a_batch_whose_commit_fails_in_the_background_fails_the_run_before_the_n
     there (disk full) fails the run at the next use of the store: the next batch's outputs are never written, its
     release states (already in route's cache) are never used, and the next run completes exactly."""
     import services.embedded
-    from services.db import Database
 
     monkeypatch.setattr(services.embedded, "CHUNK_LINES", 50)
     real = Database._commit

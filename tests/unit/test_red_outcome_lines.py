@@ -37,7 +37,7 @@ def test_an_outcome_nested_too_deep_is_a_dead_letter_with_its_identifier_withhel
     assert NHS_NUMBER not in dead.raw.encode() and b"5919" not in dead.raw.encode()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     edits=st.lists(
         st.tuples(

@@ -52,9 +52,9 @@ def compare(a: Path, b: Path) -> list[str]:
             continue
         if len(rows_a) != len(rows_b):
             problems.append(f"{table}: {len(rows_a)} rows / {len(rows_b)} rows")
-        for n, (x, y) in enumerate(zip(rows_a, rows_b, strict=False)):
-            if x != y:
-                which = [c for c, p, q in zip(columns, x, y, strict=True) if p != q]
+        for n, (row_a, row_b) in enumerate(zip(rows_a, rows_b, strict=False)):
+            if row_a != row_b:
+                which = [c for c, p, q in zip(columns, row_a, row_b, strict=True) if p != q]
                 problems.append(f"{table}: row {n} differs in {which}")
                 break
         print(f"{table}: {len(rows_a)} rows compared", file=sys.stderr)

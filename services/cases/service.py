@@ -226,9 +226,20 @@ class CaseService:
         return case
 
     def checked(self, case_id: str) -> Case:
-        """The stored case, or CaseTampered when it disagrees with a replay of its trail."""
+        """The stored case, or CaseTampered when it disagrees with a replay of its trail.
+
+        A row whose body is, character for character, what ``CaseStore`` writes for the replayed case (its
+        ``model_dump_json``) holds that case: it is returned without parsing the body (a third of a supersession's
+        cost). Any other body, a tampered one included, is parsed and compared as ever."""
+        replayed = self.replay(case_id)
+        if replayed.case is not None:
+            body = self.store.body(case_id)
+            if body is None:
+                raise CaseNotFound(f"there is no case {case_id!r}")
+            if body == replayed.case.model_dump_json():
+                return replayed.case
         case = self.get(case_id)
-        problem = disagreement(case, self.replay(case_id))
+        problem = disagreement(case, replayed)
         if problem is not None:
             raise CaseTampered(f"{problem}; nothing was recorded (run `signalbox trail verify`)")
         return case

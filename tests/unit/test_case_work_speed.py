@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,10 @@ from hypothesis import strategies as st
 from notifications.recipients import Directory
 from rules.book import load_rules
 from schemas.canonical import Canonical, CanonicalizationError, canonical_text
+from schemas.cases import Case
 from schemas.signals import FormalDecision, TrustRecipient
-from services.cases.replay import replay_case
-from services.cases.service import CaseService
+from services.cases.replay import disagreement, replay_case
+from services.cases.service import CaseService, CaseTampered
 from services.core.pipeline import Pipeline
 from services.db import Database
 from services.recording import Recorder
@@ -106,6 +108,7 @@ class Slow(Recorder):
     def __init__(self, db: Database) -> None:
         super().__init__(db, RULES, Directory.load(EXAMPLES))
         self.cases.on_opened = None
+        self.cases.checked = lambda case_id: slow_checked(self.cases, case_id)  # type: ignore[method-assign]
 
     def _open_case(self, decision: FormalDecision, lines: Any) -> None:
         self.cases.open_from_decision(decision)
@@ -124,6 +127,15 @@ class Slow(Recorder):
             super()._supersede(release, by_key)
         finally:
             del self.cases.supersede
+
+
+def slow_checked(service: CaseService, case_id: str) -> Case:
+    """``CaseService.checked`` as it was: the row parsed, then compared with the replay."""
+    case = service.get(case_id)
+    problem = disagreement(case, service.replay(case_id))
+    if problem is not None:
+        raise CaseTampered(f"{problem}; nothing was recorded (run `signalbox trail verify`)")
+    return case
 
 
 def release(rid: str, alarms: list[int], period: int, n: int = 20) -> list[dict[str, Any]]:
@@ -305,3 +317,64 @@ def test_a_typical_run_opens_supersedes_and_replays_nothing_it_wrote(tmp_path: P
         kinds = [json.loads(r[2]).get("kind") for r in formal if r[1] == "case_transition"]
         assert kinds.count("open") >= 4 and "superseded" in kinds
         assert any("could not supersede" in r for r in fast_refusals)
+
+
+# ---- a stored case taken by its text ----------------------------------------------------------------------
+
+EDITS = st.one_of(
+    st.tuples(st.just("replace"), st.integers(0, 10**6), HOSTILE),  # any text spliced in anywhere
+    st.tuples(st.just("reformat"), st.booleans(), st.booleans()),  # the same JSON, written otherwise
+    st.tuples(st.just("field"), st.sampled_from(["review_note", "stage", "seq", "superseded_by"]), HOSTILE),
+    st.just(("none",)),
+)
+
+
+@pytest.fixture(scope="module")
+def run_with_cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Database, CaseService]]:
+    path = tmp_path_factory.mktemp("checked") / "store.sqlite"
+    with Database(path) as db:
+        recorder = Recorder(db, RULES, Directory.load(EXAMPLES))
+        for step in [("release", "A", [0, 1, 2], 0), ("release", "B", [1], 0), ("release", "C", [3], 1)]:
+            recorder.record(Pipeline(RULES).process([(line, "t") for line in _batch(step, 0)]))
+        yield db, recorder.cases
+
+
+def _edited(body: str, edit: tuple[Any, ...]) -> str:
+    if edit[0] == "replace":
+        at = edit[1] % (len(body) + 1)
+        return body[:at] + edit[2] + body[at + len(edit[2]) :]
+    if edit[0] == "reformat":
+        data = json.loads(body)
+        return json.dumps(data, sort_keys=edit[1], indent=2 if edit[2] else None)
+    if edit[0] == "field":
+        data = json.loads(body)
+        data[edit[1]] = edit[2]
+        return json.dumps(data)
+    return body
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return ("case", call())
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edit=EDITS, which=st.integers(0, 10))
+def test_checked_takes_a_row_by_its_text_only_when_the_slow_check_takes_it(
+    run_with_cases: tuple[Database, CaseService], edit: tuple[Any, ...], which: int
+) -> None:
+    db, service = run_with_cases
+    ids = [str(r[0]) for r in db.query("SELECT case_id FROM cases ORDER BY case_id")]
+    case_id = ids[which % len(ids)]
+    (body,) = db.query("SELECT body FROM cases WHERE case_id = ?", (case_id,))[0]
+    with pytest.raises(RuntimeError), db.transaction():  # the row is left as it was
+        try:
+            db.execute("UPDATE cases SET body = ? WHERE case_id = ?", (_edited(body, edit), case_id))
+        except UnicodeEncodeError:  # a lone surrogate cannot be stored: no such row
+            raise RuntimeError("nothing stored") from None
+        fast = _outcome(lambda: service.checked(case_id))
+        slow = _outcome(lambda: slow_checked(service, case_id))
+        assert fast == slow
+        raise RuntimeError("leave the row as it was")

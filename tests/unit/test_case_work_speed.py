@@ -342,7 +342,8 @@ def run_with_cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[D
 def _edited(body: str, edit: tuple[Any, ...]) -> str:
     if edit[0] == "replace":
         at = edit[1] % (len(body) + 1)
-        return body[:at] + edit[2] + body[at + len(edit[2]) :]
+        spliced: str = edit[2]
+        return body[:at] + spliced + body[at + len(spliced) :]
     if edit[0] == "reformat":
         data = json.loads(body)
         return json.dumps(data, sort_keys=edit[1], indent=2 if edit[2] else None)

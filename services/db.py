@@ -8,7 +8,8 @@ the driver (psycopg uses ``%s``). Nothing here knows about trails or letters.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +64,9 @@ def shown(target: str, text: str | None = None) -> str:
 
 
 class Database:
-    """A single connection with explicit transactions. Not shared between threads."""
+    """A single connection with explicit transactions. Not shared between threads: the one exception is a COMMIT
+    handed to this object's own background thread (``transaction(background=True)``), and every later use of the
+    connection waits for it first (``settle``), so the connection is never used by two threads at once."""
 
     def __init__(self, target: str | Path) -> None:
         text = str(target)
@@ -85,15 +88,19 @@ class Database:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
         self._depth = 0
+        self._committer: ThreadPoolExecutor | None = None
+        self._committing: Future[None] | None = None
 
     def sql(self, text: str) -> str:
         """Adapt ``?`` placeholders to the driver's style."""
         return text.replace("%", "%%").replace("?", "%s") if self.dialect == "postgresql" else text
 
     def execute(self, text: str, params: Sequence[Any] = ()) -> Any:
+        self.settle()
         return self._conn.execute(self.sql(text), tuple(params))
 
     def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.settle()
         if self.dialect == "postgresql":
             with self._conn.cursor() as cur:
                 cur.executemany(self.sql(text), [tuple(r) for r in rows])
@@ -111,6 +118,7 @@ class Database:
         (``duplicate key … pg_proc``, ``tuple concurrently updated``), as ``IF NOT EXISTS`` and ``OR REPLACE``
         are not safe against a concurrent creator."""
         statements = [s.strip() for s in script.split("\n;;\n") if s.strip()]
+        self.settle()
         if self.dialect != "postgresql":
             for statement in statements:
                 self._conn.execute(statement)
@@ -121,23 +129,62 @@ class Database:
                 self._conn.execute(statement)
 
     @contextmanager
-    def transaction(self) -> Iterator[Database]:
-        """Nested calls join the outer transaction; the outermost commits or rolls back."""
+    def transaction(
+        self, *, background: bool = False, before_commit: Callable[[], None] | None = None
+    ) -> Iterator[Database]:
+        """Nested calls join the outer transaction; the outermost commits or rolls back.
+
+        ``before_commit`` (on the outermost call) runs just before the COMMIT; if it raises, the transaction
+        rolls back instead. ``background=True`` hands both to this object's own thread and returns at once, so
+        the caller can work on something that needs no database while they run: ``route`` decides its next
+        batch meanwhile. The next use of the connection waits for them and raises their error, if any
+        (``settle``): nothing can be read or written on top of a commit that has not finished, and a caller that
+        must know its batch is durable calls ``settle`` itself."""
         if self._depth == 0:
+            self.settle()
             self._conn.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
         self._depth += 1
         try:
             yield self
         except BaseException:
             self._depth -= 1
-            # SQLite may already have rolled back by itself (disk full, I/O error): ROLLBACK would then fail and
-            # hide the error that matters.
-            if self._depth == 0 and (self.dialect != "sqlite" or self._conn.in_transaction):
-                self._conn.execute("ROLLBACK")
+            if self._depth == 0:
+                self._roll_back()
             raise
         self._depth -= 1
-        if self._depth == 0:
-            self._conn.execute("COMMIT")
+        if self._depth > 0:
+            return
+        if not background:
+            self._finish(before_commit)
+            return
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signalbox-commit")
+        self._committing = self._committer.submit(self._finish, before_commit)
+
+    def _finish(self, before_commit: Callable[[], None] | None) -> None:
+        try:
+            if before_commit is not None:
+                before_commit()
+            self._commit()
+        except BaseException:
+            self._roll_back()  # a COMMIT refused (a deferred constraint) leaves the transaction open otherwise
+            raise
+
+    def _commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def settle(self) -> None:
+        """Wait for the COMMIT handed to the background, if one is running; one that failed was rolled back, and
+        its error is raised here, once, to whoever uses the database next."""
+        pending, self._committing = self._committing, None
+        if pending is not None:
+            pending.result()
+
+    def _roll_back(self) -> None:
+        # SQLite may already have rolled back by itself (disk full, I/O error): ROLLBACK would then fail and
+        # hide the error that matters.
+        if self.dialect != "sqlite" or self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     @property
     def in_transaction(self) -> bool:
@@ -145,7 +192,12 @@ class Database:
         return self._depth > 0
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            self.settle()
+        finally:
+            if self._committer is not None:
+                self._committer.shutdown()
+            self._conn.close()
 
     def __enter__(self) -> Database:
         return self

@@ -140,11 +140,17 @@ class RunSummary:
 
 class JsonlOutputs:
     """Appends each output to its file; one line per record. ``committed`` gives each file's length as the
-    store last recorded it: anything past it was written by a run that died before it committed, and is cut."""
+    store last recorded it: anything past it was written by a run that died before it committed, and is cut.
+
+    ``write`` only builds a batch's lines; ``flush`` or ``sync`` puts them in the files, so ``route`` can hand
+    the writing and the fsync to the thread that then commits the batch (``Database.transaction``'s
+    ``before_commit``), while it goes on with the next batch. ``lengths`` says what the files will hold."""
 
     def __init__(self, out_dir: Path, stack: ExitStack, committed: Mapping[str, int] | None = None) -> None:
         committed = committed or {}
         self.files: dict[str, IO[bytes]] = {}
+        self._pending: dict[str, list[bytes]] = {name: [] for name in OUTPUT_FILES}
+        self._lengths: dict[str, int] = {}  # each file's length once what is pending is written
         for name in OUTPUT_FILES:
             path = out_dir / name
             length = committed.get(name, 0)
@@ -154,16 +160,15 @@ class JsonlOutputs:
                     f"{path} holds {size} bytes but signalbox had written {length}: it was changed outside "
                     f"signalbox; route into a new --out folder, or delete {out_dir} to start again."
                 )
-            f = path.open("ab", buffering=1 << 20)
+            f = path.open("ab", buffering=0)
             stack.callback(_close_quietly, f)
             f.truncate(length)
             self.files[name] = f
+            self._lengths[name] = length
 
     def _write(self, name: str, data: bytes) -> None:
-        try:
-            self.files[name].write(data)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, self.files[name].name) from exc
+        self._pending[name].append(data)
+        self._lengths[name] += len(data)
 
     def write(self, outputs: Outputs) -> None:
         for release in outputs.releases:
@@ -176,17 +181,33 @@ class JsonlOutputs:
         for dead in outputs.dead_letters:
             self._write(DEAD_LETTER_FILE, dead.model_dump_json().encode() + b"\n")
 
-    def sync(self) -> dict[str, int]:
-        """Flush every file to the disk and return their lengths: what the store may now record as written."""
-        lengths = {}
-        for name, f in self.files.items():
+    def lengths(self) -> dict[str, int]:
+        """Every file's length once what ``write`` built is in it: what the store may record with the batch."""
+        return dict(self._lengths)
+
+    def flush(self) -> None:
+        """Put what ``write`` built into the files (one write each); an error names the file."""
+        for name, parts in self._pending.items():
+            if not parts:
+                continue
+            f = self.files[name]
+            data = b"".join(parts)
+            parts.clear()
             try:
-                f.flush()
+                view = memoryview(data)
+                while view:  # an unbuffered write may take only part of it
+                    view = view[f.write(view) or 0 :]
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, f.name) from exc
+
+    def sync(self) -> None:
+        """``flush``, then each file to the disk: once this returns, the files hold ``lengths()``."""
+        self.flush()
+        for f in self.files.values():
+            try:
                 os.fsync(f.fileno())
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, f.name) from exc
-            lengths[name] = f.tell()
-        return lengths
 
 
 def _close_quietly(f: IO[bytes]) -> None:
@@ -281,11 +302,13 @@ def run_file(
             summary.lines += len(chunk)
             _account(summary, outputs)
             writer.write(outputs)
+            writer.flush()
             if on_outputs:
                 on_outputs(outputs)
         final = Outputs(reports=pipeline.finish())
         _account(summary, final)
         writer.write(final)
+        writer.flush()
         if on_outputs:
             on_outputs(final)
     return summary
@@ -545,28 +568,37 @@ def route_resumably(
     ledger = OutputLedger(db)
     writer = JsonlOutputs(out_dir, stack, ledger.lengths())
     cache = StateCache(ROUTE_CACHED_RELEASES)
+    stored = releases.keys()  # route is its store's only writer of release states (the --out lock)
     summary = RunSummary()
     touched: set[str] = set()
 
     def commit(out: Outputs, states: StagedStates | None, charts: StagedCharts | None = None) -> None:
+        # The previous batch's files and COMMIT first (a failure there fails the run here): nothing of this batch
+        # reaches a file before that batch is durable.
+        db.settle()
         fresh, ids = ledger.fresh(out)
         writer.write(fresh)
-        lengths = writer.sync()
-        with db.transaction():
+        # Then this batch's statements. Its files are written and synced, and then it commits, on the database's
+        # own thread (``before_commit``: files that fail to sync roll the batch back), while the next batch is
+        # parsed and decided. That batch reads the release states this one changed from ``cache`` (put below,
+        # before the COMMIT is known to have succeeded: a failed one fails the run, and the cache goes with
+        # it), knows the releases this one stored (``stored``), and any read of the store waits for the COMMIT.
+        with db.transaction(background=True, before_commit=writer.sync):
             if states is not None:
                 releases.save(states.staged, states.known, datetime.now(UTC).isoformat())
             if charts is not None:
                 chart_store.save(charts.staged, datetime.now(UTC).isoformat(), charts.known)
             recorder.record(fresh)
-            ledger.mark(ids, lengths)
+            ledger.mark(ids, writer.lengths())
         if states is not None:
             cache.put(states.staged)
+            stored.update(states.staged)
             touched.update(states.staged)
         _account(summary, fresh)
         summary.already_recorded += len(out.dead_letters) + len(out.reports) - len(ids)
 
     for chunk in chunks(read_lines(input_path, on_bytes), CHUNK_LINES):
-        states = StagedStates(releases, cache)
+        states = StagedStates(releases, cache, stored)
         charts = StagedCharts(chart_store)
         try:
             t0 = time.perf_counter()
@@ -576,6 +608,8 @@ def route_resumably(
             metrics.count_batch(out, len(chunk), decide=t1 - t0, commit=time.perf_counter() - t1)
         except BaseException:
             cache.clear()  # it may hold states the store never got
+            with suppress(Exception):  # the batch in flight ends before its files are closed; this error is the one
+                db.settle()
             raise
         summary.lines += len(chunk)
     now = datetime.now(UTC)
@@ -588,5 +622,6 @@ def route_resumably(
         kept = f" (kept in {db.target}: a later route into the same --out that brings the rest assesses it)"
         reports += [r.model_copy(update={"detail": r.detail + kept}) for r in unfinished_reports(state, now)]
     commit(Outputs(reports=reports), None)
+    db.settle()  # the last batch durable before the run reports anything
     metrics.count_batch(Outputs(reports=reports), 0)
     return summary

@@ -61,6 +61,11 @@ class ReleaseStore:
         state.results = {ods: AuditResult.model_validate_json(text) for ods, text in results}
         return state
 
+    def keys(self) -> set[str]:
+        """The keys of every release this group has a state for."""
+        rows = self.db.query("SELECT release_key FROM release_states WHERE consumer_group = ?", (self.group,))
+        return {key for (key,) in rows}
+
     def save(self, states: dict[str, ReleaseState], known: dict[str, frozenset[str]], at: str) -> None:
         """Upsert, inside the caller's transaction. ``known`` names the results each release already had in the
         store; only the others are written. An assessed release's results are deleted: it no longer needs them."""
@@ -116,9 +121,12 @@ class StagedStates(MutableMapping[str, ReleaseState]):
     """Release states for one batch: reads fall through to the cache, then the store, once per key; writes wait
     for ``save``."""
 
-    def __init__(self, store: ReleaseStore, cache: StateCache | None = None) -> None:
+    def __init__(self, store: ReleaseStore, cache: StateCache | None = None, stored: set[str] | None = None) -> None:
         self.store = store
         self.cache = cache or StateCache(0)
+        # Every key the store holds, from a driver that is the store's only writer of its group (``route``, under
+        # its folder's lock): a key outside it is new without a read, which would wait for the COMMIT in flight.
+        self.stored = stored
         self.staged: dict[str, ReleaseState] = {}
         self.known: dict[str, frozenset[str]] = {}  # results each release already had when first read
         self._absent: set[str] = set()
@@ -128,7 +136,9 @@ class StagedStates(MutableMapping[str, ReleaseState]):
             return self.staged[key]
         if key in self._absent:
             raise KeyError(key)
-        state = self.cache.get(key) or self.store.get(key)
+        state = self.cache.get(key)
+        if state is None and (self.stored is None or key in self.stored):
+            state = self.store.get(key)
         if state is None:
             self._absent.add(key)
             raise KeyError(key)

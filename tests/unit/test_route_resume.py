@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import sqlite3
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from typer.testing import CliRunner
 
 from rules.book import load_rules
 from services.cli.app import app
-from services.embedded import LOCK_NAME, OUTPUT_FILES, SPACE_FILES, UsageError, run_embedded
+from services.db import Database
+from services.embedded import LOCK_NAME, OUTPUT_FILES, SPACE_FILES, OutputLedger, UsageError, run_embedded
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INPUT = EXAMPLES / "results.jsonl"
@@ -130,6 +132,21 @@ def test_any_cuts_and_any_rerun_parts_decide_what_one_run_does(
     assert_same(picture(route_parts(cut(points), tmp_path_factory.mktemp("cuts"), reruns)), whole)
 
 
+@pytest.mark.parametrize("cached", [0, 1, 2])
+@pytest.mark.parametrize("point", [0, 300])
+def test_small_batches_past_a_small_cache_decide_what_one_run_does(
+    cached: int, point: int, whole: Picture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 50 lines over five interleaved releases, with room in route's cache for none, one or two of
+    them: each batch finds the others in the store, which the batch before may still be committing, and a
+    release route has not stored yet is known as new without a read (``StagedStates.stored``)."""
+    import services.embedded
+
+    monkeypatch.setattr(services.embedded, "CHUNK_LINES", 50)
+    monkeypatch.setattr(services.embedded, "ROUTE_CACHED_RELEASES", cached)
+    assert_same(picture(route_parts(cut([point]) if point else [INPUT.read_bytes()], tmp_path)), whole)
+
+
 def test_rerunning_the_same_file_adds_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
@@ -173,6 +190,10 @@ def test_through_the_command_line_the_second_part_completes_the_first(whole: Pic
 # ---------------------------------------------------------------------------------------------- crash consistency
 
 
+def sizes(out: Path) -> dict[str, int]:
+    return {name: (out / name).stat().st_size if (out / name).exists() else -1 for name in OUTPUT_FILES}
+
+
 class Crash(Exception):
     pass
 
@@ -181,8 +202,9 @@ class Crash(Exception):
 def test_a_run_that_dies_after_writing_a_batch_but_before_committing_it_leaves_nothing_twice(
     batch: int, whole: Picture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The files are written before the batch commits: a run that dies in between leaves a tail the store never
-    recorded, which the next run cuts off before it routes the same lines again."""
+    """A run that dies while it records a batch leaves the files as the last committed batch left them (the
+    batch's lines are written, and synced, only after its statements, just before its COMMIT), and the next run
+    routes the same lines again."""
     import services.embedded
     import services.recording
 
@@ -200,8 +222,48 @@ def test_a_run_that_dies_after_writing_a_batch_but_before_committing_it_leaves_n
     monkeypatch.setattr(services.recording.Recorder, "record", dying)
     with pytest.raises(Crash):
         run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
-    assert sum((out / name).stat().st_size for name in OUTPUT_FILES) > 0 or batch == 0
+    with Database(out / "trail.sqlite") as db:
+        committed = OutputLedger(db).lengths()
+    assert sizes(out) == {name: committed.get(name, 0) for name in OUTPUT_FILES}
     monkeypatch.setattr(services.recording.Recorder, "record", real)
+    run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    assert_same(picture(out), whole)
+
+
+@pytest.mark.parametrize("batch", [0, 1, 2, 5, 12])
+def test_a_batch_whose_commit_fails_in_the_background_fails_the_run_before_the_next_batch_is_written(
+    batch: int, whole: Picture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """route commits a batch on the database's own thread while it decides the next one. A COMMIT that fails
+    there (disk full) fails the run at the next use of the store: the next batch's outputs are never written, its
+    release states (already in route's cache) are never used, and the next run completes exactly."""
+    import services.embedded
+
+    monkeypatch.setattr(services.embedded, "CHUNK_LINES", 50)
+    real = Database._commit
+    calls = {"n": 0}
+    lengths: dict[str, int] = {}
+    out = tmp_path / "out"
+
+    def failing(self: Database) -> None:
+        if not threading.current_thread().name.startswith("signalbox-commit"):
+            return real(self)  # a COMMIT in the caller's thread: the store's set-up
+        if calls["n"] == batch:
+            lengths.update(sizes(out))
+            self._conn.execute("ROLLBACK")  # as SQLite does by itself on a full disk
+            full = sqlite3.OperationalError("database or disk is full")
+            full.sqlite_errorcode = sqlite3.SQLITE_FULL
+            raise full
+        calls["n"] += 1
+        return real(self)
+
+    monkeypatch.setattr(Database, "_commit", failing)
+    with pytest.raises(UsageError, match="full") as failed:  # the sentence route ends in on a full disk
+        run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
+    assert "database or disk is full" in str(failed.value)
+    assert lengths, "the failing COMMIT was never reached"
+    assert sizes(out) == lengths  # nothing written after it
+    monkeypatch.setattr(Database, "_commit", real)
     run_embedded(INPUT, RULES, out, RECIPIENTS, deliver=False)
     assert_same(picture(out), whole)
 

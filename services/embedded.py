@@ -151,6 +151,7 @@ class JsonlOutputs:
         self.files: dict[str, IO[bytes]] = {}
         self._pending: dict[str, list[bytes]] = {name: [] for name in OUTPUT_FILES}
         self._lengths: dict[str, int] = {}  # each file's length once what is pending is written
+        self._unsynced: set[str] = set(OUTPUT_FILES)  # written to since their last fsync (at first: cut, maybe)
         for name in OUTPUT_FILES:
             path = out_dir / name
             length = committed.get(name, 0)
@@ -191,6 +192,7 @@ class JsonlOutputs:
             if not parts:
                 continue
             f = self.files[name]
+            self._unsynced.add(name)
             data = b"".join(parts)
             parts.clear()
             try:
@@ -203,11 +205,13 @@ class JsonlOutputs:
     def sync(self) -> None:
         """``flush``, then each file to the disk: once this returns, the files hold ``lengths()``."""
         self.flush()
-        for f in self.files.values():
+        for name in sorted(self._unsynced):
+            f = self.files[name]
             try:
                 os.fsync(f.fileno())
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, f.name) from exc
+            self._unsynced.discard(name)
 
 
 def _close_quietly(f: IO[bytes]) -> None:

@@ -153,7 +153,7 @@ def canonical_text(value: Any) -> str:
     """RFC 8785 canonical JSON of a JSON-able value, as text (mappings become objects)."""
     if type(value) is Canonical:
         return str(value)
-    if isinstance(value, Mapping) and type(value) is not dict:
+    if type(value) is not dict and isinstance(value, Mapping):  # a dict skips the ABC check (the common case)
         value = dict(value)
     try:
         try:

@@ -104,7 +104,13 @@ class Recorder:
         self.trail = Trail(db, clock=clock)
         outbox.ensure_schema(db)
         self.cases = CaseService(
-            db, self._deadlines, clock, on_outcome=self.record_case_outcome, trail=self.trail, replay=self._replayed
+            db,
+            self._deadlines,
+            clock,
+            on_outcome=self.record_case_outcome,
+            trail=self.trail,
+            replay=self._replayed,
+            on_opened=self._remember,
         )
         self._replays: dict[str, tuple[tuple[int, str], Replayed]] = {}  # case id -> (trail stamp, replay)
         # The cases the formal trail holds open, by key prefix ``audit:indicator:start..end:``: read in full once,
@@ -179,7 +185,7 @@ class Recorder:
                     learning.append(_entry("notice", n, decision_id=n.decision_id, lines=lines))
                 else:
                     learning.append(NewEntry("notice", text, decision_id=n.decision_id))
-            self._open_and_supersede(out, formal_decisions)
+            self._open_and_supersede(out, formal_decisions, lines)
             # The learning log last: on PostgreSQL its first append takes the log's write lock, held to the commit,
             # so every other writer of the log waits for the rest of this transaction; nothing after it now but
             # the hashing and the insert (HAZ-61). Formal before learning is also the order a case change takes
@@ -187,11 +193,15 @@ class Recorder:
             if learning:
                 self.trail.append_many("learning", learning)
 
-    def _open_and_supersede(self, out: Outputs, formal_decisions: list[FormalDecision]) -> None:
+    def _open_and_supersede(
+        self, out: Outputs, formal_decisions: list[FormalDecision], lines: Mapping[int, Canonical] | None = None
+    ) -> None:
         """Release by release, in order: open (or join) the cases of its potential alarms, then tell the open
         cases of the same key that this release no longer shows their alarm (``CaseService.supersede``)."""
-        self._sync_open()  # the entries appended since the last batch; once more after this batch changes cases
-        replayed: dict[str, Case | None] = {}  # once a batch each, until this batch changes the case
+        self._sync_open()  # the entries appended since the last batch; ``_supersede`` reads again what it needs
+        # Once a batch each, until this batch changes the case; by key prefix (``_key_of``), so an opening forgets
+        # the replays of its key's cases without a walk over every case the batch replayed.
+        replayed: dict[str, dict[str, Case | None]] = {}
         # The batch's potential alarms by release key, in their order (one pass; comparing models is slow).
         pending: dict[tuple[str, str, str], list[FormalDecision]] = {}
         for d in formal_decisions:
@@ -200,15 +210,26 @@ class Recorder:
             audit, release_id, indicator_id = release.summary_key
             mine = pending.pop((audit, release_id, indicator_id), [])
             for decision in mine:
-                self.cases.open_from_decision(decision)  # writes the decision and its case to the formal trail
-                for case_id in [i for i in replayed if i.startswith(decision.case_id)]:
-                    del replayed[case_id]
-            if mine:
-                self._sync_open()
+                self._open_case(decision, lines)  # writes the decision and its case to the formal trail
+                of_key = replayed.get(_key_of(decision.case_id), {})
+                for case_id in [i for i in of_key if i.startswith(decision.case_id)]:
+                    del of_key[case_id]
             self._supersede(release, replayed)
         left = {id(d) for group in pending.values() for d in group}  # of no release in this batch
         for decision in [d for d in formal_decisions if id(d) in left]:
-            self.cases.open_from_decision(decision)
+            self._open_case(decision, lines)
+
+    def _open_case(self, decision: FormalDecision, lines: Mapping[int, Canonical] | None) -> None:
+        """``CaseService.open_from_decision``, the decision's record embedding its assessment's canonical line.
+
+        A case it opened goes into the index of open cases at once (its opening transition is in the trail now,
+        and no transition of a new case closes it), so the release's ``_supersede`` finds its key without a read
+        of the trail after every opening; its own ``_sync_open`` then reads the entries, this opening's among them
+        (adding a case twice changes nothing). A batch that fails rebuilds the index from the trail (``record``)."""
+        outcome = self.cases.open_from_decision(decision, lines.get(id(decision.assessment)) if lines else None)
+        if outcome.transitions and self._open is not None:
+            case_id = outcome.cases[0].case_id
+            self._open.setdefault(_key_of(case_id), set()).add(case_id)
 
     def _sync_open(self) -> None:
         """Bring the index of open cases up to the trail: the whole formal log the first time (and after a
@@ -292,10 +313,20 @@ class Recorder:
         self._replays[case_id] = (stamp, replayed)
         return replayed
 
+    def _remember(self, replayed: Replayed, stamp: tuple[int, str]) -> None:
+        """A case the service just opened, with the replay its own writes make, cached under their stamp: the next
+        release of its key does not replay the opening it wrote a moment ago (one replay per opened case was most
+        of the replays of a run). Safe as the cache is: the stamp is the newest case entry's seq and leaf hash, so
+        any later entry, or a rolled-back batch appended again (a fresh salt), misses it and replays. The unit
+        tests hold this replay to ``replay_case`` of the same trail, on generated and hostile decisions."""
+        if len(self._replays) >= REPLAY_CACHE:
+            self._replays.clear()
+        self._replays[replayed.case_id] = (stamp, replayed)
+
     def _replay(self, case_id: str) -> Case | None:
         return self._replayed(case_id).case
 
-    def _supersede(self, release: AssessedRelease, replayed: dict[str, Case | None]) -> None:
+    def _supersede(self, release: AssessedRelease, by_key: dict[str, dict[str, Case | None]]) -> None:
         audit, release_id, indicator_id = release.summary_key
         if not release.lines:
             return
@@ -305,7 +336,7 @@ class Recorder:
         # The key's open cases as the trail has them (the index, by key): a row closed (or garbled) by SQL does
         # not hide its case from a later release; superseding a tampered case is refused below and logged. A row
         # the trail does not vouch for (inserted by SQL) replays to no case, so the table adds no candidate.
-        # Cases this batch opened are in the index already (``_sync_open`` after each opening). A case awaiting
+        # Cases this batch opened are in the index already (``_open_case`` adds each one it opens). A case awaiting
         # the review of a supersession is not replayed: no release can act on it (see ``_sync_open``), and there
         # are ever more of them as a long run re-releases a key.
         assert self._open is not None
@@ -315,6 +346,7 @@ class Recorder:
         ids = {i for i in self._open.get(prefix, ()) if i not in self._awaiting}
         if not ids:
             return
+        replayed = by_key.setdefault(prefix, {})
         replayed.update((i, r.case) for i, r in self._replayed_many(sorted(ids - replayed.keys())).items())
         opened = [replayed[case_id] for case_id in sorted(ids)]
         candidates = [
@@ -350,10 +382,14 @@ class Recorder:
                 continue
             replayed.pop(case.case_id, None)
             try:
-                self.cases.supersede(case.case_id, release_id)
-                self._sync_open()
+                outcome = self.cases.supersede(case.case_id, release_id)
             except CaseError as exc:  # a tampered case: `trail verify` names it; the release is still recorded
                 log.error("release %s could not supersede %s: %s", release_id, case.case_id, exc)
+                continue
+            # The index as ``_sync_open`` would make it from the transition just written (it reads the entry again
+            # before the key's next release; marking a case awaiting twice changes nothing).
+            if any(t.kind == "superseded" for t in outcome.transitions):
+                self._awaiting.add(case.case_id)
 
     def record_case_outcome(self, outcome: CaseOutcome) -> None:
         """The case service's hook: runs inside the case's own transaction, after the service wrote the

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from datetime import date, datetime
 
 from rules.book import Deadlines
+from schemas.canonical import Canonical
 from schemas.cases import Case, CaseAction, CaseOutcome
 from schemas.signals import FormalDecision
 from services.cases import machine
@@ -25,10 +26,13 @@ from services.cases.replay import Replayed, disagreement, open_in_trail, replay_
 from services.cases.store import CaseConflict, CaseStore, UnreadableCase
 from services.core.calendar import uk_date
 from services.db import Database
-from services.trail.store import NewEntry, Trail
+from services.trail.store import CASE_KINDS, NewEntry, Trail
 
 RulesLookup = Callable[[str, str], Deadlines]
 OutcomeHook = Callable[[CaseOutcome], None]
+# Told of a case this service just opened: the replay its trail makes (the case and transitions the machine made
+# and wrote) and its stamp (the seq and hex leaf hash of its newest transition or event), for a replay cache.
+ReplayedHook = Callable[[Replayed, tuple[int, str]], None]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,7 @@ class CaseService:
         on_outcome: OutcomeHook | None = None,
         trail: Trail | None = None,
         replay: Callable[[str], Replayed] | None = None,
+        on_opened: ReplayedHook | None = None,
     ) -> None:
         self.db = db
         self.store = CaseStore(db)
@@ -60,13 +65,18 @@ class CaseService:
         # How a case is replayed from its trail: afresh by default; the recorder passes its cache, which replays
         # a case again only when the trail holds a newer entry for it.
         self.replay: Callable[[str], Replayed] = replay or (lambda case_id: replay_case(self.trail, case_id))
+        self.on_opened = on_opened
 
-    def open_from_decision(self, decision: FormalDecision) -> CaseOutcome:
+    def open_from_decision(self, decision: FormalDecision, line: Canonical | None = None) -> CaseOutcome:
         """Open the case for a potential alarm; a redelivered decision returns the existing case unchanged.
 
         The case key (the decision's ``case_id``) may already have cases. A new alarm joins the key's open case;
         after the key's last case was closed it opens a new case ``<key>#<n>``, never swallowed. Whether that
         case is closed is read from its trail, not from its row.
+
+        ``line``: the assessment's canonical line (its line of ``assessments.jsonl``), when the caller has it: the
+        decision's trail record embeds it as is instead of dumping and encoding the same fields again (the same
+        RFC 8785 text; the unit tests hold the two ways to it).
         """
         now = self.clock()
         with self.db.transaction():
@@ -79,7 +89,7 @@ class CaseService:
             latest = cases[-1] if cases else None
             if latest is not None and not latest.is_closed:
                 # A new alarm for the key's open case: recorded against it; the case goes on.
-                self.trail.append_many("formal", [self._decision_entry(decision, latest.case_id)])
+                self.trail.append_many("formal", [self._decision_entry(decision, latest.case_id, line)])
                 return CaseOutcome(cases=(latest,))
             deadlines = self.rules_lookup(decision.assessment.audit, decision.assessment.indicator_id)
             previous = latest.case_id if latest is not None else None
@@ -89,21 +99,28 @@ class CaseService:
             case, created = self.store.open(case, transitions)
             if not created:
                 return CaseOutcome(cases=(case,))
-            self.trail.append_many("formal", [self._decision_entry(decision, case.case_id)])
             return self._emit(
                 CaseOutcome(
                     cases=(case,),
                     transitions=tuple(transitions),
                     notices=tuple(notices),
                     events=tuple(machine.opening_events(case)),
-                )
+                ),
+                # The potential alarm first, then its opening transitions and events: one append, in this order.
+                before=self._decision_entry(decision, case.case_id, line),
+                # What a replay of the trail just written makes: the decision's record is its model's text, and
+                # the opening's transitions and events are the machine's, so a replay opens the same case.
+                opened=Replayed(case.case_id, case=case, transitions=list(transitions)),
             )
 
     @staticmethod
-    def _decision_entry(decision: FormalDecision, case_id: str) -> NewEntry:
-        return NewEntry(
-            "formal_decision", decision.model_dump(mode="json"), case_id=case_id, decision_id=decision.decision_id
-        )
+    def _decision_entry(decision: FormalDecision, case_id: str, line: Canonical | None = None) -> NewEntry:
+        if line is None:
+            record = decision.model_dump(mode="json")
+        else:  # the canonical line spliced in as the assessment's value (``canonical_text`` takes it as is)
+            record = decision.model_dump(mode="json", exclude={"assessment"})
+            record["assessment"] = line
+        return NewEntry("formal_decision", record, case_id=case_id, decision_id=decision.decision_id)
 
     def _cases_of_key(self, key: str) -> tuple[list[Case], str]:
         """The cases of one key as its trail makes them, oldest first (``key``, ``key#2`` …), and the id a new
@@ -209,21 +226,41 @@ class CaseService:
         return case
 
     def checked(self, case_id: str) -> Case:
-        """The stored case, or CaseTampered when it disagrees with a replay of its trail."""
+        """The stored case, or CaseTampered when it disagrees with a replay of its trail.
+
+        A row whose body is, character for character, what ``CaseStore`` writes for the replayed case (its
+        ``model_dump_json``) holds that case: it is returned without parsing the body (a third of a supersession's
+        cost). Any other body, a tampered one included, is parsed and compared as ever."""
+        replayed = self.replay(case_id)
+        if replayed.case is not None:
+            body = self.store.body(case_id)
+            if body is None:
+                raise CaseNotFound(f"there is no case {case_id!r}")
+            if body == replayed.case.model_dump_json():
+                return replayed.case
         case = self.get(case_id)
-        problem = disagreement(case, self.replay(case_id))
+        problem = disagreement(case, replayed)
         if problem is not None:
             raise CaseTampered(f"{problem}; nothing was recorded (run `signalbox trail verify`)")
         return case
 
-    def _emit(self, outcome: CaseOutcome) -> CaseOutcome:
-        """Write the change's transitions and events to the formal trail, then let the caller add its part."""
-        entries = [
+    def _emit(
+        self, outcome: CaseOutcome, *, before: NewEntry | None = None, opened: Replayed | None = None
+    ) -> CaseOutcome:
+        """Write the change's transitions and events to the formal trail, then let the caller add its part.
+
+        ``before``: an entry written just before them, in the same append (an opening's potential alarm).
+        ``opened``: the replay of a case this change opened, given to ``on_opened`` with its stamp (the newest of
+        the entries just written: the case's only transitions and events)."""
+        entries = [] if before is None else [before]
+        entries += [
             NewEntry("case_transition", t.model_dump(mode="json"), case_id=t.case_id) for t in outcome.transitions
         ]
         entries += [NewEntry("case_event", e.model_dump(mode="json"), case_id=e.case_id) for e in outcome.events]
         if entries:
-            self.trail.append_many("formal", entries)
+            written = self.trail.append_many("formal", entries)
+            if opened is not None and self.on_opened is not None and written[-1].kind in CASE_KINDS:
+                self.on_opened(opened, (written[-1].seq, written[-1].leaf_hash.hex()))
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome

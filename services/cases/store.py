@@ -140,6 +140,11 @@ class CaseStore:
         rows = self.db.query("SELECT body FROM cases WHERE case_id = ?", (case_id,))
         return parse_case(case_id, rows[0][0]) if rows else None
 
+    def body(self, case_id: str) -> str | None:
+        """The row's body as stored, unparsed (None when there is no row)."""
+        rows = self.db.query("SELECT body FROM cases WHERE case_id = ?", (case_id,))
+        return str(rows[0][0]) if rows else None
+
     def list(self, status: CaseStatus | None = None, ods: str | None = None) -> builtins.list[Case]:
         clauses: builtins.list[str] = []
         params: builtins.list[str] = []

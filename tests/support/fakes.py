@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -300,8 +300,10 @@ class FaultyDatabase(Database):
         super().executemany(text, rows)
 
     @contextmanager
-    def transaction(self) -> Iterator[Database]:
-        with super().transaction() as db:
+    def transaction(
+        self, *, background: bool = False, before_commit: Callable[[], None] | None = None
+    ) -> Iterator[Database]:
+        with super().transaction(background=background, before_commit=before_commit) as db:
             yield db
             if self.fail_at is not None and self._depth == 1:  # the outermost, about to commit
                 self._fire("the transaction failed before its COMMIT")

@@ -385,19 +385,22 @@ def fast_event(raw: bytes) -> AuditResult | ReleaseClosed | None:
     with each key once; None means "not decided here", never "invalid".
 
     The caller sends a None line to the per-line path (``services.core.ingest.parse``), which gives the error
-    text exactly as before, so every strict rule and its wording stays in the models. A line is decided here
-    only when msgspec accepts it as one of the shapes above (one JSON object, no byte-order mark, exactly the
-    model's keys at every level, values of exactly the model's types, lengths and ranges), ``schema_version`` is
-    the integer 1, the numerator is within its denominator, no key is written twice (``_one_key_each``), and its
-    period, organisation and ``published_at`` are accepted by the model's own validators (each distinct one
-    validated once, and the instance reused: the models are frozen). The models are then built as validation
-    builds them (``_built``). ``tests/unit/test_event_fast_path.py`` checks that on generated valid and broken
-    lines the two agree, ``model_fields_set`` included."""
+    text exactly as before, so every strict rule and its wording stays in the models. Whatever the decoder raises
+    is such a line, not only its ``DecodeError``: bytes that are not UTF-8 in a string raise ``UnicodeDecodeError``
+    and values nested a thousand deep ``RecursionError``, and either, uncaught, stopped the run (HAZ-66).
+
+    A line is decided here only when msgspec accepts it as one of the shapes above (one JSON object, no byte-order
+    mark, exactly the model's keys at every level, values of exactly the model's types, lengths and ranges),
+    ``schema_version`` is the integer 1, the numerator is within its denominator, no key is written twice
+    (``_one_key_each``), and its period, organisation and ``published_at`` are accepted by the model's own
+    validators (each distinct one validated once, and the instance reused: the models are frozen). The models are
+    then built as validation builds them (``_built``). ``tests/unit/test_event_fast_path.py`` checks that on
+    generated valid and broken lines the two agree, ``model_fields_set`` included."""
     if raw.startswith(BOM):
         return None
     try:
         shape = _SHAPES.decode(raw)
-    except msgspec.DecodeError:  # msgspec.ValidationError is one
+    except Exception:  # DecodeError (ValidationError is one), UnicodeDecodeError, RecursionError: left to parse
         return None
     if shape.schema_version != 1:
         return None

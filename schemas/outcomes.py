@@ -90,23 +90,31 @@ def identifier_kind(key: str, value: object) -> str | None:
     return None
 
 
-def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any]]:
+def _key_kind(key: str) -> str | None:
+    """What a key's own text looks like, checked as a value is (an object keyed by patient), or None."""
+    return identifier_kind("", key)
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any, bool]]:
+    """Every member and item under ``value``: its place (a key that looks like an identifier written as
+    ``[withheld]``), the key it is under, the value, and whether that key is the member's own (not a list's)."""
     if isinstance(value, dict):
         for k, v in value.items():
-            where = f"{path}.{k}" if path else str(k)
-            yield where, str(k), v
+            name = WITHHELD if _key_kind(str(k)) else str(k)
+            where = f"{path}.{name}" if path else name
+            yield where, str(k), v, True
             yield from _walk(v, where)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield f"{path}[{i}]", path.rsplit(".", 1)[-1], v
+            yield f"{path}[{i}]", path.rsplit(".", 1)[-1], v, False
             yield from _walk(v, f"{path}[{i}]")
 
 
 def identifiers_in(raw: bytes) -> list[str]:
     """One sentence per field of ``raw`` that looks like a patient identifier (never the value itself)."""
     try:
-        data = json.loads(raw.removeprefix(BOM))
-    except ValueError:
+        return _identifiers_in_value(json.loads(raw.removeprefix(BOM)))
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than can be walked: scanned as text
         text = raw.decode("utf-8", "replace")
         found = []
         if looks_like_nhs_number(text):
@@ -114,8 +122,14 @@ def identifiers_in(raw: bytes) -> list[str]:
         if _POSTCODE.search(text):
             found.append("the line holds what looks like a postcode")
         return found
+
+
+def _identifiers_in_value(data: Any) -> list[str]:
     found = []
-    for where, key, value in _walk(data, ""):
+    for where, key, value, own in _walk(data, ""):
+        key_kind = _key_kind(key) if own else None
+        if key_kind:
+            found.append(f"{where}: a key looks like {key_kind}; patient identifiers must never be sent to signalbox")
         if isinstance(value, dict | list) and not (_BIRTH_KEY.search(key) or _NAME_KEY.search(key)):
             continue
         kind = identifier_kind(key, value)
@@ -128,17 +142,23 @@ def redact(raw: bytes) -> bytes:
     """``raw`` with every value that looks like a patient identifier replaced by ``[withheld]``: what a dead
     letter may keep. A line that is not JSON has the NHS-number and postcode shapes masked in its text."""
     try:
-        data = json.loads(raw.removeprefix(BOM))
-    except ValueError:
+        return _redacted_value(json.loads(raw.removeprefix(BOM)))
+    except (ValueError, RecursionError):  # as in ``identifiers_in``: scanned as text
         text = raw.decode("utf-8", "replace")
         text = _NHS_CANDIDATE.sub(lambda m: WITHHELD if nhs_number_valid("".join(m.groups())) else m.group(0), text)
         return _POSTCODE.sub(WITHHELD, text).encode()
+
+
+def _redacted_value(data: Any) -> bytes:
 
     def clean(key: str, value: Any) -> Any:
         if isinstance(value, dict):
             if _BIRTH_KEY.search(key) or _NAME_KEY.search(key):
                 return WITHHELD
-            return {k: clean(str(k), v) for k, v in value.items()}
+            cleaned: dict[str, Any] = {}
+            for k, v in value.items():  # a key that looks like an identifier is withheld too, numbered to stay apart
+                cleaned[f"{WITHHELD[:-1]} {len(cleaned)}]" if _key_kind(str(k)) else k] = clean(str(k), v)
+            return cleaned
         if isinstance(value, list):
             return [clean(key, v) for v in value]
         return WITHHELD if identifier_kind(key, value) else value

@@ -156,7 +156,9 @@ class JsonlOutputs:
             path = out_dir / name
             length = committed.get(name, 0)
             size = path.stat().st_size if path.exists() else 0
-            if size < length:
+            if size < length or (length and _byte_at(path, length - 1) != b"\n"):
+                # Shorter, or longer but with no line ending where the committed bytes end (every write ends one):
+                # edited, not a killed run's tail, which cutting it back would leave with half a line (HAZ-66).
                 raise UsageError(
                     f"{path} holds {size} bytes but signalbox had written {length}: it was changed outside "
                     f"signalbox; route into a new --out folder, or delete {out_dir} to start again."
@@ -212,6 +214,12 @@ class JsonlOutputs:
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, f.name) from exc
             self._unsynced.discard(name)
+
+
+def _byte_at(path: Path, offset: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read(1)
 
 
 def _close_quietly(f: IO[bytes]) -> None:
@@ -284,6 +292,18 @@ def check_paths(input_path: Path, out_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UsageError(f"The output folder {out_dir} cannot be written ({exc.strerror}).") from None
+
+
+def check_store(out_dir: Path) -> None:
+    """Refuse, before any file is touched, the outputs of an earlier route without the store that recorded them.
+    The store holds how much of each file was committed, and a run cuts the files back to that: without it, the
+    earlier runs' outputs would be taken for a killed run's tails and cut to nothing (HAZ-66)."""
+    written = [name for name in OUTPUT_FILES if (out_dir / name).is_file() and (out_dir / name).stat().st_size]
+    if written and not (out_dir / STORE_NAME).exists():
+        raise UsageError(
+            f"{out_dir} holds the outputs of an earlier route ({', '.join(written)}) but not its store {STORE_NAME}, "
+            f"which records what was written: put {STORE_NAME} back, or route into a new --out folder."
+        )
 
 
 def run_file(
@@ -503,6 +523,7 @@ def _run_embedded(
     from services.trail.store import AUDIENCES
 
     check_paths(input_path, out_dir)
+    check_store(out_dir)
     try:  # before anything is recorded: a run never ends with a trail it could not sign
         key = signing_key_for_store(out_dir / STORE_NAME, settings.trail_key_path)
     except (ValueError, OSError) as exc:  # CheckpointError is a ValueError, as is a garbled PEM

@@ -189,20 +189,18 @@ class JsonlOutputs:
         return dict(self._lengths)
 
     def flush(self) -> None:
-        """Put what ``write`` built into the files (one write each); an error names the file."""
+        """Put what ``write`` built into the files, with one ``writev`` a file, not a copy of the batch joined
+        into one buffer (megabytes a batch); an error names the file."""
         for name, parts in self._pending.items():
             if not parts:
                 continue
             f = self.files[name]
             self._unsynced.add(name)
-            data = b"".join(parts)
-            parts.clear()
             try:
-                view = memoryview(data)
-                while view:  # an unbuffered write may take only part of it
-                    view = view[f.write(view) or 0 :]
+                _write_all(f.fileno(), parts)
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, f.name) from exc
+            parts.clear()
 
     def sync(self) -> None:
         """``flush``, then each file to the disk: once this returns, the files hold ``lengths()``."""
@@ -214,6 +212,21 @@ class JsonlOutputs:
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, f.name) from exc
             self._unsynced.discard(name)
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """All of ``parts``, in order, at the file's end: ``os.writev`` of up to ``IOV_MAX`` buffers at a time, and
+    what a short write left of them written again (a full disk then raises ``ENOSPC`` here)."""
+    limit = getattr(os, "IOV_MAX", 1024)
+    views = [memoryview(p) for p in parts if p]
+    first = 0  # the first buffer not yet written in full
+    while first < len(views):
+        written = os.writev(fd, views[first : first + limit])
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
 
 
 def _byte_at(path: Path, offset: int) -> bytes:

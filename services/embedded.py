@@ -236,8 +236,8 @@ def _byte_at(path: Path, offset: int) -> bytes:
 
 
 def _close_quietly(f: IO[bytes]) -> None:
-    """Close without flushing what a failed batch left in the buffer: it was never committed, and the next run
-    cuts it off anyway; an error here would only hide the one that stopped the run."""
+    """Close; the lines a failed batch built and never wrote are dropped with the ``JsonlOutputs`` (they were
+    never committed), and an error here would only hide the one that stopped the run."""
     with suppress(OSError):
         f.close()
 

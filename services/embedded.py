@@ -159,9 +159,14 @@ class JsonlOutputs:
             if size < length or (length and _byte_at(path, length - 1) != b"\n"):
                 # Shorter, or longer but with no line ending where the committed bytes end (every write ends one):
                 # edited, not a killed run's tail, which cutting it back would leave with half a line (HAZ-66).
+                what = (
+                    f"holds {size} bytes but signalbox had written {length}"
+                    if size < length
+                    else f"does not end a line at byte {length}, where signalbox's last committed line ended"
+                )
                 raise UsageError(
-                    f"{path} holds {size} bytes but signalbox had written {length}: it was changed outside "
-                    f"signalbox; route into a new --out folder, or delete {out_dir} to start again."
+                    f"{path} {what}: it was changed outside signalbox; route into a new --out folder, or delete "
+                    f"{out_dir} to start again."
                 )
             f = path.open("ab", buffering=0)
             stack.callback(_close_quietly, f)

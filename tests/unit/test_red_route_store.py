@@ -74,3 +74,4 @@ def test_an_output_file_edited_longer_is_refused_not_cut_mid_line(edit: object, 
     assert code == 2, said
     assert {name: (out / name).read_bytes() for name in OUTPUT_FILES} == before, said
     assert str(edited) in said and "changed outside signalbox" in said, said
+    assert "does not end a line at byte" in said, said  # not "holds N bytes but … M", which reads as shorter

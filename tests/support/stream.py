@@ -285,7 +285,9 @@ class Worker:
     def errors(self) -> list[str]:
         """Log lines that say something went wrong (tracebacks, crashes)."""
         bad = re.compile(r"\[ERROR\]|\[CRITICAL\]|\"level\": \"(error|critical)\"|Traceback|crashed", re.IGNORECASE)
-        benign = re.compile(r"not found in cluster metadata")  # a learning topic being auto-created
+        # A learning topic being auto-created; kafka-python logging, at error level, a metadata request it cancelled
+        # itself when a short-lived client (the output topics' tails, the admin) closed with one in flight.
+        benign = re.compile(r"not found in cluster metadata|Metadata refresh: failed Cancelled")
         return [line for line in self.log_since().splitlines() if bad.search(line) and not benign.search(line)]
 
 

@@ -308,9 +308,7 @@ class Recorder:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         replayed = replay_case(self.trail, case_id)
-        if len(self._replays) >= REPLAY_CACHE:
-            self._replays.clear()
-        self._replays[case_id] = (stamp, replayed)
+        self._remember(replayed, stamp)
         return replayed
 
     def _remember(self, replayed: Replayed, stamp: tuple[int, str]) -> None:

@@ -8,6 +8,12 @@ recorder) can put the letters in the outbox and the trail for the same change at
 The trail, not the ``cases`` row, is the authority: a row that disagrees with a replay of its trail
 (``services.cases.replay``) was changed outside the process, and the service refuses to act on it, to fire its
 timer or to supersede it, saying so in one sentence.
+
+Lock order (HAZ-61: the formal log, then case rows, then the learning log). Every change takes the formal log's
+write lock (``Trail.lock_for_write``) before it writes a case row: a batch holds that lock from its first
+potential alarm to its commit and supersedes case rows under it, so a case command, a timer or another batch that
+wrote a row first and asked for the lock after could wait for the batch while the batch waited for its row, and
+PostgreSQL aborted one of them as a deadlock (A115).
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ class CaseService:
         """
         now = self.clock()
         with self.db.transaction():
+            self.trail.lock_for_write("formal")  # before the key's cases are read and its row written (HAZ-61)
             cases, case_id = self._cases_of_key(decision.case_id)
             recorded = [e for e in self.trail.find(decision.decision_id, "formal") if e.kind == "formal_decision"]
             joined = recorded[0].case_id if recorded else None
@@ -144,6 +151,7 @@ class CaseService:
         """Record a person's action, or raise CaseError (writing nothing) if the process does not allow it."""
         now = self.clock()
         with self.db.transaction():
+            self.trail.lock_for_write("formal")  # before the case is read and its row written (HAZ-61)
             case = self.checked(case_id)
             case, transitions, notices, events = machine.apply(case, action, _pinned(case), now)
             self.store.save(case, transitions)
@@ -160,6 +168,7 @@ class CaseService:
         """A later release no longer shows the case's alarm: tell the audit clinical lead, block confirmation."""
         now = self.clock()
         with self.db.transaction():
+            self.trail.lock_for_write("formal")  # before the case is read and its row written (HAZ-61)
             case = self.checked(case_id)
             case, transitions, notices, events = machine.supersede(case, release_id, now)
             if not transitions:
@@ -205,6 +214,9 @@ class CaseService:
                     case, transitions, notices, events = machine.due(case, _pinned(case), now)
                     if not transitions:
                         continue
+                    # Only a timer that fires takes the lock (every tick reads every open case); the row's seq,
+                    # checked by ``save``, refuses a case another writer moved on since it was read here.
+                    self.trail.lock_for_write("formal")
                     self.store.save(case, transitions)
                     total += self._emit(
                         CaseOutcome(

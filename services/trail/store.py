@@ -336,6 +336,15 @@ class Trail:
                 self.db.executemany(f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return entries
 
+    def lock_for_write(self, audience: Audience) -> None:
+        """Take the log's write lock now, held to the commit of the caller's transaction (PostgreSQL; on SQLite
+        every writing transaction is serialised already). For a writer that also writes rows another writer of
+        the log writes after taking this lock, so that every writer takes the two in one order: the formal log
+        before the case rows (HAZ-61). Taking it again in the same transaction (every append does) is free."""
+        if self.db.dialect == "postgresql":
+            # Serialise writers of this log (readers still proceed) so two transactions cannot race for a seq.
+            self.db.execute(f"LOCK TABLE {table_for(audience)} IN SHARE ROW EXCLUSIVE MODE")
+
     def _head_for_write(self, table: str) -> tuple[int, bytes]:
         if self.db.dialect == "postgresql":
             # Serialise writers of this log (readers still proceed) so two transactions cannot race for a seq.

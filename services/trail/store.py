@@ -302,7 +302,7 @@ class Trail:
         texts = [item.record if type(item.record) is Canonical else canonical_text(item.record) for item in batch]
         salts = new_salts(len(batch))
         with self.db.transaction():
-            seq, chain = self._head_for_write(table)
+            seq, chain = self._head_for_write(audience)
             entries: list[Entry] = []
             rows: list[tuple[Any, ...]] = []
             for item, text, salt in zip(batch, texts, salts, strict=True):
@@ -345,11 +345,9 @@ class Trail:
             # Serialise writers of this log (readers still proceed) so two transactions cannot race for a seq.
             self.db.execute(f"LOCK TABLE {table_for(audience)} IN SHARE ROW EXCLUSIVE MODE")
 
-    def _head_for_write(self, table: str) -> tuple[int, bytes]:
-        if self.db.dialect == "postgresql":
-            # Serialise writers of this log (readers still proceed) so two transactions cannot race for a seq.
-            self.db.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
-        rows = self.db.query(f"SELECT seq, chain_hash FROM {table} ORDER BY seq DESC LIMIT 1")
+    def _head_for_write(self, audience: Audience) -> tuple[int, bytes]:
+        self.lock_for_write(audience)
+        rows = self.db.query(f"SELECT seq, chain_hash FROM {table_for(audience)} ORDER BY seq DESC LIMIT 1")
         if not rows:
             return 0, GENESIS_CHAIN
         return int(rows[0][0]) + 1, bytes.fromhex(rows[0][1])

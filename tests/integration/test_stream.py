@@ -183,11 +183,13 @@ def test_redis_flushed_mid_run_no_duplicates(
 ) -> None:
     """FLUSHALL while releases stream, then a worker that lost its state and offsets replays every input of
     the run: with Redis empty only the output topics' tails (read on assignment) can stop a second record.
-    Its own namespace: the module's worker must not route these releases too."""
+    Its own output namespace and its own stores: the module's worker reads the same input topic and routes these
+    releases too (into its own namespace and the shared database), so a worker of this test sharing that database
+    would open the same cases beside it (the cause of A115's deadlock)."""
     ns = Namespace(kafka_settings, credentials)
     ns.create()
     start = input_end_offsets(ns.settings)
-    first = Worker(ns, ns.new_app_id(start), tmp_path / "w1")
+    first = Worker(ns, ns.new_app_id(start), tmp_path / "w1", extra_env={"SIGNALBOX_POSTGRES": ""})
     first.start()
     trusts = open_english_trusts(60)
     rids = [f"NELA-Y11-{run_id()}" for _ in range(6)]

@@ -227,8 +227,10 @@ class CaseService:
                         )
                     )
             except CaseConflict as exc:
-                # Another worker fired this timer first; its transaction carries the change.
-                log.info("skipped a timer another worker fired: %s", exc)
+                # Another writer moved the case on since it was read here (another worker fired this timer, or a
+                # batch superseded the case while this tick waited for the formal log's lock); its transaction
+                # carries the change, and the next tick looks at the case again.
+                log.info("skipped a timer: the case changed since it was read: %s", exc)
         return total
 
     def get(self, case_id: str) -> Case:

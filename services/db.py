@@ -7,6 +7,7 @@ the driver (psycopg uses ``%s``). Nothing here knows about trails or letters.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,11 @@ Dialect = Literal["sqlite", "postgresql"]
 
 
 SCHEMA_LOCK = 0x5167_6E61  # the advisory lock key every schema script takes on PostgreSQL ("Sgna")
+# Each schema script run on this PostgreSQL database, by its SHA-256 (``Database.executescript``).
+SCHEMA_LEDGER = """CREATE TABLE IF NOT EXISTS signalbox_schema (
+    script_sha256 TEXT PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)"""
 
 
 def lz4_column(table: str, column: str) -> str:
@@ -116,17 +122,39 @@ class Database:
         On PostgreSQL the script runs in one transaction holding an advisory lock: workers starting together on a
         new database otherwise create the same tables, functions and triggers at once, and all but one fail
         (``duplicate key … pg_proc``, ``tuple concurrently updated``), as ``IF NOT EXISTS`` and ``OR REPLACE``
-        are not safe against a concurrent creator."""
+        are not safe against a concurrent creator.
+
+        And it runs once per database: its SHA-256 goes in ``signalbox_schema`` in the same transaction, and a
+        script found there is not run again. A store opened again (the worker's timers open one every 30 and 60 s,
+        the web app and the CLI one per use) then reads one row instead of taking the tables' locks: ``CREATE
+        INDEX IF NOT EXISTS``, ``CREATE OR REPLACE TRIGGER``, ``DROP TRIGGER`` and ``REVOKE`` each lock their
+        table even when nothing changes, so every tick waited for the batch in flight and the next batches queued
+        behind it (HAZ-68). A changed script (an upgrade) has another digest and runs. A table dropped by hand is
+        not recreated: delete its script's row, or the whole table, to have every script run again."""
         statements = [s.strip() for s in script.split("\n;;\n") if s.strip()]
         self.settle()
         if self.dialect != "postgresql":
             for statement in statements:
                 self._conn.execute(statement)
             return
+        digest = hashlib.sha256(script.encode()).hexdigest()
+        if self._applied(digest):
+            return
         with self.transaction():
             self._conn.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+            self._conn.execute(SCHEMA_LEDGER)
+            if self._applied(digest):  # another process ran it while this one waited for the lock
+                return
             for statement in statements:
                 self._conn.execute(statement)
+            self._conn.execute("INSERT INTO signalbox_schema (script_sha256) VALUES (%s)", (digest,))
+
+    def _applied(self, digest: str) -> bool:
+        # Two statements: one naming a table that does not exist fails as it is planned, whatever its WHERE says.
+        if self._conn.execute("SELECT to_regclass('signalbox_schema')").fetchone()[0] is None:
+            return False
+        found = self._conn.execute("SELECT 1 FROM signalbox_schema WHERE script_sha256 = %s", (digest,)).fetchone()
+        return found is not None
 
     @contextmanager
     def transaction(

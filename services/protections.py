@@ -8,10 +8,12 @@ place. Since PostgreSQL runs each schema script once per database (``Database.ex
 a trigger dropped or disabled by hand, or a privilege granted, so :func:`missing_protections` says so.
 
 What is expected is read from the schema scripts themselves (every ``CREATE TRIGGER`` and ``REVOKE … FROM
-PUBLIC`` in them), so a trigger added or renamed there is checked without a change here. A table that does not
-exist yet (a store that never opened the case store) is missing nothing. The trail package knows nothing of cases,
-so this sits one level up, beside ``services/integrity.py``, which reports it in ``trail verify``; the watchdog
-``append_only`` reports it on the worker's timer.
+PUBLIC`` in them), so a trigger added or renamed there is checked without a change here. A trigger must be there,
+fire (not ``DISABLE``d) and be the script's: on SQLite its stored statement, on PostgreSQL its events, its
+function and that function's body, so a same-named trigger or function that lets changes through is named too. A
+table that does not exist yet (a store that never opened the case store) is missing nothing. The trail package
+knows nothing of cases, so this sits one level up, beside ``services/integrity.py``, which reports it in ``trail
+verify``; the watchdog ``append_only`` reports it on the worker's timer.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from services.trail.store import AUDIENCES, Audience, schema_sql, table_for
 _TRIGGER = re.compile(
     r"CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)\s.*?\bON\s+(\w+)", re.IGNORECASE | re.DOTALL
 )
+_FUNCTION = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+(\w+)\s*\(\).*?AS\s+\$\$(.*?)\$\$", re.DOTALL)
+_EXECUTES = re.compile(r"EXECUTE\s+(?:FUNCTION|PROCEDURE)\s+(\w+)\s*\(\)")
+# pg_trigger.tgtype's bits (PostgreSQL's catalog/pg_trigger.h): FOR EACH ROW, BEFORE, and the events.
+_TGTYPE = {"ROW": 1, "BEFORE": 2, "INSERT": 4, "DELETE": 8, "UPDATE": 16, "TRUNCATE": 32, "INSTEAD": 64}
 _REVOKE = re.compile(r"REVOKE\s+([\w\s,]+?)\s+ON\s+(?:TABLE\s+)?(\w+)\s+FROM\s+PUBLIC", re.IGNORECASE)
 # The trigger states that fire in an ordinary session: ``O`` (origin, the default) and ``A`` (always). ``D`` is
 # ``DISABLE TRIGGER``, ``R`` fires only in replica sessions.
@@ -39,6 +45,8 @@ class Expected:
     table: str
     trigger: str | None = None
     privilege: str | None = None
+    definition: str | None = None  # the trigger as the database describes it (``_triggers``)
+    function: str | None = None  # PostgreSQL: the function the trigger executes
 
     @property
     def name(self) -> str:
@@ -72,18 +80,41 @@ def scripts(dialect: str) -> list[str]:
 
 
 def expected_protections(dialect: str) -> list[Expected]:
-    """Every append-only trigger and PUBLIC revocation in the schema scripts of ``dialect``, in script order."""
+    """Every append-only trigger and PUBLIC revocation in the schema scripts of ``dialect``, in script order, each
+    trigger with its definition as the database describes it (:func:`_triggers`)."""
     found: list[Expected] = []
-    for script in scripts(dialect):
-        for statement in script.split("\n;;\n"):
-            trigger = _TRIGGER.search(statement)
-            if trigger:
-                found.append(Expected(trigger.group(2), trigger=trigger.group(1)))
-            revoke = _REVOKE.search(statement)
-            if revoke:
-                for privilege in revoke.group(1).split(","):
-                    found.append(Expected(revoke.group(2), privilege=privilege.strip().upper()))
+    statements = [s.strip() for script in scripts(dialect) for s in script.split("\n;;\n")]
+    bodies = {m.group(1): m.group(2) for m in map(_FUNCTION.search, statements) if m}
+    for statement in statements:
+        trigger = _TRIGGER.search(statement)
+        if trigger:
+            executes = _EXECUTES.search(statement)
+            found.append(
+                Expected(
+                    trigger.group(2),
+                    trigger=trigger.group(1),
+                    definition=_definition(dialect, statement, bodies),
+                    function=executes.group(1) if executes else None,
+                )
+            )
+        revoke = _REVOKE.search(statement)
+        if revoke:
+            for privilege in revoke.group(1).split(","):
+                found.append(Expected(revoke.group(2), privilege=privilege.strip().upper()))
     return found
+
+
+def _definition(dialect: str, statement: str, bodies: dict[str, str]) -> str:
+    """SQLite: the statement as ``sqlite_master`` keeps it (without ``IF NOT EXISTS``). PostgreSQL: its
+    ``tgtype``, the function it executes and that function's body (``prosrc``)."""
+    if dialect != "postgresql":
+        return re.sub(r"\s+IF\s+NOT\s+EXISTS\b", "", statement, count=1, flags=re.IGNORECASE)
+    executes = _EXECUTES.search(statement)
+    function = executes.group(1) if executes else "?"
+    head = statement.upper().split(" EXECUTE ")[0]
+    words = set(re.findall(r"\w+", head.split(" ON ")[0])) | ({"ROW"} if "FOR EACH ROW" in head else set())
+    tgtype = sum(bit for word, bit in _TGTYPE.items() if word in words)
+    return f"{tgtype} {function}: {bodies.get(function, '?')}"
 
 
 def _restore(dialect: str) -> str:
@@ -96,13 +127,14 @@ def _restore(dialect: str) -> str:
 
 
 def missing_protections(db: Database) -> list[Missing]:
-    """The append-only protections ``db`` lacks: each expected trigger absent or not firing (PostgreSQL
-    ``DISABLE TRIGGER`` included), and on PostgreSQL each privilege PUBLIC holds again on a table it was revoked on.
-    Tables that do not exist are skipped. Reads only: opening a store on SQLite would put the triggers back."""
+    """The append-only protections ``db`` lacks: each expected trigger absent, not firing (PostgreSQL
+    ``DISABLE TRIGGER``) or not the script's (replaced, or its function replaced), and on PostgreSQL each privilege
+    PUBLIC holds again on a table it was revoked on. Tables that do not exist are skipped. Reads only: opening a
+    store on SQLite would put dropped triggers back."""
     postgres = db.dialect == "postgresql"
     restore = _restore(db.dialect)
     missing: list[Missing] = []
-    present: dict[str, dict[str, str] | None] = {}
+    present: dict[str, dict[str, tuple[str, str]] | None] = {}
     for expected in expected_protections(db.dialect):
         table = expected.table
         if table not in present:
@@ -111,18 +143,23 @@ def missing_protections(db: Database) -> list[Missing]:
         if triggers is None:
             continue  # not created yet
         if expected.trigger is not None:
-            state = triggers.get(expected.trigger)
+            state, definition = triggers.get(expected.trigger, (None, None))
             if state is None:
                 what = "is missing (dropped)"
             elif state not in _FIRING:
                 what = f"is disabled (pg_trigger.tgenabled {state!r}, ALTER TABLE … DISABLE TRIGGER)"
+            elif definition != expected.definition:
+                what = "was replaced by another (its events, its function or the function's body changed)"
             else:
                 continue
+            how = restore
+            if not postgres and state is not None:  # CREATE TRIGGER IF NOT EXISTS keeps a trigger of that name
+                how = f"restore it by dropping it (DROP TRIGGER {expected.trigger}) and opening the store"
             missing.append(
                 Missing(
                     expected,
                     f"{table}: the append-only trigger {expected.trigger} {what}, so the database no longer refuses"
-                    f" changes to {table}; {restore}",
+                    f" changes to {table}; {how}",
                 )
             )
         elif postgres and expected.privilege is not None:
@@ -138,16 +175,19 @@ def missing_protections(db: Database) -> list[Missing]:
     return missing
 
 
-def _triggers(db: Database, table: str) -> dict[str, str] | None:
-    """The table's triggers by name with their ``tgenabled`` state (``O`` on SQLite), or None with no such table."""
+def _triggers(db: Database, table: str) -> dict[str, tuple[str, str]] | None:
+    """The table's triggers by name, each with its ``tgenabled`` state (``O`` on SQLite) and its definition as
+    :func:`_definition` gives the script's; None when there is no such table."""
     if db.dialect == "postgresql":
         if db.query("SELECT to_regclass(?)", (table,))[0][0] is None:
             return None
         rows = db.query(
-            "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = to_regclass(?) AND NOT tgisinternal", (table,)
+            "SELECT t.tgname, t.tgenabled, t.tgtype, p.proname, p.prosrc FROM pg_trigger t"
+            " JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgrelid = to_regclass(?) AND NOT t.tgisinternal",
+            (table,),
         )
-        return {str(name): str(state) for name, state in rows}
+        return {str(name): (str(state), f"{tgtype} {function}: {body}") for name, state, tgtype, function, body in rows}
     if not db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)):
         return None
-    rows = db.query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,))
-    return {str(name): "O" for (name,) in rows}
+    rows = db.query("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,))
+    return {str(name): ("O", str(sql).strip()) for name, sql in rows}

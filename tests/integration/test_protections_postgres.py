@@ -29,7 +29,7 @@ pytestmark = pytest.mark.postgres
 EXPECTED = expected_protections("postgresql")
 TRIGGERS = [e for e in EXPECTED if e.trigger is not None]
 PRIVILEGES = [e for e in EXPECTED if e.privilege is not None]
-REMOVALS = [(e, how) for e in TRIGGERS for how in ("drop", "disable")] + [(e, "grant") for e in PRIVILEGES]
+REMOVALS = [(e, how) for e in TRIGGERS for how in ("drop", "disable", "replace")] + [(e, "grant") for e in PRIVILEGES]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,20 @@ def test_each_protection_removed_is_named_and_the_ledger_deleted_restores_it(
     remove(db, guard, how)
     open_stores(db)  # the worker's timers open the store every 30 and 60 s: that alone no longer restores it
     assert_named_everywhere(db, guard)
+    restore(db)
+    assert_whole(db)
+
+
+@pytest.mark.parametrize("function", sorted({e.function for e in TRIGGERS if e.function}))
+def test_a_trigger_function_replaced_by_one_that_lets_changes_through_is_named(db: Database, function: str) -> None:
+    """The triggers stay, enabled, but the function they run no longer refuses: every trigger running it is named."""
+    db.execute(
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$"
+    )
+    guards = [e for e in TRIGGERS if e.function == function]
+    if any(e.table == "trail_formal" for e in guards):
+        db.execute("UPDATE trail_formal SET kind = kind WHERE seq = 0")  # it lets an UPDATE through
+    assert_named_everywhere(db, *guards)
     restore(db)
     assert_whole(db)
 

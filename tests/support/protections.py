@@ -12,6 +12,10 @@ from services.observability.watchdogs import survey
 from services.protections import Expected, guarded_logs, missing_protections
 from services.trail.store import AUDIENCES, NewEntry, Trail
 
+NOOP_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION guard_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$"
+)
+
 
 def open_stores(db: Database) -> None:
     """Every store whose schema creates an append-only protection: the trail and the case store."""
@@ -40,10 +44,21 @@ def trigger_names(db: Database) -> set[str]:
 
 
 def remove(db: Database, guard: Expected, how: str) -> None:
-    """``drop`` or ``disable`` the guard's trigger, or ``grant`` its privilege back to PUBLIC."""
+    """``drop``, ``disable`` or ``replace`` (same name, doing nothing) the guard's trigger, or ``grant`` its
+    privilege back to PUBLIC."""
+    postgres = db.dialect == "postgresql"
     if how == "drop":
-        on = f" ON {guard.table}" if db.dialect == "postgresql" else ""
+        on = f" ON {guard.table}" if postgres else ""
         db.execute(f"DROP TRIGGER IF EXISTS {guard.trigger}{on}")
+    elif how == "replace" and postgres:
+        db.execute(NOOP_FUNCTION)
+        db.execute(
+            f"CREATE OR REPLACE TRIGGER {guard.trigger} BEFORE INSERT ON {guard.table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION guard_noop()"
+        )
+    elif how == "replace":
+        db.execute(f"DROP TRIGGER IF EXISTS {guard.trigger}")
+        db.execute(f"CREATE TRIGGER {guard.trigger} BEFORE INSERT ON {guard.table} BEGIN SELECT 1; END")
     elif how == "disable":
         db.execute(f"ALTER TABLE {guard.table} DISABLE TRIGGER {guard.trigger}")
     elif how == "grant":
@@ -56,20 +71,20 @@ def named_by_the_watchdog(db: Database) -> list[str]:
     return [f.subject for f in survey(db, datetime.now(UTC)).findings if f.watchdog == "append_only"]
 
 
-def assert_named_everywhere(db: Database, guard: Expected) -> None:
-    """The one protection removed is what the check, the watchdog and ``trail verify`` name (its log fails, the
-    other log does not, unless the checkpoints, which guard both, lost it)."""
+def assert_named_everywhere(db: Database, *guards: Expected) -> None:
+    """The protections removed are what the check, the watchdog and ``trail verify`` name (their logs fail, the
+    others do not; the checkpoints guard both logs, the case transitions the formal one)."""
     missing = missing_protections(db)
-    assert [m.expected for m in missing] == [guard]
-    assert guard.table in missing[0].detail and (guard.trigger or guard.privilege or "?") in missing[0].detail
-    assert named_by_the_watchdog(db) == [guard.name]
+    assert [m.expected for m in missing] == list(guards)
+    for guard, gone in zip(guards, missing, strict=True):
+        assert guard.table in gone.detail and (guard.trigger or guard.privilege or "?") in gone.detail
+    assert named_by_the_watchdog(db) == [guard.name for guard in guards]
     report = verify(db)
     assert not report.ok
     for audience in AUDIENCES:
-        named = [str(p) for p in report.logs[audience].problems if guard.name.split()[0] in str(p)]
-        if audience in guarded_logs(guard.table):
-            assert named == [missing[0].detail], report.logs[audience].problems
-        else:
+        named = [str(p) for p in report.logs[audience].problems if any(g.detail == str(p) for g in missing)]
+        assert named == [g.detail for g in missing if audience in guarded_logs(g.expected.table)]
+        if not named:
             assert report.logs[audience].ok, report.logs[audience].problems
 
 

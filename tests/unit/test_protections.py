@@ -44,15 +44,26 @@ def test_tables_not_created_yet_miss_nothing(db: Database) -> None:
     assert named_by_the_watchdog(db) == []
 
 
+@pytest.mark.parametrize("how", ["drop", "replace"])
 @pytest.mark.parametrize("guard", TRIGGERS, ids=lambda e: e.name)
-def test_a_dropped_trigger_is_named_and_opening_the_store_restores_it(db: Database, guard: Expected) -> None:
+def test_a_dropped_or_replaced_trigger_is_named_and_opening_the_store_restores_it(
+    db: Database, guard: Expected, how: str
+) -> None:
     fill(db)
-    remove(db, guard, "drop")
-    assert [m.expected for m in missing_protections(db)] == [guard]
+    remove(db, guard, how)
+    missing = missing_protections(db)
+    assert [m.expected for m in missing] == [guard]
+    if how == "replace":  # CREATE TRIGGER IF NOT EXISTS keeps a trigger of that name, whatever it does
+        assert f"restore it by dropping it (DROP TRIGGER {guard.trigger})" in missing[0].detail
+        open_stores(db)
+        assert [m.expected for m in missing_protections(db)] == [guard]
+        db.execute(f"DROP TRIGGER {guard.trigger}")
     open_stores(db)  # on SQLite every opening runs the scripts again
     assert missing_protections(db) == []
-    remove(db, guard, "drop")
+    remove(db, guard, how)
     assert_named_everywhere(db, guard)
+    if how == "replace":
+        db.execute(f"DROP TRIGGER {guard.trigger}")
     open_stores(db)
     assert_whole(db)
 

@@ -78,6 +78,11 @@ FOR EACH STATEMENT EXECUTE FUNCTION case_transitions_append_only()
 """
 
 
+def append_only_sql(dialect: str) -> str:
+    """The script that makes ``case_transitions`` append-only (``services/protections.py`` checks what it creates)."""
+    return _APPEND_ONLY_POSTGRES if dialect == "postgresql" else _APPEND_ONLY_SQLITE
+
+
 class UnreadableCase(CaseError):
     """A case row whose body is not a case record: it was written outside the case process."""
 
@@ -116,7 +121,7 @@ class CaseStore:
         self.db = db
         with db.transaction():
             db.executescript(_TABLES)
-            db.executescript(_APPEND_ONLY_POSTGRES if db.dialect == "postgresql" else _APPEND_ONLY_SQLITE)
+            db.executescript(append_only_sql(db.dialect))
 
     def open(self, case: Case, transitions: Sequence[CaseTransition]) -> tuple[Case, bool]:
         """Store a new case; if one with this id exists already, return it unchanged (redelivery is harmless).

@@ -10,7 +10,10 @@ Each watchdog reads the store at ``now`` and returns its findings (ids and count
   deadline tick has not fired;
 * ``checkpoint_stale``: a trail log with entries beyond its last signed checkpoint, that checkpoint older than
   ``checkpoint_interval`` (or none at all);
-* ``dead_letter_rate``: more than ``dead_letters_per_hour`` dead letters an hour over the last ``rate_window``.
+* ``dead_letter_rate``: more than ``dead_letters_per_hour`` dead letters an hour over the last ``rate_window``;
+* ``append_only``: an append-only trigger of the trail or the case transitions dropped or disabled, or on
+  PostgreSQL UPDATE, DELETE or TRUNCATE granted back to PUBLIC on a trail table (``services/protections.py``):
+  nothing puts them back once each schema script runs once per database (HAZ-68).
 
 Every run sets ``signalbox_watchdog_findings{reason}`` and the store gauges (releases open, letters and cases by
 status, trail size, checkpoint age), so Prometheus alerts on them without signalbox's help.
@@ -27,9 +30,10 @@ from schemas.vocabulary import utc_text
 from services.core.calendar import uk_date
 from services.db import Database
 from services.observability import metrics
+from services.protections import missing_protections
 from services.trail.store import AUDIENCES
 
-WATCHDOGS = ("release_open", "letter_stuck", "deadline_missed", "checkpoint_stale", "dead_letter_rate")
+WATCHDOGS = ("release_open", "letter_stuck", "deadline_missed", "checkpoint_stale", "dead_letter_rate", "append_only")
 
 
 @dataclass(frozen=True)
@@ -189,11 +193,23 @@ def dead_letter_rate(db: Database, now: datetime, t: Thresholds) -> list[Finding
     return []
 
 
+def append_only_missing(db: Database, now: datetime, t: Thresholds) -> list[Finding]:
+    """Every append-only protection the store lacks, whatever its age: one is enough for an edit to go through."""
+    return [Finding("append_only", "", gone.expected.name, gone.detail) for gone in missing_protections(db)]
+
+
 def survey(db: Database, now: datetime, thresholds: Thresholds | None = None) -> Survey:
     """Run every watchdog over ``db`` at ``now`` and publish what they found as metrics."""
     t = thresholds or Thresholds()
     result = Survey(now)
-    for watchdog in (releases_open, letters_stuck, deadlines_missed, checkpoints_stale, dead_letter_rate):
+    for watchdog in (
+        releases_open,
+        letters_stuck,
+        deadlines_missed,
+        checkpoints_stale,
+        dead_letter_rate,
+        append_only_missing,
+    ):
         result.findings += watchdog(db, now, t)
     for name in WATCHDOGS:
         metrics.WATCHDOG_FINDINGS.labels(name).set(result.count(name))

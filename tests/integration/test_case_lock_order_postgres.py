@@ -51,6 +51,20 @@ def waiting_for_a_lock(db: Database, pid: int) -> bool:
     return bool(db.query("SELECT 1 FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'", (pid,)))
 
 
+def start_beside_the_batch(
+    db: Database, thread: threading.Thread, pid: int, who: str, errors: list[BaseException]
+) -> None:
+    """From inside the batch on ``db``, which holds the formal log's lock: start ``thread`` (on connection ``pid``)
+    and return once it waits for a lock."""
+    assert holds_the_formal_logs_lock(db)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not waiting_for_a_lock(db, pid):
+        assert thread.is_alive(), f"{who} did not wait for the batch: {errors}"
+        assert time.monotonic() < deadline, f"{who} never waited for the batch's lock"
+        time.sleep(0.02)
+
+
 def test_a_case_command_beside_a_batch_superseding_its_case_does_not_deadlock(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,13 +94,7 @@ def test_a_case_command_beside_a_batch_superseding_its_case_does_not_deadlock(
 
         def supersede_beside_a_command(target: str, release_id: str) -> Any:
             if target == case_id and thread.ident is None:
-                assert holds_the_formal_logs_lock(db)
-                thread.start()
-                deadline = time.monotonic() + 10
-                while not waiting_for_a_lock(db, pid):
-                    assert thread.is_alive(), f"the command did not wait for the batch: {errors}"
-                    assert time.monotonic() < deadline, "the command never waited for the batch's lock"
-                    time.sleep(0.02)
+                start_beside_the_batch(db, thread, pid, "the command", errors)
             return supersede(target, release_id)
 
         monkeypatch.setattr(recorder.cases, "supersede", supersede_beside_a_command)
@@ -127,13 +135,7 @@ def test_two_batches_opening_the_same_case_do_not_deadlock(db: Database, monkeyp
 
         def open_beside_a_batch(decision: Any, line: Any = None) -> Any:
             if decision.assessment.ods_code == ALARM and thread.ident is None:
-                assert holds_the_formal_logs_lock(db)
-                thread.start()
-                deadline = time.monotonic() + 10
-                while not waiting_for_a_lock(db, pid):
-                    assert thread.is_alive(), f"the other batch did not wait for this one: {errors}"
-                    assert time.monotonic() < deadline, "the other batch never waited for this one's lock"
-                    time.sleep(0.02)
+                start_beside_the_batch(db, thread, pid, "the other batch", errors)
             return open_from_decision(decision, line)
 
         monkeypatch.setattr(first.cases, "open_from_decision", open_beside_a_batch)
@@ -182,13 +184,7 @@ def test_a_timer_firing_beside_a_batch_superseding_its_case_does_not_deadlock(
 
         def supersede_beside_a_timer(target: str, release_id: str) -> Any:
             if target == case_id and thread.ident is None:
-                assert holds_the_formal_logs_lock(db)
-                thread.start()
-                deadline = time.monotonic() + 10
-                while not waiting_for_a_lock(db, pid):
-                    assert thread.is_alive(), f"the timer did not wait for the batch: {errors}"
-                    assert time.monotonic() < deadline, "the timer never waited for the batch's lock"
-                    time.sleep(0.02)
+                start_beside_the_batch(db, thread, pid, "the timer", errors)
             return supersede(target, release_id)
 
         monkeypatch.setattr(recorder.cases, "supersede", supersede_beside_a_timer)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,6 +65,54 @@ def start_beside_the_batch(
         time.sleep(0.02)
 
 
+def a_batch_with_an_open_case(db: Database) -> tuple[datetime, Recorder, str]:
+    """A batch's moment (ten minutes ago), its recorder, and ALARM's case that its first release opened."""
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    recorder = Recorder(db, RULES, Directory.load(EXAMPLES), clock=lambda: start)
+    record(recorder, nela_release(alarm=ALARM, release_id="NELA-Y11-d0"))
+    (case_id,) = [c for c in recorder.cases.store.open_case_ids("NELA") if c.endswith(ALARM)]
+    return start, recorder, case_id
+
+
+def supersede_beside(
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    recorder: Recorder,
+    case_id: str,
+    pid: int,
+    who: str,
+    work: Callable[[], object],
+) -> list[BaseException]:
+    """Record the next batch (OTHER's alarm opens a case, so it holds the formal log's lock; ALARM's is gone, so it
+    supersedes ``case_id``). Just before it supersedes, ``work`` starts in a thread on connection ``pid`` and runs
+    until it waits for a lock; then the batch goes on. Both must finish: what either raised is returned."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    supersede = recorder.cases.supersede
+
+    def supersede_beside_work(target: str, release_id: str) -> Any:
+        if target == case_id and thread.ident is None:
+            start_beside_the_batch(db, thread, pid, who, errors)
+        return supersede(target, release_id)
+
+    monkeypatch.setattr(recorder.cases, "supersede", supersede_beside_work)
+    try:
+        record(recorder, nela_release(alarm=OTHER, release_id="NELA-Y11-d1"))
+    except BaseException as exc:
+        errors.append(exc)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert thread.ident is not None, "the batch never superseded the case"
+    return errors
+
+
 def test_a_case_command_beside_a_batch_superseding_its_case_does_not_deadlock(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -72,39 +120,15 @@ def test_a_case_command_beside_a_batch_superseding_its_case_does_not_deadlock(
     just then a data check on that case starts in another connection and is let run until it waits for a lock.
     Then the batch goes on. Both must finish: the command after the batch (it waits for the formal log's lock
     before it touches the case row), on the case as the batch left it."""
-    start = datetime.now(UTC) - timedelta(minutes=10)  # the batches' moment; the data check is dated after it
-    recorder = Recorder(db, RULES, Directory.load(EXAMPLES), clock=lambda: start)
-    record(recorder, nela_release(alarm=ALARM, release_id="NELA-Y11-d0"))
-    (case_id,) = [c for c in recorder.cases.store.open_case_ids("NELA") if c.endswith(ALARM)]
-    errors: list[BaseException] = []
+    start, recorder, case_id = a_batch_with_an_open_case(db)  # the data check is dated after the batches' moment
     with Database(db.target) as other:
         command = Recorder(other, RULES, Directory.load(EXAMPLES))
         pid = int(other.query("SELECT pg_backend_pid()")[0][0])
         action = CaseAction(kind="data_check", outcome="case_to_answer", role="audit_supplier", actor="A Supplier",
                             note="checked", at=start + timedelta(minutes=1))  # fmt: skip
-
-        def act() -> None:
-            try:
-                command.cases.act(case_id, action)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=act)
-        supersede = recorder.cases.supersede
-
-        def supersede_beside_a_command(target: str, release_id: str) -> Any:
-            if target == case_id and thread.ident is None:
-                start_beside_the_batch(db, thread, pid, "the command", errors)
-            return supersede(target, release_id)
-
-        monkeypatch.setattr(recorder.cases, "supersede", supersede_beside_a_command)
-        try:
-            record(recorder, nela_release(alarm=OTHER, release_id="NELA-Y11-d1"))
-        except BaseException as exc:
-            errors.append(exc)
-        thread.join(timeout=30)
-        assert not thread.is_alive()
-    assert thread.ident is not None, "the batch never superseded the case"
+        errors = supersede_beside(
+            db, monkeypatch, recorder, case_id, pid, "the command", lambda: command.cases.act(case_id, action)
+        )
     assert errors == []
     replayed = replay_case(Trail(db), case_id)
     assert replayed.case is not None
@@ -163,38 +187,14 @@ def test_a_timer_firing_beside_a_batch_superseding_its_case_does_not_deadlock(
     passed when the batch supersedes the case. The timer takes the formal log's lock before it writes the row, so
     it waits for the batch and then finds the case moved on (``CaseConflict``: skipped, as when another worker
     fired it); the next tick fires it on the case as the batch left it."""
-    start = datetime.now(UTC) - timedelta(minutes=10)
-    recorder = Recorder(db, RULES, Directory.load(EXAMPLES), clock=lambda: start)
-    record(recorder, nela_release(alarm=ALARM, release_id="NELA-Y11-d0"))
-    (case_id,) = [c for c in recorder.cases.store.open_case_ids("NELA") if c.endswith(ALARM)]
-    errors: list[BaseException] = []
+    start, recorder, case_id = a_batch_with_an_open_case(db)
     ticks: list[Any] = []
     with Database(db.target) as other:
         timer = Recorder(other, RULES, Directory.load(EXAMPLES), clock=lambda: start + timedelta(days=60))
         pid = int(other.query("SELECT pg_backend_pid()")[0][0])
-
-        def tick() -> None:
-            try:
-                ticks.append(timer.cases.tick(only=[case_id]))
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=tick)
-        supersede = recorder.cases.supersede
-
-        def supersede_beside_a_timer(target: str, release_id: str) -> Any:
-            if target == case_id and thread.ident is None:
-                start_beside_the_batch(db, thread, pid, "the timer", errors)
-            return supersede(target, release_id)
-
-        monkeypatch.setattr(recorder.cases, "supersede", supersede_beside_a_timer)
-        try:
-            record(recorder, nela_release(alarm=OTHER, release_id="NELA-Y11-d1"))
-        except BaseException as exc:
-            errors.append(exc)
-        thread.join(timeout=30)
-        assert not thread.is_alive()
-        assert thread.ident is not None, "the batch never superseded the case"
+        errors = supersede_beside(
+            db, monkeypatch, recorder, case_id, pid, "the timer", lambda: ticks.append(timer.cases.tick(only=[case_id]))
+        )
         assert errors == []
         assert [t.kind for t in ticks[0].transitions] == []  # moved on since the timer read it: skipped
         again = timer.cases.tick(only=[case_id])

@@ -17,16 +17,16 @@ NOOP_FUNCTION = (
 )
 
 
-def open_stores(db: Database) -> None:
-    """Every store whose schema creates an append-only protection: the trail and the case store."""
-    Trail(db)
+def open_stores(db: Database) -> Trail:
+    """Every store whose schema creates an append-only protection: the trail (returned) and the case store."""
+    trail = Trail(db)
     CaseStore(db)
+    return trail
 
 
 def fill(db: Database) -> None:
     """A store with entries in both logs, so verify has rows to check besides the protections."""
-    open_stores(db)
-    trail = Trail(db)
+    trail = open_stores(db)
     for audience in AUDIENCES:
         trail.append_many(audience, [NewEntry("decision", {"i": i}, None, f"{audience}-{i}") for i in range(3)])
 

@@ -85,7 +85,7 @@ from services.observability.health import (
     serve,
     tcp_reachable,
 )
-from services.observability.logs import get_logger
+from services.observability.logs import LogFormat, chosen_format, configure, get_logger
 from services.observability.notify import notify_operations
 from services.observability.watchdogs import Survey, survey
 from services.recording import Recorder
@@ -604,7 +604,7 @@ class LettersProcess:
     tick waited (close → last output p99 0.3–2.8 s at 5,000 results/s, against 30 ms without; README, issue 10).
     In its own process it takes the other core instead, and a crash while rendering (or the OOM killer) takes the
     tick, not the worker: the next tick starts a new process. The child is started with ``spawn`` (never a fork
-    of a process with running Kafka client threads) and dies with the worker (``PR_SET_PDEATHSIG``)."""
+    of a process with running Kafka client threads), dies with the worker (``PR_SET_PDEATHSIG``) and logs as it does."""
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
@@ -613,7 +613,10 @@ class LettersProcess:
         """One tick; returns each sent letter's (space, seconds queued), for the worker's own metrics."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_letters_process,
+                initargs=(os.getpid(), chosen_format()),
             )
         try:
             return await asyncio.get_running_loop().run_in_executor(
@@ -629,11 +632,13 @@ class LettersProcess:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _die_with_parent() -> None:
-    """In the letters process: be killed when the worker dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+def _start_letters_process(worker_pid: int, log_format: LogFormat) -> None:
+    """In the letters process, first: be killed when the worker dies, even by SIGKILL (Linux), and log as the
+    worker does (the same format, the learning topics' names redacted)."""
+    configure(log_format)
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the worker died before the call above: do not outlive it
+        if os.getppid() != worker_pid:  # the worker died before the call above (in a container it may be PID 1)
             os._exit(1)
 
 

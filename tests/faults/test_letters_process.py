@@ -141,3 +141,19 @@ def test_the_letters_process_dies_with_a_worker_killed_by_sigkill(queued: Path) 
         parent.kill()
         parent.wait()
     assert states(queued) == {"sent": 99}
+
+
+START = "import os, sys; from services.kafka.worker import _start_letters_process as s; s({pid}, 'json'); print('up')"
+
+
+@pytest.mark.parametrize("parent", ["the worker", "another process"])
+def test_the_letters_process_starts_under_its_worker_whatever_its_pid_and_not_under_another(parent: str) -> None:
+    """The check is "is my parent still the worker that started me", not "is my parent PID 1": in a container
+    the worker itself may be PID 1, and then every letters process would exit at once and no letter be sent."""
+    pid = "os.getppid()" if parent == "the worker" else "os.getppid() + 1"
+    done = subprocess.run([sys.executable, "-c", START.format(pid=pid)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+    if parent == "the worker":
+        assert (done.returncode, done.stdout) == (0, "up\n"), done.stderr
+    else:
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr

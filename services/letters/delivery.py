@@ -42,7 +42,7 @@ def deliver(
     clock: Callable[[], datetime],
 ) -> DeliveryReport:
     """Send every letter that is due, pass after pass, in this call's own event loop (callers are synchronous:
-    a command, the embedded runner, a worker's thread). Returns what all the passes did together."""
+    a command, the embedded runner, the worker's letters process). Returns what all the passes did together."""
     total = DeliveryReport()
 
     async def run() -> None:
